@@ -1,0 +1,190 @@
+//! Configuration plumbing shared by the binaries: values come from the environment,
+//! optionally from a `KEY=VALUE` file named by `MEDICALPRO_CONFIG` (the environment
+//! wins), are parsed into typed settings at start-up, and secrets never print.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+
+/// Exit code for a process that refuses its configuration (`EX_CONFIG`-like `EX_USAGE`).
+pub const EXIT_BAD_CONFIG: i32 = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0} is required but not set")]
+    Missing(&'static str),
+    #[error("{name} is invalid: {reason}")]
+    Invalid { name: &'static str, reason: String },
+    #[error("cannot read config file {path}: {reason}")]
+    File { path: String, reason: String },
+}
+
+/// A value that must never appear in logs or `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret<T>(T);
+
+impl<T> Secret<T> {
+    pub fn new(value: T) -> Self {
+        Self(value)
+    }
+    pub fn expose(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> fmt::Debug for Secret<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Where settings are read from: the process environment over an optional file.
+#[derive(Clone, Debug, Default)]
+pub struct Source {
+    file: HashMap<String, String>,
+    overrides: HashMap<String, String>,
+    use_env: bool,
+}
+
+impl Source {
+    /// The process environment, over the file named by `MEDICALPRO_CONFIG` if any.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let mut source = Self {
+            use_env: true,
+            ..Self::default()
+        };
+        if let Ok(path) = std::env::var("MEDICALPRO_CONFIG") {
+            let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::File {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+            source.file = parse_file(&text);
+        }
+        Ok(source)
+    }
+
+    /// Only the given pairs (tests and embedded use).
+    pub fn from_pairs<I, K, V>(pairs: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        Self {
+            overrides: pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+            ..Self::default()
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<String> {
+        if let Some(v) = self.overrides.get(name) {
+            return Some(v.clone());
+        }
+        if self.use_env {
+            if let Ok(v) = std::env::var(name) {
+                return Some(v);
+            }
+        }
+        self.file.get(name).cloned()
+    }
+
+    pub fn required(&self, name: &'static str) -> Result<String, ConfigError> {
+        self.get(name)
+            .filter(|v| !v.is_empty())
+            .ok_or(ConfigError::Missing(name))
+    }
+
+    pub fn or(&self, name: &'static str, default: &str) -> String {
+        self.get(name)
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| default.to_owned())
+    }
+
+    pub fn parse_or<T: FromStr>(&self, name: &'static str, default: T) -> Result<T, ConfigError>
+    where
+        T::Err: fmt::Display,
+    {
+        match self.get(name).filter(|v| !v.is_empty()) {
+            None => Ok(default),
+            Some(v) => v.parse().map_err(|e: T::Err| ConfigError::Invalid {
+                name,
+                reason: e.to_string(),
+            }),
+        }
+    }
+}
+
+fn parse_file(text: &str) -> HashMap<String, String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect()
+}
+
+/// How to reach one PostgreSQL database.
+#[derive(Clone, Debug)]
+pub struct DbSettings {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: Secret<String>,
+    pub dbname: String,
+}
+
+impl DbSettings {
+    /// Reads `{prefix}HOST`, `{prefix}PORT`, `{prefix}USER`, `{prefix}PASSWORD`.
+    pub fn from_source(
+        source: &Source,
+        names: [&'static str; 4],
+        dbname: String,
+    ) -> Result<Self, ConfigError> {
+        let [host, port, user, password] = names;
+        Ok(Self {
+            host: source.or(host, "127.0.0.1"),
+            port: source.parse_or(port, 5432)?,
+            user: source.or(user, "postgres"),
+            password: Secret::new(source.get(password).unwrap_or_default()),
+            dbname,
+        })
+    }
+
+    /// The same server, another database.
+    pub fn with_dbname(&self, dbname: &str) -> Self {
+        Self {
+            dbname: dbname.to_owned(),
+            ..self.clone()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_do_not_print() {
+        let s = Secret::new("hunter2".to_owned());
+        assert_eq!(format!("{s:?}"), "Secret(***)");
+    }
+
+    #[test]
+    fn file_lines_parse() {
+        let m = parse_file("# comment\nA=1\n B = two \nbad line\n");
+        assert_eq!(m.get("A").map(String::as_str), Some("1"));
+        assert_eq!(m.get("B").map(String::as_str), Some("two"));
+        assert_eq!(m.len(), 2);
+    }
+
+    #[test]
+    fn typed_values_are_checked() {
+        let s = Source::from_pairs([("PORT", "x")]);
+        assert!(s.parse_or::<u16>("PORT", 1).is_err());
+        assert_eq!(s.parse_or::<u16>("OTHER", 7).unwrap(), 7);
+        assert!(matches!(s.required("NOPE"), Err(ConfigError::Missing("NOPE"))));
+    }
+}

@@ -1,0 +1,128 @@
+//! Newtype identifiers. One macro makes them all so a `ClinicId` can never be
+//! passed where a `UserId` is expected.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+use uuid::Uuid;
+
+macro_rules! id_newtype {
+    ($(#[$meta:meta])* $name:ident) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(Uuid);
+
+        impl $name {
+            /// A new, time-ordered (UUIDv7) id.
+            pub fn generate() -> Self {
+                Self(Uuid::now_v7())
+            }
+            pub const fn from_uuid(uuid: Uuid) -> Self {
+                Self(uuid)
+            }
+            pub const fn as_uuid(&self) -> &Uuid {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.hyphenated().fmt(f)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = uuid::Error;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Uuid::parse_str(s).map(Self)
+            }
+        }
+
+        impl From<Uuid> for $name {
+            fn from(uuid: Uuid) -> Self {
+                Self(uuid)
+            }
+        }
+    };
+}
+
+id_newtype!(
+    /// A clinic (a "company" in the central database). Always taken from a verified token.
+    ClinicId
+);
+id_newtype!(
+    /// A user of the product, member of exactly one clinic.
+    UserId
+);
+id_newtype!(
+    /// A row of a clinic resource (patient, appointment, ...).
+    RecordId
+);
+
+impl ClinicId {
+    /// The name of the clinic's own PostgreSQL database.
+    pub fn database_name(&self) -> String {
+        format!("medicalpro_clinic_{}", self.0.hyphenated())
+    }
+
+    /// The name of the clinic's own PostgreSQL login role.
+    pub fn role_name(&self) -> String {
+        format!("medicalpro_clinic_{}", self.0.simple())
+    }
+}
+
+/// The id of one request, echoed in `x-request-id` and carried into logs and audit rows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestId(String);
+
+impl RequestId {
+    pub fn generate() -> Self {
+        Self(Uuid::new_v4().hyphenated().to_string())
+    }
+
+    /// Accepts a client-sent id only when it is short and made of safe characters.
+    pub fn parse(value: &str) -> Option<Self> {
+        let sane = !value.is_empty()
+            && value.len() <= 64
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+        sane.then(|| Self(value.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_carry_the_clinic_id() {
+        let id: ClinicId = "0190a5b2-7c4e-7d1a-9e0f-123456789abc".parse().unwrap();
+        assert_eq!(
+            id.database_name(),
+            "medicalpro_clinic_0190a5b2-7c4e-7d1a-9e0f-123456789abc"
+        );
+        assert_eq!(id.role_name(), "medicalpro_clinic_0190a5b27c4e7d1a9e0f123456789abc");
+        assert!(id.database_name().len() < 64);
+    }
+
+    #[test]
+    fn request_ids_are_sanitised() {
+        assert!(RequestId::parse("abc-123_x.y").is_some());
+        assert!(RequestId::parse("").is_none());
+        assert!(RequestId::parse("a b").is_none());
+        assert!(RequestId::parse("x\r\nset-cookie: y").is_none());
+        assert!(RequestId::parse(&"a".repeat(65)).is_none());
+    }
+}

@@ -1,0 +1,15 @@
+//! What the gateway and the worker share. This crate depends on neither hyper nor
+//! tokio-postgres: it holds plain types and pure functions only.
+
+pub mod config;
+pub mod crypto;
+pub mod ids;
+pub mod internal;
+pub mod metric_names;
+pub mod openapi;
+pub mod problem;
+pub mod resource;
+pub mod token;
+
+pub use ids::{ClinicId, RecordId, RequestId, UserId};
+pub use problem::Problem;

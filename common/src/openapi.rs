@@ -1,0 +1,348 @@
+//! The OpenAPI 3.1 document of the whole public API, built from the resource
+//! descriptions so it cannot drift from what the worker serves.
+
+use crate::resource::{Field, FieldType, Resource, RESOURCES};
+use serde_json::{json, Map, Value};
+
+fn field_schema(field: &Field) -> Value {
+    let mut schema = match field.ty {
+        FieldType::Text { max_len } => json!({"type": "string", "maxLength": max_len}),
+        FieldType::Email => json!({"type": "string", "format": "email", "maxLength": 254}),
+        FieldType::Date => json!({"type": "string", "format": "date"}),
+    };
+    if let Value::Object(map) = &mut schema {
+        map.insert("description".into(), field.description.into());
+        if !field.required {
+            map.insert("type".into(), json!([map["type"].clone(), "null"]));
+        }
+    }
+    schema
+}
+
+fn problem_response(description: &str) -> Value {
+    json!({
+        "description": description,
+        "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    })
+}
+
+fn json_body(schema_ref: &str) -> Value {
+    json!({"content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema_ref}")}}}})
+}
+
+fn with_description(mut v: Value, description: &str) -> Value {
+    if let Value::Object(m) = &mut v {
+        m.insert("description".into(), description.into());
+    }
+    v
+}
+
+fn resource_schemas(r: &Resource, schemas: &mut Map<String, Value>) {
+    let mut input_props = Map::new();
+    let mut required: Vec<&str> = Vec::new();
+    for f in r.fields {
+        input_props.insert(f.name.into(), field_schema(f));
+        if f.required {
+            required.push(f.name);
+        }
+    }
+    let mut output_props = input_props.clone();
+    output_props.insert("id".into(), json!({"type": "string", "format": "uuid"}));
+    output_props.insert("created_at".into(), json!({"type": "string", "format": "date-time"}));
+    output_props.insert("updated_at".into(), json!({"type": "string", "format": "date-time"}));
+    let mut output_required = vec!["id", "created_at", "updated_at"];
+    output_required.extend(r.fields.iter().map(|f| f.name));
+    schemas.insert(
+        r.title.into(),
+        json!({"type": "object", "properties": output_props, "required": output_required}),
+    );
+    schemas.insert(
+        format!("{}Input", r.title),
+        json!({"type": "object", "properties": input_props, "required": required, "additionalProperties": false}),
+    );
+    schemas.insert(
+        format!("{}Page", r.title),
+        json!({
+            "type": "object",
+            "properties": {
+                "data": {"type": "array", "items": {"$ref": format!("#/components/schemas/{}", r.title)}},
+                "next_cursor": {"type": ["string", "null"]}
+            },
+            "required": ["data", "next_cursor"]
+        }),
+    );
+}
+
+fn common_errors(ops: &mut Map<String, Value>) {
+    ops.insert("401".into(), problem_response("Missing, invalid or expired token."));
+    ops.insert("403".into(), problem_response("The clinic is unknown, suspended or not provisioned."));
+    ops.insert("503".into(), problem_response("The clinic's database is unavailable; retry later."));
+}
+
+fn resource_paths(r: &Resource, paths: &mut Map<String, Value>) {
+    let t = r.title;
+    let id_param = json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string", "format": "uuid"}});
+    let mut list_params = vec![
+        json!({"name": "q", "in": "query", "required": false, "schema": {"type": "string", "maxLength": 200}}),
+        json!({"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}}),
+        json!({"name": "cursor", "in": "query", "required": false, "schema": {"type": "string", "maxLength": 200}}),
+    ];
+    for f in r.fields.iter().filter(|f| f.lookup) {
+        list_params.push(json!({"name": f.name, "in": "query", "required": false, "schema": {"type": "string", "maxLength": 200}}));
+    }
+    let ops = |v: Value| -> Value {
+        let mut v = v;
+        if let Some(responses) = v.get_mut("responses").and_then(Value::as_object_mut) {
+            common_errors(responses);
+        }
+        v
+    };
+    paths.insert(
+        format!("/api/v1/{}", r.name),
+        json!({
+            "get": ops(json!({
+                "operationId": format!("list_{}", r.name),
+                "tags": [r.name],
+                "parameters": list_params,
+                "responses": {
+                    "200": with_description(json_body(&format!("{t}Page")), "One page of results."),
+                    "400": problem_response("Invalid query parameter.")
+                }
+            })),
+            "post": ops(json!({
+                "operationId": format!("create_{}", r.name),
+                "tags": [r.name],
+                "requestBody": with_description(json_body(&format!("{t}Input")), "The new object."),
+                "responses": {
+                    "201": with_description(json_body(t), "Created."),
+                    "400": problem_response("Malformed JSON or invalid fields."),
+                    "413": problem_response("Body too large.")
+                }
+            }))
+        }),
+    );
+    paths.insert(
+        format!("/api/v1/{}/{{id}}", r.name),
+        json!({
+            "parameters": [id_param],
+            "get": ops(json!({
+                "operationId": format!("get_{}", r.name),
+                "tags": [r.name],
+                "responses": {
+                    "200": with_description(json_body(t), "The object."),
+                    "400": problem_response("Malformed id."),
+                    "404": problem_response("No such object in your clinic.")
+                }
+            })),
+            "put": ops(json!({
+                "operationId": format!("replace_{}", r.name),
+                "tags": [r.name],
+                "requestBody": with_description(json_body(&format!("{t}Input")), "The whole object."),
+                "responses": {
+                    "200": with_description(json_body(t), "Updated."),
+                    "400": problem_response("Malformed JSON or invalid fields."),
+                    "404": problem_response("No such object in your clinic."),
+                    "413": problem_response("Body too large.")
+                }
+            })),
+            "delete": ops(json!({
+                "operationId": format!("delete_{}", r.name),
+                "tags": [r.name],
+                "responses": {
+                    "204": {"description": "Deleted (hidden, kept for the record)."},
+                    "400": problem_response("Malformed id."),
+                    "404": problem_response("No such object in your clinic.")
+                }
+            }))
+        }),
+    );
+}
+
+fn auth_paths(paths: &mut Map<String, Value>) {
+    let post = |id: &str, body: &str, ok: &str, ok_body: Option<&str>, errors: &[(&str, &str)]| {
+        let mut responses = Map::new();
+        responses.insert(
+            ok.into(),
+            match ok_body {
+                Some(s) => with_description(json_body(s), "Success."),
+                None => json!({"description": "Success."}),
+            },
+        );
+        for (code, d) in errors {
+            responses.insert((*code).into(), problem_response(d));
+        }
+        json!({"post": {
+            "operationId": id,
+            "tags": ["auth"],
+            "security": [],
+            "requestBody": with_description(json_body(body), "Request."),
+            "responses": responses
+        }})
+    };
+    paths.insert(
+        "/api/v1/auth/register".into(),
+        post("register", "RegisterRequest", "201", Some("RegisterResponse"), &[
+            ("400", "Invalid input."),
+            ("409", "The e-mail address is already registered."),
+            ("413", "Body too large."),
+            ("503", "Provisioning could not finish; retry the same request."),
+        ]),
+    );
+    paths.insert(
+        "/api/v1/auth/login".into(),
+        post("login", "LoginRequest", "200", Some("TokenResponse"), &[
+            ("400", "Invalid input."),
+            ("401", "Bad credentials."),
+            ("413", "Body too large."),
+            ("429", "Too many failed attempts; see retry-after."),
+        ]),
+    );
+    paths.insert(
+        "/api/v1/auth/refresh".into(),
+        post("refresh", "RefreshRequest", "200", Some("TokenResponse"), &[
+            ("400", "Invalid input."),
+            ("401", "The refresh token is invalid, expired or already used."),
+            ("413", "Body too large."),
+        ]),
+    );
+    paths.insert(
+        "/api/v1/auth/logout".into(),
+        post("logout", "RefreshRequest", "204", None, &[("400", "Invalid input."), ("413", "Body too large.")]),
+    );
+    paths.insert(
+        "/api/v1/openapi.json".into(),
+        json!({"get": {
+            "operationId": "openapi",
+            "tags": ["meta"],
+            "security": [],
+            "responses": {"200": {"description": "This document.", "content": {"application/json": {"schema": {"type": "object"}}}}}
+        }}),
+    );
+}
+
+fn auth_schemas(schemas: &mut Map<String, Value>) {
+    let s = |props: Value, required: &[&str]| json!({"type": "object", "properties": props, "required": required});
+    schemas.insert(
+        "RegisterRequest".into(),
+        s(
+            json!({
+                "clinic_name": {"type": "string", "minLength": 1, "maxLength": 200},
+                "email": {"type": "string", "format": "email", "maxLength": 254},
+                "password": {"type": "string", "minLength": 12, "maxLength": 128},
+                "region": {"type": ["string", "null"], "maxLength": 64}
+            }),
+            &["clinic_name", "email", "password"],
+        ),
+    );
+    schemas.insert(
+        "RegisterResponse".into(),
+        s(
+            json!({
+                "clinic_id": {"type": "string", "format": "uuid"},
+                "user_id": {"type": "string", "format": "uuid"},
+                "region": {"type": "string"}
+            }),
+            &["clinic_id", "user_id", "region"],
+        ),
+    );
+    schemas.insert(
+        "LoginRequest".into(),
+        s(
+            json!({
+                "email": {"type": "string", "maxLength": 254},
+                "password": {"type": "string", "maxLength": 128}
+            }),
+            &["email", "password"],
+        ),
+    );
+    schemas.insert(
+        "RefreshRequest".into(),
+        s(json!({"refresh_token": {"type": "string", "maxLength": 200}}), &["refresh_token"]),
+    );
+    schemas.insert(
+        "TokenResponse".into(),
+        s(
+            json!({
+                "access_token": {"type": "string"},
+                "token_type": {"type": "string", "enum": ["Bearer"]},
+                "expires_in": {"type": "integer"},
+                "refresh_token": {"type": "string"}
+            }),
+            &["access_token", "token_type", "expires_in", "refresh_token"],
+        ),
+    );
+    schemas.insert(
+        "Problem".into(),
+        s(
+            json!({
+                "type": {"type": "string"},
+                "title": {"type": "string"},
+                "status": {"type": "integer"},
+                "detail": {"type": "string"}
+            }),
+            &["type", "title", "status"],
+        ),
+    );
+}
+
+/// The whole document.
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    let mut schemas = Map::new();
+    auth_paths(&mut paths);
+    auth_schemas(&mut schemas);
+    for r in RESOURCES {
+        resource_paths(r, &mut paths);
+        resource_schemas(r, &mut schemas);
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "MedicalPro API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Practice management for medical clinics. Every clinic's data lives in its own database; the clinic is always taken from the bearer token."
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"bearer": []}],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+            "schemas": schemas
+        }
+    })
+}
+
+/// Every `(METHOD, path template)` the document describes.
+pub fn operations(doc: &Value) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    if let Some(paths) = doc["paths"].as_object() {
+        for (path, item) in paths {
+            if let Some(item) = item.as_object() {
+                for method in ["get", "post", "put", "patch", "delete"] {
+                    if item.contains_key(method) {
+                        out.push((method.to_ascii_uppercase(), path.clone()));
+                    }
+                }
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_schema_reference_resolves() {
+        let doc = document();
+        let text = doc.to_string();
+        let schemas = doc["components"]["schemas"].as_object().unwrap();
+        for part in text.split("#/components/schemas/").skip(1) {
+            let name: String = part.chars().take_while(|c| c.is_alphanumeric()).collect();
+            assert!(schemas.contains_key(&name), "dangling $ref {name}");
+        }
+        assert!(operations(&doc).contains(&("DELETE".into(), "/api/v1/patients/{id}".into())));
+    }
+}

@@ -1,0 +1,154 @@
+//! Embedded SQL migrations and the runner that applies them.
+//!
+//! Files live in `central/` and `clinic/`, are numbered `NNN_name.sql`, are compiled
+//! into the binary, and each is applied once per database inside a transaction and
+//! recorded in `schema_migrations` with its SHA-256. A recorded migration whose file
+//! has since changed is refused rather than silently skipped.
+
+use sha2::{Digest, Sha256};
+use tokio_postgres::Client;
+
+/// One migration file.
+#[derive(Clone, Copy, Debug)]
+pub struct Migration {
+    pub version: i32,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+impl Migration {
+    pub fn checksum(&self) -> String {
+        hex::encode(Sha256::digest(self.sql.as_bytes()))
+    }
+}
+
+macro_rules! migration {
+    ($dir:literal, $version:literal, $name:literal) => {
+        Migration {
+            version: $version,
+            name: $name,
+            sql: include_str!(concat!("../", $dir, "/", $name, ".sql")),
+        }
+    };
+}
+
+/// The central database: companies and their placement, users, sessions, audit.
+pub const CENTRAL: &[Migration] = &[migration!("central", 1, "001_central")];
+
+/// Every clinic database (and the template they are cloned from).
+pub const CLINIC: &[Migration] = &[migration!("clinic", 1, "001_patients")];
+
+/// The group role every clinic role belongs to; clinic tables are granted to it.
+pub const CLINIC_APP_ROLE: &str = "medicalpro_clinic_app";
+
+/// The database clinic databases are cloned from, on every regional server.
+pub const CLINIC_TEMPLATE_DB: &str = "medicalpro_clinic_template";
+
+#[derive(Debug, thiserror::Error)]
+pub enum MigrationError {
+    #[error("migration {version} ({name}) was applied with another checksum; refusing to continue")]
+    ChecksumMismatch { version: i32, name: &'static str },
+    #[error("database error while migrating: {0}")]
+    Db(#[from] tokio_postgres::Error),
+}
+
+/// Applies every pending migration of `set`, holding an advisory lock so concurrent
+/// runners on the same database wait for each other. Returns the version reached.
+pub async fn apply(client: &mut Client, set: &[Migration]) -> Result<i32, MigrationError> {
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                version integer PRIMARY KEY,
+                name text NOT NULL,
+                checksum text NOT NULL,
+                applied_at timestamptz NOT NULL DEFAULT now()
+            );
+            SELECT pg_advisory_lock(7261001);",
+        )
+        .await?;
+    let result = apply_locked(client, set).await;
+    let unlock = client.batch_execute("SELECT pg_advisory_unlock(7261001)").await;
+    let version = result?;
+    unlock?;
+    Ok(version)
+}
+
+async fn apply_locked(client: &mut Client, set: &[Migration]) -> Result<i32, MigrationError> {
+    let rows = client
+        .query("SELECT version, checksum FROM schema_migrations", &[])
+        .await?;
+    let applied: Vec<(i32, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let mut reached = 0;
+    for m in set {
+        match applied.iter().find(|(v, _)| *v == m.version) {
+            Some((_, sum)) if *sum == m.checksum() => {}
+            Some(_) => {
+                return Err(MigrationError::ChecksumMismatch {
+                    version: m.version,
+                    name: m.name,
+                })
+            }
+            None => {
+                let tx = client.transaction().await?;
+                tx.batch_execute(m.sql).await?;
+                tx.execute(
+                    "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                    &[&m.version, &m.name, &m.checksum()],
+                )
+                .await?;
+                tx.commit().await?;
+                tracing::info!(version = m.version, name = m.name, "migration applied");
+            }
+        }
+        reached = m.version;
+    }
+    Ok(reached)
+}
+
+/// The highest version recorded in a database (0 when none).
+pub async fn current_version(client: &Client) -> Result<i32, MigrationError> {
+    let row = client
+        .query_opt(
+            "SELECT coalesce(max(version), 0) FROM schema_migrations",
+            &[],
+        )
+        .await;
+    match row {
+        Ok(Some(r)) => Ok(r.get(0)),
+        Ok(None) => Ok(0),
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => Ok(0),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Quotes an SQL identifier.
+pub fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Quotes an SQL string literal.
+pub fn literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_sequential_and_named_after_their_file() {
+        for set in [CENTRAL, CLINIC] {
+            for (i, m) in set.iter().enumerate() {
+                assert_eq!(m.version as usize, i + 1);
+                assert!(m.name.starts_with(&format!("{:03}_", m.version)));
+                assert_eq!(m.checksum().len(), 64);
+            }
+        }
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(ident("a\"b"), "\"a\"\"b\"");
+        assert_eq!(literal("o'k"), "'o''k'");
+    }
+}
