@@ -126,3 +126,42 @@ mod tests {
         assert!(RequestId::parse(&"a".repeat(65)).is_none());
     }
 }
+
+/// An e-mail address that has been checked for shape and normalised to lowercase.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Email(String);
+
+impl Email {
+    pub const MAX_LEN: usize = 254;
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        let s = raw.trim();
+        let shaped = s.len() <= Self::MAX_LEN
+            && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+            && s.split_once('@').is_some_and(|(local, domain)| {
+                !local.is_empty()
+                    && !domain.contains('@')
+                    && domain.contains('.')
+                    && !domain.starts_with('.')
+                    && !domain.ends_with('.')
+            });
+        shaped.then(|| Self(s.to_lowercase()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod email_tests {
+    use super::Email;
+
+    #[test]
+    fn parses_and_normalises() {
+        assert_eq!(Email::parse(" Ada@Example.ORG ").unwrap().as_str(), "ada@example.org");
+        for bad in ["", "ada", "ada@", "@x.org", "a b@x.org", "a@x", "a@.org", "a@b@c.org", "a\0@x.org"] {
+            assert!(Email::parse(bad).is_none(), "{bad:?}");
+        }
+    }
+}

@@ -11,5 +11,5 @@ pub mod problem;
 pub mod resource;
 pub mod token;
 
-pub use ids::{ClinicId, RecordId, RequestId, UserId};
+pub use ids::{ClinicId, Email, RecordId, RequestId, UserId};
 pub use problem::Problem;

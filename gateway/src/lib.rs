@@ -1,1 +1,17 @@
-//! placeholder
+//! The stateless edge gateway. It authenticates users against the central database,
+//! verifies their tokens, finds each clinic's placement through an LRU cache and
+//! forwards requests to the clinic's regional worker. See `ARCHITECTURE.md`.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod password;
+pub mod placement;
+pub mod proxy;
+pub mod server;
+pub mod throttle;
+pub mod tls;
+
+pub use config::Config;
+pub use server::{main_entry, run};

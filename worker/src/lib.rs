@@ -1,1 +1,17 @@
-//! placeholder
+//! The regional worker. It serves the clinic API for the clinics placed in its
+//! region, trusting only what it can check itself: the gateway's signature on every
+//! forwarded request and the user's token. See `ARCHITECTURE.md` for the codemap.
+
+pub mod api;
+pub mod audit;
+pub mod config;
+pub mod context;
+pub mod data;
+pub mod db;
+pub mod error;
+pub mod provision;
+pub mod registry;
+pub mod server;
+
+pub use config::Config;
+pub use server::{main_entry, run};

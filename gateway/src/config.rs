@@ -1,0 +1,85 @@
+//! The gateway's typed configuration, read from the environment at start-up.
+
+use common::config::{ConfigError, DbSettings, Source};
+use common::internal::InternalKey;
+use common::token::TokenService;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `LISTEN_ADDR`, default `0.0.0.0:8080`.
+    pub listen: SocketAddr,
+    /// `ADMIN_ADDR` (metrics and health), default `127.0.0.1:9090`.
+    pub admin_listen: SocketAddr,
+    /// `DB_HOST`, `DB_PORT`, `DB_USER`, `DB_PASSWORD`, `CENTRAL_DB_NAME`.
+    pub central: DbSettings,
+    pub tokens: TokenService,
+    pub internal: InternalKey,
+    /// `REFRESH_TOKEN_TTL` in seconds, default 30 days.
+    pub refresh_ttl: Duration,
+    /// `DEFAULT_REGION`: where new clinics go when they do not ask; else the first region.
+    pub default_region: Option<String>,
+    /// `MAX_BODY_BYTES`, default 1 MiB.
+    pub max_body_bytes: usize,
+    /// `UPSTREAM_TIMEOUT_SECS`, default 30.
+    pub upstream_timeout: Duration,
+    /// `PLACEMENT_CACHE_SIZE` (default 100 000) and `PLACEMENT_CACHE_TTL_SECS` (default 60).
+    pub cache_size: usize,
+    pub cache_ttl: Duration,
+    /// `TRUSTED_PROXIES`: comma-separated addresses whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// `TLS_CERT_FILE` and `TLS_KEY_FILE` (PEM): serve HTTPS when both are set.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// `SHUTDOWN_GRACE_SECS`, default 25: how long in-flight requests may finish.
+    pub shutdown_grace: Duration,
+}
+
+impl Config {
+    pub fn from_source(source: &Source) -> Result<Self, ConfigError> {
+        let trusted_proxies = source
+            .or("TRUSTED_PROXIES", "")
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse().map_err(|_| ConfigError::Invalid {
+                    name: "TRUSTED_PROXIES",
+                    reason: format!("`{s}` is not an IP address"),
+                })
+            })
+            .collect::<Result<Vec<IpAddr>, _>>()?;
+        let tls = match (source.get("TLS_CERT_FILE"), source.get("TLS_KEY_FILE")) {
+            (Some(c), Some(k)) if !c.is_empty() && !k.is_empty() => Some((c.into(), k.into())),
+            (None, None) => None,
+            (Some(c), Some(k)) if c.is_empty() && k.is_empty() => None,
+            _ => {
+                return Err(ConfigError::Invalid {
+                    name: "TLS_CERT_FILE",
+                    reason: "set both TLS_CERT_FILE and TLS_KEY_FILE, or neither".into(),
+                })
+            }
+        };
+        Ok(Self {
+            listen: source.parse_or("LISTEN_ADDR", ([0, 0, 0, 0], 8080).into())?,
+            admin_listen: source.parse_or("ADMIN_ADDR", ([127, 0, 0, 1], 9090).into())?,
+            central: DbSettings::from_source(
+                source,
+                ["DB_HOST", "DB_PORT", "DB_USER", "DB_PASSWORD"],
+                source.or("CENTRAL_DB_NAME", "medicalpro_central"),
+            )?,
+            tokens: TokenService::from_source(source)?,
+            internal: InternalKey::from_source(source)?,
+            refresh_ttl: Duration::from_secs(source.parse_or("REFRESH_TOKEN_TTL", 30 * 86_400)?),
+            default_region: source.get("DEFAULT_REGION").filter(|r| !r.is_empty()),
+            max_body_bytes: source.parse_or("MAX_BODY_BYTES", 1 << 20)?,
+            upstream_timeout: Duration::from_secs(source.parse_or("UPSTREAM_TIMEOUT_SECS", 30)?),
+            cache_size: source.parse_or("PLACEMENT_CACHE_SIZE", 100_000)?,
+            cache_ttl: Duration::from_secs(source.parse_or("PLACEMENT_CACHE_TTL_SECS", 60)?),
+            trusted_proxies,
+            tls,
+            shutdown_grace: Duration::from_secs(source.parse_or("SHUTDOWN_GRACE_SECS", 25)?),
+        })
+    }
+}

@@ -1,0 +1,142 @@
+//! The gateway's one error enum and its explicit HTTP mapping. Infrastructure
+//! failures are mapped on purpose: central DB down → 503, worker unreachable → 503,
+//! worker timeout → 504, a broken upstream exchange → 502.
+
+use common::problem::Problem;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("token refused: {0}")]
+    Token(common::token::TokenError),
+    #[error("no bearer token")]
+    MissingToken,
+    #[error("clinic unknown, suspended or provisioning")]
+    ClinicUnavailable,
+    #[error("bad credentials")]
+    BadCredentials,
+    #[error("refresh token refused")]
+    BadRefreshToken,
+    #[error("too many attempts; retry in {0}s")]
+    Throttled(u32),
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("email already registered")]
+    EmailTaken,
+    #[error("unknown region {0}")]
+    UnknownRegion(String),
+    #[error("body over {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("no route")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("central database unavailable: {0}")]
+    CentralUnavailable(String),
+    #[error("provisioning did not finish: {0}")]
+    ProvisioningIncomplete(String),
+    #[error("worker unreachable: {0}")]
+    WorkerUnreachable(String),
+    #[error("worker timed out")]
+    WorkerTimeout,
+    #[error("upstream exchange failed: {0}")]
+    BadGateway(String),
+    #[error("clinic moved; placement refreshed")]
+    Misrouted,
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl GatewayError {
+    /// A short, fixed label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            GatewayError::Token(_) => "token",
+            GatewayError::MissingToken => "missing_token",
+            GatewayError::ClinicUnavailable => "clinic_unavailable",
+            GatewayError::BadCredentials => "bad_credentials",
+            GatewayError::BadRefreshToken => "bad_refresh_token",
+            GatewayError::Throttled(_) => "throttled",
+            GatewayError::BadRequest(_) => "bad_request",
+            GatewayError::EmailTaken => "email_taken",
+            GatewayError::UnknownRegion(_) => "unknown_region",
+            GatewayError::PayloadTooLarge(_) => "payload_too_large",
+            GatewayError::NotFound => "not_found",
+            GatewayError::MethodNotAllowed => "method_not_allowed",
+            GatewayError::CentralUnavailable(_) => "central_unavailable",
+            GatewayError::ProvisioningIncomplete(_) => "provisioning_incomplete",
+            GatewayError::WorkerUnreachable(_) => "worker_unreachable",
+            GatewayError::WorkerTimeout => "worker_timeout",
+            GatewayError::BadGateway(_) => "bad_gateway",
+            GatewayError::Misrouted => "misrouted",
+            GatewayError::Internal(_) => "internal",
+        }
+    }
+
+    pub fn problem(&self) -> Problem {
+        match self {
+            GatewayError::Token(common::token::TokenError::Expired) => {
+                Problem::unauthorized("The access token has expired; refresh it.")
+            }
+            GatewayError::Token(common::token::TokenError::Invalid) => {
+                Problem::unauthorized("A valid bearer access token is required.")
+            }
+            GatewayError::MissingToken => {
+                Problem::unauthorized("Send `Authorization: Bearer <access token>`.")
+            }
+            GatewayError::ClinicUnavailable => Problem::new(403, "clinic-unavailable", "Clinic not available")
+                .with_detail("Your clinic is unknown, suspended or not yet provisioned."),
+            GatewayError::BadCredentials => Problem::new(401, "bad-credentials", "Invalid e-mail or password"),
+            GatewayError::BadRefreshToken => Problem::unauthorized(
+                "The refresh token is invalid, expired or already used; log in again.",
+            ),
+            GatewayError::Throttled(secs) => Problem::new(429, "throttled", "Too many attempts")
+                .with_detail("Too many failed attempts; wait before trying again.")
+                .with_retry_after(*secs),
+            GatewayError::BadRequest(detail) => Problem::bad_request(detail.clone()),
+            GatewayError::EmailTaken => Problem::new(409, "email-taken", "E-mail already registered")
+                .with_detail("An account with this e-mail address exists; log in instead."),
+            GatewayError::UnknownRegion(r) => {
+                Problem::bad_request(format!("There is no region named `{r}`."))
+            }
+            GatewayError::PayloadTooLarge(limit) => Problem::payload_too_large(*limit),
+            GatewayError::NotFound => Problem::new(404, "not-found", "Not found")
+                .with_detail("No such endpoint; see /api/v1/openapi.json."),
+            GatewayError::MethodNotAllowed => Problem::new(405, "method-not-allowed", "Method not allowed"),
+            GatewayError::CentralUnavailable(_) => {
+                Problem::unavailable("Sign-in is temporarily unavailable; retry shortly.", 5)
+            }
+            GatewayError::ProvisioningIncomplete(_) => Problem::unavailable(
+                "Your clinic is being set up; send the same registration again shortly.",
+                5,
+            ),
+            GatewayError::WorkerUnreachable(_) | GatewayError::Misrouted => {
+                Problem::unavailable("Your clinic's service is temporarily unavailable; retry shortly.", 1)
+            }
+            GatewayError::WorkerTimeout => Problem::new(504, "upstream-timeout", "Upstream timeout")
+                .with_detail("Your clinic's service did not answer in time.")
+                .with_retry_after(2),
+            GatewayError::BadGateway(_) => Problem::new(502, "bad-gateway", "Bad gateway")
+                .with_detail("The upstream service failed to answer properly."),
+            GatewayError::Internal(_) => Problem::internal(),
+        }
+    }
+
+    pub fn from_db(e: tokio_postgres::Error) -> Self {
+        match e.code() {
+            None => GatewayError::CentralUnavailable(e.to_string()),
+            Some(c) if c.code().starts_with("08") || c.code().starts_with("57P") || c.code().starts_with("53") => {
+                GatewayError::CentralUnavailable(e.to_string())
+            }
+            Some(_) => GatewayError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for GatewayError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        match e {
+            deadpool_postgres::PoolError::Backend(e) => GatewayError::from_db(e),
+            other => GatewayError::CentralUnavailable(other.to_string()),
+        }
+    }
+}

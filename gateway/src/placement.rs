@@ -1,0 +1,283 @@
+//! The placement cache: clinic → (region, worker, status), an LRU with a TTL over the
+//! central database. Concurrent misses for one clinic make one query; unknown clinics
+//! are cached briefly; entries are dropped fleet-wide through LISTEN/NOTIFY; and the
+//! last known entry keeps serving while the central database is unreachable.
+
+use crate::error::GatewayError;
+use common::metric_names as m;
+use common::ClinicId;
+use deadpool_postgres::Pool;
+use lru::LruCache;
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
+
+/// How long "no such clinic" is remembered.
+const NEGATIVE_TTL: Duration = Duration::from_secs(2);
+pub const CHANNEL: &str = "medicalpro_placement";
+
+/// Where a clinic is served.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Placement {
+    pub region: String,
+    /// Base URL of the region's worker, e.g. `http://10.0.0.5:8081`.
+    pub worker_url: String,
+    pub active: bool,
+    pub version: i64,
+}
+
+#[derive(Clone)]
+enum Cached {
+    Found(Arc<Placement>),
+    Unknown,
+}
+
+struct Entry {
+    value: Cached,
+    fetched: Instant,
+}
+
+type Fetch = Arc<OnceCell<Result<Option<Arc<Placement>>, String>>>;
+
+pub struct PlacementCache {
+    central: Pool,
+    ttl: Duration,
+    entries: Mutex<LruCache<ClinicId, Entry>>,
+    inflight: Mutex<HashMap<ClinicId, Fetch>>,
+}
+
+impl PlacementCache {
+    pub fn new(central: Pool, capacity: usize, ttl: Duration) -> Self {
+        let capacity = NonZeroUsize::new(capacity.max(1)).unwrap_or(NonZeroUsize::MIN);
+        Self {
+            central,
+            ttl,
+            entries: Mutex::new(LruCache::new(capacity)),
+            inflight: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn cached(&self, clinic: ClinicId) -> Option<(Cached, Duration)> {
+        let mut map = self.entries.lock().ok()?;
+        map.get(&clinic).map(|e| (e.value.clone(), e.fetched.elapsed()))
+    }
+
+    fn store(&self, clinic: ClinicId, value: Cached) {
+        if let Ok(mut map) = self.entries.lock() {
+            map.put(clinic, Entry { value, fetched: Instant::now() });
+            metrics::gauge!(m::PLACEMENT_CACHE_SIZE).set(map.len() as f64);
+        }
+    }
+
+    /// Drops one clinic's entry (on change notifications and after registration).
+    pub fn invalidate(&self, clinic: ClinicId) {
+        if let Ok(mut map) = self.entries.lock() {
+            map.pop(&clinic);
+        }
+    }
+
+    /// Drops every entry (after the notification channel was lost).
+    pub fn clear(&self) {
+        if let Ok(mut map) = self.entries.lock() {
+            map.clear();
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The placement of an active clinic; `ClinicUnavailable` otherwise.
+    pub async fn active(&self, clinic: ClinicId) -> Result<Arc<Placement>, GatewayError> {
+        let placement = self.get(clinic).await?.ok_or(GatewayError::ClinicUnavailable)?;
+        if placement.active {
+            Ok(placement)
+        } else {
+            Err(GatewayError::ClinicUnavailable)
+        }
+    }
+
+    /// The placement of a clinic, `None` when it does not exist.
+    pub async fn get(&self, clinic: ClinicId) -> Result<Option<Arc<Placement>>, GatewayError> {
+        let stale = match self.cached(clinic) {
+            Some((Cached::Found(p), age)) if age < self.ttl => {
+                metrics::counter!(m::PLACEMENT_CACHE, "result" => "hit").increment(1);
+                return Ok(Some(p));
+            }
+            Some((Cached::Unknown, age)) if age < NEGATIVE_TTL => {
+                metrics::counter!(m::PLACEMENT_CACHE, "result" => "negative_hit").increment(1);
+                return Ok(None);
+            }
+            Some((Cached::Found(p), _)) => Some(p),
+            _ => None,
+        };
+        metrics::counter!(m::PLACEMENT_CACHE, "result" => "miss").increment(1);
+        match self.fetch_once(clinic).await {
+            Ok(found) => Ok(found),
+            Err(e) => match stale {
+                Some(p) => {
+                    metrics::counter!(m::PLACEMENT_CACHE, "result" => "stale").increment(1);
+                    tracing::warn!(%clinic, error = %e, "central database unreachable; serving last known placement");
+                    Ok(Some(p))
+                }
+                None => Err(GatewayError::CentralUnavailable(e)),
+            },
+        }
+    }
+
+    /// One central query per clinic however many requests miss at once.
+    async fn fetch_once(&self, clinic: ClinicId) -> Result<Option<Arc<Placement>>, String> {
+        let (cell, leader) = {
+            let Ok(mut inflight) = self.inflight.lock() else {
+                return Err("placement cache lock poisoned".into());
+            };
+            match inflight.get(&clinic) {
+                Some(cell) => (cell.clone(), false),
+                None => {
+                    let cell: Fetch = Arc::new(OnceCell::new());
+                    inflight.insert(clinic, cell.clone());
+                    (cell, true)
+                }
+            }
+        };
+        let result = cell
+            .get_or_init(|| async {
+                let fetched = self.query(clinic).await;
+                match &fetched {
+                    Ok(Some(p)) => self.store(clinic, Cached::Found(p.clone())),
+                    Ok(None) => self.store(clinic, Cached::Unknown),
+                    Err(_) => {}
+                }
+                fetched
+            })
+            .await
+            .clone();
+        if leader {
+            if let Ok(mut inflight) = self.inflight.lock() {
+                inflight.remove(&clinic);
+            }
+        }
+        result
+    }
+
+    async fn query(&self, clinic: ClinicId) -> Result<Option<Arc<Placement>>, String> {
+        let client = tokio::time::timeout(Duration::from_secs(2), self.central.get())
+            .await
+            .map_err(|_| "timed out reaching the central database".to_owned())?
+            .map_err(|e| e.to_string())?;
+        let row = client
+            .query_opt(
+                "SELECT c.region, r.worker_url, c.status, c.placement_version \
+                 FROM companies c JOIN regions r ON r.name = c.region WHERE c.id = $1",
+                &[clinic.as_uuid()],
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(row.map(|r| {
+            let status: String = r.get(2);
+            Arc::new(Placement {
+                region: r.get(0),
+                worker_url: r.get(1),
+                active: status == "active",
+                version: r.get(3),
+            })
+        }))
+    }
+}
+
+/// Listens for placement changes and drops the changed entries, reconnecting with
+/// backoff; after a reconnect the whole cache is dropped since changes may have been
+/// missed.
+pub async fn listen(
+    cache: Arc<PlacementCache>,
+    settings: common::config::DbSettings,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(200);
+    let mut first = true;
+    loop {
+        if shutdown.is_cancelled() {
+            return;
+        }
+        match listen_once(&cache, &settings, &shutdown, first).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "placement notifications lost; reconnecting");
+                first = false;
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+async fn listen_once(
+    cache: &PlacementCache,
+    settings: &common::config::DbSettings,
+    shutdown: &CancellationToken,
+    first: bool,
+) -> Result<(), String> {
+    use tokio_postgres::AsyncMessage;
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host(&settings.host)
+        .port(settings.port)
+        .user(&settings.user)
+        .password(settings.password.expose().as_bytes())
+        .dbname(&settings.dbname)
+        .application_name("medicalpro-gateway-listen")
+        .connect_timeout(Duration::from_secs(5));
+    let (client, mut connection) = cfg
+        .connect(tokio_postgres::NoTls)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let driver = tokio::spawn(async move {
+        loop {
+            match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                Some(Ok(AsyncMessage::Notification(n))) => {
+                    if tx.send(Some(n.payload().to_owned())).is_err() {
+                        return;
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => {
+                    let _ = tx.send(None);
+                    return;
+                }
+            }
+        }
+    });
+    let result = match client.batch_execute(&format!("LISTEN {CHANNEL}")).await {
+        Err(e) => Err(e.to_string()),
+        Ok(()) => {
+            if !first {
+                cache.clear();
+            }
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break Ok(()),
+                    msg = rx.recv() => match msg {
+                        Some(Some(payload)) => {
+                            if let Ok(clinic) = payload.parse::<ClinicId>() {
+                                cache.invalidate(clinic);
+                            }
+                        }
+                        _ => break Err("notification connection closed".to_owned()),
+                    }
+                }
+            }
+        }
+    };
+    driver.abort();
+    result
+}

@@ -1,0 +1,189 @@
+//! Forwarding to regional workers: a kept-alive HTTP client, the signed internal
+//! headers, the hop-by-hop and internal headers stripped both ways, bounded bodies
+//! and timeouts, and upstream failures mapped to 502/503/504.
+
+use crate::error::GatewayError;
+use crate::http::{Body, problem};
+use crate::server::Gateway;
+use bytes::Bytes;
+use common::internal::{self, Forwarded};
+use common::{ClinicId, RequestId};
+use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, HOST};
+use http::{Request, Response, Uri};
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// Facts about the current request that the gateway established itself.
+#[derive(Clone, Debug)]
+pub struct Ctx {
+    pub request_id: RequestId,
+    pub client_ip: IpAddr,
+}
+
+/// The body type sent upstream: the client's body, bounded.
+pub type UpstreamBody = http_body_util::combinators::BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+pub type UpstreamClient = Client<HttpConnector, UpstreamBody>;
+
+pub fn client() -> UpstreamClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(2)));
+    connector.set_keepalive(Some(Duration::from_secs(60)));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(1024)
+        .build(connector)
+}
+
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+fn strip(headers: &mut http::HeaderMap) {
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+    let internal: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with(internal::HEADER_PREFIX))
+        .cloned()
+        .collect();
+    for name in internal {
+        headers.remove(name);
+    }
+}
+
+fn sign(gw: &Gateway, ctx: &Ctx, method: &str, path_and_query: &str, headers: &mut http::HeaderMap) -> Result<(), GatewayError> {
+    let timestamp = common::token::now_secs();
+    let signature = gw.internal.sign(&Forwarded {
+        timestamp,
+        request_id: ctx.request_id.as_str(),
+        client_ip: ctx.client_ip,
+        method,
+        path_and_query,
+    });
+    let value = |s: String| HeaderValue::try_from(s).map_err(|e| GatewayError::Internal(e.to_string()));
+    headers.insert(internal::HEADER_TIMESTAMP, value(timestamp.to_string())?);
+    headers.insert(internal::HEADER_CLIENT_IP, value(ctx.client_ip.to_string())?);
+    headers.insert(internal::HEADER_REQUEST_ID, value(ctx.request_id.to_string())?);
+    headers.insert(internal::HEADER_SIGNATURE, value(signature)?);
+    Ok(())
+}
+
+fn upstream_uri(worker_url: &str, path_and_query: &str) -> Result<Uri, GatewayError> {
+    format!("{}{}", worker_url.trim_end_matches('/'), path_and_query)
+        .parse()
+        .map_err(|_| GatewayError::Internal(format!("bad worker url {worker_url}")))
+}
+
+async fn send(gw: &Gateway, req: Request<UpstreamBody>) -> Result<Response<Incoming>, GatewayError> {
+    match tokio::time::timeout(gw.config.upstream_timeout, gw.client.request(req)).await {
+        Err(_) => Err(GatewayError::WorkerTimeout),
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(e)) if e.is_connect() => Err(GatewayError::WorkerUnreachable(e.to_string())),
+        Ok(Err(e)) => {
+            let too_large = std::error::Error::source(&e)
+                .into_iter()
+                .chain(std::iter::successors(std::error::Error::source(&e), |e| e.source()))
+                .any(|s| s.is::<http_body_util::LengthLimitError>());
+            if too_large {
+                Err(GatewayError::PayloadTooLarge(gw.config.max_body_bytes))
+            } else {
+                Err(GatewayError::BadGateway(e.to_string()))
+            }
+        }
+    }
+}
+
+/// Forwards an authenticated clinic request to its worker and streams the answer back.
+pub async fn forward(gw: &Gateway, ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>, GatewayError> {
+    let token = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(common::token::bearer)
+        .ok_or(GatewayError::MissingToken)?;
+    let claims = gw.tokens.verify(token).map_err(GatewayError::Token)?;
+    let placement = gw.cache.active(claims.clinic).await?;
+
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > gw.config.max_body_bytes) {
+        return Err(GatewayError::PayloadTooLarge(gw.config.max_body_bytes));
+    }
+    let (mut parts, body) = req.into_parts();
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "/".into());
+    parts.uri = upstream_uri(&placement.worker_url, &path_and_query)?;
+    parts.headers.remove(HOST);
+    strip(&mut parts.headers);
+    sign(gw, ctx, parts.method.as_str(), &path_and_query, &mut parts.headers)?;
+    parts.version = http::Version::HTTP_11;
+    let body: UpstreamBody = Limited::new(body, gw.config.max_body_bytes).boxed();
+    let upstream = send(gw, Request::from_parts(parts, body)).await?;
+
+    if upstream.status() == http::StatusCode::MISDIRECTED_REQUEST {
+        // The clinic moved since we cached its placement.
+        gw.cache.invalidate(claims.clinic);
+        return Err(GatewayError::Misrouted);
+    }
+    let (mut parts, body) = upstream.into_parts();
+    strip(&mut parts.headers);
+    Ok(Response::from_parts(parts, body.boxed()))
+}
+
+/// Asks a region's worker to provision a clinic (registration).
+pub async fn provision(gw: &Gateway, ctx: &Ctx, clinic: ClinicId, region: &str) -> Result<(), GatewayError> {
+    let worker_url = {
+        let client = gw.central.get().await?;
+        let row = client
+            .query_one("SELECT worker_url FROM regions WHERE name = $1", &[&region])
+            .await
+            .map_err(GatewayError::from_db)?;
+        row.get::<_, String>(0)
+    };
+    let path = format!("/internal/v1/clinics/{clinic}/provision");
+    let mut headers = http::HeaderMap::new();
+    sign(gw, ctx, "POST", &path, &mut headers)?;
+    let mut req = Request::post(upstream_uri(&worker_url, &path)?)
+        .body(Empty::<Bytes>::new().map_err(|never| match never {}).boxed())
+        .map_err(|e| GatewayError::Internal(e.to_string()))?;
+    *req.headers_mut() = headers;
+    let outcome = tokio::time::timeout(crate::auth::PROVISION_TIMEOUT, gw.client.request(req)).await;
+    match outcome {
+        Ok(Ok(r)) if r.status().is_success() => Ok(()),
+        Ok(Ok(r)) => {
+            let status = r.status();
+            let body = r.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            Err(GatewayError::ProvisioningIncomplete(format!(
+                "worker answered {status}: {}",
+                String::from_utf8_lossy(&body)
+            )))
+        }
+        Ok(Err(e)) => Err(GatewayError::ProvisioningIncomplete(e.to_string())),
+        Err(_) => Err(GatewayError::ProvisioningIncomplete("timed out".into())),
+    }
+}
+
+/// Renders an error for the client (used by the router).
+pub fn error_response(e: &GatewayError) -> Response<Body> {
+    problem(e)
+}

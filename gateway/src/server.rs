@@ -1,0 +1,399 @@
+//! Wiring: the shared state, the router, the accept loop with graceful shutdown, the
+//! admin listener, and the binary's entry point.
+
+use crate::auth;
+use crate::config::Config;
+use crate::error::GatewayError;
+use crate::http::{self as h, Body};
+use crate::password::Hasher;
+use crate::placement::{self, PlacementCache};
+use crate::proxy::{self, Ctx, UpstreamClient};
+use crate::throttle::Throttle;
+use bytes::Bytes;
+use common::internal::InternalKey;
+use common::metric_names as m;
+use common::token::TokenService;
+use common::RequestId;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Everything a request may need.
+pub struct Gateway {
+    pub config: Config,
+    pub central: Pool,
+    pub tokens: TokenService,
+    pub internal: InternalKey,
+    pub hasher: Hasher,
+    pub throttle: Throttle,
+    pub cache: Arc<PlacementCache>,
+    pub client: UpstreamClient,
+    openapi: Bytes,
+}
+
+/// Installs the process-wide Prometheus recorder once.
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets(&[
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                ])
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+            match builder.install_recorder() {
+                Ok(handle) => handle,
+                Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+            }
+        })
+        .clone()
+}
+
+fn central_pool(config: &Config) -> anyhow::Result<Pool> {
+    let s = &config.central;
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host(&s.host)
+        .port(s.port)
+        .user(&s.user)
+        .password(s.password.expose().as_bytes())
+        .dbname(&s.dbname)
+        .application_name("medicalpro-gateway")
+        .connect_timeout(Duration::from_secs(3));
+    let manager = Manager::from_config(
+        cfg,
+        tokio_postgres::NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Verified,
+        },
+    );
+    Ok(Pool::builder(manager)
+        .max_size(16)
+        .wait_timeout(Some(Duration::from_secs(5)))
+        .create_timeout(Some(Duration::from_secs(3)))
+        .recycle_timeout(Some(Duration::from_secs(3)))
+        .runtime(Runtime::Tokio1)
+        .build()?)
+}
+
+/// The client's address: the socket peer, or the last untrusted `X-Forwarded-For`
+/// hop when the peer is a configured trusted proxy.
+fn client_ip(config: &Config, peer: IpAddr, req: &Request<Incoming>) -> IpAddr {
+    if !config.trusted_proxies.contains(&peer) {
+        return peer;
+    }
+    req.headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|s| s.trim().parse::<IpAddr>().ok())
+        .rev()
+        .find(|ip| !config.trusted_proxies.contains(ip))
+        .unwrap_or(peer)
+}
+
+fn route_class(path: &str) -> &'static str {
+    if path.starts_with("/api/v1/auth/") {
+        "auth"
+    } else if path == "/api/v1/openapi.json" {
+        "openapi"
+    } else if path.starts_with("/api/v1/") {
+        "proxy"
+    } else {
+        "other"
+    }
+}
+
+async fn route(gw: &Gateway, ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>, GatewayError> {
+    let limit = gw.config.max_body_bytes;
+    let path = req.uri().path().to_owned();
+    match (req.method().clone(), path.as_str()) {
+        (Method::POST, "/api/v1/auth/register") => {
+            let body = h::read_json(req, limit).await?;
+            let out = auth::register(gw, ctx, body).await?;
+            Ok(h::json(StatusCode::CREATED, &out))
+        }
+        (Method::POST, "/api/v1/auth/login") => {
+            let body = h::read_json(req, limit).await?;
+            Ok(h::json(StatusCode::OK, &auth::login(gw, ctx, body).await?))
+        }
+        (Method::POST, "/api/v1/auth/refresh") => {
+            let body = h::read_json(req, limit).await?;
+            Ok(h::json(StatusCode::OK, &auth::refresh(gw, ctx, body).await?))
+        }
+        (Method::POST, "/api/v1/auth/logout") => {
+            let body = h::read_json(req, limit).await?;
+            auth::logout(gw, body).await?;
+            Ok(h::empty(StatusCode::NO_CONTENT))
+        }
+        (_, p) if p.starts_with("/api/v1/auth/") => match p {
+            "/api/v1/auth/register" | "/api/v1/auth/login" | "/api/v1/auth/refresh" | "/api/v1/auth/logout" => {
+                Err(GatewayError::MethodNotAllowed)
+            }
+            _ => Err(GatewayError::NotFound),
+        },
+        (Method::GET, "/api/v1/openapi.json") => {
+            let mut r = Response::new(h::full(gw.openapi.clone()));
+            r.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            Ok(r)
+        }
+        (_, p) if p.starts_with("/api/v1/") => proxy::forward(gw, ctx, req).await,
+        _ => Err(GatewayError::NotFound),
+    }
+}
+
+/// One request, start to finish: request id, client IP, routing, errors, metrics.
+pub async fn handle(gw: Arc<Gateway>, peer: SocketAddr, req: Request<Incoming>) -> Result<Response<Body>, hyper::Error> {
+    let started = Instant::now();
+    let request_id = req
+        .headers()
+        .get(common::internal::HEADER_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .and_then(RequestId::parse)
+        .unwrap_or_else(RequestId::generate);
+    let ctx = Ctx {
+        request_id,
+        client_ip: client_ip(&gw.config, peer.ip(), &req),
+    };
+    let class = route_class(req.uri().path());
+    let mut response = match route(&gw, &ctx, req).await {
+        Ok(r) => r,
+        Err(e) => {
+            if e.problem().status >= 500 {
+                tracing::warn!(request_id = %ctx.request_id, error = %e, "request failed");
+            }
+            metrics::counter!(m::ERRORS, "component" => "gateway", "kind" => e.kind()).increment(1);
+            h::problem(&e)
+        }
+    };
+    if let Ok(v) = HeaderValue::from_str(ctx.request_id.as_str()) {
+        response.headers_mut().insert(common::internal::HEADER_REQUEST_ID, v);
+    }
+    let status = match response.status().as_u16() {
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    };
+    metrics::histogram!(m::HTTP_REQUEST_DURATION, "component" => "gateway", "route" => class, "status" => status)
+        .record(started.elapsed().as_secs_f64());
+    Ok(response)
+}
+
+async fn admin(
+    handle: PrometheusHandle,
+    gw: Arc<Gateway>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, hyper::Error> {
+    let text = |status: StatusCode, body: String| {
+        let mut r = Response::new(h::full(body));
+        *r.status_mut() = status;
+        r
+    };
+    Ok(match req.uri().path() {
+        "/healthz" => text(StatusCode::OK, "ok\n".into()),
+        // Ready as long as the process serves: cached placements keep working while
+        // the central database is down, so its outage does not pull gateways out.
+        "/readyz" => text(StatusCode::OK, "ready\n".into()),
+        "/metrics" => {
+            metrics::gauge!(m::PLACEMENT_CACHE_SIZE).set(gw.cache.len() as f64);
+            let mut r = text(StatusCode::OK, handle.render());
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            r
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
+    })
+}
+
+/// Serves connections from `listener` with `service` until `shutdown`, then lets
+/// in-flight requests finish for at most `grace`.
+async fn serve<S, F>(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: CancellationToken,
+    grace: Duration,
+    service: S,
+) where
+    S: Fn(SocketAddr, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: std::future::Future<Output = Result<Response<Body>, hyper::Error>> + Send + 'static,
+{
+    let graceful = GracefulShutdown::new();
+    let builder = auto::Builder::new(TokioExecutor::new());
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let service = service.clone();
+        let svc = service_fn(move |req| service(peer, req));
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            match tls {
+                None => {
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                    let _ = watcher.watch(conn.into_owned()).await;
+                }
+                Some(acceptor) => {
+                    let Ok(Ok(tls_stream)) =
+                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await
+                    else {
+                        return;
+                    };
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), svc);
+                    let _ = watcher.watch(conn.into_owned()).await;
+                }
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(grace) => tracing::warn!("grace period over; closing remaining connections"),
+    }
+}
+
+/// Runs the gateway on listeners the caller bound, until `shutdown` is cancelled.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    admin_listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let prometheus = metrics_handle();
+    {
+        let s = &config.central;
+        let mut cfg = tokio_postgres::Config::new();
+        cfg.host(&s.host)
+            .port(s.port)
+            .user(&s.user)
+            .password(s.password.expose().as_bytes())
+            .dbname(&s.dbname)
+            .connect_timeout(Duration::from_secs(5));
+        let (mut client, conn) = cfg.connect(tokio_postgres::NoTls).await?;
+        let driver = tokio::spawn(conn);
+        migrations::apply(&mut client, migrations::CENTRAL).await?;
+        drop(client);
+        let _ = driver.await;
+    }
+    let central = central_pool(&config)?;
+    let tls = match &config.tls {
+        Some((cert, key)) => Some(crate::tls::acceptor(cert, key)?),
+        None => None,
+    };
+    let cache = Arc::new(PlacementCache::new(central.clone(), config.cache_size, config.cache_ttl));
+    let gw = Arc::new(Gateway {
+        central,
+        tokens: config.tokens.clone(),
+        internal: config.internal.clone(),
+        hasher: Hasher::new()?,
+        throttle: Throttle::default(),
+        cache: cache.clone(),
+        client: proxy::client(),
+        openapi: Bytes::from(serde_json::to_vec(&common::openapi::document())?),
+        config,
+    });
+
+    let mut tasks = JoinSet::new();
+    tasks.spawn(placement::listen(cache, gw.config.central.clone(), shutdown.clone()));
+    {
+        let gw = gw.clone();
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            let service = move |_peer: SocketAddr, req| admin(prometheus.clone(), gw.clone(), req);
+            serve(admin_listener, None, shutdown, Duration::from_secs(1), service).await;
+        });
+    }
+    tracing::info!(addr = %listener.local_addr()?, tls = tls.is_some(), "gateway serving");
+    let grace = gw.config.shutdown_grace;
+    let service = {
+        let gw = gw.clone();
+        move |peer: SocketAddr, req| handle(gw.clone(), peer, req)
+    };
+    serve(listener, tls, shutdown.clone(), grace, service).await;
+    shutdown.cancel();
+    while tasks.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// Initialises logging: JSON lines when `LOG_FORMAT=json`, text otherwise.
+pub fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = std::env::var("LOG_FORMAT").is_ok_and(|v| v == "json");
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if json { builder.json().try_init() } else { builder.try_init() };
+}
+
+/// Waits for SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+        let _ = ctrl_c.await;
+        return;
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+}
+
+/// The binary: `--check` validates the configuration and exits (64 when refused).
+pub fn main_entry() {
+    init_tracing();
+    let config = match common::config::Source::from_env().and_then(|s| Config::from_source(&s)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("gateway: configuration refused: {e}");
+            std::process::exit(common::config::EXIT_BAD_CONFIG);
+        }
+    };
+    if std::env::args().any(|a| a == "--check") {
+        println!("gateway: configuration ok");
+        return;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("gateway: cannot start runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let result = runtime.block_on(async move {
+        let listener = TcpListener::bind(config.listen).await?;
+        let admin = TcpListener::bind(config.admin_listen).await?;
+        let shutdown = CancellationToken::new();
+        let trigger = shutdown.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            trigger.cancel();
+        });
+        run(config, listener, admin, shutdown).await
+    });
+    if let Err(e) = result {
+        tracing::error!(error = %e, "gateway stopped with an error");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,190 @@
+//! The HTTP handlers of the clinic API: one set for every resource, each a thin
+//! shell around the generic data layer that also records failed accesses.
+
+use crate::context::{Caller, Forward};
+use crate::data::{self, Action, Actor, ListQuery};
+use crate::error::WorkerError;
+use crate::server::AppState;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use common::resource::{self, Resource};
+use common::ClinicId;
+use serde_json::json;
+use uuid::Uuid;
+
+fn resource(name: &str) -> Result<&'static Resource, WorkerError> {
+    resource::find(name).ok_or(WorkerError::UnknownResource)
+}
+
+fn parse_id(raw: &str) -> Result<Uuid, WorkerError> {
+    Uuid::parse_str(raw).map_err(|_| WorkerError::BadRequest("The id in the path must be a UUID.".into()))
+}
+
+fn actor(caller: &Caller) -> Actor {
+    Actor {
+        clinic: caller.clinic,
+        user: *caller.user.as_uuid(),
+        client_ip: caller.client_ip,
+        request_id: caller.request_id.to_string(),
+    }
+}
+
+/// Reads a body up to the configured limit.
+async fn read_body(state: &AppState, body: Body) -> Result<Bytes, WorkerError> {
+    axum::body::to_bytes(body, state.max_body_bytes)
+        .await
+        .map_err(|_| WorkerError::PayloadTooLarge(state.max_body_bytes))
+}
+
+fn content_length(req: &Request) -> Option<usize> {
+    req.headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Runs one audited access. A failure is recorded in the outbox too (best effort
+/// for refusals; an unrecordable failure becomes a 503), and the shipper is woken.
+async fn audited<T, F, Fut>(
+    state: &AppState,
+    caller: &Caller,
+    r: &'static Resource,
+    action: Action,
+    resource_id: Option<Uuid>,
+    op: F,
+) -> Result<T, WorkerError>
+where
+    F: FnOnce(deadpool_postgres::Object, Actor) -> Fut,
+    Fut: std::future::Future<Output = (deadpool_postgres::Object, Result<T, WorkerError>)>,
+{
+    let client = state.registry.client(caller.clinic).await?;
+    let actor = actor(caller);
+    let (client, result) = op(client, actor).await;
+    if let Err(e) = &result {
+        let outcome = match e {
+            WorkerError::NotFound => None, // already recorded by the statement
+            WorkerError::BadRequest(_) | WorkerError::Conflict(_) | WorkerError::PayloadTooLarge(_) => Some("rejected"),
+            _ => Some("error"),
+        };
+        if let Some(outcome) = outcome {
+            let record = data::audit_failure(&client, &self::actor(caller), r, action, resource_id, outcome).await;
+            if let Err(audit_error) = record {
+                tracing::error!(error = %audit_error, "could not record a failed access");
+            }
+        }
+    }
+    state.wake_shipper(caller.clinic);
+    result
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, WorkerError> {
+    let r = resource(&name)?;
+    let keys = state.keys.clone();
+    let (data, next) = audited(&state, &caller, r, Action::List, None, |client, actor| async move {
+        let result = match ListQuery::parse(r, raw.as_deref()) {
+            Ok(q) => data::list(&client, &keys, r, &actor, &q).await,
+            Err(e) => Err(e),
+        };
+        (client, result)
+    })
+    .await?;
+    Ok(Json(json!({"data": data, "next_cursor": next})).into_response())
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    req: Request,
+) -> Result<Response, WorkerError> {
+    let r = resource(&name)?;
+    if content_length(&req).is_some_and(|n| n > state.max_body_bytes) {
+        return Err(WorkerError::PayloadTooLarge(state.max_body_bytes));
+    }
+    let body = read_body(&state, req.into_body()).await?;
+    let keys = state.keys.clone();
+    let created = audited(&state, &caller, r, Action::Create, None, |client, actor| async move {
+        let result = data::create(&client, &keys, r, &actor, &body).await;
+        (client, result)
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(created)).into_response())
+}
+
+pub async fn get_one(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((name, id)): Path<(String, String)>,
+) -> Result<Response, WorkerError> {
+    let r = resource(&name)?;
+    let id = parse_id(&id)?;
+    let keys = state.keys.clone();
+    let found = audited(&state, &caller, r, Action::Read, Some(id), |client, actor| async move {
+        let result = data::get(&client, &keys, r, &actor, id).await;
+        (client, result)
+    })
+    .await?;
+    Ok(Json(found).into_response())
+}
+
+pub async fn replace(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((name, id)): Path<(String, String)>,
+    req: Request,
+) -> Result<Response, WorkerError> {
+    let r = resource(&name)?;
+    let id = parse_id(&id)?;
+    if content_length(&req).is_some_and(|n| n > state.max_body_bytes) {
+        return Err(WorkerError::PayloadTooLarge(state.max_body_bytes));
+    }
+    let body = read_body(&state, req.into_body()).await?;
+    let keys = state.keys.clone();
+    let updated = audited(&state, &caller, r, Action::Update, Some(id), |client, actor| async move {
+        let result = data::replace(&client, &keys, r, &actor, id, &body).await;
+        (client, result)
+    })
+    .await?;
+    Ok(Json(updated).into_response())
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((name, id)): Path<(String, String)>,
+) -> Result<Response, WorkerError> {
+    let r = resource(&name)?;
+    let id = parse_id(&id)?;
+    audited(&state, &caller, r, Action::Delete, Some(id), |client, actor| async move {
+        let result = data::soft_delete(&client, r, &actor, id).await;
+        (client, result)
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /internal/v1/clinics/{id}/provision`: creates or completes the clinic's
+/// role and database. Only the gateway may call it.
+pub async fn provision(
+    State(state): State<AppState>,
+    _forward: Forward,
+    Path(id): Path<String>,
+) -> Result<Response, WorkerError> {
+    let clinic: ClinicId = id
+        .parse()
+        .map_err(|_| WorkerError::BadRequest("The clinic id must be a UUID.".into()))?;
+    state.provisioner.provision(clinic).await?;
+    Ok(Json(json!({"clinic_id": clinic, "status": "active"})).into_response())
+}
+
+pub async fn not_found() -> WorkerError {
+    WorkerError::UnknownResource
+}

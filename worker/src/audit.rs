@@ -1,0 +1,127 @@
+//! The audit shipper: moves committed outbox rows from clinic databases to the
+//! central `audit_logs`. Shipping is idempotent — the central table is unique on
+//! (clinic, outbox sequence) — so a crash between insert and delete only re-ships.
+
+use crate::error::WorkerError;
+use crate::registry::Registry;
+use chrono::{DateTime, Utc};
+use common::metric_names as m;
+use common::ClinicId;
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+const BATCH: i64 = 500;
+/// Every open clinic is swept this often, in case a wake-up was missed.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Ships every pending outbox row of one clinic. Returns how many were shipped.
+pub async fn ship_clinic(registry: &Registry, clinic: ClinicId) -> Result<u64, WorkerError> {
+    let source = registry.client(clinic).await?;
+    let mut shipped = 0u64;
+    loop {
+        let rows = source
+            .query(
+                "SELECT seq, user_id, action, resource, resource_id, client_ip, request_id, outcome, occurred_at \
+                 FROM audit_outbox ORDER BY seq LIMIT $1",
+                &[&BATCH],
+            )
+            .await
+            .map_err(WorkerError::from_db)?;
+        if rows.is_empty() {
+            break;
+        }
+        let seqs: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+        let users: Vec<Option<Uuid>> = rows.iter().map(|r| r.get(1)).collect();
+        let actions: Vec<String> = rows.iter().map(|r| r.get(2)).collect();
+        let resources: Vec<String> = rows.iter().map(|r| r.get(3)).collect();
+        let ids: Vec<Option<Uuid>> = rows.iter().map(|r| r.get(4)).collect();
+        let ips: Vec<Option<IpAddr>> = rows.iter().map(|r| r.get(5)).collect();
+        let request_ids: Vec<Option<String>> = rows.iter().map(|r| r.get(6)).collect();
+        let outcomes: Vec<String> = rows.iter().map(|r| r.get(7)).collect();
+        let times: Vec<DateTime<Utc>> = rows.iter().map(|r| r.get(8)).collect();
+        let central = registry.central().get().await?;
+        central
+            .execute(
+                "INSERT INTO audit_logs (clinic_id, source_seq, user_id, action, resource, resource_id, client_ip, request_id, outcome, occurred_at) \
+                 SELECT $1, * FROM unnest($2::bigint[], $3::uuid[], $4::text[], $5::text[], $6::uuid[], $7::inet[], $8::text[], $9::text[], $10::timestamptz[]) \
+                 ON CONFLICT (clinic_id, source_seq) DO NOTHING",
+                &[
+                    clinic.as_uuid(),
+                    &seqs,
+                    &users,
+                    &actions,
+                    &resources,
+                    &ids,
+                    &ips,
+                    &request_ids,
+                    &outcomes,
+                    &times,
+                ],
+            )
+            .await
+            .map_err(WorkerError::from_db)?;
+        let last = seqs.last().copied().unwrap_or(0);
+        source
+            .execute("DELETE FROM audit_outbox WHERE seq <= $1", &[&last])
+            .await
+            .map_err(WorkerError::from_db)?;
+        shipped += seqs.len() as u64;
+        metrics::counter!(m::AUDIT_SHIPPED).increment(seqs.len() as u64);
+        if (rows.len() as i64) < BATCH {
+            break;
+        }
+    }
+    Ok(shipped)
+}
+
+/// Runs until cancelled: ships clinics as requests wake it, and sweeps open ones.
+pub async fn run_shipper(
+    registry: Arc<Registry>,
+    mut wake: mpsc::UnboundedReceiver<ClinicId>,
+    shutdown: CancellationToken,
+) {
+    let mut dirty: HashSet<ClinicId> = HashSet::new();
+    let mut sweep = tokio::time::interval(SWEEP_EVERY);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            woken = wake.recv() => match woken {
+                Some(clinic) => {
+                    dirty.insert(clinic);
+                    while let Ok(more) = wake.try_recv() {
+                        dirty.insert(more);
+                    }
+                }
+                None => break,
+            },
+            _ = sweep.tick() => dirty.extend(registry.open_clinics()),
+        }
+        ship_dirty(&registry, &mut dirty).await;
+    }
+    // Ship what is left before the process exits.
+    while let Ok(more) = wake.try_recv() {
+        dirty.insert(more);
+    }
+    ship_dirty(&registry, &mut dirty).await;
+}
+
+async fn ship_dirty(registry: &Registry, dirty: &mut HashSet<ClinicId>) {
+    let mut failed = HashSet::new();
+    for clinic in dirty.drain() {
+        match ship_clinic(registry, clinic).await {
+            Ok(_) => {}
+            Err(WorkerError::ClinicUnknown | WorkerError::ClinicInactive(_) | WorkerError::Misrouted(_)) => {}
+            Err(e) => {
+                tracing::warn!(%clinic, error = %e, "audit shipping failed; will retry");
+                failed.insert(clinic);
+            }
+        }
+    }
+    metrics::gauge!(m::AUDIT_BACKLOG).set(failed.len() as f64);
+    dirty.extend(failed);
+}

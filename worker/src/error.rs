@@ -1,0 +1,159 @@
+//! The worker's one error enum, with its explicit mapping to HTTP and problem+json.
+//! What the client reads is chosen here; what is logged stays in the `Display` text.
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use common::problem::{Problem, CONTENT_TYPE};
+use tokio_postgres::error::SqlState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("request did not come from a gateway: {0}")]
+    GatewayCredential(common::internal::CredentialError),
+    #[error("token refused: {0}")]
+    Token(common::token::TokenError),
+    #[error("clinic is unknown to the central database")]
+    ClinicUnknown,
+    #[error("clinic is not active (status {0})")]
+    ClinicInactive(String),
+    #[error("clinic is placed in region {0}, not here")]
+    Misrouted(String),
+    #[error("no such resource type")]
+    UnknownResource,
+    #[error("row not found")]
+    NotFound,
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("body over {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("timed out waiting for a clinic connection")]
+    PoolTimeout,
+    #[error("clinic database unavailable: {0}")]
+    Unavailable(String),
+    #[error("stored value failed to decrypt: {0}")]
+    Integrity(String),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl WorkerError {
+    /// A short, fixed label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            WorkerError::GatewayCredential(_) => "gateway_credential",
+            WorkerError::Token(_) => "token",
+            WorkerError::ClinicUnknown => "clinic_unknown",
+            WorkerError::ClinicInactive(_) => "clinic_inactive",
+            WorkerError::Misrouted(_) => "misrouted",
+            WorkerError::UnknownResource => "unknown_resource",
+            WorkerError::NotFound => "not_found",
+            WorkerError::BadRequest(_) => "bad_request",
+            WorkerError::PayloadTooLarge(_) => "payload_too_large",
+            WorkerError::Conflict(_) => "conflict",
+            WorkerError::PoolTimeout => "pool_timeout",
+            WorkerError::Unavailable(_) => "db_unavailable",
+            WorkerError::Integrity(_) => "integrity",
+            WorkerError::Internal(_) => "internal",
+        }
+    }
+
+    pub fn problem(&self) -> Problem {
+        match self {
+            WorkerError::GatewayCredential(_) => Problem::new(403, "gateway-credential", "Forbidden")
+                .with_detail("This service only accepts requests forwarded by the MedicalPro gateway."),
+            WorkerError::Token(common::token::TokenError::Expired) => {
+                Problem::unauthorized("The access token has expired; refresh it.")
+            }
+            WorkerError::Token(common::token::TokenError::Invalid) => {
+                Problem::unauthorized("A valid bearer access token is required.")
+            }
+            WorkerError::ClinicUnknown | WorkerError::ClinicInactive(_) => {
+                Problem::new(403, "clinic-unavailable", "Clinic not available")
+                    .with_detail("Your clinic is unknown, suspended or not yet provisioned.")
+            }
+            WorkerError::Misrouted(_) => Problem::new(421, "misrouted", "Misdirected request")
+                .with_detail("This clinic is served by another region; retry the request."),
+            WorkerError::UnknownResource | WorkerError::NotFound => Problem::not_found(),
+            WorkerError::BadRequest(detail) => Problem::bad_request(detail.clone()),
+            WorkerError::PayloadTooLarge(limit) => Problem::payload_too_large(*limit),
+            WorkerError::Conflict(detail) => {
+                Problem::new(409, "conflict", "Conflict").with_detail(detail.clone())
+            }
+            WorkerError::PoolTimeout => Problem::unavailable(
+                "Your clinic's database is busy; retry shortly.",
+                1,
+            ),
+            WorkerError::Unavailable(_) => Problem::unavailable(
+                "Your clinic's database is temporarily unavailable; retry shortly.",
+                2,
+            ),
+            WorkerError::Integrity(_) => Problem::new(500, "integrity", "Stored data failed an integrity check")
+                .with_detail("A stored value could not be verified; the incident has been logged."),
+            WorkerError::Internal(_) => Problem::internal(),
+        }
+    }
+
+    /// Maps a PostgreSQL error in one place: constraint and data errors are the
+    /// client's, connection trouble is a 503, anything else is ours.
+    pub fn from_db(e: tokio_postgres::Error) -> Self {
+        let Some(code) = e.code() else {
+            return WorkerError::Unavailable(e.to_string());
+        };
+        let c = code.code();
+        if *code == SqlState::UNIQUE_VIOLATION || *code == SqlState::EXCLUSION_VIOLATION {
+            WorkerError::Conflict("The change conflicts with existing data.".into())
+        } else if *code == SqlState::FOREIGN_KEY_VIOLATION {
+            WorkerError::Conflict("The change refers to something that does not exist or is still referenced.".into())
+        } else if *code == SqlState::CHECK_VIOLATION || *code == SqlState::NOT_NULL_VIOLATION || c.starts_with("22") {
+            WorkerError::BadRequest("A value is out of range or malformed.".into())
+        } else if c.starts_with("08") || c.starts_with("57P") || c.starts_with("53") {
+            WorkerError::Unavailable(e.to_string())
+        } else {
+            WorkerError::Internal(e.to_string())
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for WorkerError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        use deadpool_postgres::PoolError;
+        match e {
+            PoolError::Timeout(_) => WorkerError::PoolTimeout,
+            PoolError::Backend(e) => WorkerError::from_db(e),
+            PoolError::Closed | PoolError::NoRuntimeSpecified | PoolError::PostCreateHook(_) => {
+                WorkerError::Unavailable(e.to_string())
+            }
+        }
+    }
+}
+
+impl IntoResponse for WorkerError {
+    fn into_response(self) -> Response {
+        let problem = self.problem();
+        if problem.status >= 500 {
+            tracing::error!(error = %self, kind = self.kind(), "request failed");
+        } else {
+            tracing::debug!(error = %self, kind = self.kind(), "request refused");
+        }
+        metrics::counter!(common::metric_names::ERRORS, "component" => "worker", "kind" => self.kind())
+            .increment(1);
+        problem_response(&problem)
+    }
+}
+
+/// Renders a problem with its status, content type and `retry-after`.
+pub fn problem_response(problem: &Problem) -> Response {
+    let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = (status, problem.to_json()).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static(CONTENT_TYPE),
+    );
+    if let Some(secs) = problem.retry_after {
+        headers.insert(axum::http::header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    response
+}

@@ -1,0 +1,243 @@
+//! Provisioning: a clinic's own role and database, cloned from the region's migrated
+//! template. Every step checks before it acts, so a provisioning cut short anywhere
+//! is completed by running it again — by a retried registration or by the worker's
+//! reconciler at start-up.
+
+use crate::error::WorkerError;
+use crate::registry::{password_purpose, Registry};
+use common::crypto::KeyRing;
+use common::metric_names as m;
+use common::ClinicId;
+use deadpool_postgres::Pool;
+use migrations::{ident, literal, CLINIC_APP_ROLE, CLINIC_TEMPLATE_DB};
+use rand::RngCore;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_postgres::error::SqlState;
+
+pub struct Provisioner {
+    registry: Arc<Registry>,
+    /// The regional server's maintenance database, as a role that may create roles
+    /// and databases.
+    admin: Pool,
+    keys: Arc<KeyRing>,
+    /// `CREATE DATABASE … TEMPLATE` needs the template to itself: one at a time here.
+    clone_lock: tokio::sync::Mutex<()>,
+}
+
+fn ignore(e: tokio_postgres::Error, benign: &[SqlState]) -> Result<(), WorkerError> {
+    match e.code() {
+        Some(code) if benign.contains(code) => Ok(()),
+        _ => Err(WorkerError::from_db(e)),
+    }
+}
+
+/// Makes the region ready: the clinic group role and the migrated template.
+pub async fn prepare_region(admin: &Pool, template: &common::config::DbSettings) -> Result<i32, WorkerError> {
+    let client = admin.get().await?;
+    if let Err(e) = client
+        .batch_execute(&format!("CREATE ROLE {} NOLOGIN", ident(CLINIC_APP_ROLE)))
+        .await
+    {
+        ignore(e, &[SqlState::DUPLICATE_OBJECT, SqlState::UNIQUE_VIOLATION])?;
+    }
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&CLINIC_TEMPLATE_DB])
+        .await
+        .map_err(WorkerError::from_db)?
+        .is_some();
+    if !exists {
+        if let Err(e) = client
+            .batch_execute(&format!("CREATE DATABASE {}", ident(CLINIC_TEMPLATE_DB)))
+            .await
+        {
+            ignore(e, &[SqlState::DUPLICATE_DATABASE, SqlState::UNIQUE_VIOLATION])?;
+        }
+    }
+    client
+        .batch_execute(&format!(
+            "REVOKE ALL ON DATABASE {} FROM PUBLIC",
+            ident(CLINIC_TEMPLATE_DB)
+        ))
+        .await
+        .map_err(WorkerError::from_db)?;
+    drop(client);
+    // Migrate the template on a connection of its own, closed before returning so
+    // clones are not blocked by it.
+    let mut conn = crate::db::connect(&template.with_dbname(CLINIC_TEMPLATE_DB), "medicalpro-migrate")
+        .await
+        .map_err(WorkerError::from_db)?;
+    let version = migrations::apply(&mut conn, migrations::CLINIC)
+        .await
+        .map_err(|e| WorkerError::Internal(e.to_string()))?;
+    drop(conn);
+    Ok(version)
+}
+
+impl Provisioner {
+    pub fn new(registry: Arc<Registry>, admin: Pool, keys: Arc<KeyRing>) -> Self {
+        Self {
+            registry,
+            admin,
+            keys,
+            clone_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Brings a clinic to `active`: sealed role password, role, database, grants.
+    pub async fn provision(&self, clinic: ClinicId) -> Result<(), WorkerError> {
+        let started = Instant::now();
+        let result = self.provision_steps(clinic).await;
+        let outcome = if result.is_ok() { "success" } else { "failure" };
+        metrics::counter!(m::PROVISIONING, "outcome" => outcome).increment(1);
+        metrics::histogram!(m::PROVISIONING_DURATION).record(started.elapsed().as_secs_f64());
+        if let Err(e) = &result {
+            tracing::error!(%clinic, error = %e, "provisioning failed");
+        }
+        result
+    }
+
+    async fn provision_steps(&self, clinic: ClinicId) -> Result<(), WorkerError> {
+        let record = self
+            .registry
+            .lookup(clinic)
+            .await?
+            .ok_or(WorkerError::ClinicUnknown)?;
+        if record.region != self.registry.region() {
+            return Err(WorkerError::Misrouted(record.region));
+        }
+        if record.status == "suspended" {
+            return Err(WorkerError::ClinicInactive(record.status));
+        }
+        let password = self.role_password(clinic, record.sealed_password).await?;
+        let admin = self.admin.get().await?;
+
+        let role_exists = admin
+            .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&record.db_role])
+            .await
+            .map_err(WorkerError::from_db)?
+            .is_some();
+        if !role_exists {
+            if let Err(e) = admin
+                .batch_execute(&format!(
+                    "CREATE ROLE {} LOGIN PASSWORD {} IN ROLE {}",
+                    ident(&record.db_role),
+                    literal(&password),
+                    ident(CLINIC_APP_ROLE)
+                ))
+                .await
+            {
+                ignore(e, &[SqlState::DUPLICATE_OBJECT, SqlState::UNIQUE_VIOLATION])?;
+            }
+        }
+        // Converge on the sealed password even if an earlier attempt set another.
+        admin
+            .batch_execute(&format!(
+                "ALTER ROLE {} WITH LOGIN PASSWORD {}",
+                ident(&record.db_role),
+                literal(&password)
+            ))
+            .await
+            .map_err(WorkerError::from_db)?;
+
+        let db_exists = admin
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&record.db_name])
+            .await
+            .map_err(WorkerError::from_db)?
+            .is_some();
+        if !db_exists {
+            self.clone_template(&admin, &record.db_name).await?;
+        }
+        admin
+            .batch_execute(&format!(
+                "REVOKE ALL ON DATABASE {db} FROM PUBLIC; GRANT CONNECT ON DATABASE {db} TO {role}",
+                db = ident(&record.db_name),
+                role = ident(&record.db_role)
+            ))
+            .await
+            .map_err(WorkerError::from_db)?;
+        drop(admin);
+
+        let central = self.registry.central().get().await?;
+        central
+            .execute(
+                "UPDATE companies SET status = 'active', placement_version = placement_version + 1, updated_at = now() \
+                 WHERE id = $1 AND status = 'provisioning'",
+                &[clinic.as_uuid()],
+            )
+            .await
+            .map_err(WorkerError::from_db)?;
+        tracing::info!(%clinic, "clinic provisioned");
+        Ok(())
+    }
+
+    /// The clinic's role password: generated and sealed into the central database
+    /// once, then always read back from there so retries agree on it.
+    async fn role_password(&self, clinic: ClinicId, sealed: Option<Vec<u8>>) -> Result<String, WorkerError> {
+        let purpose = password_purpose(clinic);
+        let sealed = match sealed {
+            Some(s) => s,
+            None => {
+                let mut raw = [0u8; 24];
+                rand::rng().fill_bytes(&mut raw);
+                let fresh = self.keys.seal_secret(&purpose, hex::encode(raw).as_bytes());
+                let central = self.registry.central().get().await?;
+                let row = central
+                    .query_one(
+                        "UPDATE companies SET db_role_password = coalesce(db_role_password, $2) WHERE id = $1 RETURNING db_role_password",
+                        &[clinic.as_uuid(), &fresh],
+                    )
+                    .await
+                    .map_err(WorkerError::from_db)?;
+                row.get(0)
+            }
+        };
+        let plain = self
+            .keys
+            .open_secret(&purpose, &sealed)
+            .map_err(|e| WorkerError::Integrity(format!("clinic role password: {e}")))?;
+        String::from_utf8(plain).map_err(|_| WorkerError::Integrity("clinic role password is not UTF-8".into()))
+    }
+
+    async fn clone_template(&self, admin: &deadpool_postgres::Object, db_name: &str) -> Result<(), WorkerError> {
+        let _guard = self.clone_lock.lock().await;
+        let sql = format!(
+            "CREATE DATABASE {} TEMPLATE {}",
+            ident(db_name),
+            ident(CLINIC_TEMPLATE_DB)
+        );
+        // Another worker of the region may be cloning or migrating the template: wait.
+        for attempt in 0..50u32 {
+            match admin.batch_execute(&sql).await {
+                Ok(()) => return Ok(()),
+                Err(e) if e.code() == Some(&SqlState::DUPLICATE_DATABASE) => return Ok(()),
+                Err(e) if e.code() == Some(&SqlState::OBJECT_IN_USE) && attempt < 49 => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(WorkerError::from_db(e)),
+            }
+        }
+        Err(WorkerError::Unavailable("the clinic template stayed busy".into()))
+    }
+
+    /// Completes every provisioning of this region that was cut short.
+    pub async fn reconcile(&self) -> Result<usize, WorkerError> {
+        let central = self.registry.central().get().await?;
+        let rows = central
+            .query(
+                "SELECT id FROM companies WHERE region = $1 AND status = 'provisioning'",
+                &[&self.registry.region()],
+            )
+            .await
+            .map_err(WorkerError::from_db)?;
+        drop(central);
+        let mut done = 0;
+        for row in rows {
+            let clinic = ClinicId::from_uuid(row.get(0));
+            if self.provision(clinic).await.is_ok() {
+                done += 1;
+            }
+        }
+        Ok(done)
+    }
+}

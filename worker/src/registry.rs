@@ -1,0 +1,279 @@
+//! The clinic pool registry: one deadpool-postgres pool per clinic database,
+//! connecting as that clinic's own role, opened on first use and closed when the
+//! clinic goes quiet. Entries are re-checked against the central database so a
+//! suspended or moved clinic stops being served here.
+
+use crate::config::PoolSettings;
+use crate::db;
+use crate::error::WorkerError;
+use common::config::DbSettings;
+use common::crypto::KeyRing;
+use common::metric_names as m;
+use common::ClinicId;
+use deadpool_postgres::{Object, Pool};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How often an open entry is re-checked against the central database.
+const REVALIDATE_AFTER: Duration = Duration::from_secs(30);
+
+/// The purpose label a clinic's sealed database password is bound to.
+pub fn password_purpose(clinic: ClinicId) -> String {
+    format!("db-role-password:{clinic}")
+}
+
+/// One clinic's pool.
+pub struct ClinicPool {
+    pub clinic: ClinicId,
+    pub pool: Pool,
+    opened: Instant,
+    last_used_ms: AtomicU64,
+    validated_ms: AtomicU64,
+}
+
+impl ClinicPool {
+    fn since_open(&self) -> u64 {
+        self.opened.elapsed().as_millis() as u64
+    }
+    fn touch(&self) {
+        self.last_used_ms.store(self.since_open(), Ordering::Relaxed);
+    }
+    fn idle_for(&self) -> Duration {
+        Duration::from_millis(
+            self.since_open()
+                .saturating_sub(self.last_used_ms.load(Ordering::Relaxed)),
+        )
+    }
+}
+
+/// Placement facts about a clinic, as the central database holds them.
+#[derive(Debug)]
+pub struct ClinicRecord {
+    pub region: String,
+    pub db_name: String,
+    pub db_role: String,
+    pub sealed_password: Option<Vec<u8>>,
+    pub status: String,
+}
+
+pub struct Registry {
+    central: Pool,
+    region: String,
+    server: DbSettings,
+    keys: Arc<KeyRing>,
+    settings: PoolSettings,
+    pools: Mutex<HashMap<ClinicId, Arc<ClinicPool>>>,
+    opening: tokio::sync::Mutex<()>,
+}
+
+impl Registry {
+    pub fn new(
+        central: Pool,
+        region: String,
+        server: DbSettings,
+        keys: Arc<KeyRing>,
+        settings: PoolSettings,
+    ) -> Self {
+        Self {
+            central,
+            region,
+            server,
+            keys,
+            settings,
+            pools: Mutex::new(HashMap::new()),
+            opening: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    pub fn central(&self) -> &Pool {
+        &self.central
+    }
+
+    /// Reads a clinic's placement from the central database.
+    pub async fn lookup(&self, clinic: ClinicId) -> Result<Option<ClinicRecord>, WorkerError> {
+        let client = self.central.get().await?;
+        let row = client
+            .query_opt(
+                "SELECT region, db_name, db_role, db_role_password, status FROM companies WHERE id = $1",
+                &[clinic.as_uuid()],
+            )
+            .await
+            .map_err(WorkerError::from_db)?;
+        Ok(row.map(|r| ClinicRecord {
+            region: r.get(0),
+            db_name: r.get(1),
+            db_role: r.get(2),
+            sealed_password: r.get(3),
+            status: r.get(4),
+        }))
+    }
+
+    fn check(&self, record: &ClinicRecord) -> Result<(), WorkerError> {
+        if record.region != self.region {
+            return Err(WorkerError::Misrouted(record.region.clone()));
+        }
+        if record.status != "active" {
+            return Err(WorkerError::ClinicInactive(record.status.clone()));
+        }
+        Ok(())
+    }
+
+    fn cached(&self, clinic: ClinicId) -> Option<Arc<ClinicPool>> {
+        self.pools
+            .lock()
+            .ok()
+            .and_then(|map| map.get(&clinic).cloned())
+    }
+
+    fn forget(&self, clinic: ClinicId) {
+        if let Ok(mut map) = self.pools.lock() {
+            map.remove(&clinic);
+        }
+    }
+
+    /// The pool of an active clinic placed in this region, opening it if needed.
+    pub async fn pool(&self, clinic: ClinicId) -> Result<Arc<ClinicPool>, WorkerError> {
+        if let Some(entry) = self.cached(clinic) {
+            let validated = Duration::from_millis(entry.validated_ms.load(Ordering::Relaxed));
+            if entry.opened.elapsed().saturating_sub(validated) < REVALIDATE_AFTER {
+                return Ok(entry);
+            }
+            match self.lookup(clinic).await? {
+                Some(record) if self.check(&record).is_ok() => {
+                    entry.validated_ms.store(entry.since_open(), Ordering::Relaxed);
+                    return Ok(entry);
+                }
+                _ => self.forget(clinic),
+            }
+        }
+        let _guard = self.opening.lock().await;
+        if let Some(entry) = self.cached(clinic) {
+            return Ok(entry);
+        }
+        let record = self.lookup(clinic).await?.ok_or(WorkerError::ClinicUnknown)?;
+        self.check(&record)?;
+        let sealed = record
+            .sealed_password
+            .ok_or_else(|| WorkerError::ClinicInactive("provisioning".into()))?;
+        let password = self
+            .keys
+            .open_secret(&password_purpose(clinic), &sealed)
+            .map_err(|e| WorkerError::Integrity(format!("clinic role password: {e}")))?;
+        let settings = DbSettings {
+            user: record.db_role,
+            password: common::config::Secret::new(String::from_utf8_lossy(&password).into_owned()),
+            dbname: record.db_name,
+            ..self.server.clone()
+        };
+        let pool = db::pool(
+            db::pg_config(&settings, "medicalpro-worker"),
+            self.settings.max_size,
+            self.settings.acquire_timeout,
+        )
+        .map_err(|e| WorkerError::Internal(e.to_string()))?;
+        let entry = Arc::new(ClinicPool {
+            clinic,
+            pool,
+            opened: Instant::now(),
+            last_used_ms: AtomicU64::new(0),
+            validated_ms: AtomicU64::new(0),
+        });
+        if let Ok(mut map) = self.pools.lock() {
+            map.insert(clinic, entry.clone());
+            metrics::gauge!(m::POOLS_OPEN, "server" => self.region.clone()).set(map.len() as f64);
+        }
+        Ok(entry)
+    }
+
+    /// Borrows a connection to the clinic's own database.
+    pub async fn client(&self, clinic: ClinicId) -> Result<Object, WorkerError> {
+        let entry = self.pool(clinic).await?;
+        entry.touch();
+        let started = Instant::now();
+        let result = entry.pool.get().await;
+        metrics::histogram!(m::POOL_ACQUIRE, "server" => self.region.clone())
+            .record(started.elapsed().as_secs_f64());
+        Ok(result?)
+    }
+
+    /// Clinics with an open pool.
+    pub fn open_clinics(&self) -> Vec<ClinicId> {
+        self.pools
+            .lock()
+            .map(|map| map.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Closes what is no longer needed: idle connections above the warm minimum after
+    /// `idle_timeout`, and whole pools of clinics quiet for `inactive_after`.
+    pub fn reap(&self) {
+        let entries: Vec<Arc<ClinicPool>> = self
+            .pools
+            .lock()
+            .map(|map| map.values().cloned().collect())
+            .unwrap_or_default();
+        let (mut in_use, mut idle) = (0usize, 0usize);
+        for entry in entries {
+            let status = entry.pool.status();
+            let busy = status.size.saturating_sub(status.available);
+            if entry.idle_for() >= self.settings.inactive_after && busy == 0 {
+                entry.pool.close();
+                self.forget(entry.clinic);
+                continue;
+            }
+            let mut warm = 0usize;
+            let min_idle = self.settings.min_idle;
+            let idle_timeout = self.settings.idle_timeout;
+            entry.pool.retain(|_, metrics| {
+                if metrics.last_used() < idle_timeout {
+                    return true;
+                }
+                warm += 1;
+                warm <= min_idle
+            });
+            let status = entry.pool.status();
+            in_use += status.size.saturating_sub(status.available);
+            idle += status.available;
+        }
+        let open = self.pools.lock().map(|m| m.len()).unwrap_or(0);
+        metrics::gauge!(m::POOLS_OPEN, "server" => self.region.clone()).set(open as f64);
+        metrics::gauge!(m::POOL_CONNECTIONS, "server" => self.region.clone(), "state" => "in_use")
+            .set(in_use as f64);
+        metrics::gauge!(m::POOL_CONNECTIONS, "server" => self.region.clone(), "state" => "idle")
+            .set(idle as f64);
+    }
+
+    /// Refreshes the pool gauges without closing anything.
+    pub fn reap_metrics_only(&self) {
+        let entries: Vec<Arc<ClinicPool>> = self
+            .pools
+            .lock()
+            .map(|map| map.values().cloned().collect())
+            .unwrap_or_default();
+        let (in_use, idle) = entries.iter().fold((0, 0), |(u, i), e| {
+            let s = e.pool.status();
+            (u + s.size.saturating_sub(s.available), i + s.available)
+        });
+        metrics::gauge!(m::POOLS_OPEN, "server" => self.region.clone()).set(entries.len() as f64);
+        metrics::gauge!(m::POOL_CONNECTIONS, "server" => self.region.clone(), "state" => "in_use")
+            .set(in_use as f64);
+        metrics::gauge!(m::POOL_CONNECTIONS, "server" => self.region.clone(), "state" => "idle")
+            .set(idle as f64);
+    }
+
+    /// Closes every pool (shutdown).
+    pub fn close_all(&self) {
+        if let Ok(mut map) = self.pools.lock() {
+            for entry in map.values() {
+                entry.pool.close();
+            }
+            map.clear();
+        }
+    }
+}

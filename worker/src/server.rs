@@ -1,0 +1,308 @@
+//! Wiring: builds the state, the routers and the background tasks, and runs them
+//! under one cancellation token until shutdown.
+
+use crate::api;
+use crate::audit;
+use crate::config::Config;
+use crate::db;
+use crate::error::WorkerError;
+use crate::provision::{self, Provisioner};
+use crate::registry::Registry;
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use common::crypto::KeyRing;
+use common::internal::InternalKey;
+use common::metric_names as m;
+use common::token::TokenService;
+use common::ClinicId;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub registry: Arc<Registry>,
+    pub provisioner: Arc<Provisioner>,
+    pub tokens: TokenService,
+    pub internal: InternalKey,
+    pub keys: Arc<KeyRing>,
+    pub max_body_bytes: usize,
+    audit_wake: mpsc::UnboundedSender<ClinicId>,
+}
+
+impl AppState {
+    /// Tells the audit shipper a clinic has new outbox rows.
+    pub fn wake_shipper(&self, clinic: ClinicId) {
+        let _ = self.audit_wake.send(clinic);
+    }
+}
+
+/// Installs the process-wide Prometheus recorder once.
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets(&[
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                ])
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+            match builder.install_recorder() {
+                Ok(handle) => handle,
+                Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+            }
+        })
+        .clone()
+}
+
+fn route_class(method: &axum::http::Method, path: &str) -> &'static str {
+    let segments = path.trim_matches('/').split('/').count();
+    if path.starts_with("/internal/") {
+        return "provision";
+    }
+    match (method.as_str(), segments) {
+        ("GET", 3) => "list",
+        ("POST", 3) => "create",
+        ("GET", 4) => "read",
+        ("PUT", 4) | ("PATCH", 4) => "update",
+        ("DELETE", 4) => "delete",
+        _ => "other",
+    }
+}
+
+async fn observe(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = route_class(req.method(), req.uri().path());
+    let response = next.run(req).await;
+    let status = match response.status().as_u16() {
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    };
+    metrics::histogram!(m::HTTP_REQUEST_DURATION, "component" => "worker", "route" => route, "status" => status)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// The public router (forwarded requests only).
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/v1/{resource}", get(api::list).post(api::create))
+        .route(
+            "/api/v1/{resource}/{id}",
+            get(api::get_one).put(api::replace).delete(api::delete),
+        )
+        .route("/internal/v1/clinics/{id}/provision", post(api::provision))
+        .fallback(api::not_found)
+        .layer(middleware::from_fn(observe))
+        .with_state(state)
+}
+
+#[derive(Clone)]
+struct AdminState {
+    metrics: PrometheusHandle,
+    admin: deadpool_postgres::Pool,
+    central: deadpool_postgres::Pool,
+    registry: Arc<Registry>,
+}
+
+async fn ready(State(s): State<AdminState>) -> Response {
+    let check = async {
+        s.admin.get().await?.simple_query("SELECT 1").await.map_err(WorkerError::from_db)?;
+        s.central.get().await?.simple_query("SELECT 1").await.map_err(WorkerError::from_db)?;
+        Ok::<_, WorkerError>(())
+    };
+    match tokio::time::timeout(Duration::from_secs(2), check).await {
+        Ok(Ok(())) => "ready\n".into_response(),
+        _ => (axum::http::StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response(),
+    }
+}
+
+fn admin_router(state: AdminState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .route(
+            "/metrics",
+            get(|State(s): State<AdminState>| async move {
+                s.registry.reap_metrics_only();
+                s.metrics.render()
+            }),
+        )
+        .with_state(state)
+}
+
+/// Runs the worker on listeners the caller bound, until `shutdown` is cancelled.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    admin_listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let metrics = metrics_handle();
+    let central = db::pool(db::pg_config(&config.central, "medicalpro-worker"), 8, Duration::from_secs(5))?;
+    {
+        let mut conn = db::connect(&config.central, "medicalpro-migrate").await?;
+        migrations::apply(&mut conn, migrations::CENTRAL).await?;
+    }
+    let admin = db::pool(db::pg_config(&config.regional, "medicalpro-worker-admin"), 4, Duration::from_secs(10))?;
+    let version = provision::prepare_region(&admin, &config.regional).await?;
+    tracing::info!(region = %config.region, template_version = version, "region template ready");
+
+    central
+        .get()
+        .await?
+        .execute(
+            "INSERT INTO regions (name, worker_url, pg_host, pg_port) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (name) DO UPDATE SET worker_url = EXCLUDED.worker_url, pg_host = EXCLUDED.pg_host, \
+             pg_port = EXCLUDED.pg_port, updated_at = now()",
+            &[
+                &config.region,
+                &config.advertise_url,
+                &config.regional.host,
+                &i32::from(config.regional.port),
+            ],
+        )
+        .await?;
+
+    let registry = Arc::new(Registry::new(
+        central.clone(),
+        config.region.clone(),
+        config.regional.clone(),
+        config.keys.clone(),
+        config.pool,
+    ));
+    let provisioner = Arc::new(Provisioner::new(registry.clone(), admin.clone(), config.keys.clone()));
+    let (wake_tx, wake_rx) = mpsc::unbounded_channel();
+    let state = AppState {
+        registry: registry.clone(),
+        provisioner: provisioner.clone(),
+        tokens: config.tokens.clone(),
+        internal: config.internal.clone(),
+        keys: config.keys.clone(),
+        max_body_bytes: config.max_body_bytes,
+        audit_wake: wake_tx,
+    };
+
+    let mut tasks = JoinSet::new();
+    tasks.spawn(audit::run_shipper(registry.clone(), wake_rx, shutdown.clone()));
+    {
+        let registry = registry.clone();
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(2));
+            while tokio::select! { _ = shutdown.cancelled() => false, _ = tick.tick() => true } {
+                registry.reap();
+            }
+        });
+    }
+    {
+        let provisioner = provisioner.clone();
+        tasks.spawn(async move {
+            match provisioner.reconcile().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(completed = n, "resumed interrupted provisioning"),
+                Err(e) => tracing::warn!(error = %e, "could not reconcile provisioning"),
+            }
+        });
+    }
+    let admin_app = admin_router(AdminState {
+        metrics,
+        admin: admin.clone(),
+        central: central.clone(),
+        registry: registry.clone(),
+    });
+    {
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            let serve = axum::serve(admin_listener, admin_app)
+                .with_graceful_shutdown(shutdown.cancelled_owned());
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "admin listener failed");
+            }
+        });
+    }
+
+    tracing::info!(addr = %listener.local_addr()?, region = %config.region, "worker serving");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await?;
+    shutdown.cancel();
+    while tasks.join_next().await.is_some() {}
+    registry.close_all();
+    Ok(())
+}
+
+/// Initialises logging: JSON lines when `LOG_FORMAT=json`, text otherwise.
+pub fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = std::env::var("LOG_FORMAT").is_ok_and(|v| v == "json");
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if json { builder.json().try_init() } else { builder.try_init() };
+}
+
+/// Waits for SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// The binary: `--check` validates the configuration and exits.
+pub fn main_entry() {
+    init_tracing();
+    let config = match common::config::Source::from_env().and_then(|s| Config::from_source(&s)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("worker: configuration refused: {e}");
+            std::process::exit(common::config::EXIT_BAD_CONFIG);
+        }
+    };
+    if std::env::args().any(|a| a == "--check") {
+        println!("worker: configuration ok (region {})", config.region);
+        return;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("worker: cannot start runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let result = runtime.block_on(async move {
+        let listener = TcpListener::bind(config.listen).await?;
+        let admin = TcpListener::bind(config.admin_listen).await?;
+        let shutdown = CancellationToken::new();
+        let trigger = shutdown.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            trigger.cancel();
+        });
+        run(config, listener, admin, shutdown).await
+    });
+    if let Err(e) = result {
+        tracing::error!(error = %e, "worker stopped with an error");
+        std::process::exit(1);
+    }
+}
