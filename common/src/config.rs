@@ -185,6 +185,9 @@ mod tests {
         let s = Source::from_pairs([("PORT", "x")]);
         assert!(s.parse_or::<u16>("PORT", 1).is_err());
         assert_eq!(s.parse_or::<u16>("OTHER", 7).unwrap(), 7);
-        assert!(matches!(s.required("NOPE"), Err(ConfigError::Missing("NOPE"))));
+        assert!(matches!(
+            s.required("NOPE"),
+            Err(ConfigError::Missing("NOPE"))
+        ));
     }
 }

@@ -133,10 +133,19 @@ impl KeyRing {
 
     /// Seals a field value bound to its place.
     pub fn seal_field(&self, ctx: &FieldContext<'_>, plaintext: &[u8]) -> Vec<u8> {
-        seal(&self.current_set().field, self.current, &ctx.associated_data(), plaintext)
+        seal(
+            &self.current_set().field,
+            self.current,
+            &ctx.associated_data(),
+            plaintext,
+        )
     }
 
-    pub fn open_field(&self, ctx: &FieldContext<'_>, stored: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    pub fn open_field(
+        &self,
+        ctx: &FieldContext<'_>,
+        stored: &[u8],
+    ) -> Result<Vec<u8>, CryptoError> {
         let (id, _) = split(stored)?;
         let set = self.keys.get(&id).ok_or(CryptoError::UnknownKey(id))?;
         open(&set.field, &ctx.associated_data(), stored)
@@ -144,7 +153,12 @@ impl KeyRing {
 
     /// Seals an operational secret (a clinic's database password) under a purpose label.
     pub fn seal_secret(&self, purpose: &str, plaintext: &[u8]) -> Vec<u8> {
-        seal(&self.current_set().secrets, self.current, purpose.as_bytes(), plaintext)
+        seal(
+            &self.current_set().secrets,
+            self.current,
+            purpose.as_bytes(),
+            plaintext,
+        )
     }
 
     pub fn open_secret(&self, purpose: &str, stored: &[u8]) -> Result<Vec<u8>, CryptoError> {
@@ -193,7 +207,13 @@ fn seal(cipher: &Aes256Gcm, key_id: u32, aad: &[u8], plaintext: &[u8]) -> Vec<u8
     out.extend_from_slice(&nonce);
     // AES-GCM encryption only fails for plaintexts beyond 64 GiB.
     let ct = cipher
-        .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad })
+        .encrypt(
+            Nonce::from_slice(&nonce),
+            Payload {
+                msg: plaintext,
+                aad,
+            },
+        )
         .unwrap_or_default();
     out.extend_from_slice(&ct);
     out
@@ -229,14 +249,34 @@ mod tests {
         let clinic = ClinicId::generate();
         let row = uuid::Uuid::now_v7();
         let other_row = uuid::Uuid::now_v7();
-        let ctx = FieldContext { clinic, table: "patients", row: &row, column: "ssn" };
+        let ctx = FieldContext {
+            clinic,
+            table: "patients",
+            row: &row,
+            column: "ssn",
+        };
         let sealed = ring.seal_field(&ctx, b"1 84 12 75 123 456 78");
         assert!(!sealed.windows(5).any(|w| w == b"1 84 "));
-        assert_eq!(ring.open_field(&ctx, &sealed).unwrap(), b"1 84 12 75 123 456 78");
-        let moved = FieldContext { row: &other_row, ..ctx };
-        assert_eq!(ring.open_field(&moved, &sealed), Err(CryptoError::Integrity));
-        let other_clinic = FieldContext { clinic: ClinicId::generate(), ..ctx };
-        assert_eq!(ring.open_field(&other_clinic, &sealed), Err(CryptoError::Integrity));
+        assert_eq!(
+            ring.open_field(&ctx, &sealed).unwrap(),
+            b"1 84 12 75 123 456 78"
+        );
+        let moved = FieldContext {
+            row: &other_row,
+            ..ctx
+        };
+        assert_eq!(
+            ring.open_field(&moved, &sealed),
+            Err(CryptoError::Integrity)
+        );
+        let other_clinic = FieldContext {
+            clinic: ClinicId::generate(),
+            ..ctx
+        };
+        assert_eq!(
+            ring.open_field(&other_clinic, &sealed),
+            Err(CryptoError::Integrity)
+        );
         let mut flipped = sealed.clone();
         *flipped.last_mut().unwrap() ^= 1;
         assert_eq!(ring.open_field(&ctx, &flipped), Err(CryptoError::Integrity));
@@ -246,7 +286,12 @@ mod tests {
     fn nonces_are_fresh() {
         let ring = ring();
         let row = uuid::Uuid::now_v7();
-        let ctx = FieldContext { clinic: ClinicId::generate(), table: "t", row: &row, column: "c" };
+        let ctx = FieldContext {
+            clinic: ClinicId::generate(),
+            table: "t",
+            row: &row,
+            column: "c",
+        };
         assert_ne!(ring.seal_field(&ctx, b"x"), ring.seal_field(&ctx, b"x"));
     }
 
@@ -257,7 +302,10 @@ mod tests {
         let src = Source::from_pairs([
             ("MASTER_KEY", STANDARD.encode([2u8; 32])),
             ("MASTER_KEY_ID", "2".to_owned()),
-            ("MASTER_KEYS_RETIRED", format!("1:{}", STANDARD.encode([1u8; 32]))),
+            (
+                "MASTER_KEYS_RETIRED",
+                format!("1:{}", STANDARD.encode([1u8; 32])),
+            ),
         ]);
         let ring = KeyRing::from_source(&src).unwrap();
         assert_eq!(ring.open_secret("p", &sealed).unwrap(), b"pw");

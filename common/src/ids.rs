@@ -113,7 +113,10 @@ mod tests {
             id.database_name(),
             "medicalpro_clinic_0190a5b2-7c4e-7d1a-9e0f-123456789abc"
         );
-        assert_eq!(id.role_name(), "medicalpro_clinic_0190a5b27c4e7d1a9e0f123456789abc");
+        assert_eq!(
+            id.role_name(),
+            "medicalpro_clinic_0190a5b27c4e7d1a9e0f123456789abc"
+        );
         assert!(id.database_name().len() < 64);
     }
 
@@ -159,8 +162,21 @@ mod email_tests {
 
     #[test]
     fn parses_and_normalises() {
-        assert_eq!(Email::parse(" Ada@Example.ORG ").unwrap().as_str(), "ada@example.org");
-        for bad in ["", "ada", "ada@", "@x.org", "a b@x.org", "a@x", "a@.org", "a@b@c.org", "a\0@x.org"] {
+        assert_eq!(
+            Email::parse(" Ada@Example.ORG ").unwrap().as_str(),
+            "ada@example.org"
+        );
+        for bad in [
+            "",
+            "ada",
+            "ada@",
+            "@x.org",
+            "a b@x.org",
+            "a@x",
+            "a@.org",
+            "a@b@c.org",
+            "a\0@x.org",
+        ] {
             assert!(Email::parse(bad).is_none(), "{bad:?}");
         }
     }

@@ -78,7 +78,12 @@ impl InternalKey {
     }
 
     /// Checks a signature against what the worker saw, at time `now`.
-    pub fn verify(&self, f: &Forwarded<'_>, signature: &str, now: i64) -> Result<(), CredentialError> {
+    pub fn verify(
+        &self,
+        f: &Forwarded<'_>,
+        signature: &str,
+        now: i64,
+    ) -> Result<(), CredentialError> {
         if (now - f.timestamp).abs() > MAX_SKEW_SECS {
             return Err(CredentialError::Stale);
         }
@@ -108,10 +113,22 @@ mod tests {
         let sig = key.sign(&f);
         assert_eq!(key.verify(&f, &sig, 1010), Ok(()));
         assert_eq!(key.verify(&f, &sig, 2000), Err(CredentialError::Stale));
-        let spoofed = Forwarded { client_ip: "1.1.1.1".parse().unwrap(), ..f };
-        assert_eq!(key.verify(&spoofed, &sig, 1000), Err(CredentialError::Mismatch));
-        let other_path = Forwarded { path_and_query: "/api/v1/patients/x", ..f };
-        assert_eq!(key.verify(&other_path, &sig, 1000), Err(CredentialError::Mismatch));
+        let spoofed = Forwarded {
+            client_ip: "1.1.1.1".parse().unwrap(),
+            ..f
+        };
+        assert_eq!(
+            key.verify(&spoofed, &sig, 1000),
+            Err(CredentialError::Mismatch)
+        );
+        let other_path = Forwarded {
+            path_and_query: "/api/v1/patients/x",
+            ..f
+        };
+        assert_eq!(
+            key.verify(&other_path, &sig, 1000),
+            Err(CredentialError::Mismatch)
+        );
         assert_eq!(key.verify(&f, "zz", 1000), Err(CredentialError::Mismatch));
         assert!(InternalKey::new(b"short").is_err());
     }

@@ -48,8 +48,14 @@ fn resource_schemas(r: &Resource, schemas: &mut Map<String, Value>) {
     }
     let mut output_props = input_props.clone();
     output_props.insert("id".into(), json!({"type": "string", "format": "uuid"}));
-    output_props.insert("created_at".into(), json!({"type": "string", "format": "date-time"}));
-    output_props.insert("updated_at".into(), json!({"type": "string", "format": "date-time"}));
+    output_props.insert(
+        "created_at".into(),
+        json!({"type": "string", "format": "date-time"}),
+    );
+    output_props.insert(
+        "updated_at".into(),
+        json!({"type": "string", "format": "date-time"}),
+    );
     let mut output_required = vec!["id", "created_at", "updated_at"];
     output_required.extend(r.fields.iter().map(|f| f.name));
     schemas.insert(
@@ -74,9 +80,18 @@ fn resource_schemas(r: &Resource, schemas: &mut Map<String, Value>) {
 }
 
 fn common_errors(ops: &mut Map<String, Value>) {
-    ops.insert("401".into(), problem_response("Missing, invalid or expired token."));
-    ops.insert("403".into(), problem_response("The clinic is unknown, suspended or not provisioned."));
-    ops.insert("503".into(), problem_response("The clinic's database is unavailable; retry later."));
+    ops.insert(
+        "401".into(),
+        problem_response("Missing, invalid or expired token."),
+    );
+    ops.insert(
+        "403".into(),
+        problem_response("The clinic is unknown, suspended or not provisioned."),
+    );
+    ops.insert(
+        "503".into(),
+        problem_response("The clinic's database is unavailable; retry later."),
+    );
 }
 
 fn resource_paths(r: &Resource, paths: &mut Map<String, Value>) {
@@ -181,33 +196,63 @@ fn auth_paths(paths: &mut Map<String, Value>) {
     };
     paths.insert(
         "/api/v1/auth/register".into(),
-        post("register", "RegisterRequest", "201", Some("RegisterResponse"), &[
-            ("400", "Invalid input."),
-            ("409", "The e-mail address is already registered."),
-            ("413", "Body too large."),
-            ("503", "Provisioning could not finish; retry the same request."),
-        ]),
+        post(
+            "register",
+            "RegisterRequest",
+            "201",
+            Some("RegisterResponse"),
+            &[
+                ("400", "Invalid input."),
+                ("409", "The e-mail address is already registered."),
+                ("413", "Body too large."),
+                (
+                    "503",
+                    "Provisioning could not finish; retry the same request.",
+                ),
+            ],
+        ),
     );
     paths.insert(
         "/api/v1/auth/login".into(),
-        post("login", "LoginRequest", "200", Some("TokenResponse"), &[
-            ("400", "Invalid input."),
-            ("401", "Bad credentials."),
-            ("413", "Body too large."),
-            ("429", "Too many failed attempts; see retry-after."),
-        ]),
+        post(
+            "login",
+            "LoginRequest",
+            "200",
+            Some("TokenResponse"),
+            &[
+                ("400", "Invalid input."),
+                ("401", "Bad credentials."),
+                ("413", "Body too large."),
+                ("429", "Too many failed attempts; see retry-after."),
+            ],
+        ),
     );
     paths.insert(
         "/api/v1/auth/refresh".into(),
-        post("refresh", "RefreshRequest", "200", Some("TokenResponse"), &[
-            ("400", "Invalid input."),
-            ("401", "The refresh token is invalid, expired or already used."),
-            ("413", "Body too large."),
-        ]),
+        post(
+            "refresh",
+            "RefreshRequest",
+            "200",
+            Some("TokenResponse"),
+            &[
+                ("400", "Invalid input."),
+                (
+                    "401",
+                    "The refresh token is invalid, expired or already used.",
+                ),
+                ("413", "Body too large."),
+            ],
+        ),
     );
     paths.insert(
         "/api/v1/auth/logout".into(),
-        post("logout", "RefreshRequest", "204", None, &[("400", "Invalid input."), ("413", "Body too large.")]),
+        post(
+            "logout",
+            "RefreshRequest",
+            "204",
+            None,
+            &[("400", "Invalid input."), ("413", "Body too large.")],
+        ),
     );
     paths.insert(
         "/api/v1/openapi.json".into(),
@@ -257,7 +302,10 @@ fn auth_schemas(schemas: &mut Map<String, Value>) {
     );
     schemas.insert(
         "RefreshRequest".into(),
-        s(json!({"refresh_token": {"type": "string", "maxLength": 200}}), &["refresh_token"]),
+        s(
+            json!({"refresh_token": {"type": "string", "maxLength": 200}}),
+            &["refresh_token"],
+        ),
     );
     schemas.insert(
         "TokenResponse".into(),

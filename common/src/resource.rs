@@ -85,13 +85,21 @@ pub const PATIENTS: Resource = Resource {
     table: "patients",
     title: "Patient",
     fields: &[
-        Field::text("first_name", 100, "Given name.").required().searchable(),
-        Field::text("last_name", 100, "Family name.").required().searchable(),
+        Field::text("first_name", 100, "Given name.")
+            .required()
+            .searchable(),
+        Field::text("last_name", 100, "Family name.")
+            .required()
+            .searchable(),
         Field::text("email", 254, "Contact e-mail address.").of_type(FieldType::Email),
         Field::text("phone", 40, "Contact phone number."),
         Field::text("birth_date", 10, "Date of birth.").of_type(FieldType::Date),
-        Field::text("ssn", 32, "Social security number; stored encrypted, exact-match lookup with `?ssn=`.")
-            .encrypted_lookup(),
+        Field::text(
+            "ssn",
+            32,
+            "Social security number; stored encrypted, exact-match lookup with `?ssn=`.",
+        )
+        .encrypted_lookup(),
     ],
 };
 
@@ -112,7 +120,11 @@ mod tests {
         for r in RESOURCES {
             assert!(find(r.name).is_some());
             for f in r.fields {
-                assert!(!SERVER_FIELDS.contains(&f.name), "{} shadows a server field", f.name);
+                assert!(
+                    !SERVER_FIELDS.contains(&f.name),
+                    "{} shadows a server field",
+                    f.name
+                );
                 assert_ne!(f.name, "company_id");
                 assert_eq!(r.fields.iter().filter(|g| g.name == f.name).count(), 1);
             }

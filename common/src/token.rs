@@ -104,7 +104,12 @@ impl TokenService {
         )
     }
 
-    pub fn new(secret: &[u8], issuer: &str, audience: &str, ttl_secs: i64) -> Result<Self, ConfigError> {
+    pub fn new(
+        secret: &[u8],
+        issuer: &str,
+        audience: &str,
+        ttl_secs: i64,
+    ) -> Result<Self, ConfigError> {
         let lowered = String::from_utf8_lossy(secret).to_ascii_lowercase();
         if SAMPLE_SECRETS.iter().any(|s| lowered == *s) {
             return Err(ConfigError::Invalid {
@@ -140,7 +145,12 @@ impl TokenService {
     }
 
     /// Issues an access token; returns it with its lifetime in seconds.
-    pub fn issue(&self, user: UserId, clinic: ClinicId, role: Role) -> Result<(String, i64), TokenError> {
+    pub fn issue(
+        &self,
+        user: UserId,
+        clinic: ClinicId,
+        role: Role,
+    ) -> Result<(String, i64), TokenError> {
         let now = now_secs();
         let claims = Claims {
             sub: user,
@@ -158,17 +168,19 @@ impl TokenService {
 
     /// Signs arbitrary claims with this service's key (also used by tests to forge).
     pub fn sign(&self, claims: &Claims) -> Result<String, TokenError> {
-        encode(&Header::new(Algorithm::HS256), claims, &self.encoding).map_err(|_| TokenError::Invalid)
+        encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
+            .map_err(|_| TokenError::Invalid)
     }
 
     /// Verifies signature, algorithm, `exp`, `iss`, `aud` and `typ`.
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
-        let data = decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| {
-            match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
-                _ => TokenError::Invalid,
-            }
-        })?;
+        let data =
+            decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| {
+                match e.kind() {
+                    jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
+                    _ => TokenError::Invalid,
+                }
+            })?;
         if data.claims.typ != ACCESS {
             return Err(TokenError::Invalid);
         }

@@ -41,12 +41,20 @@ fn db(e: tokio_postgres::Error) -> GatewayError {
 }
 
 fn parse_email(raw: &str) -> Result<Email, GatewayError> {
-    Email::parse(raw).ok_or_else(|| GatewayError::BadRequest("`email` must be an e-mail address.".into()))
+    Email::parse(raw)
+        .ok_or_else(|| GatewayError::BadRequest("`email` must be an e-mail address.".into()))
 }
 
 /// Records an authentication event in the central audit trail (best effort: a
 /// failure is logged, the sign-in itself is not refused for it).
-async fn audit_auth(gw: &Gateway, ctx: &Ctx, clinic: ClinicId, user: Option<UserId>, action: &str, outcome: &str) {
+async fn audit_auth(
+    gw: &Gateway,
+    ctx: &Ctx,
+    clinic: ClinicId,
+    user: Option<UserId>,
+    action: &str,
+    outcome: &str,
+) {
     let result = async {
         let client = gw.central.get().await?;
         client
@@ -88,12 +96,18 @@ async fn choose_region(gw: &Gateway, asked: Option<&str>) -> Result<String, Gate
     match (row, asked) {
         (Some(r), _) => Ok(r.get(0)),
         (None, Some(name)) => Err(GatewayError::UnknownRegion(name.chars().take(64).collect())),
-        (None, None) => Err(GatewayError::CentralUnavailable("no region is configured".into())),
+        (None, None) => Err(GatewayError::CentralUnavailable(
+            "no region is configured".into(),
+        )),
     }
 }
 
 /// `POST /api/v1/auth/register`.
-pub async fn register(gw: &Gateway, ctx: &Ctx, body: RegisterRequest) -> Result<Value, GatewayError> {
+pub async fn register(
+    gw: &Gateway,
+    ctx: &Ctx,
+    body: RegisterRequest,
+) -> Result<Value, GatewayError> {
     let clinic_name = body.clinic_name.trim().to_owned();
     if clinic_name.is_empty() || clinic_name.chars().count() > 200 || clinic_name.contains('\0') {
         return Err(GatewayError::BadRequest(
@@ -151,7 +165,9 @@ pub async fn register(gw: &Gateway, ctx: &Ctx, body: RegisterRequest) -> Result<
                 .await;
             match inserted {
                 Ok(_) => {}
-                Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => return Err(GatewayError::EmailTaken),
+                Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                    return Err(GatewayError::EmailTaken)
+                }
                 Err(e) => return Err(db(e)),
             }
             tx.commit().await.map_err(db)?;
@@ -210,7 +226,8 @@ pub async fn login(gw: &Gateway, ctx: &Ctx, body: LoginRequest) -> Result<Value,
     }
     let account = body.email.trim().to_lowercase();
     if let Some(wait) = gw.throttle.blocked(&account, ctx.client_ip) {
-        metrics::counter!(common::metric_names::LOGIN_FAILURES, "reason" => "throttled").increment(1);
+        metrics::counter!(common::metric_names::LOGIN_FAILURES, "reason" => "throttled")
+            .increment(1);
         return Err(GatewayError::Throttled(wait));
     }
     let client = gw.central.get().await?;
@@ -226,12 +243,14 @@ pub async fn login(gw: &Gateway, ctx: &Ctx, body: LoginRequest) -> Result<Value,
     let verified = gw.hasher.verify(hash, &body.password).await?;
     let Some(row) = row.filter(|r| verified && !r.get::<_, bool>(4)) else {
         gw.throttle.failed(&account, ctx.client_ip);
-        metrics::counter!(common::metric_names::LOGIN_FAILURES, "reason" => "bad_credentials").increment(1);
+        metrics::counter!(common::metric_names::LOGIN_FAILURES, "reason" => "bad_credentials")
+            .increment(1);
         return Err(GatewayError::BadCredentials);
     };
     let user = UserId::from_uuid(row.get(0));
     let clinic = ClinicId::from_uuid(row.get(1));
-    let role = Role::parse(row.get::<_, &str>(3)).ok_or_else(|| GatewayError::Internal("unknown role".into()))?;
+    let role = Role::parse(row.get::<_, &str>(3))
+        .ok_or_else(|| GatewayError::Internal("unknown role".into()))?;
     if row.get::<_, &str>(5) != "active" {
         return Err(GatewayError::ClinicUnavailable);
     }
@@ -284,7 +303,8 @@ pub async fn refresh(gw: &Gateway, ctx: &Ctx, body: RefreshRequest) -> Result<Va
     if row.get::<_, bool>(5) || row.get::<_, bool>(6) || row.get::<_, &str>(7) != "active" {
         return Err(GatewayError::BadRefreshToken);
     }
-    let role = Role::parse(row.get::<_, &str>(3)).ok_or_else(|| GatewayError::Internal("unknown role".into()))?;
+    let role = Role::parse(row.get::<_, &str>(3))
+        .ok_or_else(|| GatewayError::Internal("unknown role".into()))?;
     tx.execute(
         "UPDATE refresh_tokens SET rotated_at = now() WHERE token_hash = $1",
         &[&hash],

@@ -83,9 +83,13 @@ impl GatewayError {
             GatewayError::MissingToken => {
                 Problem::unauthorized("Send `Authorization: Bearer <access token>`.")
             }
-            GatewayError::ClinicUnavailable => Problem::new(403, "clinic-unavailable", "Clinic not available")
-                .with_detail("Your clinic is unknown, suspended or not yet provisioned."),
-            GatewayError::BadCredentials => Problem::new(401, "bad-credentials", "Invalid e-mail or password"),
+            GatewayError::ClinicUnavailable => {
+                Problem::new(403, "clinic-unavailable", "Clinic not available")
+                    .with_detail("Your clinic is unknown, suspended or not yet provisioned.")
+            }
+            GatewayError::BadCredentials => {
+                Problem::new(401, "bad-credentials", "Invalid e-mail or password")
+            }
             GatewayError::BadRefreshToken => Problem::unauthorized(
                 "The refresh token is invalid, expired or already used; log in again.",
             ),
@@ -93,15 +97,19 @@ impl GatewayError {
                 .with_detail("Too many failed attempts; wait before trying again.")
                 .with_retry_after(*secs),
             GatewayError::BadRequest(detail) => Problem::bad_request(detail.clone()),
-            GatewayError::EmailTaken => Problem::new(409, "email-taken", "E-mail already registered")
-                .with_detail("An account with this e-mail address exists; log in instead."),
+            GatewayError::EmailTaken => {
+                Problem::new(409, "email-taken", "E-mail already registered")
+                    .with_detail("An account with this e-mail address exists; log in instead.")
+            }
             GatewayError::UnknownRegion(r) => {
                 Problem::bad_request(format!("There is no region named `{r}`."))
             }
             GatewayError::PayloadTooLarge(limit) => Problem::payload_too_large(*limit),
             GatewayError::NotFound => Problem::new(404, "not-found", "Not found")
                 .with_detail("No such endpoint; see /api/v1/openapi.json."),
-            GatewayError::MethodNotAllowed => Problem::new(405, "method-not-allowed", "Method not allowed"),
+            GatewayError::MethodNotAllowed => {
+                Problem::new(405, "method-not-allowed", "Method not allowed")
+            }
             GatewayError::CentralUnavailable(_) => {
                 Problem::unavailable("Sign-in is temporarily unavailable; retry shortly.", 5)
             }
@@ -109,12 +117,15 @@ impl GatewayError {
                 "Your clinic is being set up; send the same registration again shortly.",
                 5,
             ),
-            GatewayError::WorkerUnreachable(_) | GatewayError::Misrouted => {
-                Problem::unavailable("Your clinic's service is temporarily unavailable; retry shortly.", 1)
+            GatewayError::WorkerUnreachable(_) | GatewayError::Misrouted => Problem::unavailable(
+                "Your clinic's service is temporarily unavailable; retry shortly.",
+                1,
+            ),
+            GatewayError::WorkerTimeout => {
+                Problem::new(504, "upstream-timeout", "Upstream timeout")
+                    .with_detail("Your clinic's service did not answer in time.")
+                    .with_retry_after(2)
             }
-            GatewayError::WorkerTimeout => Problem::new(504, "upstream-timeout", "Upstream timeout")
-                .with_detail("Your clinic's service did not answer in time.")
-                .with_retry_after(2),
             GatewayError::BadGateway(_) => Problem::new(502, "bad-gateway", "Bad gateway")
                 .with_detail("The upstream service failed to answer properly."),
             GatewayError::Internal(_) => Problem::internal(),
@@ -124,7 +135,11 @@ impl GatewayError {
     pub fn from_db(e: tokio_postgres::Error) -> Self {
         match e.code() {
             None => GatewayError::CentralUnavailable(e.to_string()),
-            Some(c) if c.code().starts_with("08") || c.code().starts_with("57P") || c.code().starts_with("53") => {
+            Some(c)
+                if c.code().starts_with("08")
+                    || c.code().starts_with("57P")
+                    || c.code().starts_with("53") =>
+            {
                 GatewayError::CentralUnavailable(e.to_string())
             }
             Some(_) => GatewayError::Internal(e.to_string()),

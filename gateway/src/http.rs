@@ -14,7 +14,9 @@ use serde::de::DeserializeOwned;
 pub type Body = BoxBody<Bytes, hyper::Error>;
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 pub fn empty(status: StatusCode) -> Response<Body> {
@@ -69,5 +71,6 @@ pub async fn read_json<T: DeserializeOwned>(
             }
         })?
         .to_bytes();
-    serde_json::from_slice(&bytes).map_err(|e| GatewayError::BadRequest(format!("Invalid JSON body: {e}.")))
+    serde_json::from_slice(&bytes)
+        .map_err(|e| GatewayError::BadRequest(format!("Invalid JSON body: {e}.")))
 }

@@ -37,13 +37,19 @@ fn hash_blocking(password: &str) -> Result<String, GatewayError> {
 
 fn verify_blocking(hash: &str, password: &str) -> bool {
     PasswordHash::new(hash)
-        .map(|parsed| argon2().verify_password(password.as_bytes(), &parsed).is_ok())
+        .map(|parsed| {
+            argon2()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        })
         .unwrap_or(false)
 }
 
 impl Hasher {
     pub fn new() -> Result<Self, GatewayError> {
-        let parallel = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let parallel = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
         Ok(Self {
             permits: Arc::new(Semaphore::new(parallel)),
             dummy: Arc::new(hash_blocking("medicalpro-dummy-password")?),
@@ -74,7 +80,9 @@ impl Hasher {
         let known = hash.is_some();
         let hash = hash.unwrap_or_else(|| self.dummy.as_str().to_owned());
         let password = password.to_owned();
-        let ok = self.blocking(move || verify_blocking(&hash, &password)).await?;
+        let ok = self
+            .blocking(move || verify_blocking(&hash, &password))
+            .await?;
         Ok(ok && known)
     }
 }
@@ -99,7 +107,10 @@ mod tests {
         let h = Hasher::new().unwrap();
         let hash = h.hash("correct horse battery").await.unwrap();
         assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
-        assert!(h.verify(Some(hash.clone()), "correct horse battery").await.unwrap());
+        assert!(h
+            .verify(Some(hash.clone()), "correct horse battery")
+            .await
+            .unwrap());
         assert!(!h.verify(Some(hash), "correct horse batterx").await.unwrap());
         assert!(!h.verify(None, "medicalpro-dummy-password").await.unwrap());
         assert!(check_new("short").is_err());

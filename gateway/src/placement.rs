@@ -62,12 +62,19 @@ impl PlacementCache {
 
     fn cached(&self, clinic: ClinicId) -> Option<(Cached, Duration)> {
         let mut map = self.entries.lock().ok()?;
-        map.get(&clinic).map(|e| (e.value.clone(), e.fetched.elapsed()))
+        map.get(&clinic)
+            .map(|e| (e.value.clone(), e.fetched.elapsed()))
     }
 
     fn store(&self, clinic: ClinicId, value: Cached) {
         if let Ok(mut map) = self.entries.lock() {
-            map.put(clinic, Entry { value, fetched: Instant::now() });
+            map.put(
+                clinic,
+                Entry {
+                    value,
+                    fetched: Instant::now(),
+                },
+            );
             metrics::gauge!(m::PLACEMENT_CACHE_SIZE).set(map.len() as f64);
         }
     }
@@ -96,7 +103,10 @@ impl PlacementCache {
 
     /// The placement of an active clinic; `ClinicUnavailable` otherwise.
     pub async fn active(&self, clinic: ClinicId) -> Result<Arc<Placement>, GatewayError> {
-        let placement = self.get(clinic).await?.ok_or(GatewayError::ClinicUnavailable)?;
+        let placement = self
+            .get(clinic)
+            .await?
+            .ok_or(GatewayError::ClinicUnavailable)?;
         if placement.active {
             Ok(placement)
         } else {

@@ -3,7 +3,7 @@
 //! and timeouts, and upstream failures mapped to 502/503/504.
 
 use crate::error::GatewayError;
-use crate::http::{Body, problem};
+use crate::http::{problem, Body};
 use crate::server::Gateway;
 use bytes::Bytes;
 use common::internal::{self, Forwarded};
@@ -26,7 +26,8 @@ pub struct Ctx {
 }
 
 /// The body type sent upstream: the client's body, bounded.
-pub type UpstreamBody = http_body_util::combinators::BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+pub type UpstreamBody =
+    http_body_util::combinators::BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 pub type UpstreamClient = Client<HttpConnector, UpstreamBody>;
 
 pub fn client() -> UpstreamClient {
@@ -65,7 +66,13 @@ fn strip(headers: &mut http::HeaderMap) {
     }
 }
 
-fn sign(gw: &Gateway, ctx: &Ctx, method: &str, path_and_query: &str, headers: &mut http::HeaderMap) -> Result<(), GatewayError> {
+fn sign(
+    gw: &Gateway,
+    ctx: &Ctx,
+    method: &str,
+    path_and_query: &str,
+    headers: &mut http::HeaderMap,
+) -> Result<(), GatewayError> {
     let timestamp = common::token::now_secs();
     let signature = gw.internal.sign(&Forwarded {
         timestamp,
@@ -74,10 +81,17 @@ fn sign(gw: &Gateway, ctx: &Ctx, method: &str, path_and_query: &str, headers: &m
         method,
         path_and_query,
     });
-    let value = |s: String| HeaderValue::try_from(s).map_err(|e| GatewayError::Internal(e.to_string()));
+    let value =
+        |s: String| HeaderValue::try_from(s).map_err(|e| GatewayError::Internal(e.to_string()));
     headers.insert(internal::HEADER_TIMESTAMP, value(timestamp.to_string())?);
-    headers.insert(internal::HEADER_CLIENT_IP, value(ctx.client_ip.to_string())?);
-    headers.insert(internal::HEADER_REQUEST_ID, value(ctx.request_id.to_string())?);
+    headers.insert(
+        internal::HEADER_CLIENT_IP,
+        value(ctx.client_ip.to_string())?,
+    );
+    headers.insert(
+        internal::HEADER_REQUEST_ID,
+        value(ctx.request_id.to_string())?,
+    );
     headers.insert(internal::HEADER_SIGNATURE, value(signature)?);
     Ok(())
 }
@@ -88,7 +102,10 @@ fn upstream_uri(worker_url: &str, path_and_query: &str) -> Result<Uri, GatewayEr
         .map_err(|_| GatewayError::Internal(format!("bad worker url {worker_url}")))
 }
 
-async fn send(gw: &Gateway, req: Request<UpstreamBody>) -> Result<Response<Incoming>, GatewayError> {
+async fn send(
+    gw: &Gateway,
+    req: Request<UpstreamBody>,
+) -> Result<Response<Incoming>, GatewayError> {
     match tokio::time::timeout(gw.config.upstream_timeout, gw.client.request(req)).await {
         Err(_) => Err(GatewayError::WorkerTimeout),
         Ok(Ok(r)) => Ok(r),
@@ -96,7 +113,9 @@ async fn send(gw: &Gateway, req: Request<UpstreamBody>) -> Result<Response<Incom
         Ok(Err(e)) => {
             let too_large = std::error::Error::source(&e)
                 .into_iter()
-                .chain(std::iter::successors(std::error::Error::source(&e), |e| e.source()))
+                .chain(std::iter::successors(std::error::Error::source(&e), |e| {
+                    e.source()
+                }))
                 .any(|s| s.is::<http_body_util::LengthLimitError>());
             if too_large {
                 Err(GatewayError::PayloadTooLarge(gw.config.max_body_bytes))
@@ -108,7 +127,11 @@ async fn send(gw: &Gateway, req: Request<UpstreamBody>) -> Result<Response<Incom
 }
 
 /// Forwards an authenticated clinic request to its worker and streams the answer back.
-pub async fn forward(gw: &Gateway, ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>, GatewayError> {
+pub async fn forward(
+    gw: &Gateway,
+    ctx: &Ctx,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, GatewayError> {
     let token = req
         .headers()
         .get(http::header::AUTHORIZATION)
@@ -135,7 +158,13 @@ pub async fn forward(gw: &Gateway, ctx: &Ctx, req: Request<Incoming>) -> Result<
     parts.uri = upstream_uri(&placement.worker_url, &path_and_query)?;
     parts.headers.remove(HOST);
     strip(&mut parts.headers);
-    sign(gw, ctx, parts.method.as_str(), &path_and_query, &mut parts.headers)?;
+    sign(
+        gw,
+        ctx,
+        parts.method.as_str(),
+        &path_and_query,
+        &mut parts.headers,
+    )?;
     parts.version = http::Version::HTTP_11;
     let body: UpstreamBody = Limited::new(body, gw.config.max_body_bytes).boxed();
     let upstream = send(gw, Request::from_parts(parts, body)).await?;
@@ -151,7 +180,12 @@ pub async fn forward(gw: &Gateway, ctx: &Ctx, req: Request<Incoming>) -> Result<
 }
 
 /// Asks a region's worker to provision a clinic (registration).
-pub async fn provision(gw: &Gateway, ctx: &Ctx, clinic: ClinicId, region: &str) -> Result<(), GatewayError> {
+pub async fn provision(
+    gw: &Gateway,
+    ctx: &Ctx,
+    clinic: ClinicId,
+    region: &str,
+) -> Result<(), GatewayError> {
     let worker_url = {
         let client = gw.central.get().await?;
         let row = client
@@ -164,15 +198,25 @@ pub async fn provision(gw: &Gateway, ctx: &Ctx, clinic: ClinicId, region: &str) 
     let mut headers = http::HeaderMap::new();
     sign(gw, ctx, "POST", &path, &mut headers)?;
     let mut req = Request::post(upstream_uri(&worker_url, &path)?)
-        .body(Empty::<Bytes>::new().map_err(|never| match never {}).boxed())
+        .body(
+            Empty::<Bytes>::new()
+                .map_err(|never| match never {})
+                .boxed(),
+        )
         .map_err(|e| GatewayError::Internal(e.to_string()))?;
     *req.headers_mut() = headers;
-    let outcome = tokio::time::timeout(crate::auth::PROVISION_TIMEOUT, gw.client.request(req)).await;
+    let outcome =
+        tokio::time::timeout(crate::auth::PROVISION_TIMEOUT, gw.client.request(req)).await;
     match outcome {
         Ok(Ok(r)) if r.status().is_success() => Ok(()),
         Ok(Ok(r)) => {
             let status = r.status();
-            let body = r.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let body = r
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
             Err(GatewayError::ProvisioningIncomplete(format!(
                 "worker answered {status}: {}",
                 String::from_utf8_lossy(&body)

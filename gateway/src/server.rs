@@ -50,7 +50,8 @@ pub fn metrics_handle() -> PrometheusHandle {
         .get_or_init(|| {
             let builder = PrometheusBuilder::new()
                 .set_buckets(&[
-                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0, 30.0,
                 ])
                 .unwrap_or_else(|_| PrometheusBuilder::new());
             match builder.install_recorder() {
@@ -116,7 +117,11 @@ fn route_class(path: &str) -> &'static str {
     }
 }
 
-async fn route(gw: &Gateway, ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>, GatewayError> {
+async fn route(
+    gw: &Gateway,
+    ctx: &Ctx,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, GatewayError> {
     let limit = gw.config.max_body_bytes;
     let path = req.uri().path().to_owned();
     match (req.method().clone(), path.as_str()) {
@@ -131,7 +136,10 @@ async fn route(gw: &Gateway, ctx: &Ctx, req: Request<Incoming>) -> Result<Respon
         }
         (Method::POST, "/api/v1/auth/refresh") => {
             let body = h::read_json(req, limit).await?;
-            Ok(h::json(StatusCode::OK, &auth::refresh(gw, ctx, body).await?))
+            Ok(h::json(
+                StatusCode::OK,
+                &auth::refresh(gw, ctx, body).await?,
+            ))
         }
         (Method::POST, "/api/v1/auth/logout") => {
             let body = h::read_json(req, limit).await?;
@@ -139,9 +147,10 @@ async fn route(gw: &Gateway, ctx: &Ctx, req: Request<Incoming>) -> Result<Respon
             Ok(h::empty(StatusCode::NO_CONTENT))
         }
         (_, p) if p.starts_with("/api/v1/auth/") => match p {
-            "/api/v1/auth/register" | "/api/v1/auth/login" | "/api/v1/auth/refresh" | "/api/v1/auth/logout" => {
-                Err(GatewayError::MethodNotAllowed)
-            }
+            "/api/v1/auth/register"
+            | "/api/v1/auth/login"
+            | "/api/v1/auth/refresh"
+            | "/api/v1/auth/logout" => Err(GatewayError::MethodNotAllowed),
             _ => Err(GatewayError::NotFound),
         },
         (Method::GET, "/api/v1/openapi.json") => {
@@ -156,7 +165,11 @@ async fn route(gw: &Gateway, ctx: &Ctx, req: Request<Incoming>) -> Result<Respon
 }
 
 /// One request, start to finish: request id, client IP, routing, errors, metrics.
-pub async fn handle(gw: Arc<Gateway>, peer: SocketAddr, req: Request<Incoming>) -> Result<Response<Body>, hyper::Error> {
+pub async fn handle(
+    gw: Arc<Gateway>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, hyper::Error> {
     let started = Instant::now();
     let request_id = req
         .headers()
@@ -180,7 +193,9 @@ pub async fn handle(gw: Arc<Gateway>, peer: SocketAddr, req: Request<Incoming>) 
         }
     };
     if let Ok(v) = HeaderValue::from_str(ctx.request_id.as_str()) {
-        response.headers_mut().insert(common::internal::HEADER_REQUEST_ID, v);
+        response
+            .headers_mut()
+            .insert(common::internal::HEADER_REQUEST_ID, v);
     }
     let status = match response.status().as_u16() {
         200..=299 => "2xx",
@@ -261,11 +276,13 @@ async fn serve<S, F>(
                 }
                 Some(acceptor) => {
                     let Ok(Ok(tls_stream)) =
-                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await
+                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
+                            .await
                     else {
                         return;
                     };
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), svc);
+                    let conn =
+                        builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), svc);
                     let _ = watcher.watch(conn.into_owned()).await;
                 }
             }
@@ -306,7 +323,11 @@ pub async fn run(
         Some((cert, key)) => Some(crate::tls::acceptor(cert, key)?),
         None => None,
     };
-    let cache = Arc::new(PlacementCache::new(central.clone(), config.cache_size, config.cache_ttl));
+    let cache = Arc::new(PlacementCache::new(
+        central.clone(),
+        config.cache_size,
+        config.cache_ttl,
+    ));
     let gw = Arc::new(Gateway {
         central,
         tokens: config.tokens.clone(),
@@ -320,13 +341,24 @@ pub async fn run(
     });
 
     let mut tasks = JoinSet::new();
-    tasks.spawn(placement::listen(cache, gw.config.central.clone(), shutdown.clone()));
+    tasks.spawn(placement::listen(
+        cache,
+        gw.config.central.clone(),
+        shutdown.clone(),
+    ));
     {
         let gw = gw.clone();
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
             let service = move |_peer: SocketAddr, req| admin(prometheus.clone(), gw.clone(), req);
-            serve(admin_listener, None, shutdown, Duration::from_secs(1), service).await;
+            serve(
+                admin_listener,
+                None,
+                shutdown,
+                Duration::from_secs(1),
+                service,
+            )
+            .await;
         });
     }
     tracing::info!(addr = %listener.local_addr()?, tls = tls.is_some(), "gateway serving");
@@ -346,14 +378,21 @@ pub fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("LOG_FORMAT").is_ok_and(|v| v == "json");
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = if json { builder.json().try_init() } else { builder.try_init() };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 /// Waits for SIGINT or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
-    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    else {
         let _ = ctrl_c.await;
         return;
     };
@@ -374,7 +413,10 @@ pub fn main_entry() {
         println!("gateway: configuration ok");
         return;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("gateway: cannot start runtime: {e}");

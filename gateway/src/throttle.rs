@@ -37,7 +37,9 @@ impl Throttle {
     }
 
     pub fn failed(&self, account: &str, ip: std::net::IpAddr) {
-        let Ok(mut map) = self.failures.lock() else { return };
+        let Ok(mut map) = self.failures.lock() else {
+            return;
+        };
         if map.len() > MAX_KEYS {
             map.retain(|_, (_, start)| start.elapsed() < WINDOW);
         }

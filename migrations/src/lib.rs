@@ -46,7 +46,9 @@ pub const CLINIC_TEMPLATE_DB: &str = "medicalpro_clinic_template";
 
 #[derive(Debug, thiserror::Error)]
 pub enum MigrationError {
-    #[error("migration {version} ({name}) was applied with another checksum; refusing to continue")]
+    #[error(
+        "migration {version} ({name}) was applied with another checksum; refusing to continue"
+    )]
     ChecksumMismatch { version: i32, name: &'static str },
     #[error("database error while migrating: {0}")]
     Db(#[from] tokio_postgres::Error),
@@ -57,17 +59,19 @@ pub enum MigrationError {
 pub async fn apply(client: &mut Client, set: &[Migration]) -> Result<i32, MigrationError> {
     client
         .batch_execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (
+            "SELECT pg_advisory_lock(7261001);
+            CREATE TABLE IF NOT EXISTS schema_migrations (
                 version integer PRIMARY KEY,
                 name text NOT NULL,
                 checksum text NOT NULL,
                 applied_at timestamptz NOT NULL DEFAULT now()
-            );
-            SELECT pg_advisory_lock(7261001);",
+            );",
         )
         .await?;
     let result = apply_locked(client, set).await;
-    let unlock = client.batch_execute("SELECT pg_advisory_unlock(7261001)").await;
+    let unlock = client
+        .batch_execute("SELECT pg_advisory_unlock(7261001)")
+        .await;
     let version = result?;
     unlock?;
     Ok(version)

@@ -20,7 +20,8 @@ fn resource(name: &str) -> Result<&'static Resource, WorkerError> {
 }
 
 fn parse_id(raw: &str) -> Result<Uuid, WorkerError> {
-    Uuid::parse_str(raw).map_err(|_| WorkerError::BadRequest("The id in the path must be a UUID.".into()))
+    Uuid::parse_str(raw)
+        .map_err(|_| WorkerError::BadRequest("The id in the path must be a UUID.".into()))
 }
 
 fn actor(caller: &Caller) -> Actor {
@@ -66,11 +67,21 @@ where
     if let Err(e) = &result {
         let outcome = match e {
             WorkerError::NotFound => None, // already recorded by the statement
-            WorkerError::BadRequest(_) | WorkerError::Conflict(_) | WorkerError::PayloadTooLarge(_) => Some("rejected"),
+            WorkerError::BadRequest(_)
+            | WorkerError::Conflict(_)
+            | WorkerError::PayloadTooLarge(_) => Some("rejected"),
             _ => Some("error"),
         };
         if let Some(outcome) = outcome {
-            let record = data::audit_failure(&client, &self::actor(caller), r, action, resource_id, outcome).await;
+            let record = data::audit_failure(
+                &client,
+                &self::actor(caller),
+                r,
+                action,
+                resource_id,
+                outcome,
+            )
+            .await;
             if let Err(audit_error) = record {
                 tracing::error!(error = %audit_error, "could not record a failed access");
             }
@@ -88,13 +99,20 @@ pub async fn list(
 ) -> Result<Response, WorkerError> {
     let r = resource(&name)?;
     let keys = state.keys.clone();
-    let (data, next) = audited(&state, &caller, r, Action::List, None, |client, actor| async move {
-        let result = match ListQuery::parse(r, raw.as_deref()) {
-            Ok(q) => data::list(&client, &keys, r, &actor, &q).await,
-            Err(e) => Err(e),
-        };
-        (client, result)
-    })
+    let (data, next) = audited(
+        &state,
+        &caller,
+        r,
+        Action::List,
+        None,
+        |client, actor| async move {
+            let result = match ListQuery::parse(r, raw.as_deref()) {
+                Ok(q) => data::list(&client, &keys, r, &actor, &q).await,
+                Err(e) => Err(e),
+            };
+            (client, result)
+        },
+    )
     .await?;
     Ok(Json(json!({"data": data, "next_cursor": next})).into_response())
 }
@@ -111,10 +129,17 @@ pub async fn create(
     }
     let body = read_body(&state, req.into_body()).await?;
     let keys = state.keys.clone();
-    let created = audited(&state, &caller, r, Action::Create, None, |client, actor| async move {
-        let result = data::create(&client, &keys, r, &actor, &body).await;
-        (client, result)
-    })
+    let created = audited(
+        &state,
+        &caller,
+        r,
+        Action::Create,
+        None,
+        |client, actor| async move {
+            let result = data::create(&client, &keys, r, &actor, &body).await;
+            (client, result)
+        },
+    )
     .await?;
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
@@ -127,10 +152,17 @@ pub async fn get_one(
     let r = resource(&name)?;
     let id = parse_id(&id)?;
     let keys = state.keys.clone();
-    let found = audited(&state, &caller, r, Action::Read, Some(id), |client, actor| async move {
-        let result = data::get(&client, &keys, r, &actor, id).await;
-        (client, result)
-    })
+    let found = audited(
+        &state,
+        &caller,
+        r,
+        Action::Read,
+        Some(id),
+        |client, actor| async move {
+            let result = data::get(&client, &keys, r, &actor, id).await;
+            (client, result)
+        },
+    )
     .await?;
     Ok(Json(found).into_response())
 }
@@ -148,10 +180,17 @@ pub async fn replace(
     }
     let body = read_body(&state, req.into_body()).await?;
     let keys = state.keys.clone();
-    let updated = audited(&state, &caller, r, Action::Update, Some(id), |client, actor| async move {
-        let result = data::replace(&client, &keys, r, &actor, id, &body).await;
-        (client, result)
-    })
+    let updated = audited(
+        &state,
+        &caller,
+        r,
+        Action::Update,
+        Some(id),
+        |client, actor| async move {
+            let result = data::replace(&client, &keys, r, &actor, id, &body).await;
+            (client, result)
+        },
+    )
     .await?;
     Ok(Json(updated).into_response())
 }
@@ -163,10 +202,17 @@ pub async fn delete(
 ) -> Result<Response, WorkerError> {
     let r = resource(&name)?;
     let id = parse_id(&id)?;
-    audited(&state, &caller, r, Action::Delete, Some(id), |client, actor| async move {
-        let result = data::soft_delete(&client, r, &actor, id).await;
-        (client, result)
-    })
+    audited(
+        &state,
+        &caller,
+        r,
+        Action::Delete,
+        Some(id),
+        |client, actor| async move {
+            let result = data::soft_delete(&client, r, &actor, id).await;
+            (client, result)
+        },
+    )
     .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

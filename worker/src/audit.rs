@@ -115,7 +115,11 @@ async fn ship_dirty(registry: &Registry, dirty: &mut HashSet<ClinicId>) {
     for clinic in dirty.drain() {
         match ship_clinic(registry, clinic).await {
             Ok(_) => {}
-            Err(WorkerError::ClinicUnknown | WorkerError::ClinicInactive(_) | WorkerError::Misrouted(_)) => {}
+            Err(
+                WorkerError::ClinicUnknown
+                | WorkerError::ClinicInactive(_)
+                | WorkerError::Misrouted(_),
+            ) => {}
             Err(e) => {
                 tracing::warn!(%clinic, error = %e, "audit shipping failed; will retry");
                 failed.insert(clinic);

@@ -87,7 +87,12 @@ impl Config {
             )?,
             regional: DbSettings::from_source(
                 source,
-                ["REGION_DB_HOST", "REGION_DB_PORT", "REGION_DB_USER", "REGION_DB_PASSWORD"],
+                [
+                    "REGION_DB_HOST",
+                    "REGION_DB_PORT",
+                    "REGION_DB_USER",
+                    "REGION_DB_PASSWORD",
+                ],
                 "postgres".into(),
             )?,
             tokens: TokenService::from_source(source)?,

@@ -34,7 +34,10 @@ fn header<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
 impl FromRequestParts<AppState> for Forward {
     type Rejection = WorkerError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         use common::internal::CredentialError::Missing;
         let missing = || WorkerError::GatewayCredential(Missing);
         let timestamp: i64 = header(parts, internal::HEADER_TIMESTAMP)
@@ -73,7 +76,10 @@ impl FromRequestParts<AppState> for Forward {
 impl FromRequestParts<AppState> for Caller {
     type Rejection = WorkerError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let forward = Forward::from_request_parts(parts, state).await?;
         let token = header(parts, "authorization")
             .and_then(token::bearer)

@@ -70,7 +70,10 @@ fn stored_columns(field: &Field) -> Vec<String> {
     match (field.encrypted, field.lookup) {
         (false, _) => vec![field.name.to_owned()],
         (true, false) => vec![format!("{}_enc", field.name)],
-        (true, true) => vec![format!("{}_enc", field.name), format!("{}_bidx", field.name)],
+        (true, true) => vec![
+            format!("{}_enc", field.name),
+            format!("{}_bidx", field.name),
+        ],
     }
 }
 
@@ -88,7 +91,14 @@ fn select_list(r: &Resource) -> String {
 
 /// Wraps a statement into `WITH w AS (…)` plus the audit insert. `$1`..`$4` are the
 /// actor; `resource_id` and `outcome` are SQL expressions that may refer to `w`.
-fn audited(body: &str, r: &Resource, action: Action, resource_id: &str, outcome: &str, tail: &str) -> String {
+fn audited(
+    body: &str,
+    r: &Resource,
+    action: Action,
+    resource_id: &str,
+    outcome: &str,
+    tail: &str,
+) -> String {
     format!(
         "WITH w AS ({body}), a AS (INSERT INTO audit_outbox \
          (user_id, action, resource, resource_id, client_ip, request_id, outcome) \
@@ -99,7 +109,8 @@ fn audited(body: &str, r: &Resource, action: Action, resource_id: &str, outcome:
     )
 }
 
-const FOUND_OUTCOME: &str = "CASE WHEN EXISTS (SELECT 1 FROM w) THEN 'success' ELSE 'not_found' END";
+const FOUND_OUTCOME: &str =
+    "CASE WHEN EXISTS (SELECT 1 FROM w) THEN 'success' ELSE 'not_found' END";
 
 /// Records an access that failed before or inside its statement.
 pub async fn audit_failure(
@@ -134,38 +145,64 @@ async fn run(
     sql: &str,
     params: &[Param],
 ) -> Result<Vec<Row>, WorkerError> {
-    let stmt = client.prepare_cached(sql).await.map_err(WorkerError::from_db)?;
-    let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect();
-    client.query(&stmt, &refs).await.map_err(WorkerError::from_db)
+    let stmt = client
+        .prepare_cached(sql)
+        .await
+        .map_err(WorkerError::from_db)?;
+    let refs: Vec<&(dyn ToSql + Sync)> = params
+        .iter()
+        .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+        .collect();
+    client
+        .query(&stmt, &refs)
+        .await
+        .map_err(WorkerError::from_db)
 }
 
 /// Turns a stored row into the client's JSON object, decrypting what is sealed.
-fn row_to_json(r: &Resource, keys: &KeyRing, clinic: ClinicId, row: &Row) -> Result<Value, WorkerError> {
+fn row_to_json(
+    r: &Resource,
+    keys: &KeyRing,
+    clinic: ClinicId,
+    row: &Row,
+) -> Result<Value, WorkerError> {
     let id: Uuid = row.get(0);
     let created: DateTime<Utc> = row.get(1);
     let updated: DateTime<Utc> = row.get(2);
     let mut obj = Map::new();
     obj.insert("id".into(), id.to_string().into());
-    obj.insert("created_at".into(), created.to_rfc3339_opts(SecondsFormat::Micros, true).into());
-    obj.insert("updated_at".into(), updated.to_rfc3339_opts(SecondsFormat::Micros, true).into());
+    obj.insert(
+        "created_at".into(),
+        created.to_rfc3339_opts(SecondsFormat::Micros, true).into(),
+    );
+    obj.insert(
+        "updated_at".into(),
+        updated.to_rfc3339_opts(SecondsFormat::Micros, true).into(),
+    );
     for (i, f) in r.fields.iter().enumerate() {
         let idx = i + 3;
         let value = if f.encrypted {
             match row.get::<_, Option<Vec<u8>>>(idx) {
                 None => Value::Null,
                 Some(sealed) => {
-                    let ctx = FieldContext { clinic, table: r.table, row: &id, column: f.name };
-                    let plain = keys
-                        .open_field(&ctx, &sealed)
-                        .map_err(|e| WorkerError::Integrity(format!("{}.{} of {id}: {e}", r.table, f.name)))?;
+                    let ctx = FieldContext {
+                        clinic,
+                        table: r.table,
+                        row: &id,
+                        column: f.name,
+                    };
+                    let plain = keys.open_field(&ctx, &sealed).map_err(|e| {
+                        WorkerError::Integrity(format!("{}.{} of {id}: {e}", r.table, f.name))
+                    })?;
                     Value::String(String::from_utf8_lossy(&plain).into_owned())
                 }
             }
         } else {
             match f.ty {
-                FieldType::Text { .. } | FieldType::Email => {
-                    row.get::<_, Option<String>>(idx).map(Value::String).unwrap_or(Value::Null)
-                }
+                FieldType::Text { .. } | FieldType::Email => row
+                    .get::<_, Option<String>>(idx)
+                    .map(Value::String)
+                    .unwrap_or(Value::Null),
                 FieldType::Date => row
                     .get::<_, Option<NaiveDate>>(idx)
                     .map(|d| Value::String(d.format("%Y-%m-%d").to_string()))
@@ -177,8 +214,15 @@ fn row_to_json(r: &Resource, keys: &KeyRing, clinic: ClinicId, row: &Row) -> Res
     Ok(Value::Object(obj))
 }
 
-fn rows_to_json(r: &Resource, keys: &KeyRing, clinic: ClinicId, rows: &[Row]) -> Result<Vec<Value>, WorkerError> {
-    rows.iter().map(|row| row_to_json(r, keys, clinic, row)).collect()
+fn rows_to_json(
+    r: &Resource,
+    keys: &KeyRing,
+    clinic: ClinicId,
+    rows: &[Row],
+) -> Result<Vec<Value>, WorkerError> {
+    rows.iter()
+        .map(|row| row_to_json(r, keys, clinic, row))
+        .collect()
 }
 
 /// A validated, typed field value.
@@ -189,19 +233,29 @@ enum Typed {
 
 fn check_text(field: &Field, s: &str, max_len: usize) -> Result<(), WorkerError> {
     if s.chars().count() > max_len {
-        return Err(WorkerError::BadRequest(format!("`{}` must be at most {max_len} characters.", field.name)));
+        return Err(WorkerError::BadRequest(format!(
+            "`{}` must be at most {max_len} characters.",
+            field.name
+        )));
     }
     if s.contains('\0') {
-        return Err(WorkerError::BadRequest(format!("`{}` must not contain NUL characters.", field.name)));
+        return Err(WorkerError::BadRequest(format!(
+            "`{}` must not contain NUL characters.",
+            field.name
+        )));
     }
     Ok(())
 }
 
 fn parse_value(field: &Field, value: &Value) -> Result<Typed, WorkerError> {
-    let wrong = |expected: &str| WorkerError::BadRequest(format!("`{}` must be {expected}.", field.name));
+    let wrong =
+        |expected: &str| WorkerError::BadRequest(format!("`{}` must be {expected}.", field.name));
     if value.is_null() {
         if field.required {
-            return Err(WorkerError::BadRequest(format!("`{}` is required.", field.name)));
+            return Err(WorkerError::BadRequest(format!(
+                "`{}` is required.",
+                field.name
+            )));
         }
         return Ok(match field.ty {
             FieldType::Date => Typed::Date(None),
@@ -213,7 +267,10 @@ fn parse_value(field: &Field, value: &Value) -> Result<Typed, WorkerError> {
         FieldType::Text { max_len } => {
             check_text(field, s, max_len)?;
             if field.required && s.trim().is_empty() {
-                return Err(WorkerError::BadRequest(format!("`{}` must not be empty.", field.name)));
+                return Err(WorkerError::BadRequest(format!(
+                    "`{}` must not be empty.",
+                    field.name
+                )));
             }
             Ok(Typed::Text(Some(s.to_owned())))
         }
@@ -244,7 +301,9 @@ fn body_params(
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| WorkerError::BadRequest(format!("The body is not valid JSON: {e}.")))?;
     let Value::Object(obj) = value else {
-        return Err(WorkerError::BadRequest("The body must be a JSON object.".into()));
+        return Err(WorkerError::BadRequest(
+            "The body must be a JSON object.".into(),
+        ));
     };
     for key in obj.keys() {
         if key == "company_id" || key == "clinic_id" {
@@ -263,14 +322,27 @@ fn body_params(
             (Typed::Text(v), false) => params.push(Box::new(v)),
             (Typed::Date(v), false) => params.push(Box::new(v)),
             (Typed::Text(v), true) => {
-                let ctx = FieldContext { clinic, table: r.table, row: id, column: f.name };
-                params.push(Box::new(v.as_deref().map(|s| keys.seal_field(&ctx, s.as_bytes()))));
+                let ctx = FieldContext {
+                    clinic,
+                    table: r.table,
+                    row: id,
+                    column: f.name,
+                };
+                params.push(Box::new(
+                    v.as_deref().map(|s| keys.seal_field(&ctx, s.as_bytes())),
+                ));
                 if f.lookup {
-                    params.push(Box::new(v.as_deref().map(|s| keys.blind_index(clinic, r.table, f.name, s))));
+                    params.push(Box::new(
+                        v.as_deref()
+                            .map(|s| keys.blind_index(clinic, r.table, f.name, s)),
+                    ));
                 }
             }
             (Typed::Date(_), true) => {
-                return Err(WorkerError::Internal(format!("{}.{}: dates are not sealed", r.table, f.name)))
+                return Err(WorkerError::Internal(format!(
+                    "{}.{}: dates are not sealed",
+                    r.table, f.name
+                )))
             }
         }
     }
@@ -321,12 +393,21 @@ pub async fn create(
         placeholders.join(", "),
         select_list(r)
     );
-    let sql = audited(&insert, r, Action::Create, "(SELECT id FROM w)", "'success'", "");
+    let sql = audited(
+        &insert,
+        r,
+        Action::Create,
+        "(SELECT id FROM w)",
+        "'success'",
+        "",
+    );
     let mut params = actor.params();
     params.push(Box::new(id));
     params.extend(values);
     let rows = run(client, &sql, &params).await?;
-    let row = rows.first().ok_or_else(|| WorkerError::Internal("insert returned no row".into()))?;
+    let row = rows
+        .first()
+        .ok_or_else(|| WorkerError::Internal("insert returned no row".into()))?;
     row_to_json(r, keys, actor.clinic, row)
 }
 
@@ -412,7 +493,11 @@ impl ListQuery {
                         .parse()
                         .ok()
                         .filter(|l| (1..=MAX_LIMIT).contains(l))
-                        .ok_or_else(|| WorkerError::BadRequest(format!("`limit` must be an integer from 1 to {MAX_LIMIT}.")))?
+                        .ok_or_else(|| {
+                            WorkerError::BadRequest(format!(
+                                "`limit` must be an integer from 1 to {MAX_LIMIT}."
+                            ))
+                        })?
                 }
                 "cursor" => {
                     out.after = Some(
@@ -420,7 +505,11 @@ impl ListQuery {
                             .decode(value.as_bytes())
                             .ok()
                             .and_then(|b| Uuid::from_slice(&b).ok())
-                            .ok_or_else(|| WorkerError::BadRequest("`cursor` is not a cursor this API returned.".into()))?,
+                            .ok_or_else(|| {
+                                WorkerError::BadRequest(
+                                    "`cursor` is not a cursor this API returned.".into(),
+                                )
+                            })?,
                     )
                 }
                 other => {
@@ -476,7 +565,10 @@ fn percent_decode(s: &str) -> String {
 }
 
 fn like_pattern(q: &str) -> String {
-    let escaped = q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+    let escaped = q
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
     format!("%{escaped}%")
 }
 
@@ -489,7 +581,10 @@ pub async fn list(
     query: &ListQuery,
 ) -> Result<(Vec<Value>, Option<String>), WorkerError> {
     let mut params = actor.params();
-    let mut conditions = vec!["company_id = $1".to_owned(), "deleted_at IS NULL".to_owned()];
+    let mut conditions = vec![
+        "company_id = $1".to_owned(),
+        "deleted_at IS NULL".to_owned(),
+    ];
     if let Some(after) = query.after {
         params.push(Box::new(after));
         conditions.push(format!("id > ${}", params.len()));
@@ -499,12 +594,20 @@ pub async fn list(
         if !searchable.is_empty() {
             params.push(Box::new(like_pattern(q)));
             let n = params.len();
-            let ors: Vec<String> = searchable.iter().map(|f| format!("{} ILIKE ${n}", f.name)).collect();
+            let ors: Vec<String> = searchable
+                .iter()
+                .map(|f| format!("{} ILIKE ${n}", f.name))
+                .collect();
             conditions.push(format!("({})", ors.join(" OR ")));
         }
     }
     for (f, value) in &query.lookups {
-        params.push(Box::new(keys.blind_index(actor.clinic, r.table, f.name, value)));
+        params.push(Box::new(keys.blind_index(
+            actor.clinic,
+            r.table,
+            f.name,
+            value,
+        )));
         conditions.push(format!("{}_bidx = ${}", f.name, params.len()));
     }
     params.push(Box::new(query.limit + 1));
@@ -515,12 +618,20 @@ pub async fn list(
         conditions.join(" AND "),
         params.len()
     );
-    let sql = audited(&body, r, Action::List, "NULL::uuid", "'success'", " ORDER BY id");
+    let sql = audited(
+        &body,
+        r,
+        Action::List,
+        "NULL::uuid",
+        "'success'",
+        " ORDER BY id",
+    );
     let mut rows = run(client, &sql, &params).await?;
     let more = rows.len() as i64 > query.limit;
     rows.truncate(query.limit as usize);
     let next = if more {
-        rows.last().map(|row| URL_SAFE_NO_PAD.encode(row.get::<_, Uuid>(0).as_bytes()))
+        rows.last()
+            .map(|row| URL_SAFE_NO_PAD.encode(row.get::<_, Uuid>(0).as_bytes()))
     } else {
         None
     };
@@ -534,7 +645,8 @@ mod tests {
 
     #[test]
     fn list_query_parsing() {
-        let q = ListQuery::parse(&PATIENTS, Some("q=Du%20pont&limit=5&company_id=x&ssn=123")).unwrap();
+        let q =
+            ListQuery::parse(&PATIENTS, Some("q=Du%20pont&limit=5&company_id=x&ssn=123")).unwrap();
         assert_eq!(q.q.as_deref(), Some("Du pont"));
         assert_eq!(q.limit, 5);
         assert_eq!(q.lookups.len(), 1);
@@ -556,7 +668,12 @@ mod tests {
         let clinic = ClinicId::generate();
         let id = Uuid::now_v7();
         let ok = br#"{"first_name":"Ada","last_name":"L","ssn":"123","id":"ignored"}"#;
-        assert_eq!(body_params(&PATIENTS, &keys, clinic, &id, ok).unwrap().len(), 7);
+        assert_eq!(
+            body_params(&PATIENTS, &keys, clinic, &id, ok)
+                .unwrap()
+                .len(),
+            7
+        );
         for bad in [
             &br#"{"first_name":"Ada"}"#[..],
             br#"{"first_name":1,"last_name":"L"}"#,

@@ -61,8 +61,11 @@ impl WorkerError {
 
     pub fn problem(&self) -> Problem {
         match self {
-            WorkerError::GatewayCredential(_) => Problem::new(403, "gateway-credential", "Forbidden")
-                .with_detail("This service only accepts requests forwarded by the MedicalPro gateway."),
+            WorkerError::GatewayCredential(_) => {
+                Problem::new(403, "gateway-credential", "Forbidden").with_detail(
+                    "This service only accepts requests forwarded by the MedicalPro gateway.",
+                )
+            }
             WorkerError::Token(common::token::TokenError::Expired) => {
                 Problem::unauthorized("The access token has expired; refresh it.")
             }
@@ -81,16 +84,18 @@ impl WorkerError {
             WorkerError::Conflict(detail) => {
                 Problem::new(409, "conflict", "Conflict").with_detail(detail.clone())
             }
-            WorkerError::PoolTimeout => Problem::unavailable(
-                "Your clinic's database is busy; retry shortly.",
-                1,
-            ),
+            WorkerError::PoolTimeout => {
+                Problem::unavailable("Your clinic's database is busy; retry shortly.", 1)
+            }
             WorkerError::Unavailable(_) => Problem::unavailable(
                 "Your clinic's database is temporarily unavailable; retry shortly.",
                 2,
             ),
-            WorkerError::Integrity(_) => Problem::new(500, "integrity", "Stored data failed an integrity check")
-                .with_detail("A stored value could not be verified; the incident has been logged."),
+            WorkerError::Integrity(_) => {
+                Problem::new(500, "integrity", "Stored data failed an integrity check").with_detail(
+                    "A stored value could not be verified; the incident has been logged.",
+                )
+            }
             WorkerError::Internal(_) => Problem::internal(),
         }
     }
@@ -105,8 +110,13 @@ impl WorkerError {
         if *code == SqlState::UNIQUE_VIOLATION || *code == SqlState::EXCLUSION_VIOLATION {
             WorkerError::Conflict("The change conflicts with existing data.".into())
         } else if *code == SqlState::FOREIGN_KEY_VIOLATION {
-            WorkerError::Conflict("The change refers to something that does not exist or is still referenced.".into())
-        } else if *code == SqlState::CHECK_VIOLATION || *code == SqlState::NOT_NULL_VIOLATION || c.starts_with("22") {
+            WorkerError::Conflict(
+                "The change refers to something that does not exist or is still referenced.".into(),
+            )
+        } else if *code == SqlState::CHECK_VIOLATION
+            || *code == SqlState::NOT_NULL_VIOLATION
+            || c.starts_with("22")
+        {
             WorkerError::BadRequest("A value is out of range or malformed.".into())
         } else if c.starts_with("08") || c.starts_with("57P") || c.starts_with("53") {
             WorkerError::Unavailable(e.to_string())

@@ -33,7 +33,10 @@ fn ignore(e: tokio_postgres::Error, benign: &[SqlState]) -> Result<(), WorkerErr
 }
 
 /// Makes the region ready: the clinic group role and the migrated template.
-pub async fn prepare_region(admin: &Pool, template: &common::config::DbSettings) -> Result<i32, WorkerError> {
+pub async fn prepare_region(
+    admin: &Pool,
+    template: &common::config::DbSettings,
+) -> Result<i32, WorkerError> {
     let client = admin.get().await?;
     if let Err(e) = client
         .batch_execute(&format!("CREATE ROLE {} NOLOGIN", ident(CLINIC_APP_ROLE)))
@@ -42,7 +45,10 @@ pub async fn prepare_region(admin: &Pool, template: &common::config::DbSettings)
         ignore(e, &[SqlState::DUPLICATE_OBJECT, SqlState::UNIQUE_VIOLATION])?;
     }
     let exists = client
-        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&CLINIC_TEMPLATE_DB])
+        .query_opt(
+            "SELECT 1 FROM pg_database WHERE datname = $1",
+            &[&CLINIC_TEMPLATE_DB],
+        )
         .await
         .map_err(WorkerError::from_db)?
         .is_some();
@@ -51,7 +57,10 @@ pub async fn prepare_region(admin: &Pool, template: &common::config::DbSettings)
             .batch_execute(&format!("CREATE DATABASE {}", ident(CLINIC_TEMPLATE_DB)))
             .await
         {
-            ignore(e, &[SqlState::DUPLICATE_DATABASE, SqlState::UNIQUE_VIOLATION])?;
+            ignore(
+                e,
+                &[SqlState::DUPLICATE_DATABASE, SqlState::UNIQUE_VIOLATION],
+            )?;
         }
     }
     client
@@ -64,9 +73,12 @@ pub async fn prepare_region(admin: &Pool, template: &common::config::DbSettings)
     drop(client);
     // Migrate the template on a connection of its own, closed before returning so
     // clones are not blocked by it.
-    let mut conn = crate::db::connect(&template.with_dbname(CLINIC_TEMPLATE_DB), "medicalpro-migrate")
-        .await
-        .map_err(WorkerError::from_db)?;
+    let mut conn = crate::db::connect(
+        &template.with_dbname(CLINIC_TEMPLATE_DB),
+        "medicalpro-migrate",
+    )
+    .await
+    .map_err(WorkerError::from_db)?;
     let version = migrations::apply(&mut conn, migrations::CLINIC)
         .await
         .map_err(|e| WorkerError::Internal(e.to_string()))?;
@@ -113,7 +125,10 @@ impl Provisioner {
         let admin = self.admin.get().await?;
 
         let role_exists = admin
-            .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&record.db_role])
+            .query_opt(
+                "SELECT 1 FROM pg_roles WHERE rolname = $1",
+                &[&record.db_role],
+            )
             .await
             .map_err(WorkerError::from_db)?
             .is_some();
@@ -141,7 +156,10 @@ impl Provisioner {
             .map_err(WorkerError::from_db)?;
 
         let db_exists = admin
-            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&record.db_name])
+            .query_opt(
+                "SELECT 1 FROM pg_database WHERE datname = $1",
+                &[&record.db_name],
+            )
             .await
             .map_err(WorkerError::from_db)?
             .is_some();
@@ -173,7 +191,11 @@ impl Provisioner {
 
     /// The clinic's role password: generated and sealed into the central database
     /// once, then always read back from there so retries agree on it.
-    async fn role_password(&self, clinic: ClinicId, sealed: Option<Vec<u8>>) -> Result<String, WorkerError> {
+    async fn role_password(
+        &self,
+        clinic: ClinicId,
+        sealed: Option<Vec<u8>>,
+    ) -> Result<String, WorkerError> {
         let purpose = password_purpose(clinic);
         let sealed = match sealed {
             Some(s) => s,
@@ -196,10 +218,15 @@ impl Provisioner {
             .keys
             .open_secret(&purpose, &sealed)
             .map_err(|e| WorkerError::Integrity(format!("clinic role password: {e}")))?;
-        String::from_utf8(plain).map_err(|_| WorkerError::Integrity("clinic role password is not UTF-8".into()))
+        String::from_utf8(plain)
+            .map_err(|_| WorkerError::Integrity("clinic role password is not UTF-8".into()))
     }
 
-    async fn clone_template(&self, admin: &deadpool_postgres::Object, db_name: &str) -> Result<(), WorkerError> {
+    async fn clone_template(
+        &self,
+        admin: &deadpool_postgres::Object,
+        db_name: &str,
+    ) -> Result<(), WorkerError> {
         let _guard = self.clone_lock.lock().await;
         let sql = format!(
             "CREATE DATABASE {} TEMPLATE {}",
@@ -217,7 +244,9 @@ impl Provisioner {
                 Err(e) => return Err(WorkerError::from_db(e)),
             }
         }
-        Err(WorkerError::Unavailable("the clinic template stayed busy".into()))
+        Err(WorkerError::Unavailable(
+            "the clinic template stayed busy".into(),
+        ))
     }
 
     /// Completes every provisioning of this region that was cut short.

@@ -38,7 +38,8 @@ impl ClinicPool {
         self.opened.elapsed().as_millis() as u64
     }
     fn touch(&self) {
-        self.last_used_ms.store(self.since_open(), Ordering::Relaxed);
+        self.last_used_ms
+            .store(self.since_open(), Ordering::Relaxed);
     }
     fn idle_for(&self) -> Duration {
         Duration::from_millis(
@@ -146,7 +147,9 @@ impl Registry {
             }
             match self.lookup(clinic).await? {
                 Some(record) if self.check(&record).is_ok() => {
-                    entry.validated_ms.store(entry.since_open(), Ordering::Relaxed);
+                    entry
+                        .validated_ms
+                        .store(entry.since_open(), Ordering::Relaxed);
                     return Ok(entry);
                 }
                 _ => self.forget(clinic),
@@ -156,7 +159,10 @@ impl Registry {
         if let Some(entry) = self.cached(clinic) {
             return Ok(entry);
         }
-        let record = self.lookup(clinic).await?.ok_or(WorkerError::ClinicUnknown)?;
+        let record = self
+            .lookup(clinic)
+            .await?
+            .ok_or(WorkerError::ClinicUnknown)?;
         self.check(&record)?;
         let sealed = record
             .sealed_password

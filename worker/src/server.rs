@@ -52,7 +52,8 @@ pub fn metrics_handle() -> PrometheusHandle {
         .get_or_init(|| {
             let builder = PrometheusBuilder::new()
                 .set_buckets(&[
-                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0, 30.0,
                 ])
                 .unwrap_or_else(|_| PrometheusBuilder::new());
             match builder.install_recorder() {
@@ -117,8 +118,18 @@ struct AdminState {
 
 async fn ready(State(s): State<AdminState>) -> Response {
     let check = async {
-        s.admin.get().await?.simple_query("SELECT 1").await.map_err(WorkerError::from_db)?;
-        s.central.get().await?.simple_query("SELECT 1").await.map_err(WorkerError::from_db)?;
+        s.admin
+            .get()
+            .await?
+            .simple_query("SELECT 1")
+            .await
+            .map_err(WorkerError::from_db)?;
+        s.central
+            .get()
+            .await?
+            .simple_query("SELECT 1")
+            .await
+            .map_err(WorkerError::from_db)?;
         Ok::<_, WorkerError>(())
     };
     match tokio::time::timeout(Duration::from_secs(2), check).await {
@@ -149,12 +160,20 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let metrics = metrics_handle();
-    let central = db::pool(db::pg_config(&config.central, "medicalpro-worker"), 8, Duration::from_secs(5))?;
+    let central = db::pool(
+        db::pg_config(&config.central, "medicalpro-worker"),
+        8,
+        Duration::from_secs(5),
+    )?;
     {
         let mut conn = db::connect(&config.central, "medicalpro-migrate").await?;
         migrations::apply(&mut conn, migrations::CENTRAL).await?;
     }
-    let admin = db::pool(db::pg_config(&config.regional, "medicalpro-worker-admin"), 4, Duration::from_secs(10))?;
+    let admin = db::pool(
+        db::pg_config(&config.regional, "medicalpro-worker-admin"),
+        4,
+        Duration::from_secs(10),
+    )?;
     let version = provision::prepare_region(&admin, &config.regional).await?;
     tracing::info!(region = %config.region, template_version = version, "region template ready");
 
@@ -181,7 +200,11 @@ pub async fn run(
         config.keys.clone(),
         config.pool,
     ));
-    let provisioner = Arc::new(Provisioner::new(registry.clone(), admin.clone(), config.keys.clone()));
+    let provisioner = Arc::new(Provisioner::new(
+        registry.clone(),
+        admin.clone(),
+        config.keys.clone(),
+    ));
     let (wake_tx, wake_rx) = mpsc::unbounded_channel();
     let state = AppState {
         registry: registry.clone(),
@@ -194,7 +217,11 @@ pub async fn run(
     };
 
     let mut tasks = JoinSet::new();
-    tasks.spawn(audit::run_shipper(registry.clone(), wake_rx, shutdown.clone()));
+    tasks.spawn(audit::run_shipper(
+        registry.clone(),
+        wake_rx,
+        shutdown.clone(),
+    ));
     {
         let registry = registry.clone();
         let shutdown = shutdown.clone();
@@ -247,8 +274,14 @@ pub fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("LOG_FORMAT").is_ok_and(|v| v == "json");
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = if json { builder.json().try_init() } else { builder.try_init() };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 /// Waits for SIGINT or SIGTERM.
@@ -256,13 +289,14 @@ pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
     }
     #[cfg(not(unix))]
@@ -283,7 +317,10 @@ pub fn main_entry() {
         println!("worker: configuration ok (region {})", config.region);
         return;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("worker: cannot start runtime: {e}");

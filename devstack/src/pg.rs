@@ -1,0 +1,324 @@
+//! Throwaway PostgreSQL servers: `initdb` once into a seed directory, copied for each
+//! server, started with `postgres` on a free loopback port. As root, everything runs
+//! as the `postgres` user (PostgreSQL refuses to run as root).
+
+use anyhow::{bail, Context};
+use std::ffi::CString;
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The superuser every throwaway server has.
+pub const SUPERUSER: &str = "postgres";
+
+/// Finds `initdb`, `postgres` and friends: on PATH, else the newest
+/// `/usr/lib/postgresql/*/bin`.
+pub fn find_bin_dir() -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            if dir.join("initdb").is_file() && dir.join("postgres").is_file() {
+                // Follow symlinks (e.g. /usr/local/bin/initdb) to the real bin dir,
+                // where the other server tools live too.
+                let real = dir.join("initdb").canonicalize()?;
+                if let Some(parent) = real.parent().filter(|p| p.join("pg_isready").is_file()) {
+                    return Ok(parent.to_owned());
+                }
+            }
+        }
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let v: u32 = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").is_file().then_some((v, bin))
+        })
+        .collect();
+    versions.sort();
+    versions
+        .pop()
+        .map(|(_, p)| p)
+        .context("PostgreSQL server binaries not found: install PostgreSQL (Debian: `apt-get install postgresql`)")
+}
+
+/// The uid/gid to run PostgreSQL as: the `postgres` user when we are root.
+fn run_as() -> anyhow::Result<Option<(u32, u32)>> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(None);
+    }
+    let name = CString::new(SUPERUSER)?;
+    // SAFETY: getpwnam returns a pointer into static storage or null; we copy the ids out at once.
+    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
+    if pw.is_null() {
+        bail!("running as root but there is no `postgres` user to run PostgreSQL as");
+    }
+    // SAFETY: pw is non-null and points to a valid passwd struct.
+    let (uid, gid) = unsafe { ((*pw).pw_uid, (*pw).pw_gid) };
+    Ok(Some((uid, gid)))
+}
+
+fn command(bin: &Path, ids: Option<(u32, u32)>) -> Command {
+    let mut cmd = Command::new(bin);
+    if let Some((uid, gid)) = ids {
+        cmd.uid(uid).gid(gid);
+    }
+    cmd.env_remove("PGDATA").env("LC_ALL", "C.UTF-8");
+    cmd
+}
+
+fn chown_tree(path: &Path, ids: Option<(u32, u32)>) -> anyhow::Result<()> {
+    let Some((uid, gid)) = ids else { return Ok(()) };
+    std::os::unix::fs::chown(path, Some(uid), Some(gid))?;
+    if path.is_dir() {
+        for entry in std::fs::read_dir(path)? {
+            chown_tree(&entry?.path(), ids)?;
+        }
+    }
+    Ok(())
+}
+
+/// A free TCP port on 127.0.0.1 (released before returning).
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Makes an initialised, never-started cluster at `dir` whose superuser has `password`.
+pub fn init_cluster(bin_dir: &Path, dir: &Path, password: &str) -> anyhow::Result<()> {
+    let ids = run_as()?;
+    std::fs::create_dir_all(dir)?;
+    // The data directory's parents must be traversable by the postgres user.
+    let pwfile = dir.with_extension("pw");
+    std::fs::write(&pwfile, password)?;
+    chown_tree(dir, ids)?;
+    chown_tree(&pwfile, ids)?;
+    let out = command(&bin_dir.join("initdb"), ids)
+        .arg("-D")
+        .arg(dir)
+        .args([
+            "-U",
+            SUPERUSER,
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+            "--no-sync",
+        ])
+        .args(["--auth-local=scram-sha-256", "--auth-host=scram-sha-256"])
+        .arg(format!("--pwfile={}", pwfile.display()))
+        .stdout(Stdio::null())
+        .output()
+        .context("running initdb")?;
+    let _ = std::fs::remove_file(&pwfile);
+    if !out.status.success() {
+        bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
+    let status = Command::new("cp").arg("-a").arg(from).arg(to).status()?;
+    if !status.success() {
+        bail!("copying {} to {} failed", from.display(), to.display());
+    }
+    Ok(())
+}
+
+/// One running PostgreSQL server.
+pub struct PgServer {
+    pub name: String,
+    pub port: u16,
+    pub password: String,
+    pub data_dir: PathBuf,
+    bin_dir: PathBuf,
+    settings: ServerSettings,
+    child: Option<Child>,
+}
+
+/// How a server is started.
+#[derive(Clone, Debug)]
+pub struct ServerSettings {
+    /// Tests only: no fsync, no full-page writes.
+    pub fast_unsafe: bool,
+    pub max_connections: u32,
+}
+
+impl PgServer {
+    /// Copies the seed cluster to `data_dir` and starts it on a free port.
+    pub fn start(
+        bin_dir: &Path,
+        seed: &Path,
+        data_dir: &Path,
+        name: &str,
+        password: &str,
+        settings: &ServerSettings,
+    ) -> anyhow::Result<Self> {
+        if data_dir.exists() {
+            std::fs::remove_dir_all(data_dir)?;
+        }
+        copy_dir(seed, data_dir)?;
+        chown_tree(data_dir, run_as()?)?;
+        let _ = std::fs::remove_file(data_dir.with_extension("log"));
+        let mut server = Self {
+            name: name.to_owned(),
+            port: free_port()?,
+            password: password.to_owned(),
+            data_dir: data_dir.to_owned(),
+            bin_dir: bin_dir.to_owned(),
+            settings: settings.clone(),
+            child: None,
+        };
+        server.launch()?;
+        Ok(server)
+    }
+
+    fn launch(&mut self) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(self.data_dir.with_extension("log"))?;
+        let mut cmd = command(&self.bin_dir.join("postgres"), run_as()?);
+        cmd.arg("-D")
+            .arg(&self.data_dir)
+            .args(["-p", &self.port.to_string()])
+            .args(["-c", "listen_addresses=127.0.0.1"])
+            .args(["-c", "unix_socket_directories="])
+            .args([
+                "-c",
+                &format!("max_connections={}", self.settings.max_connections),
+            ])
+            .args(["-c", "shared_buffers=64MB"])
+            .args(["-c", "log_min_messages=warning"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        if self.settings.fast_unsafe {
+            cmd.args([
+                "-c",
+                "fsync=off",
+                "-c",
+                "full_page_writes=off",
+                "-c",
+                "synchronous_commit=off",
+            ]);
+        }
+        // SIGQUIT is PostgreSQL's immediate shutdown: right for a stack that is gone.
+        self.child = Some(crate::process::spawn(cmd, libc::SIGQUIT).context("starting postgres")?);
+        self.wait_ready(Duration::from_secs(30))
+    }
+
+    fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let ready = Command::new(self.bin_dir.join("pg_isready"))
+                .args([
+                    "-q",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &self.port.to_string(),
+                    "-t",
+                    "1",
+                ])
+                .status()
+                .is_ok_and(|s| s.success());
+            if ready {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let log = std::fs::read_to_string(self.data_dir.with_extension("log"))
+                    .unwrap_or_default();
+                bail!("PostgreSQL `{}` did not become ready: {log}", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// A tokio-postgres configuration for `dbname` as the superuser.
+    pub fn config(&self, dbname: &str) -> tokio_postgres::Config {
+        let mut cfg = tokio_postgres::Config::new();
+        cfg.host("127.0.0.1")
+            .port(self.port)
+            .user(SUPERUSER)
+            .password(self.password.as_bytes())
+            .dbname(dbname);
+        cfg
+    }
+
+    /// A URL `psql` accepts.
+    pub fn url(&self, dbname: &str) -> String {
+        format!(
+            "postgres://{SUPERUSER}:{}@127.0.0.1:{}/{dbname}",
+            self.password, self.port
+        )
+    }
+
+    /// Connects as the superuser (the connection task runs on the current runtime).
+    pub async fn connect(&self, dbname: &str) -> anyhow::Result<tokio_postgres::Client> {
+        let (client, conn) = self.config(dbname).connect(tokio_postgres::NoTls).await?;
+        tokio::spawn(conn);
+        Ok(client)
+    }
+
+    /// Whether the server process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Stops the server (fast shutdown: sessions are ended, data is flushed).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            crate::process::stop(&mut child, libc::SIGINT, Duration::from_secs(30));
+        }
+    }
+
+    /// Kills the server at once, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            crate::process::stop(&mut child, libc::SIGKILL, Duration::from_secs(5));
+        }
+    }
+
+    /// Starts a stopped server again on the same port and data.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop();
+        self.launch()
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Prepares the seed cluster every server is copied from.
+pub fn seed(bin_dir: &Path, root: &Path, password: &str) -> anyhow::Result<PathBuf> {
+    let seed = root.join("seed");
+    if seed.exists() {
+        std::fs::remove_dir_all(&seed)?;
+    }
+    init_cluster(bin_dir, &seed, password)?;
+    Ok(seed)
+}
+
+/// Lets the `postgres` user traverse to `dir` (temp dirs may be private).
+pub fn make_traversable(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut p = Some(dir);
+    while let Some(d) = p {
+        if let Ok(meta) = std::fs::metadata(d) {
+            let mode = meta.permissions().mode();
+            if mode & 0o001 == 0 {
+                std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode | 0o011))?;
+            }
+        }
+        p = d.parent();
+    }
+    Ok(())
+}

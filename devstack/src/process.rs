@@ -1,0 +1,82 @@
+//! Child processes that die with the stack: every child is spawned from one
+//! long-lived thread with `PR_SET_PDEATHSIG`, so a test binary or a devstack that
+//! exits (or crashes) takes its PostgreSQL servers and services with it.
+
+use std::process::{Child, Command};
+use std::sync::mpsc;
+use std::sync::{Mutex, OnceLock};
+
+/// The argument that turns a stack-aware binary into a gateway or worker.
+pub const COMPONENT_ARG: &str = "__component";
+
+type Request = (Command, libc::c_int, mpsc::Sender<std::io::Result<Child>>);
+
+fn spawner() -> &'static Mutex<mpsc::Sender<Request>> {
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<Request>>> = OnceLock::new();
+    SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Request>();
+        let thread = std::thread::Builder::new()
+            .name("devstack-spawner".into())
+            .spawn(move || {
+                for (mut cmd, signal, reply) in rx {
+                    let _ = reply.send(spawn_here(&mut cmd, signal));
+                }
+                // Keep the thread (the children's parent) alive for the process.
+                loop {
+                    std::thread::park();
+                }
+            });
+        if let Err(e) = thread {
+            eprintln!("devstack: cannot start the spawner thread: {e}");
+        }
+        Mutex::new(tx)
+    })
+}
+
+fn spawn_here(cmd: &mut Command, signal: libc::c_int) -> std::io::Result<Child> {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
+
+/// Spawns `cmd`; the child receives `signal` when this process ends.
+pub fn spawn(cmd: Command, signal: libc::c_int) -> std::io::Result<Child> {
+    let (tx, rx) = mpsc::channel();
+    spawner()
+        .lock()
+        .map_err(|_| std::io::Error::other("spawner lock poisoned"))?
+        .send((cmd, signal, tx))
+        .map_err(|_| std::io::Error::other("spawner thread is gone"))?;
+    rx.recv()
+        .map_err(|_| std::io::Error::other("spawner thread is gone"))?
+}
+
+/// Sends `signal` to a child.
+pub fn signal(child: &Child, signal: libc::c_int) {
+    // SAFETY: plain kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, signal);
+    }
+}
+
+/// Signals a child and waits up to `timeout` for it, then kills it.
+pub fn stop(child: &mut Child, sig: libc::c_int, timeout: std::time::Duration) {
+    signal(child, sig);
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -1,0 +1,418 @@
+//! The whole local stack: PostgreSQL servers, a worker per region, one gateway.
+
+use crate::pg::{self, PgServer, ServerSettings};
+use crate::process;
+use anyhow::{bail, Context};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use rand::RngCore;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const CENTRAL_DB: &str = "medicalpro_central";
+
+/// How to start a stack.
+#[derive(Clone, Debug)]
+pub struct StackOptions {
+    /// Where the servers' data and the logs go; wiped at start.
+    pub data_dir: PathBuf,
+    /// The gateway's public address (port 0: any free port).
+    pub listen: SocketAddr,
+    /// Region names, one PostgreSQL server and one worker each.
+    pub regions: Vec<String>,
+    /// A binary that runs `__component gateway|worker` (see `run_component_if_asked`).
+    pub exe: PathBuf,
+    /// Tests only: PostgreSQL without fsync.
+    pub fast_unsafe: bool,
+    /// `max_connections` of every regional server.
+    pub max_connections: u32,
+    /// `RUST_LOG` of the services.
+    pub log_level: String,
+    /// Extra environment for every service (e.g. a short `JWT_EXPIRE`).
+    pub extra_env: Vec<(String, String)>,
+}
+
+impl StackOptions {
+    pub fn new(exe: PathBuf, data_dir: PathBuf) -> Self {
+        Self {
+            data_dir,
+            listen: ([127, 0, 0, 1], 8080).into(),
+            regions: vec!["eu-west".into(), "eu-central".into()],
+            exe,
+            fast_unsafe: false,
+            max_connections: 200,
+            log_level: "info".into(),
+            extra_env: Vec::new(),
+        }
+    }
+}
+
+/// Secrets the stack generated for its services.
+#[derive(Clone, Debug)]
+pub struct Secrets {
+    pub jwt_secret: String,
+    pub internal_secret: String,
+    pub master_key: String,
+}
+
+fn random_b64(n: usize) -> String {
+    let mut bytes = vec![0u8; n];
+    rand::rng().fill_bytes(&mut bytes);
+    STANDARD.encode(bytes)
+}
+
+/// A gateway or worker process.
+pub struct Service {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    kind: &'static str,
+    env: Vec<(String, String)>,
+    exe: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Service {
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let mut cmd = Command::new(&self.exe);
+        cmd.arg(process::COMPONENT_ARG)
+            .arg(self.kind)
+            .env_remove("MEDICALPRO_CONFIG")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        self.child = Some(
+            process::spawn(cmd, libc::SIGKILL)
+                .with_context(|| format!("starting {}", self.name))?,
+        );
+        Ok(())
+    }
+
+    fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if http_status(self.admin_addr, "/readyz") == Some(200) {
+                return Ok(());
+            }
+            let exited = self.child.as_mut().map(|c| c.try_wait());
+            if let Some(Ok(Some(status))) = exited {
+                bail!(
+                    "{} exited ({status}) during start-up:\n{}",
+                    self.name,
+                    tail(&self.log)
+                );
+            }
+            if Instant::now() > deadline {
+                bail!("{} did not become ready:\n{}", self.name, tail(&self.log));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM, then wait for the drain (at most `timeout`).
+    pub fn stop(&mut self, timeout: Duration) {
+        if let Some(mut child) = self.child.take() {
+            process::stop(&mut child, libc::SIGTERM, timeout);
+        }
+    }
+
+    /// Sends SIGTERM without waiting.
+    pub fn terminate(&mut self) {
+        if let Some(child) = &self.child {
+            process::signal(child, libc::SIGTERM);
+        }
+    }
+
+    /// Waits for the process to end; returns whether it exited successfully.
+    pub fn wait(&mut self) -> bool {
+        self.child
+            .take()
+            .is_some_and(|mut c| c.wait().is_ok_and(|s| s.success()))
+    }
+
+    /// Kills the process at once, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            process::stop(&mut child, libc::SIGKILL, Duration::from_secs(5));
+        }
+    }
+
+    /// Starts the process again with the same configuration.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop(Duration::from_secs(30));
+        self.spawn()?;
+        self.wait_ready(Duration::from_secs(60))
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.stop(Duration::from_secs(10));
+    }
+}
+
+fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+/// `GET path` over a plain TCP connection; the status code, if any answer came.
+pub fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut head = [0u8; 64];
+    let n = stream.read(&mut head).ok()?;
+    let text = std::str::from_utf8(&head[..n]).ok()?;
+    text.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// One region: its PostgreSQL server and its worker.
+pub struct Region {
+    pub name: String,
+    pub server: PgServer,
+    pub worker: Service,
+}
+
+/// A running stack.
+pub struct Stack {
+    pub options: StackOptions,
+    pub central: PgServer,
+    pub regions: Vec<Region>,
+    pub gateway: Service,
+    pub secrets: Secrets,
+}
+
+fn loopback(port: u16) -> SocketAddr {
+    ([127, 0, 0, 1], port).into()
+}
+
+impl Stack {
+    /// Starts everything. Must be called outside any async runtime.
+    pub fn start(options: StackOptions) -> anyhow::Result<Self> {
+        let bin = pg::find_bin_dir()?;
+        let root = &options.data_dir;
+        std::fs::create_dir_all(root)?;
+        let root = root.canonicalize()?;
+        pg::make_traversable(&root)?;
+        let logs = root.join("logs");
+        if logs.exists() {
+            std::fs::remove_dir_all(&logs)?;
+        }
+        std::fs::create_dir_all(&logs)?;
+
+        let mut raw = [0u8; 18];
+        rand::rng().fill_bytes(&mut raw);
+        let password = hex_string(&raw);
+        let seed = pg::seed(&bin, &root, &password)?;
+        let settings = ServerSettings {
+            fast_unsafe: options.fast_unsafe,
+            max_connections: options.max_connections,
+        };
+        let central = PgServer::start(
+            &bin,
+            &seed,
+            &root.join("central"),
+            "central",
+            &password,
+            &settings,
+        )?;
+        let mut servers = Vec::new();
+        for name in &options.regions {
+            let server = PgServer::start(
+                &bin,
+                &seed,
+                &root.join(format!("region-{name}")),
+                name,
+                &password,
+                &settings,
+            )?;
+            servers.push((name.clone(), server));
+        }
+        create_database(&central, CENTRAL_DB)?;
+
+        let secrets = Secrets {
+            jwt_secret: random_b64(48),
+            internal_secret: random_b64(48),
+            master_key: random_b64(32),
+        };
+        let mut common_env: Vec<(String, String)> = vec![
+            ("DB_HOST".into(), "127.0.0.1".into()),
+            ("DB_PORT".into(), central.port.to_string()),
+            ("DB_USER".into(), pg::SUPERUSER.into()),
+            ("DB_PASSWORD".into(), password.clone()),
+            ("CENTRAL_DB_NAME".into(), CENTRAL_DB.into()),
+            ("JWT_SECRET".into(), secrets.jwt_secret.clone()),
+            ("INTERNAL_SECRET".into(), secrets.internal_secret.clone()),
+            ("RUST_LOG".into(), options.log_level.clone()),
+        ];
+        common_env.extend(options.extra_env.iter().cloned());
+
+        let mut regions = Vec::new();
+        for (name, server) in servers {
+            let addr = loopback(pg::free_port()?);
+            let mut env = common_env.clone();
+            env.extend([
+                ("LISTEN_ADDR".to_owned(), addr.to_string()),
+                ("WORKER_URL".into(), format!("http://{addr}")),
+                ("REGION".into(), name.clone()),
+                ("REGION_DB_HOST".into(), "127.0.0.1".into()),
+                ("REGION_DB_PORT".into(), server.port.to_string()),
+                ("REGION_DB_USER".into(), pg::SUPERUSER.into()),
+                ("REGION_DB_PASSWORD".into(), password.clone()),
+                ("MASTER_KEY".into(), secrets.master_key.clone()),
+            ]);
+            let admin_addr = loopback(pg::free_port()?);
+            env.push(("ADMIN_ADDR".into(), admin_addr.to_string()));
+            let mut worker = Service {
+                name: format!("worker-{name}"),
+                addr,
+                admin_addr,
+                kind: "worker",
+                env,
+                exe: options.exe.clone(),
+                log: logs.join(format!("worker-{name}.log")),
+                child: None,
+            };
+            worker.spawn()?;
+            regions.push(Region {
+                name,
+                server,
+                worker,
+            });
+        }
+        for region in &mut regions {
+            region.worker.wait_ready(Duration::from_secs(90))?;
+        }
+
+        let listen = if options.listen.port() == 0 {
+            SocketAddr::new(options.listen.ip(), pg::free_port()?)
+        } else {
+            options.listen
+        };
+        let admin_addr = loopback(pg::free_port()?);
+        let mut env = common_env;
+        env.extend([
+            ("LISTEN_ADDR".to_owned(), listen.to_string()),
+            ("ADMIN_ADDR".into(), admin_addr.to_string()),
+        ]);
+        if let Some(first) = options.regions.first() {
+            env.push(("DEFAULT_REGION".into(), first.clone()));
+        }
+        let mut gateway = Service {
+            name: "gateway".into(),
+            addr: listen,
+            admin_addr,
+            kind: "gateway",
+            env,
+            exe: options.exe.clone(),
+            log: logs.join("gateway.log"),
+            child: None,
+        };
+        gateway.spawn()?;
+        gateway.wait_ready(Duration::from_secs(60))?;
+        Ok(Self {
+            options,
+            central,
+            regions,
+            gateway,
+            secrets,
+        })
+    }
+
+    pub fn gateway_url(&self) -> String {
+        self.gateway.url()
+    }
+
+    pub fn metrics_url(&self) -> String {
+        format!("http://{}/metrics", self.gateway.admin_addr)
+    }
+
+    pub fn region(&self, name: &str) -> Option<&Region> {
+        self.regions.iter().find(|r| r.name == name)
+    }
+
+    pub fn region_mut(&mut self, name: &str) -> Option<&mut Region> {
+        self.regions.iter_mut().find(|r| r.name == name)
+    }
+
+    /// The token service the stack's services use (tests forge tokens with it).
+    pub fn tokens(&self) -> anyhow::Result<common::token::TokenService> {
+        Ok(common::token::TokenService::new(
+            self.secrets.jwt_secret.as_bytes(),
+            "medicalpro",
+            "medicalpro-api",
+            900,
+        )?)
+    }
+
+    /// The key ring the workers use.
+    pub fn keys(&self) -> anyhow::Result<common::crypto::KeyRing> {
+        let src =
+            common::config::Source::from_pairs([("MASTER_KEY", self.secrets.master_key.clone())]);
+        Ok(common::crypto::KeyRing::from_source(&src)?)
+    }
+
+    /// Stops everything in order: the gateway drains, workers drain, servers stop.
+    pub fn stop(&mut self) {
+        self.gateway.stop(Duration::from_secs(30));
+        for r in &mut self.regions {
+            r.worker.stop(Duration::from_secs(30));
+        }
+        for r in &mut self.regions {
+            r.server.stop();
+        }
+        self.central.stop();
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn hex_string(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn create_database(server: &PgServer, name: &str) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let client = server.connect("postgres").await?;
+        let exists = client
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+            .await?
+            .is_some();
+        if !exists {
+            client
+                .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+                .await?;
+        }
+        Ok(())
+    })
+}
