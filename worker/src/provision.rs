@@ -63,9 +63,14 @@ pub async fn prepare_region(
             )?;
         }
     }
+    // Clinic roles may connect to their own database only: not to the template and
+    // not to the server's maintenance databases either.
     client
         .batch_execute(&format!(
-            "REVOKE ALL ON DATABASE {} FROM PUBLIC",
+            "REVOKE ALL ON DATABASE {} FROM PUBLIC; \
+             GRANT CONNECT ON DATABASE postgres TO CURRENT_USER; \
+             REVOKE CONNECT ON DATABASE postgres FROM PUBLIC; \
+             REVOKE CONNECT ON DATABASE template1 FROM PUBLIC",
             ident(CLINIC_TEMPLATE_DB)
         ))
         .await

@@ -1,0 +1,146 @@
+//! Test support: one real stack per test binary (started on first use), and helpers
+//! to register clinics and reach their databases directly.
+
+#![allow(dead_code)]
+
+use devstack::{Http, Stack, StackOptions};
+use serde_json::{json, Value};
+use std::sync::OnceLock;
+
+/// The stack shared by the tests of this binary.
+pub fn stack() -> &'static Stack {
+    static STACK: OnceLock<Stack> = OnceLock::new();
+    STACK.get_or_init(|| {
+        clean_stale_dirs();
+        let dir = std::env::temp_dir().join(format!("medicalpro-test-{}", std::process::id()));
+        let mut options = StackOptions::new(env!("CARGO_BIN_EXE_devstack").into(), dir);
+        options.listen = ([127, 0, 0, 1], 0).into();
+        options.fast_unsafe = true;
+        options.log_level = "warn,worker=info,gateway=info".into();
+        // Stack::start blocks on its own runtime: run it off any test runtime.
+        std::thread::spawn(move || Stack::start(options))
+            .join()
+            .expect("stack thread")
+            .expect("stack starts")
+    })
+}
+
+/// Removes data dirs left by test processes that are gone.
+fn clean_stale_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = name
+            .strip_prefix("medicalpro-test-")
+            .and_then(|p| p.parse::<u32>().ok())
+        {
+            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+}
+
+pub fn http() -> Http {
+    Http::new(&stack().gateway_url())
+}
+
+/// A registered clinic with a logged-in admin.
+#[derive(Clone, Debug)]
+pub struct Clinic {
+    pub id: String,
+    pub user_id: String,
+    pub region: String,
+    pub email: String,
+    pub password: String,
+    pub token: String,
+    pub refresh_token: String,
+}
+
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+pub async fn register(http: &Http, region: Option<&str>) -> Clinic {
+    let email = format!("{}@clinic.example", unique("admin"));
+    let password = "correct horse battery staple".to_owned();
+    let mut body = json!({"clinic_name": unique("Clinic"), "email": email, "password": password});
+    if let Some(r) = region {
+        body["region"] = r.into();
+    }
+    let reg = http
+        .post("/api/v1/auth/register", None, &body)
+        .await
+        .unwrap();
+    assert_eq!(reg.status, 201, "register: {}", reg.text());
+    let reg = reg.json();
+    let login = http
+        .post(
+            "/api/v1/auth/login",
+            None,
+            &json!({"email": email, "password": password}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(login.status, 200, "login: {}", login.text());
+    let login = login.json();
+    Clinic {
+        id: reg["clinic_id"].as_str().unwrap().to_owned(),
+        user_id: reg["user_id"].as_str().unwrap().to_owned(),
+        region: reg["region"].as_str().unwrap().to_owned(),
+        email,
+        password,
+        token: login["access_token"].as_str().unwrap().to_owned(),
+        refresh_token: login["refresh_token"].as_str().unwrap().to_owned(),
+    }
+}
+
+pub async fn create_patient(http: &Http, clinic: &Clinic, body: Value) -> Value {
+    let r = http
+        .post("/api/v1/patients", Some(&clinic.token), &body)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201, "create patient: {}", r.text());
+    r.json()
+}
+
+pub fn patient_body(first: &str, last: &str) -> Value {
+    json!({"first_name": first, "last_name": last, "email": "p@example.org", "phone": "+33 1 23 45 67 89", "birth_date": "1980-02-29", "ssn": "1 80 02 75 123 456 78"})
+}
+
+/// A superuser connection to a clinic's own database.
+pub async fn clinic_db(clinic: &Clinic) -> tokio_postgres::Client {
+    let region = stack().region(&clinic.region).expect("region");
+    region
+        .server
+        .connect(&format!("medicalpro_clinic_{}", clinic.id))
+        .await
+        .expect("clinic db")
+}
+
+/// A superuser connection to the central database.
+pub async fn central_db() -> tokio_postgres::Client {
+    stack()
+        .central
+        .connect(devstack::stack::CENTRAL_DB)
+        .await
+        .expect("central db")
+}
+
+/// Waits until the central audit trail has a row matching `filter` (SQL over
+/// audit_logs with $1 = clinic id), returning the rows.
+pub async fn wait_audit(clinic: &Clinic, filter: &str) -> Vec<tokio_postgres::Row> {
+    let central = central_db().await;
+    let clinic_id: uuid::Uuid = clinic.id.parse().unwrap();
+    let sql = format!("SELECT action, resource, resource_id, host(client_ip), request_id, outcome, user_id FROM audit_logs WHERE clinic_id = $1 AND {filter} ORDER BY id");
+    for _ in 0..200 {
+        let rows = central.query(sql.as_str(), &[&clinic_id]).await.unwrap();
+        if !rows.is_empty() {
+            return rows;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("no audit row for clinic {} matching {filter}", clinic.id);
+}
