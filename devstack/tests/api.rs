@@ -1093,3 +1093,64 @@ async fn operations_endpoints_request_ids_and_openapi() {
         "{worker_metrics}"
     );
 }
+
+#[tokio::test]
+async fn clinic_pools_grow_under_load_then_shrink_to_warm_then_close() {
+    let http = http();
+    let c = register(&http, None).await;
+    let p = create_patient(&http, &c, patient_body("Pool", "Load")).await;
+    let path = format!("/api/v1/patients/{}", p["id"].as_str().unwrap());
+    let server = &stack().region(&c.region).unwrap().server;
+    let admin = server.connect("postgres").await.unwrap();
+    let role = format!("medicalpro_clinic_{}", c.id.replace('-', ""));
+    let count = || {
+        let admin = &admin;
+        let role = role.clone();
+        async move {
+            admin
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE usename = $1",
+                    &[&role],
+                )
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+        }
+    };
+    let mut peak = 0;
+    for _ in 0..5 {
+        let burst: Vec<_> = (0..24)
+            .map(|_| {
+                let http = http.clone();
+                let path = path.clone();
+                let token = c.token.clone();
+                tokio::spawn(async move { http.get(&path, Some(&token)).await.unwrap().status })
+            })
+            .collect();
+        for b in burst {
+            assert_eq!(b.await.unwrap(), 200);
+        }
+        peak = peak.max(count().await);
+    }
+    assert!(peak > 2 && peak <= 10, "peak {peak}");
+    // Idle connections above the two warm ones go after the idle timeout (1 s here)…
+    let mut trimmed = false;
+    for _ in 0..60 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        if count().await <= 2 {
+            trimmed = true;
+            break;
+        }
+    }
+    assert!(trimmed, "pool not trimmed to its warm minimum");
+    // …and a quiet clinic's pool closes entirely (4 s here).
+    for _ in 0..100 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        if count().await == 0 {
+            // It reopens on the next request.
+            assert_eq!(http.get(&path, Some(&c.token)).await.unwrap().status, 200);
+            return;
+        }
+    }
+    panic!("quiet clinic pool was not closed");
+}

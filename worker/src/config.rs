@@ -71,10 +71,28 @@ impl Config {
                 reason: "use lowercase letters, digits and dashes".into(),
             });
         }
+        let defaults = PoolSettings::default();
         let pool = PoolSettings {
-            max_size: source.parse_or("CLINIC_POOL_MAX", 10)?,
-            ..PoolSettings::default()
+            max_size: source.parse_or("CLINIC_POOL_MAX", defaults.max_size)?,
+            min_idle: source.parse_or("CLINIC_POOL_MIN_IDLE", defaults.min_idle)?,
+            acquire_timeout: Duration::from_secs(source.parse_or(
+                "CLINIC_POOL_ACQUIRE_SECS",
+                defaults.acquire_timeout.as_secs(),
+            )?),
+            idle_timeout: Duration::from_secs(
+                source.parse_or("CLINIC_POOL_IDLE_SECS", defaults.idle_timeout.as_secs())?,
+            ),
+            inactive_after: Duration::from_secs(source.parse_or(
+                "CLINIC_POOL_INACTIVE_SECS",
+                defaults.inactive_after.as_secs(),
+            )?),
         };
+        if pool.max_size == 0 || pool.min_idle > pool.max_size {
+            return Err(ConfigError::Invalid {
+                name: "CLINIC_POOL_MAX",
+                reason: "must be at least 1 and at least CLINIC_POOL_MIN_IDLE".into(),
+            });
+        }
         Ok(Self {
             listen,
             admin_listen: source.parse_or("ADMIN_ADDR", ([127, 0, 0, 1], 9091).into())?,

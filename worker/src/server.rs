@@ -226,7 +226,7 @@ pub async fn run(
         let registry = registry.clone();
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(2));
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
             while tokio::select! { _ = shutdown.cancelled() => false, _ = tick.tick() => true } {
                 registry.reap();
             }

@@ -17,6 +17,11 @@ pub fn stack() -> &'static Stack {
         options.listen = ([127, 0, 0, 1], 0).into();
         options.fast_unsafe = true;
         options.log_level = "warn,worker=info,gateway=info".into();
+        // Short pool timers so the registry's trimming is observable in tests.
+        options.extra_env = vec![
+            ("CLINIC_POOL_IDLE_SECS".into(), "1".into()),
+            ("CLINIC_POOL_INACTIVE_SECS".into(), "4".into()),
+        ];
         // Stack::start blocks on its own runtime: run it off any test runtime.
         std::thread::spawn(move || Stack::start(options))
             .join()
