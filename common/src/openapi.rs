@@ -1,7 +1,7 @@
 //! The OpenAPI 3.1 document of the whole public API, built from the resource
 //! descriptions so it cannot drift from what the worker serves.
 
-use crate::resource::{Field, FieldType, Resource, RESOURCES};
+use crate::resource::{Child, Field, FieldType, Resource, RowAction, RESOURCES};
 use serde_json::{json, Map, Value};
 
 fn field_schema(field: &Field) -> Value {
@@ -9,14 +9,71 @@ fn field_schema(field: &Field) -> Value {
         FieldType::Text { max_len } => json!({"type": "string", "maxLength": max_len}),
         FieldType::Email => json!({"type": "string", "format": "email", "maxLength": 254}),
         FieldType::Date => json!({"type": "string", "format": "date"}),
+        FieldType::Timestamp => json!({"type": "string", "format": "date-time"}),
+        FieldType::Integer { min, max } => {
+            json!({"type": "integer", "minimum": min, "maximum": max})
+        }
+        FieldType::Boolean => json!({"type": "boolean"}),
+        FieldType::Enum(values) => json!({"type": "string", "enum": values}),
+        FieldType::Reference(_) => json!({"type": "string", "format": "uuid"}),
+        FieldType::ReferenceList { .. } => {
+            json!({"type": "array", "items": {"type": "string", "format": "uuid"}, "maxItems": 100})
+        }
     };
     if let Value::Object(map) = &mut schema {
         map.insert("description".into(), field.description.into());
-        if !field.required {
+        if let Some(d) = field.default.filter(|d| *d != "now") {
+            let default = match field.ty {
+                FieldType::Boolean => Value::Bool(d == "true"),
+                FieldType::Integer { .. } => {
+                    d.parse::<i64>().map(Value::from).unwrap_or(Value::Null)
+                }
+                _ => Value::from(d),
+            };
+            map.insert("default".into(), default);
+        }
+        let nullable = !field.required && !matches!(field.ty, FieldType::ReferenceList { .. });
+        if nullable {
+            if let Some(enum_values) = map.get_mut("enum").and_then(Value::as_array_mut) {
+                enum_values.push(Value::Null);
+            }
             map.insert("type".into(), json!([map["type"].clone(), "null"]));
         }
     }
     schema
+}
+
+/// Input and output properties of a list of fields (children included).
+fn object_schemas(fields: &[Field], children: &[Child]) -> (Value, Value) {
+    let mut input_props = Map::new();
+    let mut output_props = Map::new();
+    let mut required: Vec<&str> = Vec::new();
+    let mut output_required: Vec<&str> = Vec::new();
+    for f in fields {
+        output_props.insert(f.name.into(), field_schema(f));
+        output_required.push(f.name);
+        if !f.read_only {
+            input_props.insert(f.name.into(), field_schema(f));
+            if f.required {
+                required.push(f.name);
+            }
+        }
+    }
+    for c in children {
+        output_props.insert(
+            c.name.into(),
+            json!({"type": "array", "items": {"$ref": format!("#/components/schemas/{}", c.title)}}),
+        );
+        output_required.push(c.name);
+        input_props.insert(
+            c.name.into(),
+            json!({"type": "array", "maxItems": c.max_items, "items": {"$ref": format!("#/components/schemas/{}Input", c.title)}}),
+        );
+    }
+    (
+        json!({"type": "object", "properties": input_props, "required": required, "additionalProperties": false}),
+        json!({"type": "object", "properties": output_props, "required": output_required}),
+    )
 }
 
 fn problem_response(description: &str) -> Value {
@@ -38,34 +95,31 @@ fn with_description(mut v: Value, description: &str) -> Value {
 }
 
 fn resource_schemas(r: &Resource, schemas: &mut Map<String, Value>) {
-    let mut input_props = Map::new();
-    let mut required: Vec<&str> = Vec::new();
-    for f in r.fields {
-        input_props.insert(f.name.into(), field_schema(f));
-        if f.required {
-            required.push(f.name);
-        }
+    let (input, mut output) = object_schemas(r.fields, r.children);
+    if let Some(props) = output["properties"].as_object_mut() {
+        props.insert("id".into(), json!({"type": "string", "format": "uuid"}));
+        props.insert(
+            "created_at".into(),
+            json!({"type": "string", "format": "date-time"}),
+        );
+        props.insert(
+            "updated_at".into(),
+            json!({"type": "string", "format": "date-time"}),
+        );
     }
-    let mut output_props = input_props.clone();
-    output_props.insert("id".into(), json!({"type": "string", "format": "uuid"}));
-    output_props.insert(
-        "created_at".into(),
-        json!({"type": "string", "format": "date-time"}),
-    );
-    output_props.insert(
-        "updated_at".into(),
-        json!({"type": "string", "format": "date-time"}),
-    );
-    let mut output_required = vec!["id", "created_at", "updated_at"];
-    output_required.extend(r.fields.iter().map(|f| f.name));
-    schemas.insert(
-        r.title.into(),
-        json!({"type": "object", "properties": output_props, "required": output_required}),
-    );
-    schemas.insert(
-        format!("{}Input", r.title),
-        json!({"type": "object", "properties": input_props, "required": required, "additionalProperties": false}),
-    );
+    if let Some(req) = output["required"].as_array_mut() {
+        req.extend(["id", "created_at", "updated_at"].map(Value::from));
+    }
+    let mut patch = input.clone();
+    patch["required"] = json!([]);
+    schemas.insert(r.title.into(), output);
+    schemas.insert(format!("{}Input", r.title), input);
+    schemas.insert(format!("{}Patch", r.title), patch);
+    for c in r.children {
+        let (child_input, child_output) = object_schemas(c.fields, &[]);
+        schemas.insert(c.title.into(), child_output);
+        schemas.insert(format!("{}Input", c.title), child_input);
+    }
     schemas.insert(
         format!("{}Page", r.title),
         json!({
@@ -94,83 +148,136 @@ fn common_errors(ops: &mut Map<String, Value>) {
     );
 }
 
+fn query_param(name: &str, schema: Value) -> Value {
+    json!({"name": name, "in": "query", "required": false, "schema": schema})
+}
+
+fn filter_schema(f: &Field) -> Value {
+    match f.ty {
+        FieldType::Enum(values) => json!({"type": "string", "enum": values}),
+        FieldType::Reference(_) => json!({"type": "string", "format": "uuid"}),
+        FieldType::Boolean => json!({"type": "boolean"}),
+        FieldType::Integer { .. } => json!({"type": "integer"}),
+        _ => json!({"type": "string", "maxLength": 200}),
+    }
+}
+
 fn resource_paths(r: &Resource, paths: &mut Map<String, Value>) {
     let t = r.title;
     let id_param = json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string", "format": "uuid"}});
     let mut list_params = vec![
-        json!({"name": "q", "in": "query", "required": false, "schema": {"type": "string", "maxLength": 200}}),
-        json!({"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}}),
-        json!({"name": "cursor", "in": "query", "required": false, "schema": {"type": "string", "maxLength": 200}}),
+        query_param("q", json!({"type": "string", "maxLength": 200})),
+        query_param(
+            "limit",
+            json!({"type": "integer", "minimum": 1, "maximum": 100, "default": 20}),
+        ),
+        query_param("cursor", json!({"type": "string", "maxLength": 200})),
     ];
-    for f in r.fields.iter().filter(|f| f.lookup) {
-        list_params.push(json!({"name": f.name, "in": "query", "required": false, "schema": {"type": "string", "maxLength": 200}}));
+    for f in r.fields.iter().filter(|f| f.filterable) {
+        list_params.push(query_param(f.name, filter_schema(f)));
     }
-    let ops = |v: Value| -> Value {
-        let mut v = v;
+    for f in r.fields.iter().filter(|f| f.range) {
+        let format = if f.ty == FieldType::Date {
+            "date"
+        } else {
+            "date-time"
+        };
+        for bound in ["from", "to"] {
+            list_params.push(query_param(
+                &format!("{}_{bound}", f.name),
+                json!({"type": "string", "format": format}),
+            ));
+        }
+    }
+    let op = |id: String, body: Option<(String, &str)>, responses: Value| -> Value {
+        let mut v = json!({"operationId": id, "tags": [r.name], "responses": responses});
+        if let Some((schema, description)) = body {
+            v["requestBody"] = with_description(json_body(&schema), description);
+            v["requestBody"]["required"] = true.into();
+        }
         if let Some(responses) = v.get_mut("responses").and_then(Value::as_object_mut) {
             common_errors(responses);
         }
         v
     };
+    let write_errors = |ok: &str, ok_body: Value| {
+        json!({
+            ok: ok_body,
+            "400": problem_response("Malformed JSON, invalid fields or references."),
+            "404": problem_response("No such object in your clinic."),
+            "409": problem_response("The change conflicts with the object's state or other data."),
+            "413": problem_response("Body too large.")
+        })
+    };
     paths.insert(
         format!("/api/v1/{}", r.name),
         json!({
-            "get": ops(json!({
-                "operationId": format!("list_{}", r.name),
-                "tags": [r.name],
-                "parameters": list_params,
-                "responses": {
-                    "200": with_description(json_body(&format!("{t}Page")), "One page of results."),
-                    "400": problem_response("Invalid query parameter.")
-                }
+            "get": op(format!("list_{}", r.name), None, json!({
+                "200": with_description(json_body(&format!("{t}Page")), "One page of results."),
+                "400": problem_response("Invalid query parameter.")
             })),
-            "post": ops(json!({
-                "operationId": format!("create_{}", r.name),
-                "tags": [r.name],
-                "requestBody": with_description(json_body(&format!("{t}Input")), "The new object."),
-                "responses": {
-                    "201": with_description(json_body(t), "Created."),
-                    "400": problem_response("Malformed JSON or invalid fields."),
-                    "413": problem_response("Body too large.")
-                }
-            }))
+            "post": op(
+                format!("create_{}", r.name),
+                Some((format!("{t}Input"), "The new object.")),
+                write_errors("201", with_description(json_body(t), "Created.")),
+            )
         }),
     );
+    let mut list_get = paths[&format!("/api/v1/{}", r.name)]["get"].clone();
+    list_get["parameters"] = Value::Array(list_params);
+    paths[&format!("/api/v1/{}", r.name)]["get"] = list_get;
     paths.insert(
         format!("/api/v1/{}/{{id}}", r.name),
         json!({
-            "parameters": [id_param],
-            "get": ops(json!({
-                "operationId": format!("get_{}", r.name),
-                "tags": [r.name],
-                "responses": {
-                    "200": with_description(json_body(t), "The object."),
-                    "400": problem_response("Malformed id."),
-                    "404": problem_response("No such object in your clinic.")
-                }
+            "parameters": [id_param.clone()],
+            "get": op(format!("get_{}", r.name), None, json!({
+                "200": with_description(json_body(t), "The object."),
+                "400": problem_response("Malformed id."),
+                "404": problem_response("No such object in your clinic.")
             })),
-            "put": ops(json!({
-                "operationId": format!("replace_{}", r.name),
-                "tags": [r.name],
-                "requestBody": with_description(json_body(&format!("{t}Input")), "The whole object."),
-                "responses": {
-                    "200": with_description(json_body(t), "Updated."),
-                    "400": problem_response("Malformed JSON or invalid fields."),
-                    "404": problem_response("No such object in your clinic."),
-                    "413": problem_response("Body too large.")
-                }
-            })),
-            "delete": ops(json!({
-                "operationId": format!("delete_{}", r.name),
-                "tags": [r.name],
-                "responses": {
-                    "204": {"description": "Deleted (hidden, kept for the record)."},
-                    "400": problem_response("Malformed id."),
-                    "404": problem_response("No such object in your clinic.")
-                }
+            "put": op(
+                format!("replace_{}", r.name),
+                Some((format!("{t}Input"), "The whole object.")),
+                write_errors("200", with_description(json_body(t), "Updated.")),
+            ),
+            "patch": op(
+                format!("update_{}", r.name),
+                Some((format!("{t}Patch"), "The fields to change.")),
+                write_errors("200", with_description(json_body(t), "Updated.")),
+            ),
+            "delete": op(format!("delete_{}", r.name), None, json!({
+                "204": {"description": "Deleted (hidden, kept for the record)."},
+                "400": problem_response("Malformed id."),
+                "404": problem_response("No such object in your clinic."),
+                "409": problem_response("The object can no longer be deleted.")
             }))
         }),
     );
+    let mut actions: Vec<(&str, &str, bool)> =
+        vec![("restore", "Shows a deleted object again.", false)];
+    actions.extend(
+        r.actions
+            .iter()
+            .map(|a: &RowAction| (a.name, a.description, a.creates)),
+    );
+    for (name, description, creates) in actions {
+        let ok = if creates { "201" } else { "200" };
+        let mut post = op(
+            format!("{name}_{}", r.name),
+            None,
+            json!({
+                ok: with_description(json_body(t), description),
+                "400": problem_response("Malformed id, or the object is not ready for this."),
+                "404": problem_response("No such object in your clinic."),
+                "409": problem_response("The object's state does not allow this.")
+            }),
+        );
+        post["description"] = description.into();
+        paths.insert(
+            format!("/api/v1/{}/{{id}}/{name}", r.name),
+            json!({"parameters": [id_param.clone()], "post": post}),
+        );
+    }
 }
 
 fn auth_paths(paths: &mut Map<String, Value>) {

@@ -1,16 +1,40 @@
 //! Descriptions of the clinic resources. Each resource is described once here — its
-//! table, its fields and their types, which are encrypted, searched or looked up —
-//! and the worker's generic data layer and the OpenAPI document are both driven by it.
+//! table, its fields and their types, which are encrypted, searched, filtered or
+//! computed by the server, and its child rows — and the worker's generic data layer
+//! and the OpenAPI document are both driven by it. Rules that must hold whatever
+//! the client does (no double booking, gapless invoice numbers, immutable issued
+//! invoices) live in the clinic migrations as constraints and triggers.
 
 /// The type of a field as clients see it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FieldType {
     /// Free text up to `max_len` characters.
-    Text { max_len: usize },
+    Text {
+        max_len: usize,
+    },
     /// An e-mail address (checked for shape, at most 254 characters).
     Email,
     /// A calendar date, `YYYY-MM-DD`.
     Date,
+    /// An instant, RFC 3339.
+    Timestamp,
+    /// A whole number within bounds (money is integer cents).
+    Integer {
+        min: i64,
+        max: i64,
+    },
+    Boolean,
+    /// One of a fixed set of strings.
+    Enum(&'static [&'static str]),
+    /// The id of a live row of another resource of the same clinic (its table).
+    Reference(&'static str),
+    /// Ids of live rows of another resource, kept in a link table.
+    ReferenceList {
+        target: &'static str,
+        link_table: &'static str,
+        owner_column: &'static str,
+        target_column: &'static str,
+    },
 }
 
 /// One client-visible field of a resource.
@@ -19,44 +43,96 @@ pub struct Field {
     pub name: &'static str,
     pub ty: FieldType,
     pub required: bool,
+    /// Computed by the server; ignored in request bodies.
+    pub read_only: bool,
+    /// Used when a create or replace leaves the field out.
+    pub default: Option<&'static str>,
     /// Stored only as ciphertext (`<name>_enc`).
     pub encrypted: bool,
     /// Matched by `q` (case-insensitive substring).
     pub searchable: bool,
-    /// Exact-match lookup through a blind index (`<name>_bidx`) with `?<name>=`.
-    pub lookup: bool,
+    /// Exact-match filter `?<name>=` (a blind index `<name>_bidx` when encrypted).
+    pub filterable: bool,
+    /// Range filters `?<name>_from=` (inclusive) and `?<name>_to=` (exclusive).
+    pub range: bool,
     pub description: &'static str,
 }
 
 impl Field {
-    const fn text(name: &'static str, max_len: usize, description: &'static str) -> Self {
+    pub const fn new(name: &'static str, ty: FieldType, description: &'static str) -> Self {
         Self {
             name,
-            ty: FieldType::Text { max_len },
+            ty,
             required: false,
+            read_only: false,
+            default: None,
             encrypted: false,
             searchable: false,
-            lookup: false,
+            filterable: false,
+            range: false,
             description,
         }
     }
-    const fn required(mut self) -> Self {
+    pub const fn text(name: &'static str, max_len: usize, description: &'static str) -> Self {
+        Self::new(name, FieldType::Text { max_len }, description)
+    }
+    pub const fn required(mut self) -> Self {
         self.required = true;
         self
     }
-    const fn searchable(mut self) -> Self {
+    pub const fn read_only(mut self) -> Self {
+        self.read_only = true;
+        self
+    }
+    pub const fn default(mut self, value: &'static str) -> Self {
+        self.default = Some(value);
+        self
+    }
+    pub const fn searchable(mut self) -> Self {
         self.searchable = true;
         self
     }
-    const fn encrypted_lookup(mut self) -> Self {
+    pub const fn filterable(mut self) -> Self {
+        self.filterable = true;
+        self
+    }
+    pub const fn range(mut self) -> Self {
+        self.range = true;
+        self
+    }
+    pub const fn encrypted_lookup(mut self) -> Self {
         self.encrypted = true;
-        self.lookup = true;
+        self.filterable = true;
         self
     }
-    const fn of_type(mut self, ty: FieldType) -> Self {
-        self.ty = ty;
-        self
+    /// Whether the field is a column of the resource's own table.
+    pub const fn is_column(&self) -> bool {
+        !matches!(self.ty, FieldType::ReferenceList { .. })
     }
+}
+
+/// Rows owned by a resource row and written with it (invoice lines, booked items).
+#[derive(Debug)]
+pub struct Child {
+    /// The array field in the parent's JSON.
+    pub name: &'static str,
+    pub table: &'static str,
+    pub parent_column: &'static str,
+    pub fields: &'static [Field],
+    pub max_items: usize,
+    /// The schema name in the OpenAPI document.
+    pub title: &'static str,
+}
+
+/// An action on one row beyond CRUD: `POST /api/v1/{resource}/{id}/{name}` calls the
+/// clinic database function `function(id, new_id)` and answers with the row it returns.
+#[derive(Debug)]
+pub struct RowAction {
+    pub name: &'static str,
+    pub function: &'static str,
+    /// Whether the answer is a new row (`201`) rather than the same one (`200`).
+    pub creates: bool,
+    pub description: &'static str,
 }
 
 /// A clinic resource served under `/api/v1/{name}`.
@@ -69,16 +145,37 @@ pub struct Resource {
     /// The schema name in the OpenAPI document, e.g. `Patient`.
     pub title: &'static str,
     pub fields: &'static [Field],
+    pub children: &'static [Child],
+    pub actions: &'static [RowAction],
 }
 
 impl Resource {
     pub fn field(&self, name: &str) -> Option<&'static Field> {
         self.fields.iter().find(|f| f.name == name)
     }
+    pub fn child(&self, name: &str) -> Option<&'static Child> {
+        self.children.iter().find(|c| c.name == name)
+    }
+    pub fn action(&self, name: &str) -> Option<&'static RowAction> {
+        self.actions.iter().find(|a| a.name == name)
+    }
 }
 
 /// Fields every stored row carries, set by the server only.
 pub const SERVER_FIELDS: &[&str] = &["id", "created_at", "updated_at"];
+
+const MONEY: FieldType = FieldType::Integer {
+    min: 0,
+    max: 100_000_000_000,
+};
+const VAT_BP: FieldType = FieldType::Integer {
+    min: 0,
+    max: 10_000,
+};
+const QUANTITY: FieldType = FieldType::Integer {
+    min: 1,
+    max: 100_000,
+};
 
 pub const PATIENTS: Resource = Resource {
     name: "patients",
@@ -91,9 +188,9 @@ pub const PATIENTS: Resource = Resource {
         Field::text("last_name", 100, "Family name.")
             .required()
             .searchable(),
-        Field::text("email", 254, "Contact e-mail address.").of_type(FieldType::Email),
+        Field::new("email", FieldType::Email, "Contact e-mail address."),
         Field::text("phone", 40, "Contact phone number."),
-        Field::text("birth_date", 10, "Date of birth.").of_type(FieldType::Date),
+        Field::new("birth_date", FieldType::Date, "Date of birth."),
         Field::text(
             "ssn",
             32,
@@ -101,14 +198,303 @@ pub const PATIENTS: Resource = Resource {
         )
         .encrypted_lookup(),
     ],
+    children: &[],
+    actions: &[],
+};
+
+pub const PRACTITIONERS: Resource = Resource {
+    name: "practitioners",
+    table: "practitioners",
+    title: "Practitioner",
+    fields: &[
+        Field::text("first_name", 100, "Given name.")
+            .required()
+            .searchable(),
+        Field::text("last_name", 100, "Family name.")
+            .required()
+            .searchable(),
+        Field::new("email", FieldType::Email, "Professional e-mail address."),
+        Field::text("phone", 40, "Professional phone number."),
+        Field::text("specialty", 100, "Medical specialty.")
+            .searchable()
+            .filterable(),
+        Field::text(
+            "license_number",
+            50,
+            "Registration number with the medical board.",
+        )
+        .filterable(),
+    ],
+    children: &[],
+    actions: &[],
+};
+
+pub const CATEGORIES: Resource = Resource {
+    name: "categories",
+    table: "categories",
+    title: "Category",
+    fields: &[
+        Field::text("name", 100, "Category name, unique in the clinic.")
+            .required()
+            .searchable(),
+        Field::text("description", 1000, "What belongs in the category."),
+    ],
+    children: &[],
+    actions: &[],
+};
+
+pub const PRODUCTS: Resource = Resource {
+    name: "products",
+    table: "product_services",
+    title: "Product",
+    fields: &[
+        Field::text("name", 200, "What is sold or performed.")
+            .required()
+            .searchable(),
+        Field::new(
+            "kind",
+            FieldType::Enum(&["product", "service"]),
+            "A physical product or a service.",
+        )
+        .required()
+        .filterable(),
+        Field::text("description", 2000, "Longer description."),
+        Field::new(
+            "unit_price_cents",
+            MONEY,
+            "Price per unit before VAT, in cents.",
+        )
+        .required(),
+        Field::new(
+            "vat_rate_bp",
+            VAT_BP,
+            "VAT rate in basis points (2000 = 20 %).",
+        )
+        .required(),
+        Field::new(
+            "active",
+            FieldType::Boolean,
+            "Whether it can still be booked or invoiced.",
+        )
+        .default("true")
+        .filterable(),
+        Field::new(
+            "category_ids",
+            FieldType::ReferenceList {
+                target: "categories",
+                link_table: "product_categories",
+                owner_column: "product_id",
+                target_column: "category_id",
+            },
+            "Categories the product belongs to.",
+        ),
+    ],
+    children: &[],
+    actions: &[],
+};
+
+pub const APPOINTMENTS: Resource = Resource {
+    name: "appointments",
+    table: "appointments",
+    title: "Appointment",
+    fields: &[
+        Field::new(
+            "patient_id",
+            FieldType::Reference("patients"),
+            "The patient.",
+        )
+        .required()
+        .filterable(),
+        Field::new(
+            "practitioner_id",
+            FieldType::Reference("practitioners"),
+            "Who sees the patient; never double-booked.",
+        )
+        .required()
+        .filterable(),
+        Field::new(
+            "starts_at",
+            FieldType::Timestamp,
+            "Start; filter with `starts_at_from` / `starts_at_to`.",
+        )
+        .required()
+        .range(),
+        Field::new("ends_at", FieldType::Timestamp, "End, after the start.").required(),
+        Field::new(
+            "status",
+            FieldType::Enum(&["booked", "confirmed", "cancelled", "no_show", "done"]),
+            "Cancelled and no-show appointments free the slot.",
+        )
+        .default("booked")
+        .filterable(),
+        Field::text("notes", 2000, "Free-text notes."),
+    ],
+    children: &[Child {
+        name: "items",
+        table: "appointment_items",
+        parent_column: "appointment_id",
+        title: "AppointmentItem",
+        max_items: 50,
+        fields: &[
+            Field::new(
+                "product_id",
+                FieldType::Reference("product_services"),
+                "The product or service.",
+            )
+            .required(),
+            Field::new("quantity", QUANTITY, "How many.").default("1"),
+            Field::new(
+                "unit_price_cents",
+                MONEY,
+                "Price at booking time, copied from the product.",
+            )
+            .read_only(),
+            Field::new("vat_rate_bp", VAT_BP, "VAT rate at booking time.").read_only(),
+        ],
+    }],
+    actions: &[],
+};
+
+pub const DOCUMENTS: Resource = Resource {
+    name: "documents",
+    table: "documents",
+    title: "Document",
+    fields: &[
+        Field::new("kind", FieldType::Enum(&["quote", "invoice"]), "A quote or an invoice.").required().filterable(),
+        Field::new(
+            "status",
+            FieldType::Enum(&["draft", "issued", "accepted", "paid", "cancelled"]),
+            "Drafts are editable; issue with `POST …/{id}/issue`.",
+        )
+        .read_only()
+        .filterable(),
+        Field::new("patient_id", FieldType::Reference("patients"), "Who the document is for.").required().filterable(),
+        Field::text("number", 32, "Invoice number, gapless per clinic and year, given when issued.").read_only(),
+        Field::new("issued_at", FieldType::Timestamp, "When it was issued.").read_only(),
+        Field::new("converted_from", FieldType::Reference("documents"), "The quote an invoice came from.").read_only(),
+        Field::new("net_cents", MONEY, "Total before VAT, computed.").read_only(),
+        Field::new("vat_cents", MONEY, "VAT total, computed.").read_only(),
+        Field::new("gross_cents", MONEY, "Total with VAT, computed.").read_only(),
+        Field::text("notes", 2000, "Free-text notes printed on the document."),
+    ],
+    children: &[Child {
+        name: "lines",
+        table: "document_lines",
+        parent_column: "document_id",
+        title: "DocumentLine",
+        max_items: 200,
+        fields: &[
+            Field::text("description", 500, "What is charged.").required(),
+            Field::new("product_id", FieldType::Reference("product_services"), "The product or service, if any."),
+            Field::new("quantity", QUANTITY, "How many.").required(),
+            Field::new("unit_price_cents", MONEY, "Price per unit before VAT, in cents.").required(),
+            Field::new("vat_rate_bp", VAT_BP, "VAT rate in basis points.").required(),
+            Field::new("net_cents", MONEY, "quantity × unit price, computed.").read_only(),
+            Field::new("vat_cents", MONEY, "VAT of the line, rounded half up, computed.").read_only(),
+            Field::new("gross_cents", MONEY, "net + VAT, computed.").read_only(),
+        ],
+    }],
+    actions: &[
+        RowAction {
+            name: "issue",
+            function: "issue_document",
+            creates: false,
+            description: "Issues a draft: an invoice gets its gapless number; issued invoices can no longer change.",
+        },
+        RowAction {
+            name: "convert",
+            function: "convert_quote",
+            creates: true,
+            description: "Turns a quote into a draft invoice with the same lines.",
+        },
+    ],
+};
+
+pub const CONSENT_TEMPLATES: Resource = Resource {
+    name: "consent-templates",
+    table: "consent_templates",
+    title: "ConsentTemplate",
+    fields: &[
+        Field::text("name", 200, "Template name; versions share it.")
+            .required()
+            .searchable()
+            .filterable(),
+        Field::new(
+            "version",
+            FieldType::Integer {
+                min: 1,
+                max: 1_000_000,
+            },
+            "Version, numbered by the server per name.",
+        )
+        .read_only(),
+        Field::text(
+            "body",
+            20_000,
+            "The text the patient consents to. A version in use cannot change.",
+        )
+        .required(),
+    ],
+    children: &[],
+    actions: &[],
+};
+
+pub const CONSENTS: Resource = Resource {
+    name: "consents",
+    table: "consents",
+    title: "Consent",
+    fields: &[
+        Field::new(
+            "patient_id",
+            FieldType::Reference("patients"),
+            "Who consented.",
+        )
+        .required()
+        .filterable(),
+        Field::new(
+            "template_id",
+            FieldType::Reference("consent_templates"),
+            "The template version consented to.",
+        )
+        .required()
+        .filterable(),
+        Field::new(
+            "given_at",
+            FieldType::Timestamp,
+            "When consent was given (default: now).",
+        )
+        .default("now")
+        .range(),
+        Field::new(
+            "revoked_at",
+            FieldType::Timestamp,
+            "When it was withdrawn, if it was.",
+        ),
+    ],
+    children: &[],
+    actions: &[],
 };
 
 /// Every resource the clinic API serves.
-pub const RESOURCES: &[&Resource] = &[&PATIENTS];
+pub const RESOURCES: &[&Resource] = &[
+    &PATIENTS,
+    &PRACTITIONERS,
+    &APPOINTMENTS,
+    &DOCUMENTS,
+    &CONSENTS,
+    &CONSENT_TEMPLATES,
+    &PRODUCTS,
+    &CATEGORIES,
+];
 
 /// The resource served under `/api/v1/{name}`, if any.
 pub fn find(name: &str) -> Option<&'static Resource> {
     RESOURCES.iter().copied().find(|r| r.name == name)
+}
+
+/// The resource stored in `table`, if any.
+pub fn by_table(table: &str) -> Option<&'static Resource> {
+    RESOURCES.iter().copied().find(|r| r.table == table)
 }
 
 #[cfg(test)]
@@ -127,8 +513,21 @@ mod tests {
                 );
                 assert_ne!(f.name, "company_id");
                 assert_eq!(r.fields.iter().filter(|g| g.name == f.name).count(), 1);
+                if let FieldType::Reference(t) = f.ty {
+                    assert!(
+                        by_table(t).is_some(),
+                        "{}.{} refers to unknown table {t}",
+                        r.name,
+                        f.name
+                    );
+                }
+                assert!(!(f.required && f.read_only), "{}.{}", r.name, f.name);
+            }
+            for c in r.children {
+                assert!(r.field(c.name).is_none());
             }
         }
         assert!(find("companies").is_none());
+        assert_eq!(RESOURCES.len(), 8);
     }
 }

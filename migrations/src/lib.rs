@@ -33,10 +33,23 @@ macro_rules! migration {
 }
 
 /// The central database: companies and their placement, users, sessions, audit.
-pub const CENTRAL: &[Migration] = &[migration!("central", 1, "001_central")];
+pub const CENTRAL: &[Migration] = &[
+    migration!("central", 1, "001_central"),
+    migration!("central", 2, "002_schema_versions"),
+];
 
 /// Every clinic database (and the template they are cloned from).
-pub const CLINIC: &[Migration] = &[migration!("clinic", 1, "001_patients")];
+pub const CLINIC: &[Migration] = &[
+    migration!("clinic", 1, "001_patients"),
+    migration!("clinic", 2, "002_practitioners"),
+    migration!("clinic", 3, "003_categories"),
+    migration!("clinic", 4, "004_product_services"),
+    migration!("clinic", 5, "005_appointments"),
+    migration!("clinic", 6, "006_documents"),
+    migration!("clinic", 7, "007_document_actions"),
+    migration!("clinic", 8, "008_consent_templates"),
+    migration!("clinic", 9, "009_consents"),
+];
 
 /// The group role every clinic role belongs to; clinic tables are granted to it.
 pub const CLINIC_APP_ROLE: &str = "medicalpro_clinic_app";
@@ -57,6 +70,17 @@ pub enum MigrationError {
 /// Applies every pending migration of `set`, holding an advisory lock so concurrent
 /// runners on the same database wait for each other. Returns the version reached.
 pub async fn apply(client: &mut Client, set: &[Migration]) -> Result<i32, MigrationError> {
+    apply_to(client, set, i32::MAX).await
+}
+
+/// Like [`apply`], but only migrations of `set` whose version is at most `target`
+/// (recorded ones are still checked against their checksum). Returns the version
+/// reached: the highest version of `set` not above `target` (0 when none is).
+pub async fn apply_to(
+    client: &mut Client,
+    set: &[Migration],
+    target: i32,
+) -> Result<i32, MigrationError> {
     client
         .batch_execute(
             "SELECT pg_advisory_lock(7261001);
@@ -68,7 +92,7 @@ pub async fn apply(client: &mut Client, set: &[Migration]) -> Result<i32, Migrat
             );",
         )
         .await?;
-    let result = apply_locked(client, set).await;
+    let result = apply_locked(client, set, target).await;
     let unlock = client
         .batch_execute("SELECT pg_advisory_unlock(7261001)")
         .await;
@@ -77,13 +101,23 @@ pub async fn apply(client: &mut Client, set: &[Migration]) -> Result<i32, Migrat
     Ok(version)
 }
 
-async fn apply_locked(client: &mut Client, set: &[Migration]) -> Result<i32, MigrationError> {
+/// The version a database reaches once every migration of `set` is applied (0 for
+/// an empty set).
+pub fn latest_version(set: &[Migration]) -> i32 {
+    set.last().map_or(0, |m| m.version)
+}
+
+async fn apply_locked(
+    client: &mut Client,
+    set: &[Migration],
+    target: i32,
+) -> Result<i32, MigrationError> {
     let rows = client
         .query("SELECT version, checksum FROM schema_migrations", &[])
         .await?;
     let applied: Vec<(i32, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
     let mut reached = 0;
-    for m in set {
+    for m in set.iter().filter(|m| m.version <= target) {
         match applied.iter().find(|(v, _)| *v == m.version) {
             Some((_, sum)) if *sum == m.checksum() => {}
             Some(_) => {
@@ -148,6 +182,13 @@ mod tests {
                 assert_eq!(m.checksum().len(), 64);
             }
         }
+    }
+
+    #[test]
+    fn latest_is_the_last_version() {
+        assert_eq!(latest_version(&[]), 0);
+        assert_eq!(latest_version(CENTRAL), CENTRAL.len() as i32);
+        assert_eq!(latest_version(CLINIC), CLINIC.len() as i32);
     }
 
     #[test]

@@ -117,6 +117,43 @@ pub async fn list(
     Ok(Json(json!({"data": data, "next_cursor": next})).into_response())
 }
 
+async fn body(state: &AppState, req: Request) -> Result<Bytes, WorkerError> {
+    if content_length(&req).is_some_and(|n| n > state.max_body_bytes) {
+        return Err(WorkerError::PayloadTooLarge(state.max_body_bytes));
+    }
+    read_body(state, req.into_body()).await
+}
+
+/// Creates, replaces or patches through the generic write path.
+async fn write(
+    state: &AppState,
+    caller: &Caller,
+    r: &'static Resource,
+    target: Option<Uuid>,
+    mode: data::Write,
+    req: Request,
+) -> Result<serde_json::Value, WorkerError> {
+    let body = body(state, req).await?;
+    let keys = state.keys.clone();
+    let action = if target.is_some() {
+        Action::Update
+    } else {
+        Action::Create
+    };
+    audited(
+        state,
+        caller,
+        r,
+        action,
+        target,
+        |mut client, actor| async move {
+            let result = data::write(&mut client, &keys, r, &actor, target, mode, &body).await;
+            (client, result)
+        },
+    )
+    .await
+}
+
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -124,23 +161,7 @@ pub async fn create(
     req: Request,
 ) -> Result<Response, WorkerError> {
     let r = resource(&name)?;
-    if content_length(&req).is_some_and(|n| n > state.max_body_bytes) {
-        return Err(WorkerError::PayloadTooLarge(state.max_body_bytes));
-    }
-    let body = read_body(&state, req.into_body()).await?;
-    let keys = state.keys.clone();
-    let created = audited(
-        &state,
-        &caller,
-        r,
-        Action::Create,
-        None,
-        |client, actor| async move {
-            let result = data::create(&client, &keys, r, &actor, &body).await;
-            (client, result)
-        },
-    )
-    .await?;
+    let created = write(&state, &caller, r, None, data::Write::Create, req).await?;
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 
@@ -175,24 +196,18 @@ pub async fn replace(
 ) -> Result<Response, WorkerError> {
     let r = resource(&name)?;
     let id = parse_id(&id)?;
-    if content_length(&req).is_some_and(|n| n > state.max_body_bytes) {
-        return Err(WorkerError::PayloadTooLarge(state.max_body_bytes));
-    }
-    let body = read_body(&state, req.into_body()).await?;
-    let keys = state.keys.clone();
-    let updated = audited(
-        &state,
-        &caller,
-        r,
-        Action::Update,
-        Some(id),
-        |client, actor| async move {
-            let result = data::replace(&client, &keys, r, &actor, id, &body).await;
-            (client, result)
-        },
-    )
-    .await?;
-    Ok(Json(updated).into_response())
+    Ok(Json(write(&state, &caller, r, Some(id), data::Write::Replace, req).await?).into_response())
+}
+
+pub async fn patch(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((name, id)): Path<(String, String)>,
+    req: Request,
+) -> Result<Response, WorkerError> {
+    let r = resource(&name)?;
+    let id = parse_id(&id)?;
+    Ok(Json(write(&state, &caller, r, Some(id), data::Write::Patch, req).await?).into_response())
 }
 
 pub async fn delete(
@@ -202,19 +217,66 @@ pub async fn delete(
 ) -> Result<Response, WorkerError> {
     let r = resource(&name)?;
     let id = parse_id(&id)?;
+    let keys = state.keys.clone();
     audited(
         &state,
         &caller,
         r,
         Action::Delete,
         Some(id),
-        |client, actor| async move {
-            let result = data::soft_delete(&client, r, &actor, id).await;
+        |mut client, actor| async move {
+            let result = data::set_deleted(&mut client, &keys, r, &actor, id, true).await;
             (client, result)
         },
     )
     .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /api/v1/{resource}/{id}/{action}`: `restore` for every resource, plus the
+/// resource's own row actions (e.g. `issue`, `convert` for documents).
+pub async fn act(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((name, id, action)): Path<(String, String, String)>,
+) -> Result<Response, WorkerError> {
+    let r = resource(&name)?;
+    let id = parse_id(&id)?;
+    let keys = state.keys.clone();
+    if action == "restore" {
+        let restored = audited(
+            &state,
+            &caller,
+            r,
+            Action::Restore,
+            Some(id),
+            |mut client, actor| async move {
+                let result = data::set_deleted(&mut client, &keys, r, &actor, id, false).await;
+                (client, result)
+            },
+        )
+        .await?;
+        return Ok(Json(restored.unwrap_or_default()).into_response());
+    }
+    let spec = r.action(&action).ok_or(WorkerError::UnknownResource)?;
+    let value = audited(
+        &state,
+        &caller,
+        r,
+        Action::Named(spec.name),
+        Some(id),
+        |mut client, actor| async move {
+            let result = data::act(&mut client, &keys, r, spec, &actor, id).await;
+            (client, result)
+        },
+    )
+    .await?;
+    let status = if spec.creates {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(value)).into_response())
 }
 
 /// `POST /internal/v1/clinics/{id}/provision`: creates or completes the clinic's

@@ -1,16 +1,17 @@
 //! The generic data layer: every resource described in `common::resource` is read
 //! and written through these functions, never through per-resource copies.
 //!
-//! Each access is one SQL statement whose data-modifying CTE writes the audit outbox
-//! row in the same implicit transaction as the data: the access and its audit record
-//! commit together or not at all, in a single round trip.
+//! Reads are one SQL statement whose data-modifying CTE writes the audit outbox row
+//! in the same implicit transaction. Writes run in one transaction: reference
+//! checks, the row with its audit record, then child rows and links; nothing is
+//! answered before it commits.
 
 use crate::error::WorkerError;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use common::crypto::{FieldContext, KeyRing};
-use common::resource::{Field, FieldType, Resource, SERVER_FIELDS};
+use common::resource::{self, Child, Field, FieldType, Resource, RowAction, SERVER_FIELDS};
 use common::ClinicId;
 use serde_json::{Map, Value};
 use std::net::IpAddr;
@@ -22,8 +23,43 @@ use uuid::Uuid;
 pub const DEFAULT_LIMIT: i64 = 20;
 pub const MAX_LIMIT: i64 = 100;
 const MAX_QUERY_LEN: usize = 200;
+const MAX_REFERENCE_LIST: usize = 100;
 
 type Param = Box<dyn ToSql + Sync + Send>;
+
+/// Parameters of one statement, numbered as they are bound.
+#[derive(Default)]
+struct Sql {
+    params: Vec<Param>,
+}
+
+impl Sql {
+    /// Starts with the audited actor as `$1`–`$4`.
+    fn for_actor(actor: &Actor) -> Self {
+        let mut sql = Self::default();
+        sql.bind(*actor.clinic.as_uuid());
+        sql.bind(actor.user);
+        sql.bind(actor.client_ip);
+        sql.bind(actor.request_id.clone());
+        sql
+    }
+
+    fn bind<T: ToSql + Sync + Send + 'static>(&mut self, value: T) -> String {
+        self.push(Box::new(value))
+    }
+
+    fn push(&mut self, value: Param) -> String {
+        self.params.push(value);
+        format!("${}", self.params.len())
+    }
+
+    fn refs(&self) -> Vec<&(dyn ToSql + Sync)> {
+        self.params
+            .iter()
+            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+            .collect()
+    }
+}
 
 /// The audited actor of a statement: always parameters `$1`–`$4`.
 pub struct Actor {
@@ -31,17 +67,6 @@ pub struct Actor {
     pub user: Uuid,
     pub client_ip: IpAddr,
     pub request_id: String,
-}
-
-impl Actor {
-    fn params(&self) -> Vec<Param> {
-        vec![
-            Box::new(*self.clinic.as_uuid()),
-            Box::new(self.user),
-            Box::new(self.client_ip),
-            Box::new(self.request_id.clone()),
-        ]
-    }
 }
 
 /// What the audit row says was done.
@@ -52,6 +77,9 @@ pub enum Action {
     Create,
     Update,
     Delete,
+    Restore,
+    /// A row action such as `issue` or `convert`.
+    Named(&'static str),
 }
 
 impl Action {
@@ -62,29 +90,66 @@ impl Action {
             Action::Create => "create",
             Action::Update => "update",
             Action::Delete => "delete",
+            Action::Restore => "restore",
+            Action::Named(name) => name,
         }
     }
 }
 
-fn stored_columns(field: &Field) -> Vec<String> {
-    match (field.encrypted, field.lookup) {
-        (false, _) => vec![field.name.to_owned()],
-        (true, false) => vec![format!("{}_enc", field.name)],
-        (true, true) => vec![
-            format!("{}_enc", field.name),
-            format!("{}_bidx", field.name),
-        ],
+/// How a body is applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Write {
+    Create,
+    /// PUT: every writable field; absent ones take their default or null.
+    Replace,
+    /// PATCH: only the fields present.
+    Patch,
+}
+
+fn stored_column(field: &Field) -> String {
+    if field.encrypted {
+        format!("{}_enc", field.name)
+    } else {
+        field.name.to_owned()
     }
 }
 
+fn child_json(child: &Child) -> String {
+    let pairs: Vec<String> = child
+        .fields
+        .iter()
+        .map(|f| format!("'{n}', c.{n}", n = f.name))
+        .collect();
+    format!(
+        "(SELECT coalesce(json_agg(json_build_object({}) ORDER BY c.position), '[]'::json) FROM {} c WHERE c.{} = t.id)",
+        pairs.join(", "),
+        child.table,
+        child.parent_column
+    )
+}
+
+/// The select list of a resource, over the alias `t`.
 fn select_list(r: &Resource) -> String {
-    let mut cols = vec!["id".to_owned(), "created_at".into(), "updated_at".into()];
+    let mut cols = vec![
+        "t.id".to_owned(),
+        "t.created_at".into(),
+        "t.updated_at".into(),
+    ];
     for f in r.fields {
-        cols.push(if f.encrypted {
-            format!("{}_enc", f.name)
-        } else {
-            f.name.to_owned()
+        cols.push(match f.ty {
+            FieldType::ReferenceList {
+                link_table,
+                owner_column,
+                target_column,
+                ..
+            } => format!(
+                "(SELECT coalesce(array_agg(l.{target_column} ORDER BY l.{target_column}), '{{}}') FROM {link_table} l WHERE l.{owner_column} = t.id)"
+            ),
+            _ => format!("t.{}", stored_column(f)),
         });
+    }
+    for c in r.children {
+        cols.push(child_json(c));
     }
     cols.join(", ")
 }
@@ -141,22 +206,26 @@ pub async fn audit_failure(
 }
 
 async fn run(
-    client: &deadpool_postgres::Object,
+    client: &impl deadpool_postgres::GenericClient,
     sql: &str,
-    params: &[Param],
+    params: &Sql,
 ) -> Result<Vec<Row>, WorkerError> {
     let stmt = client
         .prepare_cached(sql)
         .await
         .map_err(WorkerError::from_db)?;
-    let refs: Vec<&(dyn ToSql + Sync)> = params
-        .iter()
-        .map(|p| p.as_ref() as &(dyn ToSql + Sync))
-        .collect();
     client
-        .query(&stmt, &refs)
+        .query(&stmt, &params.refs())
         .await
         .map_err(WorkerError::from_db)
+}
+
+fn timestamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn opt<T>(v: Option<T>, f: impl FnOnce(T) -> Value) -> Value {
+    v.map(f).unwrap_or(Value::Null)
 }
 
 /// Turns a stored row into the client's JSON object, decrypting what is sealed.
@@ -167,18 +236,10 @@ fn row_to_json(
     row: &Row,
 ) -> Result<Value, WorkerError> {
     let id: Uuid = row.get(0);
-    let created: DateTime<Utc> = row.get(1);
-    let updated: DateTime<Utc> = row.get(2);
     let mut obj = Map::new();
     obj.insert("id".into(), id.to_string().into());
-    obj.insert(
-        "created_at".into(),
-        created.to_rfc3339_opts(SecondsFormat::Micros, true).into(),
-    );
-    obj.insert(
-        "updated_at".into(),
-        updated.to_rfc3339_opts(SecondsFormat::Micros, true).into(),
-    );
+    obj.insert("created_at".into(), timestamp(row.get(1)).into());
+    obj.insert("updated_at".into(), timestamp(row.get(2)).into());
     for (i, f) in r.fields.iter().enumerate() {
         let idx = i + 3;
         let value = if f.encrypted {
@@ -199,17 +260,32 @@ fn row_to_json(
             }
         } else {
             match f.ty {
-                FieldType::Text { .. } | FieldType::Email => row
-                    .get::<_, Option<String>>(idx)
-                    .map(Value::String)
-                    .unwrap_or(Value::Null),
-                FieldType::Date => row
-                    .get::<_, Option<NaiveDate>>(idx)
-                    .map(|d| Value::String(d.format("%Y-%m-%d").to_string()))
-                    .unwrap_or(Value::Null),
+                FieldType::Text { .. } | FieldType::Email | FieldType::Enum(_) => {
+                    opt(row.get::<_, Option<String>>(idx), Value::String)
+                }
+                FieldType::Date => opt(row.get::<_, Option<NaiveDate>>(idx), |d| {
+                    Value::String(d.format("%Y-%m-%d").to_string())
+                }),
+                FieldType::Timestamp => opt(row.get::<_, Option<DateTime<Utc>>>(idx), |t| {
+                    timestamp(t).into()
+                }),
+                FieldType::Integer { .. } => opt(row.get::<_, Option<i64>>(idx), Value::from),
+                FieldType::Boolean => opt(row.get::<_, Option<bool>>(idx), Value::Bool),
+                FieldType::Reference(_) => {
+                    opt(row.get::<_, Option<Uuid>>(idx), |u| u.to_string().into())
+                }
+                FieldType::ReferenceList { .. } => Value::Array(
+                    row.get::<_, Vec<Uuid>>(idx)
+                        .into_iter()
+                        .map(|u| Value::String(u.to_string()))
+                        .collect(),
+                ),
             }
         };
         obj.insert(f.name.into(), value);
+    }
+    for (i, c) in r.children.iter().enumerate() {
+        obj.insert(c.name.into(), row.get::<_, Value>(3 + r.fields.len() + i));
     }
     Ok(Value::Object(obj))
 }
@@ -225,79 +301,261 @@ fn rows_to_json(
         .collect()
 }
 
-/// A validated, typed field value.
+/// A value checked against its field, ready to bind.
 enum Typed {
     Text(Option<String>),
     Date(Option<NaiveDate>),
+    Timestamp(Option<DateTime<Utc>>),
+    Integer(Option<i64>),
+    Boolean(Option<bool>),
+    Uuid(Option<Uuid>),
+    Uuids(Vec<Uuid>),
 }
 
-fn check_text(field: &Field, s: &str, max_len: usize) -> Result<(), WorkerError> {
+impl Typed {
+    fn into_param(self) -> Param {
+        match self {
+            Typed::Text(v) => Box::new(v),
+            Typed::Date(v) => Box::new(v),
+            Typed::Timestamp(v) => Box::new(v),
+            Typed::Integer(v) => Box::new(v),
+            Typed::Boolean(v) => Box::new(v),
+            Typed::Uuid(v) => Box::new(v),
+            Typed::Uuids(v) => Box::new(v),
+        }
+    }
+
+    fn null(ty: FieldType) -> Self {
+        match ty {
+            FieldType::Text { .. } | FieldType::Email | FieldType::Enum(_) => Typed::Text(None),
+            FieldType::Date => Typed::Date(None),
+            FieldType::Timestamp => Typed::Timestamp(None),
+            FieldType::Integer { .. } => Typed::Integer(None),
+            FieldType::Boolean => Typed::Boolean(None),
+            FieldType::Reference(_) => Typed::Uuid(None),
+            FieldType::ReferenceList { .. } => Typed::Uuids(Vec::new()),
+        }
+    }
+}
+
+fn check_text(name: &str, s: &str, max_len: usize) -> Result<(), WorkerError> {
     if s.chars().count() > max_len {
         return Err(WorkerError::BadRequest(format!(
-            "`{}` must be at most {max_len} characters.",
-            field.name
+            "`{name}` must be at most {max_len} characters."
         )));
     }
     if s.contains('\0') {
         return Err(WorkerError::BadRequest(format!(
-            "`{}` must not contain NUL characters.",
-            field.name
+            "`{name}` must not contain NUL characters."
         )));
     }
     Ok(())
 }
 
+fn parse_uuid(name: &str, v: &Value) -> Result<Uuid, WorkerError> {
+    v.as_str()
+        .and_then(|s| Uuid::parse_str(s).ok())
+        .ok_or_else(|| WorkerError::BadRequest(format!("`{name}` must be a UUID.")))
+}
+
+fn parse_timestamp(name: &str, s: &str) -> Result<DateTime<Utc>, WorkerError> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| WorkerError::BadRequest(format!("`{name}` must be an RFC 3339 date-time.")))
+}
+
+fn parse_date(name: &str, s: &str) -> Result<NaiveDate, WorkerError> {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()
+        .filter(|_| s.len() == 10)
+        .ok_or_else(|| WorkerError::BadRequest(format!("`{name}` must be a date (YYYY-MM-DD).")))
+}
+
+/// The value a field takes when a create or replace leaves it out.
+fn default_value(field: &Field) -> Option<Value> {
+    let d = field.default?;
+    Some(match field.ty {
+        FieldType::Boolean => Value::Bool(d == "true"),
+        FieldType::Integer { .. } => d.parse::<i64>().map(Value::from).unwrap_or(Value::Null),
+        FieldType::Timestamp if d == "now" => Value::String(timestamp(Utc::now())),
+        _ => Value::String(d.to_owned()),
+    })
+}
+
 fn parse_value(field: &Field, value: &Value) -> Result<Typed, WorkerError> {
-    let wrong =
-        |expected: &str| WorkerError::BadRequest(format!("`{}` must be {expected}.", field.name));
+    let name = field.name;
+    let wrong = |expected: &str| WorkerError::BadRequest(format!("`{name}` must be {expected}."));
     if value.is_null() {
         if field.required {
-            return Err(WorkerError::BadRequest(format!(
-                "`{}` is required.",
-                field.name
-            )));
+            return Err(WorkerError::BadRequest(format!("`{name}` is required.")));
         }
-        return Ok(match field.ty {
-            FieldType::Date => Typed::Date(None),
-            FieldType::Text { .. } | FieldType::Email => Typed::Text(None),
-        });
+        return Ok(Typed::null(field.ty));
     }
-    let s = value.as_str().ok_or_else(|| wrong("a string"))?;
+    let text = || value.as_str().ok_or_else(|| wrong("a string"));
     match field.ty {
         FieldType::Text { max_len } => {
-            check_text(field, s, max_len)?;
+            let s = text()?;
+            check_text(name, s, max_len)?;
             if field.required && s.trim().is_empty() {
                 return Err(WorkerError::BadRequest(format!(
-                    "`{}` must not be empty.",
-                    field.name
+                    "`{name}` must not be empty."
                 )));
             }
             Ok(Typed::Text(Some(s.to_owned())))
         }
         FieldType::Email => {
-            check_text(field, s, common::Email::MAX_LEN)?;
+            let s = text()?;
+            check_text(name, s, common::Email::MAX_LEN)?;
             common::Email::parse(s)
                 .map(|e| Typed::Text(Some(e.as_str().to_owned())))
                 .ok_or_else(|| wrong("an e-mail address"))
         }
-        FieldType::Date => NaiveDate::parse_from_str(s, "%Y-%m-%d")
-            .ok()
-            .filter(|_| s.len() == 10)
-            .map(|d| Typed::Date(Some(d)))
-            .ok_or_else(|| wrong("a date (YYYY-MM-DD)")),
+        FieldType::Enum(allowed) => {
+            let s = text()?;
+            if allowed.contains(&s) {
+                Ok(Typed::Text(Some(s.to_owned())))
+            } else {
+                Err(wrong(&format!("one of {}", allowed.join(", "))))
+            }
+        }
+        FieldType::Date => Ok(Typed::Date(Some(parse_date(name, text()?)?))),
+        FieldType::Timestamp => Ok(Typed::Timestamp(Some(parse_timestamp(name, text()?)?))),
+        FieldType::Integer { min, max } => value
+            .as_i64()
+            .filter(|n| (min..=max).contains(n))
+            .map(|n| Typed::Integer(Some(n)))
+            .ok_or_else(|| wrong(&format!("an integer from {min} to {max}"))),
+        FieldType::Boolean => value
+            .as_bool()
+            .map(|b| Typed::Boolean(Some(b)))
+            .ok_or_else(|| wrong("true or false")),
+        FieldType::Reference(_) => Ok(Typed::Uuid(Some(parse_uuid(name, value)?))),
+        FieldType::ReferenceList { .. } => {
+            let items = value.as_array().ok_or_else(|| wrong("an array of UUIDs"))?;
+            if items.len() > MAX_REFERENCE_LIST {
+                return Err(wrong(&format!("at most {MAX_REFERENCE_LIST} ids")));
+            }
+            let mut ids = items
+                .iter()
+                .map(|v| parse_uuid(name, v))
+                .collect::<Result<Vec<_>, _>>()?;
+            ids.sort();
+            ids.dedup();
+            Ok(Typed::Uuids(ids))
+        }
     }
 }
 
-/// Checks a request body against the resource and returns the stored parameters in
-/// column order (`stored_columns` of each field). Unknown fields are refused; the
-/// server-set fields are ignored; the clinic can never be set from a body.
-fn body_params(
+/// A reference to check: field name, target table, ids.
+struct RefCheck {
+    name: String,
+    table: &'static str,
+    ids: Vec<Uuid>,
+}
+
+/// A checked body.
+struct Input {
+    /// (column, value) pairs of the row itself.
+    columns: Vec<(String, Param)>,
+    /// Link lists to replace: field, ids.
+    links: Vec<(&'static Field, Vec<Uuid>)>,
+    /// Child lists to replace: child, rows of (column, value).
+    children: Vec<(&'static Child, Vec<Vec<(String, Param)>>)>,
+    refs: Vec<RefCheck>,
+}
+
+fn refuse_unknown(
+    obj: &Map<String, Value>,
+    known: impl Fn(&str) -> bool,
+    what: &str,
+) -> Result<(), WorkerError> {
+    for key in obj.keys() {
+        if key == "company_id" || key == "clinic_id" {
+            return Err(WorkerError::BadRequest(format!(
+                "`{key}` cannot be set: the clinic is taken from your access token."
+            )));
+        }
+        if !known(key) && !SERVER_FIELDS.contains(&key.as_str()) {
+            return Err(WorkerError::BadRequest(format!(
+                "Unknown field `{key}`{what}."
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The value of `field` in `obj` for this kind of write, or `None` to leave it.
+fn pick<'a>(
+    obj: &'a Map<String, Value>,
+    field: &Field,
+    mode: Write,
+    default: &'a Option<Value>,
+) -> Option<&'a Value> {
+    match (obj.get(field.name), mode) {
+        (Some(v), _) if !(v.is_null() && default.is_some() && mode != Write::Patch) => Some(v),
+        (_, Write::Patch) => None,
+        (_, _) => Some(default.as_ref().unwrap_or(&Value::Null)),
+    }
+}
+
+fn parse_child_rows(
+    child: &'static Child,
+    value: &Value,
+    refs: &mut Vec<RefCheck>,
+) -> Result<Vec<Vec<(String, Param)>>, WorkerError> {
+    let items = value
+        .as_array()
+        .ok_or_else(|| WorkerError::BadRequest(format!("`{}` must be an array.", child.name)))?;
+    if items.len() > child.max_items {
+        return Err(WorkerError::BadRequest(format!(
+            "`{}` holds at most {} entries.",
+            child.name, child.max_items
+        )));
+    }
+    let mut rows = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let obj = item.as_object().ok_or_else(|| {
+            WorkerError::BadRequest(format!("`{}[{i}]` must be an object.", child.name))
+        })?;
+        refuse_unknown(
+            obj,
+            |k| child.fields.iter().any(|f| f.name == k),
+            &format!(" in `{}[{i}]`", child.name),
+        )?;
+        let mut row: Vec<(String, Param)> = vec![("position".into(), Box::new(i as i32))];
+        for f in child.fields.iter().filter(|f| !f.read_only) {
+            let default = default_value(f);
+            let v = pick(obj, f, Write::Create, &default).unwrap_or(&Value::Null);
+            let typed = parse_value(f, v).map_err(|e| match e {
+                WorkerError::BadRequest(m) => {
+                    WorkerError::BadRequest(format!("{}[{i}]: {m}", child.name))
+                }
+                other => other,
+            })?;
+            if let (Typed::Uuid(Some(id)), FieldType::Reference(table)) = (&typed, f.ty) {
+                refs.push(RefCheck {
+                    name: format!("{}[{i}].{}", child.name, f.name),
+                    table,
+                    ids: vec![*id],
+                });
+            }
+            row.push((f.name.to_owned(), typed.into_param()));
+        }
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// Checks a request body against the resource. Unknown fields are refused; server
+/// and read-only fields are ignored; the clinic can never be set from a body.
+fn parse_body(
     r: &Resource,
     keys: &KeyRing,
     clinic: ClinicId,
     id: &Uuid,
     body: &[u8],
-) -> Result<Vec<Param>, WorkerError> {
+    mode: Write,
+) -> Result<Input, WorkerError> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| WorkerError::BadRequest(format!("The body is not valid JSON: {e}.")))?;
     let Value::Object(obj) = value else {
@@ -305,22 +563,31 @@ fn body_params(
             "The body must be a JSON object.".into(),
         ));
     };
-    for key in obj.keys() {
-        if key == "company_id" || key == "clinic_id" {
-            return Err(WorkerError::BadRequest(format!(
-                "`{key}` cannot be set: the clinic is taken from your access token."
-            )));
-        }
-        if r.field(key).is_none() && !SERVER_FIELDS.contains(&key.as_str()) {
-            return Err(WorkerError::BadRequest(format!("Unknown field `{key}`.")));
-        }
-    }
-    let mut params: Vec<Param> = Vec::new();
-    for f in r.fields {
-        let typed = parse_value(f, obj.get(f.name).unwrap_or(&Value::Null))?;
+    refuse_unknown(&obj, |k| r.field(k).is_some() || r.child(k).is_some(), "")?;
+    let mut input = Input {
+        columns: Vec::new(),
+        links: Vec::new(),
+        children: Vec::new(),
+        refs: Vec::new(),
+    };
+    for f in r.fields.iter().filter(|f| !f.read_only) {
+        let default = default_value(f);
+        let Some(v) = pick(&obj, f, mode, &default) else {
+            continue;
+        };
+        let typed = parse_value(f, v)?;
         match (typed, f.encrypted) {
-            (Typed::Text(v), false) => params.push(Box::new(v)),
-            (Typed::Date(v), false) => params.push(Box::new(v)),
+            (Typed::Uuids(ids), _) => {
+                if let FieldType::ReferenceList { target, .. } = f.ty {
+                    let table = resource::find(target).map(|t| t.table).unwrap_or(target);
+                    input.refs.push(RefCheck {
+                        name: f.name.into(),
+                        table,
+                        ids: ids.clone(),
+                    });
+                }
+                input.links.push((f, ids));
+            }
             (Typed::Text(v), true) => {
                 let ctx = FieldContext {
                     clinic,
@@ -328,29 +595,106 @@ fn body_params(
                     row: id,
                     column: f.name,
                 };
-                params.push(Box::new(
-                    v.as_deref().map(|s| keys.seal_field(&ctx, s.as_bytes())),
+                input.columns.push((
+                    stored_column(f),
+                    Box::new(v.as_deref().map(|s| keys.seal_field(&ctx, s.as_bytes()))),
                 ));
-                if f.lookup {
-                    params.push(Box::new(
-                        v.as_deref()
-                            .map(|s| keys.blind_index(clinic, r.table, f.name, s)),
-                    ));
+                if f.filterable {
+                    let index = v
+                        .as_deref()
+                        .map(|s| keys.blind_index(clinic, r.table, f.name, s));
+                    input
+                        .columns
+                        .push((format!("{}_bidx", f.name), Box::new(index)));
                 }
             }
-            (Typed::Date(_), true) => {
+            (typed, false) => {
+                if let (Typed::Uuid(Some(target)), FieldType::Reference(table)) = (&typed, f.ty) {
+                    input.refs.push(RefCheck {
+                        name: f.name.into(),
+                        table,
+                        ids: vec![*target],
+                    });
+                }
+                input.columns.push((f.name.to_owned(), typed.into_param()));
+            }
+            (_, true) => {
                 return Err(WorkerError::Internal(format!(
-                    "{}.{}: dates are not sealed",
+                    "{}.{}: only text is sealed",
                     r.table, f.name
                 )))
             }
         }
     }
-    Ok(params)
+    for c in r.children {
+        let present = obj.get(c.name).filter(|v| !v.is_null());
+        let value = match (present, mode) {
+            (Some(v), _) => v.clone(),
+            (None, Write::Patch) => continue,
+            (None, _) => Value::Array(Vec::new()),
+        };
+        let rows = parse_child_rows(c, &value, &mut input.refs)?;
+        input.children.push((c, rows));
+    }
+    Ok(input)
 }
 
-fn writable_columns(r: &Resource) -> Vec<String> {
-    r.fields.iter().flat_map(stored_columns).collect()
+/// Refuses references to rows that do not exist in this clinic or were deleted.
+async fn check_refs(
+    client: &impl deadpool_postgres::GenericClient,
+    refs: &[RefCheck],
+) -> Result<(), WorkerError> {
+    if refs.is_empty() {
+        return Ok(());
+    }
+    let mut sql = Sql::default();
+    let checks: Vec<String> = refs
+        .iter()
+        .map(|c| {
+            let p = sql.bind(c.ids.clone());
+            format!(
+                "(SELECT count(*) FROM {} WHERE id = ANY({p}::uuid[]) AND deleted_at IS NULL) = cardinality({p}::uuid[])",
+                c.table
+            )
+        })
+        .collect();
+    let row = run(client, &format!("SELECT {}", checks.join(", ")), &sql).await?;
+    let row = row
+        .first()
+        .ok_or_else(|| WorkerError::Internal("reference check returned nothing".into()))?;
+    for (i, c) in refs.iter().enumerate() {
+        if !row.get::<_, bool>(i) {
+            let what = resource::by_table(c.table)
+                .map(|r| r.title.to_lowercase())
+                .unwrap_or_else(|| c.table.into());
+            return Err(WorkerError::BadRequest(format!(
+                "`{}` does not refer to an existing {what} of your clinic.",
+                c.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Reads one row by id, without auditing (inside a write that was audited).
+async fn reread(
+    client: &impl deadpool_postgres::GenericClient,
+    keys: &KeyRing,
+    r: &Resource,
+    clinic: ClinicId,
+    id: Uuid,
+) -> Result<Value, WorkerError> {
+    let mut sql = Sql::default();
+    let c = sql.bind(*clinic.as_uuid());
+    let i = sql.bind(id);
+    let text = format!(
+        "SELECT {} FROM {} t WHERE t.company_id = {c} AND t.id = {i}",
+        select_list(r),
+        r.table
+    );
+    let rows = run(client, &text, &sql).await?;
+    let row = rows.first().ok_or(WorkerError::NotFound)?;
+    row_to_json(r, keys, clinic, row)
 }
 
 /// Reads one live row.
@@ -361,105 +705,231 @@ pub async fn get(
     actor: &Actor,
     id: Uuid,
 ) -> Result<Value, WorkerError> {
+    let mut sql = Sql::for_actor(actor);
+    let i = sql.bind(id);
     let body = format!(
-        "SELECT {} FROM {} WHERE company_id = $1 AND id = $5 AND deleted_at IS NULL",
+        "SELECT {} FROM {} t WHERE t.company_id = $1 AND t.id = {i} AND t.deleted_at IS NULL",
         select_list(r),
         r.table
     );
-    let sql = audited(&body, r, Action::Read, "$5::uuid", FOUND_OUTCOME, "");
-    let mut params = actor.params();
-    params.push(Box::new(id));
-    let rows = run(client, &sql, &params).await?;
-    let row = rows.first().ok_or(WorkerError::NotFound)?;
-    row_to_json(r, keys, actor.clinic, row)
-}
-
-/// Creates a row with a server-chosen id.
-pub async fn create(
-    client: &deadpool_postgres::Object,
-    keys: &KeyRing,
-    r: &Resource,
-    actor: &Actor,
-    body: &[u8],
-) -> Result<Value, WorkerError> {
-    let id = Uuid::now_v7();
-    let values = body_params(r, keys, actor.clinic, &id, body)?;
-    let cols = writable_columns(r);
-    let placeholders: Vec<String> = (0..cols.len()).map(|i| format!("${}", i + 6)).collect();
-    let insert = format!(
-        "INSERT INTO {} (id, company_id, {}) VALUES ($5, $1, {}) RETURNING {}",
-        r.table,
-        cols.join(", "),
-        placeholders.join(", "),
-        select_list(r)
-    );
-    let sql = audited(
-        &insert,
+    let text = audited(
+        &body,
         r,
-        Action::Create,
-        "(SELECT id FROM w)",
-        "'success'",
+        Action::Read,
+        &format!("{i}::uuid"),
+        FOUND_OUTCOME,
         "",
     );
-    let mut params = actor.params();
-    params.push(Box::new(id));
-    params.extend(values);
-    let rows = run(client, &sql, &params).await?;
-    let row = rows
-        .first()
-        .ok_or_else(|| WorkerError::Internal("insert returned no row".into()))?;
-    row_to_json(r, keys, actor.clinic, row)
-}
-
-/// Replaces every writable field of a live row.
-pub async fn replace(
-    client: &deadpool_postgres::Object,
-    keys: &KeyRing,
-    r: &Resource,
-    actor: &Actor,
-    id: Uuid,
-    body: &[u8],
-) -> Result<Value, WorkerError> {
-    let values = body_params(r, keys, actor.clinic, &id, body)?;
-    let sets: Vec<String> = writable_columns(r)
-        .iter()
-        .enumerate()
-        .map(|(i, c)| format!("{c} = ${}", i + 6))
-        .collect();
-    let update = format!(
-        "UPDATE {} SET {}, updated_at = now() WHERE company_id = $1 AND id = $5 AND deleted_at IS NULL RETURNING {}",
-        r.table,
-        sets.join(", "),
-        select_list(r)
-    );
-    let sql = audited(&update, r, Action::Update, "$5::uuid", FOUND_OUTCOME, "");
-    let mut params = actor.params();
-    params.push(Box::new(id));
-    params.extend(values);
-    let rows = run(client, &sql, &params).await?;
+    let rows = run(client, &text, &sql).await?;
     let row = rows.first().ok_or(WorkerError::NotFound)?;
     row_to_json(r, keys, actor.clinic, row)
 }
 
-/// Hides a live row (soft delete): it stays for the record.
-pub async fn soft_delete(
-    client: &deadpool_postgres::Object,
+async fn write_children(
+    tx: &deadpool_postgres::Transaction<'_>,
+    id: Uuid,
+    input: Input,
+) -> Result<(), WorkerError> {
+    for (field, ids) in input.links {
+        let FieldType::ReferenceList {
+            link_table,
+            owner_column,
+            target_column,
+            ..
+        } = field.ty
+        else {
+            continue;
+        };
+        let mut sql = Sql::default();
+        let owner = sql.bind(id);
+        run(
+            tx,
+            &format!("DELETE FROM {link_table} WHERE {owner_column} = {owner}"),
+            &sql,
+        )
+        .await?;
+        let mut sql = Sql::default();
+        let owner = sql.bind(id);
+        let targets = sql.bind(ids);
+        run(
+            tx,
+            &format!("INSERT INTO {link_table} ({owner_column}, {target_column}) SELECT {owner}, unnest({targets}::uuid[])"),
+            &sql,
+        )
+        .await?;
+    }
+    for (child, rows) in input.children {
+        let mut sql = Sql::default();
+        let parent = sql.bind(id);
+        run(
+            tx,
+            &format!(
+                "DELETE FROM {} WHERE {} = {parent}",
+                child.table, child.parent_column
+            ),
+            &sql,
+        )
+        .await?;
+        for row in rows {
+            let mut sql = Sql::default();
+            let parent = sql.bind(id);
+            let (cols, values): (Vec<String>, Vec<String>) =
+                row.into_iter().map(|(c, v)| (c, sql.push(v))).unzip();
+            run(
+                tx,
+                &format!(
+                    "INSERT INTO {} ({}, {}) VALUES ({parent}, {})",
+                    child.table,
+                    child.parent_column,
+                    cols.join(", "),
+                    values.join(", ")
+                ),
+                &sql,
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Creates, replaces (PUT) or patches a row with its children, in one transaction.
+pub async fn write(
+    client: &mut deadpool_postgres::Object,
+    keys: &KeyRing,
+    r: &Resource,
+    actor: &Actor,
+    target: Option<Uuid>,
+    mode: Write,
+    body: &[u8],
+) -> Result<Value, WorkerError> {
+    let id = target.unwrap_or_else(Uuid::now_v7);
+    let mut input = parse_body(r, keys, actor.clinic, &id, body, mode)?;
+    let tx = client.transaction().await.map_err(WorkerError::from_db)?;
+    check_refs(&tx, &input.refs).await?;
+    let mut sql = Sql::for_actor(actor);
+    let i = sql.bind(id);
+    let columns = std::mem::take(&mut input.columns);
+    let (cols, values): (Vec<String>, Vec<String>) =
+        columns.into_iter().map(|(c, v)| (c, sql.push(v))).unzip();
+    let text = match mode {
+        Write::Create => {
+            let insert = format!(
+                "INSERT INTO {} (id, company_id{}{}) VALUES ({i}, $1{}{}) RETURNING id",
+                r.table,
+                if cols.is_empty() { "" } else { ", " },
+                cols.join(", "),
+                if values.is_empty() { "" } else { ", " },
+                values.join(", ")
+            );
+            audited(
+                &insert,
+                r,
+                Action::Create,
+                "(SELECT id FROM w)",
+                "'success'",
+                "",
+            )
+        }
+        Write::Replace | Write::Patch => {
+            let mut sets: Vec<String> = cols
+                .iter()
+                .zip(&values)
+                .map(|(c, v)| format!("{c} = {v}"))
+                .collect();
+            sets.push("updated_at = now()".into());
+            let update = format!(
+                "UPDATE {} SET {} WHERE company_id = $1 AND id = {i} AND deleted_at IS NULL RETURNING id",
+                r.table,
+                sets.join(", ")
+            );
+            audited(
+                &update,
+                r,
+                Action::Update,
+                &format!("{i}::uuid"),
+                FOUND_OUTCOME,
+                "",
+            )
+        }
+    };
+    let rows = run(&tx, &text, &sql).await?;
+    if rows.is_empty() {
+        // Keep the audit record of the miss.
+        tx.commit().await.map_err(WorkerError::from_db)?;
+        return Err(WorkerError::NotFound);
+    }
+    write_children(&tx, id, input).await?;
+    let value = reread(&tx, keys, r, actor.clinic, id).await?;
+    tx.commit().await.map_err(WorkerError::from_db)?;
+    Ok(value)
+}
+
+/// Hides a live row (soft delete) or shows a hidden one again (restore).
+pub async fn set_deleted(
+    client: &mut deadpool_postgres::Object,
+    keys: &KeyRing,
     r: &Resource,
     actor: &Actor,
     id: Uuid,
-) -> Result<(), WorkerError> {
+    deleted: bool,
+) -> Result<Option<Value>, WorkerError> {
+    let mut sql = Sql::for_actor(actor);
+    let i = sql.bind(id);
+    let (set, when, action) = if deleted {
+        ("now()", "IS NULL", Action::Delete)
+    } else {
+        ("NULL", "IS NOT NULL", Action::Restore)
+    };
     let update = format!(
-        "UPDATE {} SET deleted_at = now(), updated_at = now() WHERE company_id = $1 AND id = $5 AND deleted_at IS NULL RETURNING id",
+        "UPDATE {} SET deleted_at = {set}, updated_at = now() WHERE company_id = $1 AND id = {i} AND deleted_at {when} RETURNING id",
         r.table
     );
-    let sql = audited(&update, r, Action::Delete, "$5::uuid", FOUND_OUTCOME, "");
-    let mut params = actor.params();
-    params.push(Box::new(id));
-    let rows = run(client, &sql, &params).await?;
-    if rows.is_empty() {
-        return Err(WorkerError::NotFound);
-    }
-    Ok(())
+    let text = audited(&update, r, action, &format!("{i}::uuid"), FOUND_OUTCOME, "");
+    let tx = client.transaction().await.map_err(WorkerError::from_db)?;
+    let rows = run(&tx, &text, &sql).await?;
+    let value = match (rows.is_empty(), deleted) {
+        (true, _) => None,
+        (false, true) => Some(Value::Null),
+        (false, false) => Some(reread(&tx, keys, r, actor.clinic, id).await?),
+    };
+    tx.commit().await.map_err(WorkerError::from_db)?;
+    value.ok_or(WorkerError::NotFound).map(Some)
+}
+
+/// Runs a row action (a clinic database function) and returns the resulting row.
+pub async fn act(
+    client: &mut deadpool_postgres::Object,
+    keys: &KeyRing,
+    r: &Resource,
+    action: &RowAction,
+    actor: &Actor,
+    id: Uuid,
+) -> Result<Value, WorkerError> {
+    let mut sql = Sql::for_actor(actor);
+    let i = sql.bind(id);
+    let fresh = sql.bind(Uuid::now_v7());
+    let call = format!(
+        "SELECT {f}({i}, {fresh}) AS id FROM {t} WHERE company_id = $1 AND id = {i} AND deleted_at IS NULL",
+        f = action.function,
+        t = r.table
+    );
+    let text = audited(
+        &call,
+        r,
+        Action::Named(action.name),
+        &format!("{i}::uuid"),
+        FOUND_OUTCOME,
+        "",
+    );
+    let tx = client.transaction().await.map_err(WorkerError::from_db)?;
+    let rows = run(&tx, &text, &sql).await?;
+    let result: Option<Uuid> = rows.first().and_then(|row| row.get(0));
+    let value = match result {
+        Some(result) => Some(reread(&tx, keys, r, actor.clinic, result).await?),
+        None => None,
+    };
+    tx.commit().await.map_err(WorkerError::from_db)?;
+    value.ok_or(WorkerError::NotFound)
 }
 
 /// A parsed list request.
@@ -468,13 +938,15 @@ pub struct ListQuery {
     pub q: Option<String>,
     pub limit: i64,
     pub after: Option<Uuid>,
-    /// Exact-match lookups on blind-indexed fields.
-    pub lookups: Vec<(&'static Field, String)>,
+    /// Exact-match filters (blind-indexed when the field is encrypted).
+    pub filters: Vec<(&'static Field, String)>,
+    /// Range filters: field, inclusive lower bound, exclusive upper bound.
+    pub ranges: Vec<(&'static Field, Option<String>, Option<String>)>,
 }
 
 impl ListQuery {
-    /// Parses `q`, `limit`, `cursor` and lookup fields; other parameters are ignored
-    /// (a clinic id in the query string is never used).
+    /// Parses `q`, `limit`, `cursor` and the resource's filters; other parameters are
+    /// ignored (a clinic id in the query string is never used).
     pub fn parse(r: &Resource, raw: Option<&str>) -> Result<Self, WorkerError> {
         let mut out = ListQuery {
             limit: DEFAULT_LIMIT,
@@ -513,8 +985,17 @@ impl ListQuery {
                     )
                 }
                 other => {
-                    if let Some(f) = r.field(other).filter(|f| f.lookup) {
-                        out.lookups.push((f, value));
+                    if let Some(f) = r.field(other).filter(|f| f.filterable) {
+                        out.filters.push((f, value));
+                    } else if let Some((name, bound)) = other.rsplit_once('_') {
+                        if let Some(f) = r.field(name).filter(|f| f.range) {
+                            let (from, to) = match bound {
+                                "from" => (Some(value), None),
+                                "to" => (None, Some(value)),
+                                _ => continue,
+                            };
+                            out.ranges.push((f, from, to));
+                        }
                     }
                 }
             }
@@ -572,6 +1053,29 @@ fn like_pattern(q: &str) -> String {
     format!("%{escaped}%")
 }
 
+/// Binds a query-string filter value typed like its field.
+fn bind_filter(sql: &mut Sql, f: &Field, value: &str) -> Result<String, WorkerError> {
+    let v = Value::String(value.to_owned());
+    let typed =
+        match f.ty {
+            FieldType::Integer { .. } => Typed::Integer(Some(value.parse().map_err(|_| {
+                WorkerError::BadRequest(format!("`{}` must be an integer.", f.name))
+            })?)),
+            FieldType::Boolean => Typed::Boolean(Some(match value {
+                "true" => true,
+                "false" => false,
+                _ => {
+                    return Err(WorkerError::BadRequest(format!(
+                        "`{}` must be true or false.",
+                        f.name
+                    )))
+                }
+            })),
+            _ => parse_value(f, &v)?,
+        };
+    Ok(sql.push(typed.into_param()))
+}
+
 /// One page of live rows in id (creation) order.
 pub async fn list(
     client: &deadpool_postgres::Object,
@@ -580,45 +1084,53 @@ pub async fn list(
     actor: &Actor,
     query: &ListQuery,
 ) -> Result<(Vec<Value>, Option<String>), WorkerError> {
-    let mut params = actor.params();
+    let mut sql = Sql::for_actor(actor);
     let mut conditions = vec![
-        "company_id = $1".to_owned(),
-        "deleted_at IS NULL".to_owned(),
+        "t.company_id = $1".to_owned(),
+        "t.deleted_at IS NULL".to_owned(),
     ];
     if let Some(after) = query.after {
-        params.push(Box::new(after));
-        conditions.push(format!("id > ${}", params.len()));
+        conditions.push(format!("t.id > {}", sql.bind(after)));
     }
     if let Some(q) = &query.q {
         let searchable: Vec<&Field> = r.fields.iter().filter(|f| f.searchable).collect();
         if !searchable.is_empty() {
-            params.push(Box::new(like_pattern(q)));
-            let n = params.len();
+            let p = sql.bind(like_pattern(q));
             let ors: Vec<String> = searchable
                 .iter()
-                .map(|f| format!("{} ILIKE ${n}", f.name))
+                .map(|f| format!("t.{} ILIKE {p}", f.name))
                 .collect();
             conditions.push(format!("({})", ors.join(" OR ")));
         }
     }
-    for (f, value) in &query.lookups {
-        params.push(Box::new(keys.blind_index(
-            actor.clinic,
-            r.table,
-            f.name,
-            value,
-        )));
-        conditions.push(format!("{}_bidx = ${}", f.name, params.len()));
+    for (f, value) in &query.filters {
+        if f.encrypted {
+            let p = sql.bind(keys.blind_index(actor.clinic, r.table, f.name, value));
+            conditions.push(format!("t.{}_bidx = {p}", f.name));
+        } else {
+            let p = bind_filter(&mut sql, f, value)?;
+            conditions.push(format!("t.{} = {p}", f.name));
+        }
     }
-    params.push(Box::new(query.limit + 1));
+    for (f, from, to) in &query.ranges {
+        for (bound, op) in [(from, ">="), (to, "<")] {
+            if let Some(v) = bound {
+                let p = match f.ty {
+                    FieldType::Date => sql.bind(parse_date(f.name, v)?),
+                    _ => sql.bind(parse_timestamp(f.name, v)?),
+                };
+                conditions.push(format!("t.{} {op} {p}", f.name));
+            }
+        }
+    }
+    let limit = sql.bind(query.limit + 1);
     let body = format!(
-        "SELECT {} FROM {} WHERE {} ORDER BY id LIMIT ${}",
+        "SELECT {} FROM {} t WHERE {} ORDER BY t.id LIMIT {limit}",
         select_list(r),
         r.table,
-        conditions.join(" AND "),
-        params.len()
+        conditions.join(" AND ")
     );
-    let sql = audited(
+    let text = audited(
         &body,
         r,
         Action::List,
@@ -626,7 +1138,7 @@ pub async fn list(
         "'success'",
         " ORDER BY id",
     );
-    let mut rows = run(client, &sql, &params).await?;
+    let mut rows = run(client, &text, &sql).await?;
     let more = rows.len() as i64 > query.limit;
     rows.truncate(query.limit as usize);
     let next = if more {
@@ -641,7 +1153,7 @@ pub async fn list(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use common::resource::PATIENTS;
+    use common::resource::{APPOINTMENTS, DOCUMENTS, PATIENTS, PRODUCTS};
 
     #[test]
     fn list_query_parsing() {
@@ -649,12 +1161,20 @@ mod tests {
             ListQuery::parse(&PATIENTS, Some("q=Du%20pont&limit=5&company_id=x&ssn=123")).unwrap();
         assert_eq!(q.q.as_deref(), Some("Du pont"));
         assert_eq!(q.limit, 5);
-        assert_eq!(q.lookups.len(), 1);
+        assert_eq!(q.filters.len(), 1);
         assert!(ListQuery::parse(&PATIENTS, Some("limit=0")).is_err());
         assert!(ListQuery::parse(&PATIENTS, Some("limit=101")).is_err());
         assert!(ListQuery::parse(&PATIENTS, Some("cursor=%%%")).is_err());
+        let a = ListQuery::parse(
+            &APPOINTMENTS,
+            Some("starts_at_from=2026-01-01T00:00:00Z&status=booked"),
+        )
+        .unwrap();
+        assert_eq!(a.ranges.len(), 1);
+        assert_eq!(a.filters.len(), 1);
         assert_eq!(percent_decode("a%2"), "a%2");
         assert_eq!(percent_decode("%41%4a"), "AJ");
+        assert_eq!(percent_decode("%C3%A9"), "é");
     }
 
     #[test]
@@ -668,12 +1188,18 @@ mod tests {
         let clinic = ClinicId::generate();
         let id = Uuid::now_v7();
         let ok = br#"{"first_name":"Ada","last_name":"L","ssn":"123","id":"ignored"}"#;
-        assert_eq!(
-            body_params(&PATIENTS, &keys, clinic, &id, ok)
-                .unwrap()
-                .len(),
-            7
-        );
+        let input = parse_body(&PATIENTS, &keys, clinic, &id, ok, Write::Create).unwrap();
+        assert_eq!(input.columns.len(), 7);
+        let patch = parse_body(
+            &PATIENTS,
+            &keys,
+            clinic,
+            &id,
+            br#"{"phone":null}"#,
+            Write::Patch,
+        )
+        .unwrap();
+        assert_eq!(patch.columns.len(), 1);
         for bad in [
             &br#"{"first_name":"Ada"}"#[..],
             br#"{"first_name":1,"last_name":"L"}"#,
@@ -686,9 +1212,112 @@ mod tests {
             br#"{"first_name":"#,
         ] {
             assert!(matches!(
-                body_params(&PATIENTS, &keys, clinic, &id, bad),
+                parse_body(&PATIENTS, &keys, clinic, &id, bad, Write::Create),
                 Err(WorkerError::BadRequest(_))
             ));
         }
+        assert!(parse_body(
+            &PATIENTS,
+            &keys,
+            clinic,
+            &id,
+            br#"{"first_name":null}"#,
+            Write::Patch
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn typed_fields_children_and_links() {
+        let keys = KeyRing::new(1, &[1u8; 32]);
+        let clinic = ClinicId::generate();
+        let id = Uuid::now_v7();
+        let p = Uuid::now_v7();
+        let product = format!(
+            r#"{{"name":"Consultation","kind":"service","unit_price_cents":2500,"vat_rate_bp":0,"category_ids":["{p}","{p}"]}}"#
+        );
+        let input = parse_body(
+            &PRODUCTS,
+            &keys,
+            clinic,
+            &id,
+            product.as_bytes(),
+            Write::Create,
+        )
+        .unwrap();
+        assert_eq!(input.links.len(), 1);
+        assert_eq!(input.links[0].1.len(), 1, "duplicates collapse");
+        assert_eq!(input.refs.len(), 1);
+        for bad in [
+            r#"{"name":"x","kind":"gadget","unit_price_cents":1,"vat_rate_bp":0}"#,
+            r#"{"name":"x","kind":"product","unit_price_cents":-1,"vat_rate_bp":0}"#,
+            r#"{"name":"x","kind":"product","unit_price_cents":1.5,"vat_rate_bp":0}"#,
+            r#"{"name":"x","kind":"product","unit_price_cents":"1","vat_rate_bp":0}"#,
+            r#"{"name":"x","kind":"product","unit_price_cents":1,"vat_rate_bp":10001}"#,
+            r#"{"name":"x","kind":"product","unit_price_cents":1,"vat_rate_bp":0,"active":"yes"}"#,
+            r#"{"name":"x","kind":"product","unit_price_cents":1,"vat_rate_bp":0,"category_ids":["nope"]}"#,
+        ] {
+            assert!(
+                parse_body(&PRODUCTS, &keys, clinic, &id, bad.as_bytes(), Write::Create).is_err(),
+                "{bad}"
+            );
+        }
+        let doc = format!(
+            r#"{{"kind":"invoice","patient_id":"{p}","status":"paid","number":"F-1","lines":[{{"description":"x","quantity":2,"unit_price_cents":100,"vat_rate_bp":2000,"net_cents":1}}]}}"#
+        );
+        let input = parse_body(
+            &DOCUMENTS,
+            &keys,
+            clinic,
+            &id,
+            doc.as_bytes(),
+            Write::Create,
+        )
+        .unwrap();
+        assert_eq!(input.children.len(), 1);
+        assert_eq!(input.children[0].1.len(), 1);
+        assert!(
+            input
+                .columns
+                .iter()
+                .all(|(c, _)| c != "status" && c != "number"),
+            "read-only fields ignored"
+        );
+        let bad_line =
+            format!(r#"{{"kind":"quote","patient_id":"{p}","lines":[{{"description":"x"}}]}}"#);
+        assert!(parse_body(
+            &DOCUMENTS,
+            &keys,
+            clinic,
+            &id,
+            bad_line.as_bytes(),
+            Write::Create
+        )
+        .is_err());
+        let appt = format!(
+            r#"{{"patient_id":"{p}","practitioner_id":"{p}","starts_at":"2026-05-01T09:00:00+02:00","ends_at":"2026-05-01T09:30:00Z"}}"#
+        );
+        let input = parse_body(
+            &APPOINTMENTS,
+            &keys,
+            clinic,
+            &id,
+            appt.as_bytes(),
+            Write::Create,
+        )
+        .unwrap();
+        assert!(
+            input.columns.iter().any(|(c, _)| c == "status"),
+            "default applied"
+        );
+        assert!(parse_body(
+            &APPOINTMENTS,
+            &keys,
+            clinic,
+            &id,
+            br#"{"starts_at":"yesterday"}"#,
+            Write::Patch
+        )
+        .is_err());
     }
 }

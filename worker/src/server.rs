@@ -70,6 +70,7 @@ fn route_class(method: &axum::http::Method, path: &str) -> &'static str {
         return "provision";
     }
     match (method.as_str(), segments) {
+        ("POST", 5) => "action",
         ("GET", 3) => "list",
         ("POST", 3) => "create",
         ("GET", 4) => "read",
@@ -100,8 +101,12 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/{resource}", get(api::list).post(api::create))
         .route(
             "/api/v1/{resource}/{id}",
-            get(api::get_one).put(api::replace).delete(api::delete),
+            get(api::get_one)
+                .put(api::replace)
+                .patch(api::patch)
+                .delete(api::delete),
         )
+        .route("/api/v1/{resource}/{id}/{action}", post(api::act))
         .route("/internal/v1/clinics/{id}/provision", post(api::provision))
         .fallback(api::not_found)
         .layer(middleware::from_fn(observe))
