@@ -5,7 +5,7 @@ CREATE TABLE consent_templates (
     id          uuid PRIMARY KEY,
     company_id  uuid NOT NULL,
     name        text NOT NULL,
-    version     integer NOT NULL,
+    version     bigint NOT NULL,
     body        text NOT NULL,
     created_at  timestamptz NOT NULL DEFAULT now(),
     updated_at  timestamptz NOT NULL DEFAULT now(),

@@ -26,6 +26,8 @@ const MAX_QUERY_LEN: usize = 200;
 const MAX_REFERENCE_LIST: usize = 100;
 
 type Param = Box<dyn ToSql + Sync + Send>;
+/// A row to write: (column, value) pairs.
+type Columns = Vec<(String, Param)>;
 
 /// Parameters of one statement, numbered as they are bound.
 #[derive(Default)]
@@ -228,6 +230,15 @@ fn opt<T>(v: Option<T>, f: impl FnOnce(T) -> Value) -> Value {
     v.map(f).unwrap_or(Value::Null)
 }
 
+/// One column of a row, typed; a type mismatch is an error, never a panic.
+fn col<'a, T: tokio_postgres::types::FromSql<'a>>(
+    row: &'a Row,
+    idx: usize,
+) -> Result<T, WorkerError> {
+    row.try_get(idx)
+        .map_err(|e| WorkerError::Internal(format!("reading column {idx}: {e}")))
+}
+
 /// Turns a stored row into the client's JSON object, decrypting what is sealed.
 fn row_to_json(
     r: &Resource,
@@ -235,15 +246,15 @@ fn row_to_json(
     clinic: ClinicId,
     row: &Row,
 ) -> Result<Value, WorkerError> {
-    let id: Uuid = row.get(0);
+    let id: Uuid = col(row, 0)?;
     let mut obj = Map::new();
     obj.insert("id".into(), id.to_string().into());
-    obj.insert("created_at".into(), timestamp(row.get(1)).into());
-    obj.insert("updated_at".into(), timestamp(row.get(2)).into());
+    obj.insert("created_at".into(), timestamp(col(row, 1)?).into());
+    obj.insert("updated_at".into(), timestamp(col(row, 2)?).into());
     for (i, f) in r.fields.iter().enumerate() {
         let idx = i + 3;
         let value = if f.encrypted {
-            match row.get::<_, Option<Vec<u8>>>(idx) {
+            match col::<Option<Vec<u8>>>(row, idx)? {
                 None => Value::Null,
                 Some(sealed) => {
                     let ctx = FieldContext {
@@ -261,21 +272,21 @@ fn row_to_json(
         } else {
             match f.ty {
                 FieldType::Text { .. } | FieldType::Email | FieldType::Enum(_) => {
-                    opt(row.get::<_, Option<String>>(idx), Value::String)
+                    opt(col::<Option<String>>(row, idx)?, Value::String)
                 }
-                FieldType::Date => opt(row.get::<_, Option<NaiveDate>>(idx), |d| {
+                FieldType::Date => opt(col::<Option<NaiveDate>>(row, idx)?, |d| {
                     Value::String(d.format("%Y-%m-%d").to_string())
                 }),
-                FieldType::Timestamp => opt(row.get::<_, Option<DateTime<Utc>>>(idx), |t| {
+                FieldType::Timestamp => opt(col::<Option<DateTime<Utc>>>(row, idx)?, |t| {
                     timestamp(t).into()
                 }),
-                FieldType::Integer { .. } => opt(row.get::<_, Option<i64>>(idx), Value::from),
-                FieldType::Boolean => opt(row.get::<_, Option<bool>>(idx), Value::Bool),
+                FieldType::Integer { .. } => opt(col::<Option<i64>>(row, idx)?, Value::from),
+                FieldType::Boolean => opt(col::<Option<bool>>(row, idx)?, Value::Bool),
                 FieldType::Reference(_) => {
-                    opt(row.get::<_, Option<Uuid>>(idx), |u| u.to_string().into())
+                    opt(col::<Option<Uuid>>(row, idx)?, |u| u.to_string().into())
                 }
                 FieldType::ReferenceList { .. } => Value::Array(
-                    row.get::<_, Vec<Uuid>>(idx)
+                    col::<Vec<Uuid>>(row, idx)?
                         .into_iter()
                         .map(|u| Value::String(u.to_string()))
                         .collect(),
@@ -285,7 +296,7 @@ fn row_to_json(
         obj.insert(f.name.into(), value);
     }
     for (i, c) in r.children.iter().enumerate() {
-        obj.insert(c.name.into(), row.get::<_, Value>(3 + r.fields.len() + i));
+        obj.insert(c.name.into(), col::<Value>(row, 3 + r.fields.len() + i)?);
     }
     Ok(Value::Object(obj))
 }
@@ -456,11 +467,11 @@ struct RefCheck {
 /// A checked body.
 struct Input {
     /// (column, value) pairs of the row itself.
-    columns: Vec<(String, Param)>,
+    columns: Columns,
     /// Link lists to replace: field, ids.
     links: Vec<(&'static Field, Vec<Uuid>)>,
     /// Child lists to replace: child, rows of (column, value).
-    children: Vec<(&'static Child, Vec<Vec<(String, Param)>>)>,
+    children: Vec<(&'static Child, Vec<Columns>)>,
     refs: Vec<RefCheck>,
 }
 
@@ -502,7 +513,7 @@ fn parse_child_rows(
     child: &'static Child,
     value: &Value,
     refs: &mut Vec<RefCheck>,
-) -> Result<Vec<Vec<(String, Param)>>, WorkerError> {
+) -> Result<Vec<Columns>, WorkerError> {
     let items = value
         .as_array()
         .ok_or_else(|| WorkerError::BadRequest(format!("`{}` must be an array.", child.name)))?;
@@ -522,7 +533,7 @@ fn parse_child_rows(
             |k| child.fields.iter().any(|f| f.name == k),
             &format!(" in `{}[{i}]`", child.name),
         )?;
-        let mut row: Vec<(String, Param)> = vec![("position".into(), Box::new(i as i32))];
+        let mut row: Columns = vec![("position".into(), Box::new(i as i32))];
         for f in child.fields.iter().filter(|f| !f.read_only) {
             let default = default_value(f);
             let v = pick(obj, f, Write::Create, &default).unwrap_or(&Value::Null);
@@ -663,7 +674,7 @@ async fn check_refs(
         .first()
         .ok_or_else(|| WorkerError::Internal("reference check returned nothing".into()))?;
     for (i, c) in refs.iter().enumerate() {
-        if !row.get::<_, bool>(i) {
+        if !col::<bool>(row, i)? {
             let what = resource::by_table(c.table)
                 .map(|r| r.title.to_lowercase())
                 .unwrap_or_else(|| c.table.into());
@@ -923,7 +934,10 @@ pub async fn act(
     );
     let tx = client.transaction().await.map_err(WorkerError::from_db)?;
     let rows = run(&tx, &text, &sql).await?;
-    let result: Option<Uuid> = rows.first().and_then(|row| row.get(0));
+    let result: Option<Uuid> = match rows.first() {
+        Some(row) => col(row, 0)?,
+        None => None,
+    };
     let value = match result {
         Some(result) => Some(reread(&tx, keys, r, actor.clinic, result).await?),
         None => None,

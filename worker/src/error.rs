@@ -103,12 +103,27 @@ impl WorkerError {
     /// Maps a PostgreSQL error in one place: constraint and data errors are the
     /// client's, connection trouble is a 503, anything else is ours.
     pub fn from_db(e: tokio_postgres::Error) -> Self {
-        let Some(code) = e.code() else {
+        let Some(db) = e.as_db_error() else {
             return WorkerError::Unavailable(e.to_string());
         };
+        let code = db.code();
         let c = code.code();
+        // Messages raised by the clinic schema's own rules (no constraint attached)
+        // are written for clients; constraint messages name tables, so they are not.
+        let own_rule = db.constraint().is_none() && db.table().is_none();
+        let detail = |generic: &str| {
+            if own_rule {
+                format!("{}.", db.message().trim_end_matches('.'))
+            } else {
+                generic.to_owned()
+            }
+        };
         if *code == SqlState::UNIQUE_VIOLATION || *code == SqlState::EXCLUSION_VIOLATION {
-            WorkerError::Conflict("The change conflicts with existing data.".into())
+            WorkerError::Conflict(detail(
+                "The change conflicts with existing data (a duplicate or an overlap).",
+            ))
+        } else if *code == SqlState::RESTRICT_VIOLATION {
+            WorkerError::Conflict(detail("The object's state does not allow this change."))
         } else if *code == SqlState::FOREIGN_KEY_VIOLATION {
             WorkerError::Conflict(
                 "The change refers to something that does not exist or is still referenced.".into(),
@@ -117,11 +132,13 @@ impl WorkerError {
             || *code == SqlState::NOT_NULL_VIOLATION
             || c.starts_with("22")
         {
-            WorkerError::BadRequest("A value is out of range or malformed.".into())
+            WorkerError::BadRequest(detail(
+                "A value is out of range or inconsistent with the others.",
+            ))
         } else if c.starts_with("08") || c.starts_with("57P") || c.starts_with("53") {
-            WorkerError::Unavailable(e.to_string())
+            WorkerError::Unavailable(format!("{c}: {}", db.message()))
         } else {
-            WorkerError::Internal(e.to_string())
+            WorkerError::Internal(format!("{c}: {}", db.message()))
         }
     }
 }
