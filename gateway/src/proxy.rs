@@ -166,7 +166,23 @@ pub async fn forward(
         &mut parts.headers,
     )?;
     parts.version = http::Version::HTTP_11;
-    let body: UpstreamBody = Limited::new(body, gw.config.max_body_bytes).boxed();
+    // Bodies are bounded (MAX_BODY_BYTES) and read whole before forwarding, so an
+    // oversized chunked body is a clean 413 and a worker that answers before reading
+    // the body (a 400 for a bad path) cannot break the exchange. Responses stream.
+    let bytes = Limited::new(body, gw.config.max_body_bytes)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                GatewayError::PayloadTooLarge(gw.config.max_body_bytes)
+            } else {
+                GatewayError::BadRequest("The request body could not be read.".into())
+            }
+        })?
+        .to_bytes();
+    let body: UpstreamBody = http_body_util::Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed();
     let upstream = send(gw, Request::from_parts(parts, body)).await?;
 
     if upstream.status() == http::StatusCode::MISDIRECTED_REQUEST {
