@@ -1,5 +1,6 @@
 //! What the gateway and the worker share. This crate depends on neither hyper nor
-//! tokio-postgres: it holds plain types and pure functions only.
+//! tokio-postgres: it holds plain types, pure functions and the process plumbing of
+//! the service binaries.
 
 pub mod config;
 pub mod crypto;
@@ -9,6 +10,7 @@ pub mod metric_names;
 pub mod openapi;
 pub mod problem;
 pub mod resource;
+pub mod service;
 pub mod token;
 
 pub use ids::{ClinicId, Email, RecordId, RequestId, UserId};

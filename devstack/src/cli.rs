@@ -45,7 +45,7 @@ pub fn run(
     writeln!(out, "ready: http://{}", stack.gateway.addr)?;
     out.flush()?;
 
-    runtime.block_on(gateway::server::shutdown_signal());
+    runtime.block_on(common::service::shutdown_signal());
     eprintln!("devstack: stopping…");
     stack.stop();
     eprintln!("devstack: stopped");

@@ -373,69 +373,28 @@ pub async fn run(
     Ok(())
 }
 
-/// Initialises logging: JSON lines when `LOG_FORMAT=json`, text otherwise.
-pub fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let json = std::env::var("LOG_FORMAT").is_ok_and(|v| v == "json");
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = if json {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
+impl common::service::Service for Config {
+    const NAME: &'static str = "gateway";
+
+    fn load(source: &common::config::Source) -> Result<Self, common::config::ConfigError> {
+        Config::from_source(source)
+    }
+
+    fn addresses(&self) -> (SocketAddr, SocketAddr) {
+        (self.listen, self.admin_listen)
+    }
+
+    fn run(
+        self,
+        listener: TcpListener,
+        admin: TcpListener,
+        shutdown: CancellationToken,
+    ) -> impl std::future::Future<Output = anyhow::Result<()>> + Send {
+        run(self, listener, admin, shutdown)
+    }
 }
 
-/// Waits for SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-    else {
-        let _ = ctrl_c.await;
-        return;
-    };
-    tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
-}
-
-/// The binary: `--check` validates the configuration and exits (64 when refused).
+/// The gateway binary: `--check` validates the configuration and exits (64 when refused).
 pub fn main_entry() {
-    init_tracing();
-    let config = match common::config::Source::from_env().and_then(|s| Config::from_source(&s)) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("gateway: configuration refused: {e}");
-            std::process::exit(common::config::EXIT_BAD_CONFIG);
-        }
-    };
-    if std::env::args().any(|a| a == "--check") {
-        println!("gateway: configuration ok");
-        return;
-    }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("gateway: cannot start runtime: {e}");
-            std::process::exit(1);
-        }
-    };
-    let result = runtime.block_on(async move {
-        let listener = TcpListener::bind(config.listen).await?;
-        let admin = TcpListener::bind(config.admin_listen).await?;
-        let shutdown = CancellationToken::new();
-        let trigger = shutdown.clone();
-        tokio::spawn(async move {
-            shutdown_signal().await;
-            trigger.cancel();
-        });
-        run(config, listener, admin, shutdown).await
-    });
-    if let Err(e) = result {
-        tracing::error!(error = %e, "gateway stopped with an error");
-        std::process::exit(1);
-    }
+    common::service::main_entry::<Config>();
 }

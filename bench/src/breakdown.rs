@@ -1,0 +1,170 @@
+//! Where the product's time goes: the services' own Prometheus histograms (gateway
+//! proxied requests, worker reads, worker pool acquisition), scraped before and
+//! after each measured product run so only measured requests count.
+
+use crate::load::{self, LoadClient, Target};
+use common::metric_names::{HTTP_REQUEST_DURATION as REQUEST_DURATION, POOL_ACQUIRE};
+use http::StatusCode;
+use std::net::SocketAddr;
+
+/// Sum (seconds) and count of a histogram.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Histo {
+    pub sum: f64,
+    pub count: f64,
+}
+
+impl Histo {
+    fn minus(self, earlier: Histo) -> Histo {
+        Histo {
+            sum: self.sum - earlier.sum,
+            count: self.count - earlier.count,
+        }
+    }
+
+    fn plus(self, other: Histo) -> Histo {
+        Histo {
+            sum: self.sum + other.sum,
+            count: self.count + other.count,
+        }
+    }
+
+    /// Mean in milliseconds, if anything was recorded.
+    pub fn mean_ms(&self) -> Option<f64> {
+        (self.count > 0.0).then(|| self.sum / self.count * 1000.0)
+    }
+}
+
+/// The histograms of interest at one moment.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Snapshot {
+    pub gateway_proxy: Histo,
+    pub worker_read: Histo,
+    pub pool_acquire: Histo,
+}
+
+impl Snapshot {
+    pub fn minus(self, earlier: Snapshot) -> Snapshot {
+        Snapshot {
+            gateway_proxy: self.gateway_proxy.minus(earlier.gateway_proxy),
+            worker_read: self.worker_read.minus(earlier.worker_read),
+            pool_acquire: self.pool_acquire.minus(earlier.pool_acquire),
+        }
+    }
+
+    pub fn plus(self, other: Snapshot) -> Snapshot {
+        Snapshot {
+            gateway_proxy: self.gateway_proxy.plus(other.gateway_proxy),
+            worker_read: self.worker_read.plus(other.worker_read),
+            pool_acquire: self.pool_acquire.plus(other.pool_acquire),
+        }
+    }
+}
+
+/// Where the services' metrics are served.
+#[derive(Clone, Debug)]
+pub struct Sources {
+    pub gateway: Target,
+    pub worker: Target,
+}
+
+impl Sources {
+    pub fn new(gateway_admin: SocketAddr, worker_admin: SocketAddr) -> anyhow::Result<Self> {
+        Ok(Self {
+            gateway: Target::new(&format!("http://{gateway_admin}/metrics"), &[])?,
+            worker: Target::new(&format!("http://{worker_admin}/metrics"), &[])?,
+        })
+    }
+
+    /// Scrapes both services; `None` when either cannot be read (the breakdown is
+    /// informative only).
+    pub async fn snapshot(&self, client: &LoadClient) -> Option<Snapshot> {
+        let gateway = scrape(client, &self.gateway).await?;
+        let worker = scrape(client, &self.worker).await?;
+        Some(Snapshot {
+            gateway_proxy: histogram(
+                &gateway,
+                REQUEST_DURATION,
+                &[("component", "gateway"), ("route", "proxy")],
+            ),
+            worker_read: histogram(
+                &worker,
+                REQUEST_DURATION,
+                &[("component", "worker"), ("route", "read")],
+            ),
+            pool_acquire: histogram(&worker, POOL_ACQUIRE, &[]),
+        })
+    }
+}
+
+async fn scrape(client: &LoadClient, target: &Target) -> Option<String> {
+    match load::fetch(client, target).await {
+        Ok((StatusCode::OK, body)) => Some(String::from_utf8_lossy(&body).into_owned()),
+        _ => None,
+    }
+}
+
+/// Adds up `<name>_sum` and `<name>_count` over every series whose labels include `want`.
+fn histogram(text: &str, name: &str, want: &[(&str, &str)]) -> Histo {
+    let mut out = Histo::default();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        let (is_sum, rest) = if let Some(r) = rest.strip_prefix("_sum") {
+            (true, r)
+        } else if let Some(r) = rest.strip_prefix("_count") {
+            (false, r)
+        } else {
+            continue;
+        };
+        let (labels, value) = match rest.rsplit_once(' ') {
+            Some((labels, value)) => (labels.trim(), value),
+            None => continue,
+        };
+        let matches = want
+            .iter()
+            .all(|(k, v)| labels.contains(&format!("{k}=\"{v}\"")));
+        let Ok(value) = value.trim().parse::<f64>() else {
+            continue;
+        };
+        if matches {
+            if is_sum {
+                out.sum += value;
+            } else {
+                out.count += value;
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_matching_series() {
+        let text = "\
+# TYPE medicalpro_http_request_duration_seconds histogram
+medicalpro_http_request_duration_seconds_bucket{component=\"gateway\",route=\"proxy\",status=\"2xx\",le=\"0.001\"} 3
+medicalpro_http_request_duration_seconds_sum{component=\"gateway\",route=\"proxy\",status=\"2xx\"} 0.5
+medicalpro_http_request_duration_seconds_count{component=\"gateway\",route=\"proxy\",status=\"2xx\"} 100
+medicalpro_http_request_duration_seconds_sum{component=\"gateway\",route=\"proxy\",status=\"5xx\"} 0.25
+medicalpro_http_request_duration_seconds_count{component=\"gateway\",route=\"proxy\",status=\"5xx\"} 1
+medicalpro_http_request_duration_seconds_sum{component=\"gateway\",route=\"auth\",status=\"2xx\"} 9
+medicalpro_http_request_duration_seconds_count{component=\"gateway\",route=\"auth\",status=\"2xx\"} 9
+medicalpro_pool_acquire_seconds_sum{server=\"eu-west\"} 0.01
+medicalpro_pool_acquire_seconds_count{server=\"eu-west\"} 10
+";
+        let h = histogram(
+            text,
+            REQUEST_DURATION,
+            &[("component", "gateway"), ("route", "proxy")],
+        );
+        assert!((h.sum - 0.75).abs() < 1e-9);
+        assert!((h.count - 101.0).abs() < 1e-9);
+        let p = histogram(text, POOL_ACQUIRE, &[]);
+        assert_eq!(p.mean_ms().map(|m| (m * 1000.0).round()), Some(1000.0));
+    }
+}
