@@ -238,14 +238,7 @@ async fn listen_once(
     first: bool,
 ) -> Result<(), String> {
     use tokio_postgres::AsyncMessage;
-    let mut cfg = tokio_postgres::Config::new();
-    cfg.host(&settings.host)
-        .port(settings.port)
-        .user(&settings.user)
-        .password(settings.password.expose().as_bytes())
-        .dbname(&settings.dbname)
-        .application_name("medicalpro-gateway-listen")
-        .connect_timeout(Duration::from_secs(5));
+    let cfg = pgconn::config(settings, "medicalpro-gateway-listen");
     let (client, mut connection) = cfg
         .connect(tokio_postgres::NoTls)
         .await

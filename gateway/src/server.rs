@@ -14,7 +14,7 @@ use common::internal::InternalKey;
 use common::metric_names as m;
 use common::token::TokenService;
 use common::RequestId;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::Pool;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -63,29 +63,11 @@ pub fn metrics_handle() -> PrometheusHandle {
 }
 
 fn central_pool(config: &Config) -> anyhow::Result<Pool> {
-    let s = &config.central;
-    let mut cfg = tokio_postgres::Config::new();
-    cfg.host(&s.host)
-        .port(s.port)
-        .user(&s.user)
-        .password(s.password.expose().as_bytes())
-        .dbname(&s.dbname)
-        .application_name("medicalpro-gateway")
-        .connect_timeout(Duration::from_secs(3));
-    let manager = Manager::from_config(
-        cfg,
-        tokio_postgres::NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Verified,
-        },
-    );
-    Ok(Pool::builder(manager)
-        .max_size(16)
-        .wait_timeout(Some(Duration::from_secs(5)))
-        .create_timeout(Some(Duration::from_secs(3)))
-        .recycle_timeout(Some(Duration::from_secs(3)))
-        .runtime(Runtime::Tokio1)
-        .build()?)
+    Ok(pgconn::pool(
+        pgconn::config(&config.central, "medicalpro-gateway"),
+        16,
+        Duration::from_secs(5),
+    )?)
 }
 
 /// The client's address: the socket peer, or the last untrusted `X-Forwarded-For`
@@ -304,19 +286,8 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let prometheus = metrics_handle();
     {
-        let s = &config.central;
-        let mut cfg = tokio_postgres::Config::new();
-        cfg.host(&s.host)
-            .port(s.port)
-            .user(&s.user)
-            .password(s.password.expose().as_bytes())
-            .dbname(&s.dbname)
-            .connect_timeout(Duration::from_secs(5));
-        let (mut client, conn) = cfg.connect(tokio_postgres::NoTls).await?;
-        let driver = tokio::spawn(conn);
+        let mut client = pgconn::connect(&config.central, "medicalpro-migrate").await?;
         migrations::apply(&mut client, migrations::CENTRAL).await?;
-        drop(client);
-        let _ = driver.await;
     }
     let central = central_pool(&config)?;
     let tls = match &config.tls {

@@ -7,7 +7,6 @@ pub mod audit;
 pub mod config;
 pub mod context;
 pub mod data;
-pub mod db;
 pub mod error;
 pub mod provision;
 pub mod registry;

@@ -78,7 +78,7 @@ pub async fn prepare_region(
     drop(client);
     // Migrate the template on a connection of its own, closed before returning so
     // clones are not blocked by it.
-    let mut conn = crate::db::connect(
+    let mut conn = pgconn::connect(
         &template.with_dbname(CLINIC_TEMPLATE_DB),
         "medicalpro-migrate",
     )

@@ -4,7 +4,6 @@
 //! suspended or moved clinic stops being served here.
 
 use crate::config::PoolSettings;
-use crate::db;
 use crate::error::WorkerError;
 use common::config::DbSettings;
 use common::crypto::KeyRing;
@@ -177,8 +176,8 @@ impl Registry {
             dbname: record.db_name,
             ..self.server.clone()
         };
-        let pool = db::pool(
-            db::pg_config(&settings, "medicalpro-worker"),
+        let pool = pgconn::pool(
+            pgconn::config(&settings, "medicalpro-worker"),
             self.settings.max_size,
             self.settings.acquire_timeout,
         )

@@ -4,7 +4,6 @@
 use crate::api;
 use crate::audit;
 use crate::config::Config;
-use crate::db;
 use crate::error::WorkerError;
 use crate::provision::{self, Provisioner};
 use crate::registry::Registry;
@@ -165,17 +164,17 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let metrics = metrics_handle();
-    let central = db::pool(
-        db::pg_config(&config.central, "medicalpro-worker"),
+    let central = pgconn::pool(
+        pgconn::config(&config.central, "medicalpro-worker"),
         8,
         Duration::from_secs(5),
     )?;
     {
-        let mut conn = db::connect(&config.central, "medicalpro-migrate").await?;
+        let mut conn = pgconn::connect(&config.central, "medicalpro-migrate").await?;
         migrations::apply(&mut conn, migrations::CENTRAL).await?;
     }
-    let admin = db::pool(
-        db::pg_config(&config.regional, "medicalpro-worker-admin"),
+    let admin = pgconn::pool(
+        pgconn::config(&config.regional, "medicalpro-worker-admin"),
         4,
         Duration::from_secs(10),
     )?;

@@ -1,4 +1,6 @@
-//! Building PostgreSQL pools and one-off connections from settings.
+//! PostgreSQL connection plumbing, in one place for the gateway, the worker and the
+//! admin tool: the tokio-postgres configuration of some settings, pools with bounded
+//! waits and `Verified` recycling, and one-off connections.
 
 use common::config::DbSettings;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
@@ -6,7 +8,7 @@ use std::time::Duration;
 use tokio_postgres::NoTls;
 
 /// The tokio-postgres configuration for some settings.
-pub fn pg_config(s: &DbSettings, application: &str) -> tokio_postgres::Config {
+pub fn config(s: &DbSettings, application: &str) -> tokio_postgres::Config {
     let mut cfg = tokio_postgres::Config::new();
     cfg.host(&s.host)
         .port(s.port)
@@ -47,7 +49,7 @@ pub async fn connect(
     s: &DbSettings,
     application: &str,
 ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let (client, connection) = pg_config(s, application).connect(NoTls).await?;
+    let (client, connection) = config(s, application).connect(NoTls).await?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "connection closed");

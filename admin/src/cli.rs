@@ -1,0 +1,166 @@
+//! The `medicalpro-admin` command line.
+//!
+//! ```text
+//! medicalpro-admin migrate-fleet --region eu-west [--jobs 4]
+//! medicalpro-admin list-clinics [--region eu-west]
+//! ```
+//!
+//! Connection settings come from the environment (see [`crate::config`]). Exit
+//! codes: 0 done; 1 some clinic failed (run again to resume); 2 the command could
+//! not run; 64 bad configuration.
+
+use crate::config::AdminSettings;
+use crate::fleet;
+use clap::{Parser, Subcommand};
+use common::config::{Source, EXIT_BAD_CONFIG};
+use std::num::NonZeroUsize;
+use std::process::ExitCode;
+
+/// MedicalPro operator commands.
+#[derive(Parser, Debug)]
+#[command(name = "medicalpro-admin", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Migrates the region's clinic template, then every active or suspended clinic
+    /// database of the region not yet recorded at the latest clinic schema version.
+    /// Failures do not stop the others; running again resumes.
+    MigrateFleet {
+        /// The region (as in the central `regions` table); REGION_DB_* must point to
+        /// its PostgreSQL server.
+        #[arg(long)]
+        region: String,
+        /// Clinic databases migrated at the same time.
+        #[arg(long, default_value = "4")]
+        jobs: NonZeroUsize,
+    },
+    /// Prints every clinic's id, region, status and recorded schema version.
+    ListClinics {
+        /// Only the clinics of this region.
+        #[arg(long)]
+        region: Option<String>,
+    },
+}
+
+/// Parses the arguments, runs the command and returns the process's exit code.
+pub fn main_entry() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Source::from_env().and_then(|s| AdminSettings::from_source(&s)) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("medicalpro-admin: configuration: {e}");
+            return exit_code(EXIT_BAD_CONFIG);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("medicalpro-admin: starting the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(cli.command, &settings)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("medicalpro-admin: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn exit_code(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+/// Runs one command, printing its results on stdout (failures on stderr).
+pub async fn run(command: Command, settings: &AdminSettings) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::MigrateFleet { region, jobs } => {
+            let report = fleet::migrate_region(settings, &region, jobs.get(), true).await?;
+            for warning in &report.warnings {
+                eprintln!("warning: {warning}");
+            }
+            println!(
+                "region {}: template {} at version {} (was {})",
+                report.region,
+                migrations::CLINIC_TEMPLATE_DB,
+                report.template_version,
+                report.template_from
+            );
+            for f in &report.failed {
+                eprintln!("failed: clinic {} ({}): {}", f.id, f.db_name, f.error);
+            }
+            println!("{}", report.summary());
+            Ok(if report.is_success() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::ListClinics { region } => {
+            let rows = fleet::list_clinics(&settings.central, region.as_deref()).await?;
+            print!("{}", fleet::format_table(&rows));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn definition_is_valid() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn migrate_fleet_defaults_to_four_jobs() {
+        let cli = Cli::try_parse_from(["medicalpro-admin", "migrate-fleet", "--region", "eu-west"])
+            .unwrap();
+        assert_eq!(
+            cli.command,
+            Command::MigrateFleet {
+                region: "eu-west".into(),
+                jobs: NonZeroUsize::new(4).unwrap(),
+            }
+        );
+    }
+
+    #[test]
+    fn zero_jobs_and_a_missing_region_are_refused() {
+        assert!(Cli::try_parse_from([
+            "medicalpro-admin",
+            "migrate-fleet",
+            "--region",
+            "eu-west",
+            "--jobs",
+            "0"
+        ])
+        .is_err());
+        assert!(Cli::try_parse_from(["medicalpro-admin", "migrate-fleet"]).is_err());
+    }
+
+    #[test]
+    fn list_clinics_region_is_optional() {
+        let cli = Cli::try_parse_from(["medicalpro-admin", "list-clinics"]).unwrap();
+        assert_eq!(cli.command, Command::ListClinics { region: None });
+        let cli = Cli::try_parse_from(["medicalpro-admin", "list-clinics", "--region", "eu-west"])
+            .unwrap();
+        assert_eq!(
+            cli.command,
+            Command::ListClinics {
+                region: Some("eu-west".into())
+            }
+        );
+    }
+}

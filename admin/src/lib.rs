@@ -1,0 +1,21 @@
+//! Operator commands for a MedicalPro deployment, as a library so the end-to-end
+//! tests can run them in-process.
+//!
+//! - [`fleet::migrate_region`] brings a region's clinic template and every clinic
+//!   database of the region to the latest clinic schema, recording progress in the
+//!   central database so an interrupted or partly failed run is resumed by the next.
+//! - [`fleet::list_clinics`] reads where each clinic lives and which schema version it
+//!   was last recorded at.
+//!
+//! The `medicalpro-admin` binary is a thin shell over [`cli`].
+
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod fleet;
+
+pub use config::AdminSettings;
+pub use fleet::{migrate_region, ClinicFailure, ClinicUpgrade, FleetReport};
+/// The migration sets and runner the commands apply, re-exported so callers (the
+/// end-to-end tests) use exactly the same ones.
+pub use migrations;

@@ -1,0 +1,5 @@
+//! `medicalpro-admin`: operator commands; see [`admin::cli`].
+
+fn main() -> std::process::ExitCode {
+    admin::cli::main_entry()
+}
