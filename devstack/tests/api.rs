@@ -876,6 +876,7 @@ async fn login_refresh_logout_and_throttling() {
         problem(&unknown, 401),
         "same body for both"
     );
+    wait_audit(&c, "action = 'login' AND outcome = 'failure'").await;
 
     // Rotation: the new refresh token works once; reusing the old one revokes the family.
     let r1 = http

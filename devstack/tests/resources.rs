@@ -212,6 +212,27 @@ async fn every_resource_is_isolated_patchable_deletable_and_restorable() {
         );
         status(&send(&http, &a, Method::GET, &path, None).await, 200);
     }
+    // Every resource's accesses reach the central audit trail, the other clinic's
+    // probes included (recorded against the prober, as misses).
+    for (resource, object, _) in &w.objects {
+        let object_id = id(object);
+        for action in ["create", "read", "update", "delete", "restore"] {
+            let rows = wait_audit(&a, &format!("resource = '{resource}' AND resource_id = '{object_id}' AND action = '{action}'")).await;
+            assert!(
+                rows.iter().any(|r| r.get::<_, String>(5) == "success"),
+                "{resource} {action}"
+            );
+        }
+        let probes = wait_audit(
+            &b,
+            &format!("resource = '{resource}' AND resource_id = '{object_id}'"),
+        )
+        .await;
+        assert!(
+            probes.iter().all(|r| r.get::<_, String>(5) == "not_found"),
+            "{resource}"
+        );
+    }
 }
 
 #[tokio::test]
