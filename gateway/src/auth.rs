@@ -241,10 +241,17 @@ pub async fn login(gw: &Gateway, ctx: &Ctx, body: LoginRequest) -> Result<Value,
         .map_err(db)?;
     let hash = row.as_ref().map(|r| r.get::<_, String>(2));
     let verified = gw.hasher.verify(hash, &body.password).await?;
+    let known = row
+        .as_ref()
+        .map(|r| (ClinicId::from_uuid(r.get(1)), UserId::from_uuid(r.get(0))));
     let Some(row) = row.filter(|r| verified && !r.get::<_, bool>(4)) else {
         gw.throttle.failed(&account, ctx.client_ip);
         metrics::counter!(common::metric_names::LOGIN_FAILURES, "reason" => "bad_credentials")
             .increment(1);
+        // A failure against a real account lands in that clinic's audit trail.
+        if let Some((clinic, user)) = known {
+            audit_auth(gw, ctx, clinic, Some(user), "login", "failure").await;
+        }
         return Err(GatewayError::BadCredentials);
     };
     let user = UserId::from_uuid(row.get(0));
