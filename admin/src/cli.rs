@@ -3,6 +3,7 @@
 //! ```text
 //! medicalpro-admin migrate-fleet --region eu-west [--jobs 4]
 //! medicalpro-admin list-clinics [--region eu-west]
+//! medicalpro-admin verify-audit [--clinic ID]
 //! ```
 //!
 //! Connection settings come from the environment (see [`crate::config`]). Exit
@@ -37,6 +38,13 @@ pub enum Command {
         /// Clinic databases migrated at the same time.
         #[arg(long, default_value = "4")]
         jobs: NonZeroUsize,
+    },
+    /// Checks that every clinic's audit trail is an unbroken hash chain; exits 1
+    /// and names the first broken position of each clinic otherwise.
+    VerifyAudit {
+        /// Only this clinic.
+        #[arg(long)]
+        clinic: Option<common::ClinicId>,
     },
     /// Prints every clinic's id, region, status and recorded schema version.
     ListClinics {
@@ -99,6 +107,21 @@ pub async fn run(command: Command, settings: &AdminSettings) -> anyhow::Result<E
             }
             println!("{}", report.summary());
             Ok(if report.is_success() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::VerifyAudit { clinic } => {
+            let report = crate::audit::verify(&settings.central, clinic).await?;
+            for b in &report.breaks {
+                eprintln!(
+                    "broken: clinic {} at chain position {}: {}",
+                    b.clinic, b.chain_seq, b.reason
+                );
+            }
+            println!("{}", report.summary());
+            Ok(if report.is_intact() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)

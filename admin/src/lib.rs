@@ -4,11 +4,13 @@
 //! - [`fleet::migrate_region`] brings a region's clinic template and every clinic
 //!   database of the region to the latest clinic schema, recording progress in the
 //!   central database so an interrupted or partly failed run is resumed by the next.
+//! - [`audit::verify`] checks every clinic's audit hash chain.
 //! - [`fleet::list_clinics`] reads where each clinic lives and which schema version it
 //!   was last recorded at.
 //!
 //! The `medicalpro-admin` binary is a thin shell over [`cli`].
 
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod db;

@@ -20,7 +20,10 @@ fn options(name: &str) -> StackOptions {
 
 #[test]
 fn sigterm_lets_in_flight_requests_finish_then_stops() {
-    let mut stack = Stack::start(options("drain")).unwrap();
+    let mut options = options("drain");
+    // As behind a load balancer: keep accepting briefly after SIGTERM, not ready.
+    options.extra_env = vec![("SHUTDOWN_DELAY_SECS".into(), "1".into())];
+    let mut stack = Stack::start(options).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -42,6 +45,12 @@ fn sigterm_lets_in_flight_requests_finish_then_stops() {
         "requests are still in flight"
     );
     stack.gateway.terminate();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        devstack::stack::http_status(stack.gateway.admin_addr, "/readyz"),
+        Some(503),
+        "not ready while draining"
+    );
     for request in in_flight {
         let status = rt
             .block_on(request)

@@ -34,6 +34,9 @@ pub struct Config {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// `SHUTDOWN_GRACE_SECS`, default 25: how long in-flight requests may finish.
     pub shutdown_grace: Duration,
+    /// `SHUTDOWN_DELAY_SECS`, default 0: after SIGTERM, how long to keep accepting
+    /// (with `/readyz` at 503) so a load balancer stops routing here first.
+    pub shutdown_delay: Duration,
 }
 
 impl Config {
@@ -80,6 +83,7 @@ impl Config {
             trusted_proxies,
             tls,
             shutdown_grace: Duration::from_secs(source.parse_or("SHUTDOWN_GRACE_SECS", 25)?),
+            shutdown_delay: Duration::from_secs(source.parse_or("SHUTDOWN_DELAY_SECS", 0)?),
         })
     }
 }

@@ -41,6 +41,8 @@ pub struct Gateway {
     pub cache: Arc<PlacementCache>,
     pub client: UpstreamClient,
     openapi: Bytes,
+    /// Set once shutdown began: `/readyz` turns 503 so load balancers stop sending.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 /// Installs the process-wide Prometheus recorder once.
@@ -204,6 +206,9 @@ async fn admin(
         "/healthz" => text(StatusCode::OK, "ok\n".into()),
         // Ready as long as the process serves: cached placements keep working while
         // the central database is down, so its outage does not pull gateways out.
+        "/readyz" if gw.draining.load(std::sync::atomic::Ordering::Relaxed) => {
+            text(StatusCode::SERVICE_UNAVAILABLE, "draining\n".into())
+        }
         "/readyz" => text(StatusCode::OK, "ready\n".into()),
         "/metrics" => {
             metrics::gauge!(m::PLACEMENT_CACHE_SIZE).set(gw.cache.len() as f64);
@@ -308,10 +313,12 @@ pub async fn run(
         cache: cache.clone(),
         client: proxy::client(),
         openapi: Bytes::from(serde_json::to_vec(&common::openapi::document())?),
+        draining: std::sync::atomic::AtomicBool::new(false),
         config,
     });
 
     let mut tasks = JoinSet::new();
+    let stop_accepting = CancellationToken::new();
     tasks.spawn(placement::listen(
         cache,
         gw.config.central.clone(),
@@ -319,13 +326,13 @@ pub async fn run(
     ));
     {
         let gw = gw.clone();
-        let shutdown = shutdown.clone();
+        let stop_accepting = stop_accepting.clone();
         tasks.spawn(async move {
             let service = move |_peer: SocketAddr, req| admin(prometheus.clone(), gw.clone(), req);
             serve(
                 admin_listener,
                 None,
-                shutdown,
+                stop_accepting,
                 Duration::from_secs(1),
                 service,
             )
@@ -333,12 +340,26 @@ pub async fn run(
         });
     }
     tracing::info!(addr = %listener.local_addr()?, tls = tls.is_some(), "gateway serving");
+    // On shutdown: report not-ready, keep accepting for SHUTDOWN_DELAY_SECS so the
+    // load balancer notices, then stop accepting and drain for SHUTDOWN_GRACE_SECS.
+    {
+        let gw = gw.clone();
+        let shutdown = shutdown.clone();
+        let stop_accepting = stop_accepting.clone();
+        tasks.spawn(async move {
+            shutdown.cancelled().await;
+            gw.draining
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            tokio::time::sleep(gw.config.shutdown_delay).await;
+            stop_accepting.cancel();
+        });
+    }
     let grace = gw.config.shutdown_grace;
     let service = {
         let gw = gw.clone();
         move |peer: SocketAddr, req| handle(gw.clone(), peer, req)
     };
-    serve(listener, tls, shutdown.clone(), grace, service).await;
+    serve(listener, tls, stop_accepting, grace, service).await;
     shutdown.cancel();
     while tasks.join_next().await.is_some() {}
     Ok(())

@@ -36,6 +36,7 @@ macro_rules! migration {
 pub const CENTRAL: &[Migration] = &[
     migration!("central", 1, "001_central"),
     migration!("central", 2, "002_schema_versions"),
+    migration!("central", 3, "003_audit_integrity"),
 ];
 
 /// Every clinic database (and the template they are cloned from).

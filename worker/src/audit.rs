@@ -1,6 +1,7 @@
 //! The audit shipper: moves committed outbox rows from clinic databases to the
-//! central `audit_logs`. Shipping is idempotent — the central table is unique on
-//! (clinic, outbox sequence) — so a crash between insert and delete only re-ships.
+//! central `audit_logs`. Shipping is idempotent — rows already recorded for
+//! (clinic, outbox sequence) are skipped under a per-clinic lock — so a crash
+//! between insert and delete only re-ships, and the clinic's hash chain stays whole.
 
 use crate::error::WorkerError;
 use crate::registry::Registry;
@@ -44,27 +45,38 @@ pub async fn ship_clinic(registry: &Registry, clinic: ClinicId) -> Result<u64, W
         let request_ids: Vec<Option<String>> = rows.iter().map(|r| r.get(6)).collect();
         let outcomes: Vec<String> = rows.iter().map(|r| r.get(7)).collect();
         let times: Vec<DateTime<Utc>> = rows.iter().map(|r| r.get(8)).collect();
-        let central = registry.central().get().await?;
-        central
-            .execute(
-                "INSERT INTO audit_logs (clinic_id, source_seq, user_id, action, resource, resource_id, client_ip, request_id, outcome, occurred_at) \
-                 SELECT $1, * FROM unnest($2::bigint[], $3::uuid[], $4::text[], $5::text[], $6::uuid[], $7::inet[], $8::text[], $9::text[], $10::timestamptz[]) \
-                 ON CONFLICT (clinic_id, source_seq) DO NOTHING",
-                &[
-                    clinic.as_uuid(),
-                    &seqs,
-                    &users,
-                    &actions,
-                    &resources,
-                    &ids,
-                    &ips,
-                    &request_ids,
-                    &outcomes,
-                    &times,
-                ],
-            )
-            .await
-            .map_err(WorkerError::from_db)?;
+        // Under a per-clinic lock, rows already shipped are skipped before they
+        // reach the chaining trigger, so shipping twice can never fork the chain.
+        let mut central = registry.central().get().await?;
+        let tx = central.transaction().await.map_err(WorkerError::from_db)?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended('audit-ship:' || $1::uuid::text, 0))",
+            &[clinic.as_uuid()],
+        )
+        .await
+        .map_err(WorkerError::from_db)?;
+        tx.execute(
+            "INSERT INTO audit_logs (clinic_id, source_seq, user_id, action, resource, resource_id, client_ip, request_id, outcome, occurred_at) \
+             SELECT $1, u.* FROM unnest($2::bigint[], $3::uuid[], $4::text[], $5::text[], $6::uuid[], $7::inet[], $8::text[], $9::text[], $10::timestamptz[]) \
+                 AS u(seq, user_id, action, resource, resource_id, client_ip, request_id, outcome, occurred_at) \
+             WHERE NOT EXISTS (SELECT 1 FROM audit_logs a WHERE a.clinic_id = $1 AND a.source_seq = u.seq) \
+             ORDER BY u.seq",
+            &[
+                clinic.as_uuid(),
+                &seqs,
+                &users,
+                &actions,
+                &resources,
+                &ids,
+                &ips,
+                &request_ids,
+                &outcomes,
+                &times,
+            ],
+        )
+        .await
+        .map_err(WorkerError::from_db)?;
+        tx.commit().await.map_err(WorkerError::from_db)?;
         let last = seqs.last().copied().unwrap_or(0);
         source
             .execute("DELETE FROM audit_outbox WHERE seq <= $1", &[&last])
@@ -102,6 +114,13 @@ pub async fn run_shipper(
             _ = sweep.tick() => dirty.extend(registry.open_clinics()),
         }
         ship_dirty(&registry, &mut dirty).await;
+        if !dirty.is_empty() {
+            // Something failed: retry later rather than spin.
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
     }
     // Ship what is left before the process exits.
     while let Ok(more) = wake.try_recv() {

@@ -1,0 +1,130 @@
+//! The central audit trail is append-only and hash-chained per clinic: edits and
+//! removals are refused, and any tampering that bypasses that is found by
+//! `medicalpro-admin verify-audit`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use common::config::{DbSettings, Secret};
+use common::ClinicId;
+use support::*;
+
+fn central_settings() -> DbSettings {
+    let s = stack();
+    DbSettings {
+        host: "127.0.0.1".into(),
+        port: s.central.port,
+        user: devstack::pg::SUPERUSER.into(),
+        password: Secret::new(s.central.password.clone()),
+        dbname: devstack::stack::CENTRAL_DB.into(),
+    }
+}
+
+async fn activity(c: &Clinic) {
+    let http = http();
+    let p = create_patient(&http, c, patient_body("Chain", "Link")).await;
+    for _ in 0..3 {
+        http.get(
+            &format!("/api/v1/patients/{}", p["id"].as_str().unwrap()),
+            Some(&c.token),
+        )
+        .await
+        .unwrap();
+    }
+    http.get("/api/v1/patients", Some(&c.token)).await.unwrap();
+    wait_audit(c, "action = 'list'").await;
+}
+
+/// Runs `sql` with the append-only trigger disabled, as an intruder with superuser
+/// rights could.
+async fn tamper(sql: &str, clinic: &Clinic) {
+    let db = central_db().await;
+    let id: uuid::Uuid = clinic.id.parse().unwrap();
+    db.batch_execute("ALTER TABLE audit_logs DISABLE TRIGGER audit_logs_append_only")
+        .await
+        .unwrap();
+    let result = db.execute(sql, &[&id]).await;
+    db.batch_execute("ALTER TABLE audit_logs ENABLE TRIGGER audit_logs_append_only")
+        .await
+        .unwrap();
+    assert_eq!(result.unwrap(), 1, "{sql}");
+}
+
+#[tokio::test]
+async fn the_audit_trail_is_append_only_and_tampering_is_detected() {
+    let http = http();
+    let edited = register(&http, None).await;
+    let removed = register(&http, None).await;
+    let untouched = register(&http, None).await;
+    for c in [&edited, &removed, &untouched] {
+        activity(c).await;
+    }
+    let settings = central_settings();
+    let report = admin::audit::verify(&settings, None).await.unwrap();
+    assert!(report.is_intact(), "{:?}", report.breaks);
+    assert!(report.rows >= 18, "{}", report.summary());
+
+    // The application cannot rewrite history.
+    let db = central_db().await;
+    let id: uuid::Uuid = edited.id.parse().unwrap();
+    for sql in [
+        "UPDATE audit_logs SET outcome = 'success' WHERE clinic_id = $1",
+        "DELETE FROM audit_logs WHERE clinic_id = $1",
+    ] {
+        let err = db.execute(sql, &[&id]).await.unwrap_err();
+        assert!(
+            err.to_string().contains("append-only") || format!("{err:?}").contains("append-only"),
+            "{err:?}"
+        );
+    }
+    assert!(db.batch_execute("TRUNCATE audit_logs").await.is_err());
+
+    // An edited row and a removed row break their clinic's chain, and only theirs.
+    tamper(
+        "UPDATE audit_logs SET action = 'list' WHERE clinic_id = $1 AND chain_seq = 3",
+        &edited,
+    )
+    .await;
+    tamper(
+        "DELETE FROM audit_logs WHERE clinic_id = $1 AND chain_seq = 2",
+        &removed,
+    )
+    .await;
+    let report = admin::audit::verify(&settings, None).await.unwrap();
+    let broken: Vec<(String, i64)> = report
+        .breaks
+        .iter()
+        .map(|b| (b.clinic.to_string(), b.chain_seq))
+        .collect();
+    assert!(
+        broken.contains(&(edited.id.clone(), 3)),
+        "{:?}",
+        report.breaks
+    );
+    assert!(
+        broken.contains(&(removed.id.clone(), 2)) || broken.contains(&(removed.id.clone(), 3)),
+        "{:?}",
+        report.breaks
+    );
+    assert!(
+        !broken.iter().any(|(c, _)| *c == untouched.id),
+        "{:?}",
+        report.breaks
+    );
+    let one: ClinicId = untouched.id.parse().unwrap();
+    assert!(admin::audit::verify(&settings, Some(one))
+        .await
+        .unwrap()
+        .is_intact());
+
+    // New accesses keep chaining after the break; the break stays visible.
+    activity(&untouched).await;
+    let again = admin::audit::verify(&settings, Some(one)).await.unwrap();
+    assert!(again.is_intact());
+    let edited_id: ClinicId = edited.id.parse().unwrap();
+    assert!(!admin::audit::verify(&settings, Some(edited_id))
+        .await
+        .unwrap()
+        .is_intact());
+}
