@@ -9,6 +9,7 @@ pub mod internal;
 pub mod metric_names;
 pub mod openapi;
 pub mod problem;
+pub mod query;
 pub mod resource;
 pub mod service;
 pub mod token;

@@ -440,12 +440,78 @@ fn auth_schemas(schemas: &mut Map<String, Value>) {
     );
 }
 
+fn audit_paths(paths: &mut Map<String, Value>, schemas: &mut Map<String, Value>) {
+    let uuid = json!({"type": ["string", "null"], "format": "uuid"});
+    schemas.insert(
+        "AuditEntry".into(),
+        json!({
+            "type": "object",
+            "properties": {
+                "chain_seq": {"type": ["integer", "null"]},
+                "user_id": uuid,
+                "action": {"type": "string"},
+                "resource": {"type": "string"},
+                "resource_id": uuid,
+                "client_ip": {"type": ["string", "null"]},
+                "outcome": {"type": "string"},
+                "occurred_at": {"type": "string", "format": "date-time"},
+                "request_id": {"type": ["string", "null"]}
+            },
+            "required": ["chain_seq", "user_id", "action", "resource", "resource_id", "client_ip", "outcome", "occurred_at", "request_id"]
+        }),
+    );
+    schemas.insert(
+        "AuditPage".into(),
+        json!({
+            "type": "object",
+            "properties": {
+                "data": {"type": "array", "items": {"$ref": "#/components/schemas/AuditEntry"}},
+                "next_cursor": {"type": ["string", "null"]}
+            },
+            "required": ["data", "next_cursor"]
+        }),
+    );
+    let text = json!({"type": "string", "maxLength": 200});
+    let mut responses = Map::new();
+    responses.insert(
+        "200".into(),
+        with_description(json_body("AuditPage"), "Newest first."),
+    );
+    responses.insert("400".into(), problem_response("Invalid filter."));
+    common_errors(&mut responses);
+    responses.insert(
+        "403".into(),
+        problem_response("Only a clinic admin can read the audit trail."),
+    );
+    paths.insert(
+        "/api/v1/audit-logs".into(),
+        json!({"get": {
+            "operationId": "list_audit_logs",
+            "tags": ["audit"],
+            "description": "Your clinic's audit trail (clinic admins only), newest first.",
+            "parameters": [
+                query_param("from", json!({"type": "string", "format": "date-time"})),
+                query_param("to", json!({"type": "string", "format": "date-time"})),
+                query_param("action", text.clone()),
+                query_param("resource", text.clone()),
+                query_param("outcome", text),
+                query_param("user_id", json!({"type": "string", "format": "uuid"})),
+                query_param("resource_id", json!({"type": "string", "format": "uuid"})),
+                query_param("limit", json!({"type": "integer", "minimum": 1, "maximum": 200, "default": 50})),
+                query_param("cursor", json!({"type": "string", "pattern": "^[0-9]{1,18}$"}))
+            ],
+            "responses": responses
+        }}),
+    );
+}
+
 /// The whole document.
 pub fn document() -> Value {
     let mut paths = Map::new();
     let mut schemas = Map::new();
     auth_paths(&mut paths);
     auth_schemas(&mut schemas);
+    audit_paths(&mut paths, &mut schemas);
     for r in RESOURCES {
         resource_paths(r, &mut paths);
         resource_schemas(r, &mut schemas);

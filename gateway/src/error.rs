@@ -12,6 +12,8 @@ pub enum GatewayError {
     MissingToken,
     #[error("clinic unknown, suspended or provisioning")]
     ClinicUnavailable,
+    #[error("role not allowed: {0}")]
+    Forbidden(&'static str),
     #[error("bad credentials")]
     BadCredentials,
     #[error("refresh token refused")]
@@ -53,6 +55,7 @@ impl GatewayError {
             GatewayError::Token(_) => "token",
             GatewayError::MissingToken => "missing_token",
             GatewayError::ClinicUnavailable => "clinic_unavailable",
+            GatewayError::Forbidden(_) => "forbidden",
             GatewayError::BadCredentials => "bad_credentials",
             GatewayError::BadRefreshToken => "bad_refresh_token",
             GatewayError::Throttled(_) => "throttled",
@@ -86,6 +89,9 @@ impl GatewayError {
             GatewayError::ClinicUnavailable => {
                 Problem::new(403, "clinic-unavailable", "Clinic not available")
                     .with_detail("Your clinic is unknown, suspended or not yet provisioned.")
+            }
+            GatewayError::Forbidden(detail) => {
+                Problem::new(403, "forbidden", "Forbidden").with_detail(*detail)
             }
             GatewayError::BadCredentials => {
                 Problem::new(401, "bad-credentials", "Invalid e-mail or password")

@@ -12,6 +12,7 @@ pub mod proxy;
 pub mod server;
 pub mod throttle;
 pub mod tls;
+pub mod trail;
 
 pub use config::Config;
 pub use server::{main_entry, run};

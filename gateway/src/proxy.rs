@@ -126,19 +126,26 @@ async fn send(
     }
 }
 
+/// The verified claims of the request's bearer access token.
+pub fn verified_claims(
+    gw: &Gateway,
+    headers: &http::HeaderMap,
+) -> Result<common::token::Claims, GatewayError> {
+    let token = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(common::token::bearer)
+        .ok_or(GatewayError::MissingToken)?;
+    gw.tokens.verify(token).map_err(GatewayError::Token)
+}
+
 /// Forwards an authenticated clinic request to its worker and streams the answer back.
 pub async fn forward(
     gw: &Gateway,
     ctx: &Ctx,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, GatewayError> {
-    let token = req
-        .headers()
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(common::token::bearer)
-        .ok_or(GatewayError::MissingToken)?;
-    let claims = gw.tokens.verify(token).map_err(GatewayError::Token)?;
+    let claims = verified_claims(gw, req.headers())?;
     let placement = gw.cache.active(claims.clinic).await?;
 
     let declared = req

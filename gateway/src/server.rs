@@ -92,6 +92,8 @@ fn client_ip(config: &Config, peer: IpAddr, req: &Request<Incoming>) -> IpAddr {
 fn route_class(path: &str) -> &'static str {
     if path.starts_with("/api/v1/auth/") {
         "auth"
+    } else if path == "/api/v1/audit-logs" {
+        "audit"
     } else if path == "/api/v1/openapi.json" {
         "openapi"
     } else if path.starts_with("/api/v1/") {
@@ -137,6 +139,16 @@ async fn route(
             | "/api/v1/auth/logout" => Err(GatewayError::MethodNotAllowed),
             _ => Err(GatewayError::NotFound),
         },
+        (Method::GET, "/api/v1/audit-logs") => {
+            let claims = proxy::verified_claims(gw, req.headers())?;
+            gw.cache.active(claims.clinic).await?;
+            let query = req.uri().query().unwrap_or("").to_owned();
+            Ok(h::json(
+                StatusCode::OK,
+                &crate::trail::list(gw, ctx, &claims, &query).await?,
+            ))
+        }
+        (_, "/api/v1/audit-logs") => Err(GatewayError::MethodNotAllowed),
         (Method::GET, "/api/v1/openapi.json") => {
             let mut r = Response::new(h::full(gw.openapi.clone()));
             r.headers_mut()

@@ -966,7 +966,7 @@ impl ListQuery {
             limit: DEFAULT_LIMIT,
             ..ListQuery::default()
         };
-        for (key, value) in form_pairs(raw.unwrap_or("")) {
+        for (key, value) in common::query::pairs(raw.unwrap_or("")) {
             if value.len() > MAX_QUERY_LEN || value.contains('\0') {
                 return Err(WorkerError::BadRequest(format!(
                     "`{key}` must be at most {MAX_QUERY_LEN} characters without NUL."
@@ -1016,47 +1016,6 @@ impl ListQuery {
         }
         Ok(out)
     }
-}
-
-/// Decodes `application/x-www-form-urlencoded` pairs.
-fn form_pairs(raw: &str) -> Vec<(String, String)> {
-    raw.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect()
-}
-
-fn percent_decode(s: &str) -> String {
-    fn hex(b: u8) -> Option<u8> {
-        (b as char).to_digit(16).map(|d| d as u8)
-    }
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let decoded = match bytes[i] {
-            b'%' if i + 2 < bytes.len() => hex(bytes[i + 1]).zip(hex(bytes[i + 2])),
-            _ => None,
-        };
-        match (decoded, bytes[i]) {
-            (Some((hi, lo)), _) => {
-                out.push(hi << 4 | lo);
-                i += 3;
-            }
-            (None, b'+') => {
-                out.push(b' ');
-                i += 1;
-            }
-            (None, b) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn like_pattern(q: &str) -> String {
@@ -1186,9 +1145,6 @@ mod tests {
         .unwrap();
         assert_eq!(a.ranges.len(), 1);
         assert_eq!(a.filters.len(), 1);
-        assert_eq!(percent_decode("a%2"), "a%2");
-        assert_eq!(percent_decode("%41%4a"), "AJ");
-        assert_eq!(percent_decode("%C3%A9"), "é");
     }
 
     #[test]
