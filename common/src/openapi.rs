@@ -51,7 +51,9 @@ fn object_schemas(fields: &[Field], children: &[Child]) -> (Value, Value) {
     let mut output_required: Vec<&str> = Vec::new();
     for f in fields {
         output_props.insert(f.name.into(), field_schema(f));
-        output_required.push(f.name);
+        if !f.restricted {
+            output_required.push(f.name);
+        }
         if !f.read_only {
             input_props.insert(f.name.into(), field_schema(f));
             if f.required {

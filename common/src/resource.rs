@@ -55,6 +55,9 @@ pub struct Field {
     pub filterable: bool,
     /// Range filters `?<name>_from=` (inclusive) and `?<name>_to=` (exclusive).
     pub range: bool,
+    /// Identifying or clinical data outside the staff role's minimum necessary:
+    /// staff neither see nor set it (see [`crate::token::Role::sees_restricted`]).
+    pub restricted: bool,
     pub description: &'static str,
 }
 
@@ -70,6 +73,7 @@ impl Field {
             searchable: false,
             filterable: false,
             range: false,
+            restricted: false,
             description,
         }
     }
@@ -98,6 +102,10 @@ impl Field {
     }
     pub const fn range(mut self) -> Self {
         self.range = true;
+        self
+    }
+    pub const fn restricted(mut self) -> Self {
+        self.restricted = true;
         self
     }
     pub const fn encrypted_lookup(mut self) -> Self {
@@ -194,9 +202,10 @@ pub const PATIENTS: Resource = Resource {
         Field::text(
             "ssn",
             32,
-            "Social security number; stored encrypted, exact-match lookup with `?ssn=`.",
+            "Social security number; stored encrypted, exact-match lookup with `?ssn=`. Not shown to staff.",
         )
-        .encrypted_lookup(),
+        .encrypted_lookup()
+        .restricted(),
     ],
     children: &[],
     actions: &[],
@@ -327,7 +336,7 @@ pub const APPOINTMENTS: Resource = Resource {
         )
         .default("booked")
         .filterable(),
-        Field::text("notes", 2000, "Free-text notes."),
+        Field::text("notes", 2000, "Clinical notes. Not shown to staff.").restricted(),
     ],
     children: &[Child {
         name: "items",

@@ -31,6 +31,15 @@ impl Role {
         }
     }
 
+    /// Whether the role may read and write restricted fields (identifiers such as the
+    /// social security number, clinical notes): admins and practitioners, not staff.
+    pub fn sees_restricted(&self) -> bool {
+        match self {
+            Role::Admin | Role::Practitioner => true,
+            Role::Staff => false,
+        }
+    }
+
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "admin" => Some(Role::Admin),

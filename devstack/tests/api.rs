@@ -1155,3 +1155,61 @@ async fn clinic_pools_grow_under_load_then_shrink_to_warm_then_close() {
     }
     panic!("quiet clinic pool was not closed");
 }
+
+#[tokio::test]
+async fn staff_neither_see_nor_set_restricted_fields() {
+    let http = http();
+    let c = register(&http, None).await;
+    let p = create_patient(&http, &c, patient_body("Minimum", "Necessary")).await;
+    let path = format!("/api/v1/patients/{}", p["id"].as_str().unwrap());
+    let tokens = stack().tokens().unwrap();
+    let token_for = |role| {
+        tokens
+            .issue(c.user_id.parse().unwrap(), c.id.parse().unwrap(), role)
+            .unwrap()
+            .0
+    };
+    let staff = token_for(common::token::Role::Staff);
+    let practitioner = token_for(common::token::Role::Practitioner);
+
+    let seen = http.get(&path, Some(&staff)).await.unwrap().json();
+    assert_eq!(seen["last_name"], "Necessary");
+    assert!(seen.get("ssn").is_none(), "{seen}");
+    let listed = http
+        .get("/api/v1/patients", Some(&staff))
+        .await
+        .unwrap()
+        .json();
+    assert!(listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|p| p.get("ssn").is_none()));
+    problem(
+        &http
+            .get("/api/v1/patients?ssn=180027512345678", Some(&staff))
+            .await
+            .unwrap(),
+        403,
+    );
+    let mut with_ssn = patient_body("Staff", "Made");
+    with_ssn["ssn"] = "2 99 99".into();
+    problem(
+        &http
+            .post("/api/v1/patients", Some(&staff), &with_ssn)
+            .await
+            .unwrap(),
+        403,
+    );
+    // Staff replacing a patient leaves the ssn as it was.
+    let body = json!({"first_name": "Minimum", "last_name": "Renamed"});
+    let put = http
+        .json(Method::PUT, &path, Some(&staff), Some(&body))
+        .await
+        .unwrap();
+    assert_eq!(put.status, 200, "{}", put.text());
+    let full = http.get(&path, Some(&practitioner)).await.unwrap().json();
+    assert_eq!(full["last_name"], "Renamed");
+    assert_eq!(full["ssn"], "1 80 02 75 123 456 78");
+    wait_audit(&c, "action = 'create' AND outcome = 'rejected'").await;
+}

@@ -28,6 +28,7 @@ fn actor(caller: &Caller) -> Actor {
     Actor {
         clinic: caller.clinic,
         user: *caller.user.as_uuid(),
+        role: caller.role,
         client_ip: caller.client_ip,
         request_id: caller.request_id.to_string(),
     }
@@ -69,7 +70,8 @@ where
             WorkerError::NotFound => None, // already recorded by the statement
             WorkerError::BadRequest(_)
             | WorkerError::Conflict(_)
-            | WorkerError::PayloadTooLarge(_) => Some("rejected"),
+            | WorkerError::PayloadTooLarge(_)
+            | WorkerError::Forbidden(_) => Some("rejected"),
             _ => Some("error"),
         };
         if let Some(outcome) = outcome {

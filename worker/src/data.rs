@@ -12,6 +12,7 @@ use base64::Engine;
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use common::crypto::{FieldContext, KeyRing};
 use common::resource::{self, Child, Field, FieldType, Resource, RowAction, SERVER_FIELDS};
+use common::token::Role;
 use common::ClinicId;
 use serde_json::{Map, Value};
 use std::net::IpAddr;
@@ -67,6 +68,7 @@ impl Sql {
 pub struct Actor {
     pub clinic: ClinicId,
     pub user: Uuid,
+    pub role: Role,
     pub client_ip: IpAddr,
     pub request_id: String,
 }
@@ -243,9 +245,10 @@ fn col<'a, T: tokio_postgres::types::FromSql<'a>>(
 fn row_to_json(
     r: &Resource,
     keys: &KeyRing,
-    clinic: ClinicId,
+    actor: &Actor,
     row: &Row,
 ) -> Result<Value, WorkerError> {
+    let clinic = actor.clinic;
     let id: Uuid = col(row, 0)?;
     let mut obj = Map::new();
     obj.insert("id".into(), id.to_string().into());
@@ -253,6 +256,9 @@ fn row_to_json(
     obj.insert("updated_at".into(), timestamp(col(row, 2)?).into());
     for (i, f) in r.fields.iter().enumerate() {
         let idx = i + 3;
+        if f.restricted && !actor.role.sees_restricted() {
+            continue;
+        }
         let value = if f.encrypted {
             match col::<Option<Vec<u8>>>(row, idx)? {
                 None => Value::Null,
@@ -304,11 +310,11 @@ fn row_to_json(
 fn rows_to_json(
     r: &Resource,
     keys: &KeyRing,
-    clinic: ClinicId,
+    actor: &Actor,
     rows: &[Row],
 ) -> Result<Vec<Value>, WorkerError> {
     rows.iter()
-        .map(|row| row_to_json(r, keys, clinic, row))
+        .map(|row| row_to_json(r, keys, actor, row))
         .collect()
 }
 
@@ -563,6 +569,7 @@ fn parse_body(
     r: &Resource,
     keys: &KeyRing,
     clinic: ClinicId,
+    role: Role,
     id: &Uuid,
     body: &[u8],
     mode: Write,
@@ -582,6 +589,18 @@ fn parse_body(
         refs: Vec::new(),
     };
     for f in r.fields.iter().filter(|f| !f.read_only) {
+        if f.restricted && !role.sees_restricted() {
+            // Staff may not set it, and replacing a row leaves it as it was.
+            if obj.get(f.name).is_some_and(|v| !v.is_null()) {
+                return Err(WorkerError::Forbidden(format!(
+                    "Your role may not set `{}`.",
+                    f.name
+                )));
+            }
+            if mode != Write::Create {
+                continue;
+            }
+        }
         let default = default_value(f);
         let Some(v) = pick(&obj, f, mode, &default) else {
             continue;
@@ -692,9 +711,10 @@ async fn reread(
     client: &impl deadpool_postgres::GenericClient,
     keys: &KeyRing,
     r: &Resource,
-    clinic: ClinicId,
+    actor: &Actor,
     id: Uuid,
 ) -> Result<Value, WorkerError> {
+    let clinic = actor.clinic;
     let mut sql = Sql::default();
     let c = sql.bind(*clinic.as_uuid());
     let i = sql.bind(id);
@@ -705,7 +725,7 @@ async fn reread(
     );
     let rows = run(client, &text, &sql).await?;
     let row = rows.first().ok_or(WorkerError::NotFound)?;
-    row_to_json(r, keys, clinic, row)
+    row_to_json(r, keys, actor, row)
 }
 
 /// Reads one live row.
@@ -733,7 +753,7 @@ pub async fn get(
     );
     let rows = run(client, &text, &sql).await?;
     let row = rows.first().ok_or(WorkerError::NotFound)?;
-    row_to_json(r, keys, actor.clinic, row)
+    row_to_json(r, keys, actor, row)
 }
 
 async fn write_children(
@@ -814,7 +834,7 @@ pub async fn write(
     body: &[u8],
 ) -> Result<Value, WorkerError> {
     let id = target.unwrap_or_else(Uuid::now_v7);
-    let mut input = parse_body(r, keys, actor.clinic, &id, body, mode)?;
+    let mut input = parse_body(r, keys, actor.clinic, actor.role, &id, body, mode)?;
     let tx = client.transaction().await.map_err(WorkerError::from_db)?;
     check_refs(&tx, &input.refs).await?;
     let mut sql = Sql::for_actor(actor);
@@ -870,7 +890,7 @@ pub async fn write(
         return Err(WorkerError::NotFound);
     }
     write_children(&tx, id, input).await?;
-    let value = reread(&tx, keys, r, actor.clinic, id).await?;
+    let value = reread(&tx, keys, r, actor, id).await?;
     tx.commit().await.map_err(WorkerError::from_db)?;
     Ok(value)
 }
@@ -901,7 +921,7 @@ pub async fn set_deleted(
     let value = match (rows.is_empty(), deleted) {
         (true, _) => None,
         (false, true) => Some(Value::Null),
-        (false, false) => Some(reread(&tx, keys, r, actor.clinic, id).await?),
+        (false, false) => Some(reread(&tx, keys, r, actor, id).await?),
     };
     tx.commit().await.map_err(WorkerError::from_db)?;
     value.ok_or(WorkerError::NotFound).map(Some)
@@ -939,7 +959,7 @@ pub async fn act(
         None => None,
     };
     let value = match result {
-        Some(result) => Some(reread(&tx, keys, r, actor.clinic, result).await?),
+        Some(result) => Some(reread(&tx, keys, r, actor, result).await?),
         None => None,
     };
     tx.commit().await.map_err(WorkerError::from_db)?;
@@ -1077,6 +1097,12 @@ pub async fn list(
         }
     }
     for (f, value) in &query.filters {
+        if f.restricted && !actor.role.sees_restricted() {
+            return Err(WorkerError::Forbidden(format!(
+                "Your role may not filter on `{}`.",
+                f.name
+            )));
+        }
         if f.encrypted {
             let p = sql.bind(keys.blind_index(actor.clinic, r.table, f.name, value));
             conditions.push(format!("t.{}_bidx = {p}", f.name));
@@ -1120,7 +1146,7 @@ pub async fn list(
     } else {
         None
     };
-    Ok((rows_to_json(r, keys, actor.clinic, &rows)?, next))
+    Ok((rows_to_json(r, keys, actor, &rows)?, next))
 }
 
 #[cfg(test)]
@@ -1158,12 +1184,22 @@ mod tests {
         let clinic = ClinicId::generate();
         let id = Uuid::now_v7();
         let ok = br#"{"first_name":"Ada","last_name":"L","ssn":"123","id":"ignored"}"#;
-        let input = parse_body(&PATIENTS, &keys, clinic, &id, ok, Write::Create).unwrap();
+        let input = parse_body(
+            &PATIENTS,
+            &keys,
+            clinic,
+            Role::Admin,
+            &id,
+            ok,
+            Write::Create,
+        )
+        .unwrap();
         assert_eq!(input.columns.len(), 7);
         let patch = parse_body(
             &PATIENTS,
             &keys,
             clinic,
+            Role::Admin,
             &id,
             br#"{"phone":null}"#,
             Write::Patch,
@@ -1182,7 +1218,15 @@ mod tests {
             br#"{"first_name":"#,
         ] {
             assert!(matches!(
-                parse_body(&PATIENTS, &keys, clinic, &id, bad, Write::Create),
+                parse_body(
+                    &PATIENTS,
+                    &keys,
+                    clinic,
+                    Role::Admin,
+                    &id,
+                    bad,
+                    Write::Create
+                ),
                 Err(WorkerError::BadRequest(_))
             ));
         }
@@ -1190,11 +1234,55 @@ mod tests {
             &PATIENTS,
             &keys,
             clinic,
+            Role::Admin,
             &id,
             br#"{"first_name":null}"#,
             Write::Patch
         )
         .is_err());
+    }
+
+    #[test]
+    fn staff_neither_set_nor_clear_restricted_fields() {
+        let keys = KeyRing::new(1, &[1u8; 32]);
+        let clinic = ClinicId::generate();
+        let id = Uuid::now_v7();
+        let with_ssn = br#"{"first_name":"A","last_name":"B","ssn":"1"}"#;
+        assert!(matches!(
+            parse_body(
+                &PATIENTS,
+                &keys,
+                clinic,
+                Role::Staff,
+                &id,
+                with_ssn,
+                Write::Create
+            ),
+            Err(WorkerError::Forbidden(_))
+        ));
+        let without = br#"{"first_name":"A","last_name":"B"}"#;
+        let replace = parse_body(
+            &PATIENTS,
+            &keys,
+            clinic,
+            Role::Staff,
+            &id,
+            without,
+            Write::Replace,
+        )
+        .unwrap();
+        assert!(replace.columns.iter().all(|(c, _)| !c.starts_with("ssn")));
+        let create = parse_body(
+            &PATIENTS,
+            &keys,
+            clinic,
+            Role::Practitioner,
+            &id,
+            with_ssn,
+            Write::Create,
+        )
+        .unwrap();
+        assert!(create.columns.iter().any(|(c, _)| c == "ssn_enc"));
     }
 
     #[test]
@@ -1210,6 +1298,7 @@ mod tests {
             &PRODUCTS,
             &keys,
             clinic,
+            Role::Admin,
             &id,
             product.as_bytes(),
             Write::Create,
@@ -1228,7 +1317,16 @@ mod tests {
             r#"{"name":"x","kind":"product","unit_price_cents":1,"vat_rate_bp":0,"category_ids":["nope"]}"#,
         ] {
             assert!(
-                parse_body(&PRODUCTS, &keys, clinic, &id, bad.as_bytes(), Write::Create).is_err(),
+                parse_body(
+                    &PRODUCTS,
+                    &keys,
+                    clinic,
+                    Role::Admin,
+                    &id,
+                    bad.as_bytes(),
+                    Write::Create
+                )
+                .is_err(),
                 "{bad}"
             );
         }
@@ -1239,6 +1337,7 @@ mod tests {
             &DOCUMENTS,
             &keys,
             clinic,
+            Role::Admin,
             &id,
             doc.as_bytes(),
             Write::Create,
@@ -1259,6 +1358,7 @@ mod tests {
             &DOCUMENTS,
             &keys,
             clinic,
+            Role::Admin,
             &id,
             bad_line.as_bytes(),
             Write::Create
@@ -1271,6 +1371,7 @@ mod tests {
             &APPOINTMENTS,
             &keys,
             clinic,
+            Role::Admin,
             &id,
             appt.as_bytes(),
             Write::Create,
@@ -1284,6 +1385,7 @@ mod tests {
             &APPOINTMENTS,
             &keys,
             clinic,
+            Role::Admin,
             &id,
             br#"{"starts_at":"yesterday"}"#,
             Write::Patch

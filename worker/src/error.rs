@@ -18,6 +18,8 @@ pub enum WorkerError {
     ClinicInactive(String),
     #[error("clinic is placed in region {0}, not here")]
     Misrouted(String),
+    #[error("role not allowed: {0}")]
+    Forbidden(String),
     #[error("no such resource type")]
     UnknownResource,
     #[error("row not found")]
@@ -47,6 +49,7 @@ impl WorkerError {
             WorkerError::ClinicUnknown => "clinic_unknown",
             WorkerError::ClinicInactive(_) => "clinic_inactive",
             WorkerError::Misrouted(_) => "misrouted",
+            WorkerError::Forbidden(_) => "forbidden",
             WorkerError::UnknownResource => "unknown_resource",
             WorkerError::NotFound => "not_found",
             WorkerError::BadRequest(_) => "bad_request",
@@ -78,6 +81,9 @@ impl WorkerError {
             }
             WorkerError::Misrouted(_) => Problem::new(421, "misrouted", "Misdirected request")
                 .with_detail("This clinic is served by another region; retry the request."),
+            WorkerError::Forbidden(detail) => {
+                Problem::new(403, "forbidden", "Forbidden").with_detail(detail.clone())
+            }
             WorkerError::UnknownResource | WorkerError::NotFound => Problem::not_found(),
             WorkerError::BadRequest(detail) => Problem::bad_request(detail.clone()),
             WorkerError::PayloadTooLarge(limit) => Problem::payload_too_large(*limit),
