@@ -507,6 +507,104 @@ fn audit_paths(paths: &mut Map<String, Value>, schemas: &mut Map<String, Value>)
     );
 }
 
+fn users_paths(paths: &mut Map<String, Value>, schemas: &mut Map<String, Value>) {
+    schemas.insert(
+        "User".into(),
+        json!({
+            "type": "object",
+            "properties": {
+                "id": {"type": "string", "format": "uuid"},
+                "email": {"type": "string"},
+                "role": {"type": "string", "enum": ["admin", "practitioner", "staff"]},
+                "disabled": {"type": "boolean"},
+                "created_at": {"type": "string", "format": "date-time"}
+            },
+            "required": ["id", "email", "role", "disabled", "created_at"]
+        }),
+    );
+    schemas.insert(
+        "NewUser".into(),
+        json!({
+            "type": "object",
+            "properties": {
+                "email": {"type": "string", "format": "email", "maxLength": 254},
+                "password": {"type": "string", "minLength": 12, "maxLength": 128},
+                "role": {"type": "string", "enum": ["admin", "practitioner", "staff"]}
+            },
+            "required": ["email", "password", "role"],
+            "additionalProperties": false
+        }),
+    );
+    schemas.insert(
+        "UserPage".into(),
+        json!({
+            "type": "object",
+            "properties": {
+                "data": {"type": "array", "items": {"$ref": "#/components/schemas/User"}},
+                "next_cursor": {"type": ["string", "null"]}
+            },
+            "required": ["data", "next_cursor"]
+        }),
+    );
+    let responses = |ok: &str, body: Value, extra: &[(&str, &str)]| {
+        let mut r = Map::new();
+        r.insert(ok.into(), body);
+        common_errors(&mut r);
+        r.insert(
+            "403".into(),
+            problem_response("Only a clinic admin can manage users."),
+        );
+        for (code, d) in extra {
+            r.insert((*code).into(), problem_response(d));
+        }
+        Value::Object(r)
+    };
+    paths.insert(
+        "/api/v1/users".into(),
+        json!({
+            "get": {
+                "operationId": "list_users",
+                "tags": ["users"],
+                "responses": responses("200", with_description(json_body("UserPage"), "Your clinic's users."), &[])
+            },
+            "post": {
+                "operationId": "create_user",
+                "tags": ["users"],
+                "requestBody": with_description(json_body("NewUser"), "The new user."),
+                "responses": responses("201", with_description(json_body("User"), "Created."), &[
+                    ("400", "Invalid input."),
+                    ("409", "The e-mail address is already registered."),
+                    ("413", "Body too large.")
+                ])
+            }
+        }),
+    );
+    let id_param = json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string", "format": "uuid"}});
+    for (action, description) in [
+        (
+            "disable",
+            "Disables a user: no more logins or refreshes; refresh tokens revoked.",
+        ),
+        ("enable", "Enables a disabled user again."),
+    ] {
+        paths.insert(
+            format!("/api/v1/users/{{id}}/{action}"),
+            json!({
+                "parameters": [id_param.clone()],
+                "post": {
+                    "operationId": format!("{action}_user"),
+                    "tags": ["users"],
+                    "description": description,
+                    "responses": responses("200", with_description(json_body("User"), "The user."), &[
+                        ("400", "Malformed id, or your own account."),
+                        ("404", "No such user in your clinic.")
+                    ])
+                }
+            }),
+        );
+    }
+}
+
 /// The whole document.
 pub fn document() -> Value {
     let mut paths = Map::new();
@@ -514,6 +612,7 @@ pub fn document() -> Value {
     auth_paths(&mut paths);
     auth_schemas(&mut schemas);
     audit_paths(&mut paths, &mut schemas);
+    users_paths(&mut paths, &mut schemas);
     for r in RESOURCES {
         resource_paths(r, &mut paths);
         resource_schemas(r, &mut schemas);

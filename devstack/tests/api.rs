@@ -1213,3 +1213,169 @@ async fn staff_neither_see_nor_set_restricted_fields() {
     assert_eq!(full["ssn"], "1 80 02 75 123 456 78");
     wait_audit(&c, "action = 'create' AND outcome = 'rejected'").await;
 }
+
+#[tokio::test]
+async fn clinic_admins_manage_their_users_and_disabled_users_are_locked_out() {
+    let http = http();
+    let c = register(&http, None).await;
+    let other = register(&http, None).await;
+    let email = format!("{}@clinic.example", unique("staff"));
+    let password = "staff member password";
+    let body = json!({"email": email, "password": password, "role": "staff"});
+    let made = http
+        .post("/api/v1/users", Some(&c.token), &body)
+        .await
+        .unwrap();
+    assert_eq!(made.status, 201, "{}", made.text());
+    let staff_id = made.json()["id"].as_str().unwrap().to_owned();
+    problem(
+        &http
+            .post("/api/v1/users", Some(&c.token), &body)
+            .await
+            .unwrap(),
+        409,
+    );
+    for bad in [
+        json!({"email": "x", "password": password, "role": "staff"}),
+        json!({"email": "a@b.org", "password": "short", "role": "staff"}),
+        json!({"email": "a@b.org", "password": password, "role": "owner"}),
+        json!({"email": "a@b.org", "password": password, "role": "staff", "company_id": other.id}),
+    ] {
+        problem(
+            &http
+                .post("/api/v1/users", Some(&c.token), &bad)
+                .await
+                .unwrap(),
+            400,
+        );
+    }
+    let users = http
+        .get("/api/v1/users", Some(&c.token))
+        .await
+        .unwrap()
+        .json();
+    assert_eq!(users["data"].as_array().unwrap().len(), 2);
+    let theirs = http
+        .get("/api/v1/users", Some(&other.token))
+        .await
+        .unwrap()
+        .json();
+    assert_eq!(
+        theirs["data"].as_array().unwrap().len(),
+        1,
+        "never another clinic's users"
+    );
+
+    // The staff member logs in with their role, and cannot manage users.
+    let login = http
+        .post(
+            "/api/v1/auth/login",
+            None,
+            &json!({"email": email, "password": password}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(login.status, 200);
+    let login = login.json();
+    let staff_token = login["access_token"].as_str().unwrap().to_owned();
+    problem(
+        &http.get("/api/v1/users", Some(&staff_token)).await.unwrap(),
+        403,
+    );
+    problem(
+        &http
+            .get("/api/v1/audit-logs", Some(&staff_token))
+            .await
+            .unwrap(),
+        403,
+    );
+    assert_eq!(
+        http.get("/api/v1/patients", Some(&staff_token))
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+
+    // Another clinic's admin cannot touch them; nobody disables themselves.
+    problem(
+        &http
+            .post(
+                &format!("/api/v1/users/{staff_id}/disable"),
+                Some(&other.token),
+                &json!({}),
+            )
+            .await
+            .unwrap(),
+        404,
+    );
+    problem(
+        &http
+            .post(
+                &format!("/api/v1/users/{}/disable", c.user_id),
+                Some(&c.token),
+                &json!({}),
+            )
+            .await
+            .unwrap(),
+        400,
+    );
+
+    // Disabled: no login, no refresh.
+    let disabled = http
+        .post(
+            &format!("/api/v1/users/{staff_id}/disable"),
+            Some(&c.token),
+            &json!({}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(disabled.json()["disabled"], true);
+    problem(
+        &http
+            .post(
+                "/api/v1/auth/login",
+                None,
+                &json!({"email": email, "password": password}),
+            )
+            .await
+            .unwrap(),
+        401,
+    );
+    problem(
+        &http
+            .post(
+                "/api/v1/auth/refresh",
+                None,
+                &json!({"refresh_token": login["refresh_token"]}),
+            )
+            .await
+            .unwrap(),
+        401,
+    );
+    let enabled = http
+        .post(
+            &format!("/api/v1/users/{staff_id}/enable"),
+            Some(&c.token),
+            &json!({}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(enabled.json()["disabled"], false);
+    assert_eq!(
+        http.post(
+            "/api/v1/auth/login",
+            None,
+            &json!({"email": email, "password": password})
+        )
+        .await
+        .unwrap()
+        .status,
+        200
+    );
+    wait_audit(
+        &c,
+        &format!("resource = 'users' AND action = 'disable' AND resource_id = '{staff_id}'"),
+    )
+    .await;
+}

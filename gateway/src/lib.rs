@@ -13,6 +13,7 @@ pub mod server;
 pub mod throttle;
 pub mod tls;
 pub mod trail;
+pub mod users;
 
 pub use config::Config;
 pub use server::{main_entry, run};

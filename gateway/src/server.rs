@@ -15,6 +15,7 @@ use common::metric_names as m;
 use common::token::TokenService;
 use common::RequestId;
 use deadpool_postgres::Pool;
+use futures_util::FutureExt;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -92,8 +93,8 @@ fn client_ip(config: &Config, peer: IpAddr, req: &Request<Incoming>) -> IpAddr {
 fn route_class(path: &str) -> &'static str {
     if path.starts_with("/api/v1/auth/") {
         "auth"
-    } else if path == "/api/v1/audit-logs" {
-        "audit"
+    } else if path == "/api/v1/audit-logs" || path.starts_with("/api/v1/users") {
+        "admin"
     } else if path == "/api/v1/openapi.json" {
         "openapi"
     } else if path.starts_with("/api/v1/") {
@@ -149,6 +150,38 @@ async fn route(
             ))
         }
         (_, "/api/v1/audit-logs") => Err(GatewayError::MethodNotAllowed),
+        (_, p) if p == "/api/v1/users" || p.starts_with("/api/v1/users/") => {
+            let claims = proxy::verified_claims(gw, req.headers())?;
+            gw.cache.active(claims.clinic).await?;
+            let segments: Vec<String> = p
+                .trim_start_matches("/api/v1/users")
+                .split('/')
+                .skip(1)
+                .map(str::to_owned)
+                .collect();
+            let method = req.method().clone();
+            match (method, segments.as_slice()) {
+                (Method::GET, []) => Ok(h::json(
+                    StatusCode::OK,
+                    &crate::users::list(gw, &claims).await?,
+                )),
+                (Method::POST, []) => {
+                    let body = h::read_json(req, limit).await?;
+                    Ok(h::json(
+                        StatusCode::CREATED,
+                        &crate::users::create(gw, ctx, &claims, body).await?,
+                    ))
+                }
+                (Method::POST, [id, action]) if action == "disable" || action == "enable" => {
+                    let user =
+                        crate::users::set_disabled(gw, ctx, &claims, id, action == "disable")
+                            .await?;
+                    Ok(h::json(StatusCode::OK, &user))
+                }
+                (_, []) => Err(GatewayError::MethodNotAllowed),
+                _ => Err(GatewayError::NotFound),
+            }
+        }
         (Method::GET, "/api/v1/openapi.json") => {
             let mut r = Response::new(h::full(gw.openapi.clone()));
             r.headers_mut()
@@ -178,7 +211,12 @@ pub async fn handle(
         client_ip: client_ip(&gw.config, peer.ip(), &req),
     };
     let class = route_class(req.uri().path());
-    let mut response = match route(&gw, &ctx, req).await {
+    // A bug must cost one request a 500, never the connection or the process.
+    let routed = std::panic::AssertUnwindSafe(route(&gw, &ctx, req))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| Err(GatewayError::Internal("a handler panicked".into())));
+    let mut response = match routed {
         Ok(r) => r,
         Err(e) => {
             if e.problem().status >= 500 {

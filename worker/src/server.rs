@@ -12,6 +12,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use futures_util::FutureExt;
 use common::crypto::KeyRing;
 use common::internal::InternalKey;
 use common::metric_names as m;
@@ -82,7 +83,11 @@ fn route_class(method: &axum::http::Method, path: &str) -> &'static str {
 async fn observe(req: Request, next: Next) -> Response {
     let started = Instant::now();
     let route = route_class(req.method(), req.uri().path());
-    let response = next.run(req).await;
+    // A bug must cost one request a 500, never the connection or the process.
+    let response = match std::panic::AssertUnwindSafe(next.run(req)).catch_unwind().await {
+        Ok(response) => response,
+        Err(_) => WorkerError::Internal("a handler panicked".into()).into_response(),
+    };
     let status = match response.status().as_u16() {
         200..=299 => "2xx",
         300..=399 => "3xx",
