@@ -22,21 +22,8 @@ pub struct AdminSettings {
 impl AdminSettings {
     pub fn from_source(source: &Source) -> Result<Self, ConfigError> {
         Ok(Self {
-            central: DbSettings::from_source(
-                source,
-                ["DB_HOST", "DB_PORT", "DB_USER", "DB_PASSWORD"],
-                source.or("CENTRAL_DB_NAME", "medicalpro_central"),
-            )?,
-            regional: DbSettings::from_source(
-                source,
-                [
-                    "REGION_DB_HOST",
-                    "REGION_DB_PORT",
-                    "REGION_DB_USER",
-                    "REGION_DB_PASSWORD",
-                ],
-                "postgres".into(),
-            )?,
+            central: DbSettings::central(source)?,
+            regional: DbSettings::regional(source)?,
         })
     }
 }

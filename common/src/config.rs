@@ -153,6 +153,31 @@ impl DbSettings {
         })
     }
 
+    /// The central database: `DB_HOST`, `DB_PORT`, `DB_USER`, `DB_PASSWORD`,
+    /// `CENTRAL_DB_NAME` (default `medicalpro_central`).
+    pub fn central(source: &Source) -> Result<Self, ConfigError> {
+        Self::from_source(
+            source,
+            ["DB_HOST", "DB_PORT", "DB_USER", "DB_PASSWORD"],
+            source.or("CENTRAL_DB_NAME", "medicalpro_central"),
+        )
+    }
+
+    /// A region's PostgreSQL server, at its maintenance database: `REGION_DB_HOST`,
+    /// `REGION_DB_PORT`, `REGION_DB_USER`, `REGION_DB_PASSWORD`.
+    pub fn regional(source: &Source) -> Result<Self, ConfigError> {
+        Self::from_source(
+            source,
+            [
+                "REGION_DB_HOST",
+                "REGION_DB_PORT",
+                "REGION_DB_USER",
+                "REGION_DB_PASSWORD",
+            ],
+            "postgres".into(),
+        )
+    }
+
     /// The same server, another database.
     pub fn with_dbname(&self, dbname: &str) -> Self {
         Self {

@@ -25,3 +25,14 @@ pub const POOL_ACQUIRE: &str = "medicalpro_pool_acquire_seconds";
 pub const AUDIT_BACKLOG: &str = "medicalpro_audit_backlog";
 /// Counter: audit records shipped to the central database.
 pub const AUDIT_SHIPPED: &str = "medicalpro_audit_shipped_total";
+
+/// The `status` label of a response: its status class (`2xx` … `5xx`).
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}

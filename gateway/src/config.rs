@@ -67,11 +67,7 @@ impl Config {
         Ok(Self {
             listen: source.parse_or("LISTEN_ADDR", ([0, 0, 0, 0], 8080).into())?,
             admin_listen: source.parse_or("ADMIN_ADDR", ([127, 0, 0, 1], 9090).into())?,
-            central: DbSettings::from_source(
-                source,
-                ["DB_HOST", "DB_PORT", "DB_USER", "DB_PASSWORD"],
-                source.or("CENTRAL_DB_NAME", "medicalpro_central"),
-            )?,
+            central: DbSettings::central(source)?,
             tokens: TokenService::from_source(source)?,
             internal: InternalKey::from_source(source)?,
             refresh_ttl: Duration::from_secs(source.parse_or("REFRESH_TOKEN_TTL", 30 * 86_400)?),

@@ -23,9 +23,9 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -44,25 +44,6 @@ pub struct Gateway {
     openapi: Bytes,
     /// Set once shutdown began: `/readyz` turns 503 so load balancers stop sending.
     draining: std::sync::atomic::AtomicBool,
-}
-
-/// Installs the process-wide Prometheus recorder once.
-pub fn metrics_handle() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let builder = PrometheusBuilder::new()
-                .set_buckets(&[
-                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                    10.0, 30.0,
-                ])
-                .unwrap_or_else(|_| PrometheusBuilder::new());
-            match builder.install_recorder() {
-                Ok(handle) => handle,
-                Err(_) => PrometheusBuilder::new().build_recorder().handle(),
-            }
-        })
-        .clone()
 }
 
 fn central_pool(config: &Config) -> anyhow::Result<Pool> {
@@ -231,12 +212,7 @@ pub async fn handle(
             .headers_mut()
             .insert(common::internal::HEADER_REQUEST_ID, v);
     }
-    let status = match response.status().as_u16() {
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
-    };
+    let status = m::status_class(response.status().as_u16());
     metrics::histogram!(m::HTTP_REQUEST_DURATION, "component" => "gateway", "route" => class, "status" => status)
         .record(started.elapsed().as_secs_f64());
     Ok(response)
@@ -339,7 +315,7 @@ pub async fn run(
     admin_listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let prometheus = metrics_handle();
+    let prometheus = common::service::metrics_handle();
     {
         let mut client = pgconn::connect(&config.central, "medicalpro-migrate").await?;
         migrations::apply(&mut client, migrations::CENTRAL).await?;

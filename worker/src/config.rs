@@ -98,21 +98,8 @@ impl Config {
             admin_listen: source.parse_or("ADMIN_ADDR", ([127, 0, 0, 1], 9091).into())?,
             advertise_url: source.or("WORKER_URL", &format!("http://{listen}")),
             region,
-            central: DbSettings::from_source(
-                source,
-                ["DB_HOST", "DB_PORT", "DB_USER", "DB_PASSWORD"],
-                source.or("CENTRAL_DB_NAME", "medicalpro_central"),
-            )?,
-            regional: DbSettings::from_source(
-                source,
-                [
-                    "REGION_DB_HOST",
-                    "REGION_DB_PORT",
-                    "REGION_DB_USER",
-                    "REGION_DB_PASSWORD",
-                ],
-                "postgres".into(),
-            )?,
+            central: DbSettings::central(source)?,
+            regional: DbSettings::regional(source)?,
             tokens: TokenService::from_source(source)?,
             internal: InternalKey::from_source(source)?,
             keys: Arc::new(KeyRing::from_source(source)?),

@@ -12,14 +12,14 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use futures_util::FutureExt;
 use common::crypto::KeyRing;
 use common::internal::InternalKey;
 use common::metric_names as m;
 use common::token::TokenService;
 use common::ClinicId;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use std::sync::{Arc, OnceLock};
+use futures_util::FutureExt;
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -45,25 +45,6 @@ impl AppState {
     }
 }
 
-/// Installs the process-wide Prometheus recorder once.
-pub fn metrics_handle() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let builder = PrometheusBuilder::new()
-                .set_buckets(&[
-                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                    10.0, 30.0,
-                ])
-                .unwrap_or_else(|_| PrometheusBuilder::new());
-            match builder.install_recorder() {
-                Ok(handle) => handle,
-                Err(_) => PrometheusBuilder::new().build_recorder().handle(),
-            }
-        })
-        .clone()
-}
-
 fn route_class(method: &axum::http::Method, path: &str) -> &'static str {
     let segments = path.trim_matches('/').split('/').count();
     if path.starts_with("/internal/") {
@@ -84,16 +65,14 @@ async fn observe(req: Request, next: Next) -> Response {
     let started = Instant::now();
     let route = route_class(req.method(), req.uri().path());
     // A bug must cost one request a 500, never the connection or the process.
-    let response = match std::panic::AssertUnwindSafe(next.run(req)).catch_unwind().await {
+    let response = match std::panic::AssertUnwindSafe(next.run(req))
+        .catch_unwind()
+        .await
+    {
         Ok(response) => response,
         Err(_) => WorkerError::Internal("a handler panicked".into()).into_response(),
     };
-    let status = match response.status().as_u16() {
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
-    };
+    let status = m::status_class(response.status().as_u16());
     metrics::histogram!(m::HTTP_REQUEST_DURATION, "component" => "worker", "route" => route, "status" => status)
         .record(started.elapsed().as_secs_f64());
     response
@@ -168,7 +147,7 @@ pub async fn run(
     admin_listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let metrics = metrics_handle();
+    let metrics = common::service::metrics_handle();
     let central = pgconn::pool(
         pgconn::config(&config.central, "medicalpro-worker"),
         8,
