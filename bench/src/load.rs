@@ -1,11 +1,14 @@
 //! The load generator and its statistics: `concurrency` tasks share one kept-alive
-//! hyper client and send the same GET back to back until a deadline; every answer
-//! other than a 200 with its whole body read is an error.
+//! hyper client and send requests back to back until a deadline. What each task
+//! sends next comes from a [`Workload`]: the same GET every time ([`Target`]) or a
+//! weighted mix of operations (the mixed scenario). Every answer other than a 2xx
+//! with its whole body read is an error; statistics are kept overall and, for
+//! workloads of several operations, per operation.
 
 use anyhow::Context;
 use bytes::Bytes;
 use http::{HeaderMap, Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -17,7 +20,10 @@ use tokio::task::JoinSet;
 /// A request that does not complete within this counts as an error.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub type LoadClient = Client<HttpConnector, Empty<Bytes>>;
+/// Request bodies: empty for GETs, JSON for writes.
+pub type Body = Full<Bytes>;
+
+pub type LoadClient = Client<HttpConnector, Body>;
 
 /// A kept-alive client with room for one idle connection per task.
 pub fn client(concurrency: usize) -> LoadClient {
@@ -29,7 +35,65 @@ pub fn client(concurrency: usize) -> LoadClient {
         .build(connector)
 }
 
-/// What every request of a run asks for.
+/// A small, fast pseudo-random generator (SplitMix64); each load task has its own.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n` (0 when `n` is 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        if n == 0 {
+            return 0;
+        }
+        // The modulo bias is negligible for the small `n` used here.
+        (self.next_u64() % n as u64) as usize
+    }
+
+    /// One element of `items`, if there is any.
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> Option<&'a T> {
+        items.get(self.below(items.len()))
+    }
+}
+
+/// The state a workload gets from the load task that asks it for requests.
+#[derive(Debug)]
+pub struct Task {
+    /// Which of the `concurrency` tasks this is.
+    pub index: usize,
+    /// Requests this task has sent so far.
+    pub sent: u64,
+    pub rng: Rng,
+}
+
+/// One request to send, and which of the workload's operations it is.
+pub struct Job {
+    /// Index into [`Workload::ops`].
+    pub op: usize,
+    /// The request; an error here counts as a failed request of `op`.
+    pub request: anyhow::Result<Request<Body>>,
+}
+
+/// What the load tasks send.
+pub trait Workload: Send + Sync + 'static {
+    /// Names of the operation kinds, as reported.
+    fn ops(&self) -> &[&'static str];
+    /// The next request for `task`.
+    fn next(&self, task: &mut Task) -> Job;
+}
+
+/// One GET with fixed headers: the workload of the single-request scenarios.
 #[derive(Clone, Debug)]
 pub struct Target {
     pub uri: Uri,
@@ -48,23 +112,41 @@ impl Target {
         })
     }
 
-    fn request(&self) -> Request<Empty<Bytes>> {
-        let mut req = Request::new(Empty::new());
+    fn request(&self) -> Request<Body> {
+        let mut req = Request::new(Body::default());
         *req.uri_mut() = self.uri.clone();
         *req.headers_mut() = self.headers.clone();
         req
     }
 }
 
+impl Workload for Target {
+    fn ops(&self) -> &[&'static str] {
+        &["get"]
+    }
+
+    fn next(&self, _task: &mut Task) -> Job {
+        Job {
+            op: 0,
+            request: Ok(self.request()),
+        }
+    }
+}
+
 /// Sends one request and reads the whole answer.
-pub async fn fetch(client: &LoadClient, target: &Target) -> anyhow::Result<(StatusCode, Bytes)> {
-    let resp = client.request(target.request()).await?;
+pub async fn send(client: &LoadClient, req: Request<Body>) -> anyhow::Result<(StatusCode, Bytes)> {
+    let resp = client.request(req).await?;
     let status = resp.status();
     let body = resp.into_body().collect().await?.to_bytes();
     Ok((status, body))
 }
 
-/// The outcome of one or more runs against one target.
+/// Sends a target's GET and reads the whole answer.
+pub async fn fetch(client: &LoadClient, target: &Target) -> anyhow::Result<(StatusCode, Bytes)> {
+    send(client, target.request()).await
+}
+
+/// The outcome of one or more runs of one workload.
 #[derive(Clone, Debug, Default)]
 pub struct Stats {
     /// Wall time from the first request to the end of the last one.
@@ -73,10 +155,14 @@ pub struct Stats {
     pub errors: u64,
     /// Latency of every successful request, in microseconds.
     pub latencies_us: Vec<u32>,
-    /// Error counts by kind (`status 503`, `timeout`, …).
+    /// Error counts by kind (`status 503`, `timeout`, …; prefixed with the
+    /// operation in workloads of several operations).
     pub error_kinds: BTreeMap<String, u64>,
-    /// The first error seen, with the body of a non-200 answer.
+    /// The first error seen, with the body of a non-2xx answer.
     pub first_error: Option<String>,
+    /// Per operation, in the workload's order, when it has more than one; their
+    /// `elapsed` is the whole run's.
+    pub ops: Vec<(&'static str, Stats)>,
     sorted: bool,
 }
 
@@ -92,21 +178,42 @@ impl Stats {
     /// Adds another run's counts; elapsed times add up (runs are sequential).
     pub fn merge(&mut self, other: Stats) {
         self.elapsed += other.elapsed;
-        self.absorb(other);
+        for (name, op) in other.ops {
+            match self.ops.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, mine)) => mine.merge(op),
+                None => self.ops.push((name, op)),
+            }
+        }
+        self.absorb_counts(other.ok, other.errors, other.latencies_us);
+        self.absorb_errors(other.error_kinds, other.first_error);
     }
 
     /// Adds a concurrent task's counts (elapsed is the caller's).
     fn absorb(&mut self, other: Stats) {
-        self.ok += other.ok;
-        self.errors += other.errors;
-        self.latencies_us.extend(other.latencies_us);
-        for (k, n) in other.error_kinds {
+        for (name, op) in other.ops {
+            match self.ops.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, mine)) => mine.absorb(op),
+                None => self.ops.push((name, op)),
+            }
+        }
+        self.absorb_counts(other.ok, other.errors, other.latencies_us);
+        self.absorb_errors(other.error_kinds, other.first_error);
+    }
+
+    fn absorb_counts(&mut self, ok: u64, errors: u64, latencies_us: Vec<u32>) {
+        self.ok += ok;
+        self.errors += errors;
+        self.latencies_us.extend(latencies_us);
+        self.sorted = false;
+    }
+
+    fn absorb_errors(&mut self, kinds: BTreeMap<String, u64>, first: Option<String>) {
+        for (k, n) in kinds {
             *self.error_kinds.entry(k).or_default() += n;
         }
         if self.first_error.is_none() {
-            self.first_error = other.first_error;
+            self.first_error = first;
         }
-        self.sorted = false;
     }
 
     /// Successful requests per second.
@@ -144,19 +251,37 @@ impl Stats {
     }
 }
 
-/// Runs `concurrency` request loops against `target` for `duration`.
+/// A seed that differs between runs and tasks.
+fn seed(task: usize) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    nanos ^ (task as u64).wrapping_mul(0xA24B_AED4_963E_E407)
+}
+
+/// Runs `concurrency` request loops of `workload` for `duration`.
 pub async fn run(
     client: &LoadClient,
-    target: &Target,
+    workload: &Arc<dyn Workload>,
     concurrency: usize,
     duration: Duration,
 ) -> Stats {
-    let target = Arc::new(target.clone());
     let started = Instant::now();
     let deadline = started + duration;
     let mut tasks = JoinSet::new();
-    for _ in 0..concurrency {
-        tasks.spawn(request_loop(client.clone(), target.clone(), deadline));
+    for index in 0..concurrency {
+        let task = Task {
+            index,
+            sent: 0,
+            rng: Rng::new(seed(index)),
+        };
+        tasks.spawn(request_loop(
+            client.clone(),
+            workload.clone(),
+            task,
+            deadline,
+        ));
     }
     let mut total = Stats::default();
     while let Some(joined) = tasks.join_next().await {
@@ -166,32 +291,158 @@ pub async fn run(
         }
     }
     total.elapsed = started.elapsed();
+    for (_, op) in &mut total.ops {
+        op.elapsed = total.elapsed;
+    }
     total
 }
 
-async fn request_loop(client: LoadClient, target: Arc<Target>, deadline: Instant) -> Stats {
-    let mut stats = Stats {
-        latencies_us: Vec::with_capacity(4096),
-        ..Stats::default()
+/// Records one outcome in the totals and, when there are several, in its operation's.
+struct Recorder<'a> {
+    total: Stats,
+    ops: Vec<(&'static str, Stats)>,
+    names: &'a [&'static str],
+}
+
+impl Recorder<'_> {
+    fn ok(&mut self, op: usize, micros: u32) {
+        self.total.ok += 1;
+        self.total.latencies_us.push(micros);
+        if let Some((_, s)) = self.ops.get_mut(op) {
+            s.ok += 1;
+            s.latencies_us.push(micros);
+        }
+    }
+
+    fn error(&mut self, op: usize, kind: String, detail: impl Fn() -> String) {
+        match self.ops.get_mut(op) {
+            Some((name, s)) => {
+                let name = *name;
+                s.error(kind.clone(), &detail);
+                self.total.error(format!("{name}: {kind}"), || {
+                    format!("{name}: {}", detail())
+                });
+            }
+            None => self.total.error(kind, detail),
+        }
+    }
+
+    fn name(&self, op: usize) -> &'static str {
+        self.names.get(op).copied().unwrap_or("?")
+    }
+
+    fn finish(mut self) -> Stats {
+        self.total.ops = self.ops;
+        self.total
+    }
+}
+
+async fn request_loop(
+    client: LoadClient,
+    workload: Arc<dyn Workload>,
+    mut task: Task,
+    deadline: Instant,
+) -> Stats {
+    let names = workload.ops();
+    let ops = if names.len() > 1 {
+        names
+            .iter()
+            .map(|name| {
+                let stats = Stats {
+                    latencies_us: Vec::with_capacity(1024),
+                    ..Stats::default()
+                };
+                (*name, stats)
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut rec = Recorder {
+        total: Stats {
+            latencies_us: Vec::with_capacity(4096),
+            ..Stats::default()
+        },
+        ops,
+        names,
     };
     while Instant::now() < deadline {
+        let job = workload.next(&mut task);
+        task.sent += 1;
+        let req = match job.request {
+            Ok(req) => req,
+            Err(e) => {
+                let what = rec.name(job.op);
+                rec.error(job.op, "request not built".into(), || {
+                    format!("{what}: {e:#}")
+                });
+                continue;
+            }
+        };
         let started = Instant::now();
-        let outcome = tokio::time::timeout(REQUEST_TIMEOUT, fetch(&client, &target)).await;
+        let outcome = tokio::time::timeout(REQUEST_TIMEOUT, send(&client, req)).await;
         let micros = u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX);
         match outcome {
-            Ok(Ok((StatusCode::OK, _))) => {
-                stats.ok += 1;
-                stats.latencies_us.push(micros);
+            Ok(Ok((status, _))) if status.is_success() => rec.ok(job.op, micros),
+            Ok(Ok((status, body))) => {
+                rec.error(job.op, format!("status {}", status.as_u16()), || {
+                    let text = String::from_utf8_lossy(&body);
+                    format!("{status}: {}", text.chars().take(300).collect::<String>())
+                })
             }
-            Ok(Ok((status, body))) => stats.error(format!("status {}", status.as_u16()), || {
-                let text = String::from_utf8_lossy(&body);
-                format!("{status}: {}", text.chars().take(300).collect::<String>())
-            }),
-            Ok(Err(e)) => stats.error(format!("{e}"), || format!("{e:#}")),
-            Err(_) => stats.error("timeout".into(), || {
+            Ok(Err(e)) => rec.error(job.op, format!("{e}"), || format!("{e:#}")),
+            Err(_) => rec.error(job.op, "timeout".into(), || {
                 format!("no answer within {REQUEST_TIMEOUT:?}")
             }),
         }
     }
-    stats
+    rec.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rng_stays_below_its_bound() {
+        let mut rng = Rng::new(7);
+        let mut seen = [0u32; 5];
+        for _ in 0..10_000 {
+            let i = rng.below(5);
+            assert!(i < 5);
+            if let Some(n) = seen.get_mut(i) {
+                *n += 1;
+            }
+        }
+        assert!(seen.iter().all(|&n| n > 1500), "{seen:?}");
+        assert_eq!(rng.below(0), 0);
+    }
+
+    #[test]
+    fn merge_keeps_operations_apart() {
+        let op = |ok: u64| Stats {
+            ok,
+            latencies_us: vec![100; ok as usize],
+            elapsed: Duration::from_secs(1),
+            ..Stats::default()
+        };
+        let mut a = Stats {
+            ok: 3,
+            elapsed: Duration::from_secs(1),
+            ops: vec![("x", op(1)), ("y", op(2))],
+            ..Stats::default()
+        };
+        let b = Stats {
+            ok: 4,
+            elapsed: Duration::from_secs(1),
+            ops: vec![("x", op(4))],
+            ..Stats::default()
+        };
+        a.merge(b);
+        assert_eq!(a.ok, 7);
+        assert_eq!(a.elapsed, Duration::from_secs(2));
+        let x = a.ops.iter().find(|(n, _)| *n == "x").map(|(_, s)| s.ok);
+        assert_eq!(x, Some(5));
+        assert_eq!(a.ops.len(), 2);
+    }
 }

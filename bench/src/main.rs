@@ -1,13 +1,17 @@
-//! The bench binary: `cargo run --release -p bench` starts a local stack, seeds one
-//! clinic and patient, and compares the product's authenticated patient read
-//! (gateway → worker → PostgreSQL) with a bare hyper + tokio-postgres server reading
-//! the same row. Settings come from `BENCH_*` variables (see [`settings`]); the
-//! stack re-executes this binary as `bench __component gateway|worker`.
+//! The bench binary: `cargo run --release -p bench` starts a local stack and
+//! measures, in the same run and against a bare hyper + tokio-postgres server
+//! reading one patient row (the baseline), the product's authenticated patient
+//! read (gateway → worker → PostgreSQL) and a mixed clinic workload of searches,
+//! lists, reads and writes over several clinics. Settings come from `BENCH_*`
+//! variables (see [`settings`]); the stack re-executes this binary as
+//! `bench __component gateway|worker`.
 
 mod baseline;
 mod breakdown;
+mod clinics;
 mod cpu;
 mod load;
+mod mixed;
 mod report;
 mod scenario;
 mod settings;

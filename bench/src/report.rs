@@ -1,7 +1,8 @@
 //! The printed report: the machine and settings, one table row per scenario (all
-//! rounds together, plus each round's throughput), the throughput ratio against the
-//! goal, errors in detail, and where the time goes: CPU per request by component
-//! for both scenarios, and the product's latency as its services measure it.
+//! rounds together, plus each round's throughput), each scenario's throughput as a
+//! ratio of the baseline (the read scenario against its goal), the mixed scenario
+//! by operation, errors in detail, and where the time goes: CPU per request by
+//! component for every scenario, and the read's latency as its services measure it.
 
 use crate::breakdown::Snapshot;
 use crate::cpu::{self, Usage};
@@ -12,7 +13,11 @@ use std::io::{self, Write};
 /// One scenario's results over all rounds.
 #[derive(Debug)]
 pub struct Row {
-    pub name: &'static str,
+    pub name: String,
+    /// A short name for the CPU table's column.
+    pub label: &'static str,
+    /// The intended share of each operation in percent, for workloads of several.
+    pub weights: Vec<(&'static str, u32)>,
     pub total: Stats,
     /// Throughput of each measured round, in order.
     pub rounds: Vec<f64>,
@@ -21,9 +26,11 @@ pub struct Row {
 }
 
 impl Row {
-    pub fn new(name: &'static str) -> Self {
+    pub fn new(name: impl Into<String>, label: &'static str) -> Self {
         Self {
-            name,
+            name: name.into(),
+            label,
+            weights: Vec::new(),
             total: Stats::default(),
             rounds: Vec::new(),
             cpu: Usage::default(),
@@ -107,12 +114,10 @@ fn group_rank(name: &str) -> (u8, &str) {
     (rank, name)
 }
 
-fn cpu_table(out: &mut impl Write, baseline: &Row, product: &Row) -> io::Result<()> {
-    let mut groups: Vec<&str> = baseline
-        .cpu
-        .ticks
-        .keys()
-        .chain(product.cpu.ticks.keys())
+fn cpu_table(out: &mut impl Write, rows: &[&Row]) -> io::Result<()> {
+    let mut groups: Vec<&str> = rows
+        .iter()
+        .flat_map(|r| r.cpu.ticks.keys())
         .map(String::as_str)
         .filter(|g| *g != cpu::OTHER)
         .collect();
@@ -123,14 +128,14 @@ fn cpu_table(out: &mut impl Write, baseline: &Row, product: &Row) -> io::Result<
         "CPU per request in microseconds (cores busy), measured runs; {:.0} ticks/s:",
         cpu::ticks_per_sec()
     )?;
-    writeln!(out, "  {:<36} {:>16} {:>16}", "", "baseline", "product")?;
-    let line = |out: &mut dyn Write, label: &str, b: Option<u64>, p: Option<u64>| {
-        writeln!(
-            out,
-            "  {label:<36} {:>16} {:>16}",
-            baseline.cpu_cell(b),
-            product.cpu_cell(p)
-        )
+    let header: String = rows.iter().map(|r| format!(" {:>16}", r.label)).collect();
+    writeln!(out, "  {:<36}{header}", "")?;
+    let line = |out: &mut dyn Write, label: &str, ticks: &dyn Fn(&Row) -> Option<u64>| {
+        let cells: String = rows
+            .iter()
+            .map(|r| format!(" {:>16}", r.cpu_cell(ticks(r))))
+            .collect();
+        writeln!(out, "  {label:<36}{cells}")
     };
     // Groups that used less than a microsecond per request are left out.
     let used = |row: &Row, g: &str| {
@@ -141,25 +146,85 @@ fn cpu_table(out: &mut impl Write, baseline: &Row, product: &Row) -> io::Result<
             .filter(|t| row.per_request(*t).0 >= 0.5)
     };
     for g in groups {
-        let b = used(baseline, g);
-        let p = used(product, g);
-        if b.is_some() || p.is_some() {
-            line(out, g, b, p)?;
+        if rows.iter().any(|r| used(r, g).is_some()) {
+            line(out, g, &|r| used(r, g))?;
         }
     }
-    line(
-        out,
-        "total, bench and its children",
-        Some(baseline.cpu.ours()),
-        Some(product.cpu.ours()),
-    )?;
-    line(
-        out,
-        cpu::OTHER,
-        baseline.cpu.ticks.get(cpu::OTHER).copied(),
-        product.cpu.ticks.get(cpu::OTHER).copied(),
-    )?;
+    line(out, "total, bench and its children", &|r| {
+        Some(r.cpu.ours())
+    })?;
+    line(out, cpu::OTHER, &|r| r.cpu.ticks.get(cpu::OTHER).copied())?;
     Ok(())
+}
+
+/// The operations of a workload of several: intended weight, share of the
+/// completed requests, throughput, latency and errors of each.
+fn operations(out: &mut impl Write, row: &mut Row) -> io::Result<()> {
+    if row.total.ops.is_empty() {
+        return Ok(());
+    }
+    let done = (row.total.ok + row.total.errors).max(1) as f64;
+    writeln!(out, "{} by operation:", row.name)?;
+    writeln!(
+        out,
+        "  {:<30} {:>6} {:>6} {:>9} {:>8} {:>8} {:>7}",
+        "operation", "weight", "share", "req/s", "p50 ms", "p99 ms", "errors"
+    )?;
+    for (name, stats) in &mut row.total.ops {
+        let weight = row
+            .weights
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or_else(|| "-".into(), |(_, w)| format!("{w}%"));
+        let share = (stats.ok + stats.errors) as f64 * 100.0 / done;
+        let p50 = ms(stats.percentile_ms(50.0));
+        let p99 = ms(stats.percentile_ms(99.0));
+        writeln!(
+            out,
+            "  {:<30} {:>6} {:>5.1}% {:>9.1} {:>8} {:>8} {:>7}",
+            name,
+            weight,
+            share,
+            stats.rps(),
+            p50,
+            p99,
+            stats.errors
+        )?;
+    }
+    Ok(())
+}
+
+/// Everything measured in one bench run.
+#[derive(Debug)]
+pub struct Results {
+    pub baseline: Row,
+    /// The single-read scenario, when run.
+    pub read: Option<Row>,
+    /// The mixed scenario, when run.
+    pub mixed: Option<Row>,
+    /// The read scenario's service metrics, when run and scraped.
+    pub breakdown: Option<Snapshot>,
+}
+
+fn ratio(out: &mut impl Write, base: f64, row: &Row, goal: Option<f64>) -> io::Result<()> {
+    let name = row.label;
+    if base <= 0.0 {
+        return writeln!(
+            out,
+            "ratio {name}/baseline: - (the baseline served nothing)"
+        );
+    }
+    let ratio = row.total.rps() / base;
+    match goal {
+        Some(goal) => {
+            let verdict = if ratio >= goal { "met" } else { "missed" };
+            writeln!(
+                out,
+                "ratio {name}/baseline: {ratio:.2} (goal >= {goal:.2}: {verdict})"
+            )
+        }
+        None => writeln!(out, "ratio {name}/baseline: {ratio:.2}"),
+    }
 }
 
 /// Prints the whole report.
@@ -167,9 +232,7 @@ pub fn print(
     out: &mut impl Write,
     settings: &Settings,
     nproc: usize,
-    baseline: &mut Row,
-    product: &mut Row,
-    breakdown: Option<Snapshot>,
+    results: &mut Results,
 ) -> io::Result<()> {
     writeln!(
         out,
@@ -193,34 +256,44 @@ pub fn print(
         "{:<38} {:<10} {:<8} {:<8} {:<8} req/s per round",
         "scenario", "req/s", "p50 ms", "p99 ms", "errors"
     )?;
-    row(out, baseline)?;
-    row(out, product)?;
-    let base = baseline.total.rps();
-    if base > 0.0 {
-        let ratio = product.total.rps() / base;
-        let verdict = if ratio >= GOAL_RATIO { "met" } else { "missed" };
-        writeln!(
-            out,
-            "ratio product/baseline: {ratio:.2} (goal >= {GOAL_RATIO:.2}: {verdict})"
-        )?;
-    } else {
-        writeln!(
-            out,
-            "ratio product/baseline: - (the baseline served nothing)"
-        )?;
+    row(out, &mut results.baseline)?;
+    for r in [&mut results.read, &mut results.mixed]
+        .into_iter()
+        .flatten()
+    {
+        row(out, r)?;
     }
-    errors(out, baseline)?;
-    errors(out, product)?;
-    cpu_table(out, baseline, product)?;
+    let base = results.baseline.total.rps();
+    if let Some(read) = &results.read {
+        ratio(out, base, read, Some(GOAL_RATIO))?;
+    }
+    if let Some(mixed) = &results.mixed {
+        ratio(out, base, mixed, None)?;
+    }
+    if let Some(mixed) = &mut results.mixed {
+        operations(out, mixed)?;
+    }
+    errors(out, &results.baseline)?;
+    for r in [&results.read, &results.mixed].into_iter().flatten() {
+        errors(out, r)?;
+    }
+    let rows: Vec<&Row> = std::iter::once(&results.baseline)
+        .chain(results.read.iter())
+        .chain(results.mixed.iter())
+        .collect();
+    cpu_table(out, &rows)?;
 
-    writeln!(out, "product time, mean per measured request:")?;
+    let Some(read) = &results.read else {
+        return Ok(());
+    };
+    writeln!(out, "read scenario time, mean per measured request:")?;
     writeln!(
         out,
         "  {:<46} {:>8} ms",
         "seen by the load generator",
-        ms(product.total.mean_ms())
+        ms(read.total.mean_ms())
     )?;
-    match breakdown {
+    match results.breakdown {
         Some(b) => {
             let lines = [
                 (

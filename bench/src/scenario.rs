@@ -1,32 +1,37 @@
-//! One bench run end to end: the stack and its fixture, the baseline server on its
-//! own runtime, alternating measured rounds (baseline, product, …) each after a
-//! warm-up, the report, and the teardown.
+//! One bench run end to end: the stack and its fixtures, the baseline server on
+//! its own runtime, alternating measured rounds (baseline, then each chosen
+//! scenario, each after a warm-up), the report, and the teardown.
 
 use crate::baseline;
 use crate::breakdown::{Snapshot, Sources};
+use crate::clinics;
 use crate::cpu;
-use crate::load::{self, LoadClient, Target};
-use crate::report::{self, Row};
-use crate::settings::Settings;
+use crate::load::{self, LoadClient, Target, Workload};
+use crate::mixed::Mixed;
+use crate::report::{self, Results, Row};
+use crate::settings::{Scenario, Settings};
 use crate::setup::{self, Fixture};
 use anyhow::{bail, Context};
 use http::StatusCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 const BASELINE: &str = "bare hyper+tokio-postgres (baseline)";
-const PRODUCT: &str = "gateway -> worker GET patient";
+const READ: &str = "gateway -> worker GET patient";
 
-/// The two targets every round measures.
-struct Scenarios {
-    baseline: Target,
-    product: Target,
+/// What a measured run is of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Baseline,
+    Read,
+    Mixed,
 }
 
-/// Everything measured.
-struct Results {
-    baseline: Row,
-    product: Row,
-    breakdown: Option<Snapshot>,
+/// One measured workload and its results so far.
+struct Measured {
+    kind: Kind,
+    workload: Arc<dyn Workload>,
+    row: Row,
 }
 
 fn runtime(name: &str, threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
@@ -47,15 +52,15 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         settings.regions.join(", ")
     );
     let product = setup::start(&settings)?;
+    let gateway = product.stack.gateway_url();
     eprintln!(
-        "bench: stack up at {} (data in {})",
-        product.stack.gateway_url(),
+        "bench: stack up at {gateway} (data in {})",
         product.dir.path().display()
     );
 
     let load_rt = runtime("bench-load", nproc)?;
     let fixture = load_rt
-        .block_on(setup::seed(&product.stack.gateway_url()))
+        .block_on(setup::seed(&gateway))
         .context("seeding the clinic")?;
     let region = product.stack.region(&fixture.region).with_context(|| {
         format!(
@@ -75,39 +80,75 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
             settings.pg_conns,
         ))
         .context("starting the baseline server")?;
-    let scenarios = Scenarios {
-        baseline: Target::new(&server.url(fixture.patient_id), &[])?,
-        product: Target::new(
-            &format!(
-                "{}/api/v1/patients/{}",
-                product.stack.gateway_url(),
-                fixture.patient_id
-            ),
-            &[("authorization", &format!("Bearer {}", fixture.token))],
-        )?,
-    };
+    let baseline_target = Target::new(&server.url(fixture.patient_id), &[])?;
+    let read_target = Target::new(
+        &format!("{gateway}/api/v1/patients/{}", fixture.patient_id),
+        &[("authorization", &format!("Bearer {}", fixture.token))],
+    )?;
     let sources = Sources::new(product.stack.gateway.admin_addr, region.worker.admin_addr)?;
 
-    let measured = load_rt.block_on(measure(&settings, &scenarios, &sources, &fixture));
+    let measured = load_rt.block_on(async {
+        let client = load::client(settings.concurrency);
+        check(&client, &baseline_target, &fixture, "baseline").await?;
+        let mut runs = vec![Measured {
+            kind: Kind::Baseline,
+            workload: Arc::new(baseline_target),
+            row: Row::new(BASELINE, "baseline"),
+        }];
+        for scenario in &settings.scenarios {
+            runs.push(match scenario {
+                Scenario::Read => {
+                    check(&client, &read_target, &fixture, "read").await?;
+                    Measured {
+                        kind: Kind::Read,
+                        workload: Arc::new(read_target.clone()),
+                        row: Row::new(READ, "read"),
+                    }
+                }
+                Scenario::Mixed => mixed(&settings, &client, &gateway).await?,
+            });
+        }
+        measure(&settings, &client, runs, &sources).await
+    });
     drop(load_rt);
     baseline_rt.shutdown_timeout(Duration::from_secs(2));
     let mut results = measured?;
 
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    report::print(
-        &mut out,
-        &settings,
-        nproc,
-        &mut results.baseline,
-        &mut results.product,
-        results.breakdown,
-    )?;
+    report::print(&mut out, &settings, nproc, &mut results)?;
     drop(out);
 
     eprintln!("bench: stopping the stack…");
     drop(product);
     Ok(())
+}
+
+/// Seeds the mixed scenario's clinics and checks every operation once.
+async fn mixed(
+    settings: &Settings,
+    client: &LoadClient,
+    gateway: &str,
+) -> anyhow::Result<Measured> {
+    eprintln!(
+        "bench: seeding {} clinic(s) with {} patients each for the mixed scenario…",
+        settings.clinics, settings.patients
+    );
+    let seeded = clinics::seed(gateway, settings.clinics, settings.patients)
+        .await
+        .context("seeding the mixed scenario's clinics")?;
+    let workload = Mixed::new(gateway, seeded)?;
+    workload.check(client).await?;
+    let mut row = Row::new(
+        format!("gateway -> worker mixed ({} clinics)", settings.clinics),
+        "mixed",
+    );
+    row.weights = Mixed::weights().collect();
+    Ok(Measured {
+        kind: Kind::Mixed,
+        workload: Arc::new(workload),
+        row,
+    })
 }
 
 /// One request that must answer 200 with the seeded patient.
@@ -136,39 +177,37 @@ async fn check(
     Ok(())
 }
 
+/// Runs every round: each workload in turn, warm-up then measured run.
 async fn measure(
     settings: &Settings,
-    scenarios: &Scenarios,
+    client: &LoadClient,
+    mut runs: Vec<Measured>,
     sources: &Sources,
-    fixture: &Fixture,
 ) -> anyhow::Result<Results> {
-    let client = load::client(settings.concurrency);
-    check(&client, &scenarios.baseline, fixture, "baseline").await?;
-    check(&client, &scenarios.product, fixture, "product").await?;
-
-    let mut baseline = Row::new(BASELINE);
-    let mut product = Row::new(PRODUCT);
     let mut breakdown = Some(Snapshot::default());
     for round in 1..=settings.rounds {
-        for is_product in [false, true] {
-            let (target, row) = if is_product {
-                (&scenarios.product, &mut product)
-            } else {
-                (&scenarios.baseline, &mut baseline)
-            };
+        for run in &mut runs {
             if !settings.warmup.is_zero() {
-                load::run(&client, target, settings.concurrency, settings.warmup).await;
+                load::run(client, &run.workload, settings.concurrency, settings.warmup).await;
             }
-            let before = if is_product {
-                sources.snapshot(&client).await
+            // The services' histograms describe the single read only.
+            let scrape = run.kind == Kind::Read;
+            let before = if scrape {
+                sources.snapshot(client).await
             } else {
                 None
             };
             let cpu_before = cpu::snapshot();
-            let stats = load::run(&client, target, settings.concurrency, settings.duration).await;
+            let stats = load::run(
+                client,
+                &run.workload,
+                settings.concurrency,
+                settings.duration,
+            )
+            .await;
             let used = cpu::snapshot().minus(&cpu_before);
-            if is_product {
-                let after = sources.snapshot(&client).await;
+            if scrape {
+                let after = sources.snapshot(client).await;
                 breakdown = match (breakdown, before, after) {
                     (Some(acc), Some(b), Some(a)) => Some(acc.plus(a.minus(b))),
                     _ => None,
@@ -177,16 +216,28 @@ async fn measure(
             eprintln!(
                 "bench: round {round}/{}: {:<38} {:>9.1} req/s, {} errors",
                 settings.rounds,
-                row.name,
+                run.row.name,
                 stats.rps(),
                 stats.errors
             );
-            row.add(stats, &used);
+            run.row.add(stats, &used);
         }
     }
-    Ok(Results {
-        baseline,
-        product,
-        breakdown,
-    })
+    let mut results = Results {
+        baseline: Row::new(BASELINE, "baseline"),
+        read: None,
+        mixed: None,
+        breakdown: None,
+    };
+    for run in runs {
+        match run.kind {
+            Kind::Baseline => results.baseline = run.row,
+            Kind::Read => results.read = Some(run.row),
+            Kind::Mixed => results.mixed = Some(run.row),
+        }
+    }
+    if results.read.is_some() {
+        results.breakdown = breakdown;
+    }
+    Ok(results)
 }

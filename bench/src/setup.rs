@@ -1,5 +1,6 @@
 //! The product under test: a fresh stack in its own temp dir (removed afterwards),
-//! and the clinic, access token and patient that both scenarios read.
+//! the clinic, access token and patient that the baseline and the read scenario
+//! read, and the helpers that register clinics and create rows through the gateway.
 
 use crate::settings::Settings;
 use anyhow::{bail, Context};
@@ -84,9 +85,17 @@ fn field<'a>(v: &'a Value, name: &str, what: &str) -> anyhow::Result<&'a str> {
         .with_context(|| format!("{what} reply has no `{name}`: {v}"))
 }
 
-/// Registers a clinic, logs in and creates a patient, all through the gateway.
-pub async fn seed(gateway_url: &str) -> anyhow::Result<Fixture> {
-    let http = Http::new(gateway_url);
+/// A registered clinic and its administrator's access token.
+#[derive(Clone, Debug)]
+pub struct Account {
+    pub clinic_id: Uuid,
+    pub region: String,
+    pub token: String,
+}
+
+/// Registers a clinic named after `label` and logs its administrator in, through
+/// the gateway.
+pub async fn register(http: &Http, label: &str) -> anyhow::Result<Account> {
     let tag = Uuid::new_v4().simple().to_string();
     let email = format!("bench-{tag}@clinic.example");
     let password = format!("bench-password-{tag}");
@@ -95,7 +104,7 @@ pub async fn seed(gateway_url: &str) -> anyhow::Result<Fixture> {
         .post(
             "/api/v1/auth/register",
             None,
-            &json!({"clinic_name": format!("Bench Clinic {tag}"), "email": email, "password": password}),
+            &json!({"clinic_name": format!("{label} {tag}"), "email": email, "password": password}),
         )
         .await
         .context("register")?;
@@ -118,35 +127,67 @@ pub async fn seed(gateway_url: &str) -> anyhow::Result<Fixture> {
         bail!("login answered {}: {}", login.status, login.text());
     }
     let token = field(&login.json(), "access_token", "login")?.to_owned();
-
-    let first_name = "Ada";
-    let created = http
-        .post(
-            "/api/v1/patients",
-            Some(&token),
-            &json!({
-                "first_name": first_name,
-                "last_name": "Lovelace",
-                "email": "ada@example.org",
-                "phone": "+44 20 7946 0000",
-                "birth_date": "1985-12-10",
-                "ssn": "2 85 12 75 123 456 78",
-            }),
-        )
-        .await
-        .context("create patient")?;
-    if created.status.as_u16() != 201 {
-        bail!(
-            "create patient answered {}: {}",
-            created.status,
-            created.text()
-        );
-    }
-    let patient_id: Uuid = field(&created.json(), "id", "create patient")?.parse()?;
-    Ok(Fixture {
+    Ok(Account {
         clinic_id,
         region,
         token,
+    })
+}
+
+/// Sends `body` to `POST path` and expects `expected`; the answer as JSON.
+pub async fn post(
+    http: &Http,
+    token: &str,
+    path: &str,
+    body: &Value,
+    expected: u16,
+) -> anyhow::Result<Value> {
+    let reply = http
+        .post(path, Some(token), body)
+        .await
+        .with_context(|| format!("POST {path}"))?;
+    if reply.status.as_u16() != expected {
+        bail!("POST {path} answered {}: {}", reply.status, reply.text());
+    }
+    Ok(reply.json())
+}
+
+/// Creates one row of `resource` and returns its id.
+pub async fn create(
+    http: &Http,
+    token: &str,
+    resource: &str,
+    body: &Value,
+) -> anyhow::Result<Uuid> {
+    let path = format!("/api/v1/{resource}");
+    let created = post(http, token, &path, body, 201).await?;
+    Ok(field(&created, "id", &path)?.parse()?)
+}
+
+/// Registers a clinic, logs in and creates a patient, all through the gateway.
+pub async fn seed(gateway_url: &str) -> anyhow::Result<Fixture> {
+    let http = Http::new(gateway_url);
+    let account = register(&http, "Bench Clinic").await?;
+    let first_name = "Ada";
+    let patient_id = create(
+        &http,
+        &account.token,
+        "patients",
+        &json!({
+            "first_name": first_name,
+            "last_name": "Lovelace",
+            "email": "ada@example.org",
+            "phone": "+44 20 7946 0000",
+            "birth_date": "1985-12-10",
+            "ssn": "2 85 12 75 123 456 78",
+        }),
+    )
+    .await
+    .context("create patient")?;
+    Ok(Fixture {
+        clinic_id: account.clinic_id,
+        region: account.region,
+        token: account.token,
         patient_id,
         first_name: first_name.to_owned(),
     })
