@@ -72,11 +72,13 @@ pub enum TokenError {
     Invalid,
 }
 
-/// Signs and verifies access tokens with one HS256 secret.
+/// Signs access tokens with the current HS256 key (its id in the `kid` header) and
+/// verifies them with the current or a retired key, chosen by `kid`.
 #[derive(Clone)]
 pub struct TokenService {
+    kid: String,
     encoding: EncodingKey,
-    decoding: DecodingKey,
+    decoding: std::collections::HashMap<String, DecodingKey>,
     validation: Validation,
     issuer: String,
     audience: String,
@@ -94,8 +96,10 @@ impl std::fmt::Debug for TokenService {
 }
 
 impl TokenService {
-    /// Reads `JWT_SECRET` (≥ 32 bytes, not a sample value), `JWT_EXPIRE` (seconds,
-    /// default 900), `JWT_ISSUER` and `JWT_AUDIENCE`.
+    /// Reads `JWT_SECRET` (≥ 32 bytes, not a sample value) and its id `JWT_KID`
+    /// (default `k1`), retired keys still accepted for verification in
+    /// `JWT_RETIRED_SECRETS` (`kid:secret,…`), `JWT_EXPIRE` (seconds, default 900),
+    /// `JWT_ISSUER` and `JWT_AUDIENCE`.
     pub fn from_source(source: &Source) -> Result<Self, ConfigError> {
         let secret = Secret::new(source.required("JWT_SECRET")?);
         let ttl: i64 = source.parse_or("JWT_EXPIRE", 900)?;
@@ -105,12 +109,46 @@ impl TokenService {
                 reason: "must be between 30 and 86400 seconds".into(),
             });
         }
-        Self::new(
+        let mut service = Self::new(
             secret.expose().as_bytes(),
             &source.or("JWT_ISSUER", "medicalpro"),
             &source.or("JWT_AUDIENCE", "medicalpro-api"),
             ttl,
-        )
+        )?
+        .with_kid(&source.or("JWT_KID", "k1"));
+        if let Some(retired) = source.get("JWT_RETIRED_SECRETS").filter(|v| !v.is_empty()) {
+            for item in retired.split(',') {
+                let (kid, secret) = item.split_once(':').ok_or(ConfigError::Invalid {
+                    name: "JWT_RETIRED_SECRETS",
+                    reason: "expected kid:secret pairs separated by commas".into(),
+                })?;
+                service = service.with_retired(kid.trim(), secret.trim().as_bytes())?;
+            }
+        }
+        Ok(service)
+    }
+
+    /// Names the signing key (the `kid` header of issued tokens).
+    pub fn with_kid(mut self, kid: &str) -> Self {
+        if let Some(key) = self.decoding.remove(&self.kid) {
+            self.decoding.insert(kid.to_owned(), key);
+        }
+        self.kid = kid.to_owned();
+        self
+    }
+
+    /// Accepts tokens signed with a retired key, named `kid`, until they expire.
+    pub fn with_retired(mut self, kid: &str, secret: &[u8]) -> Result<Self, ConfigError> {
+        check_secret("JWT_RETIRED_SECRETS", secret)?;
+        if kid.is_empty() || kid == self.kid {
+            return Err(ConfigError::Invalid {
+                name: "JWT_RETIRED_SECRETS",
+                reason: "each retired key needs its own non-empty kid".into(),
+            });
+        }
+        self.decoding
+            .insert(kid.to_owned(), DecodingKey::from_secret(secret));
+        Ok(self)
     }
 
     pub fn new(
@@ -119,19 +157,7 @@ impl TokenService {
         audience: &str,
         ttl_secs: i64,
     ) -> Result<Self, ConfigError> {
-        let lowered = String::from_utf8_lossy(secret).to_ascii_lowercase();
-        if SAMPLE_SECRETS.iter().any(|s| lowered == *s) {
-            return Err(ConfigError::Invalid {
-                name: "JWT_SECRET",
-                reason: "is a well-known sample value; generate a random secret (e.g. `openssl rand -base64 48`)".into(),
-            });
-        }
-        if secret.len() < MIN_SECRET_BYTES {
-            return Err(ConfigError::Invalid {
-                name: "JWT_SECRET",
-                reason: format!("must be at least {MIN_SECRET_BYTES} bytes"),
-            });
-        }
+        check_secret("JWT_SECRET", secret)?;
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[issuer]);
         validation.set_audience(&[audience]);
@@ -139,9 +165,11 @@ impl TokenService {
         validation.leeway = 5;
         validation.validate_exp = true;
         validation.validate_nbf = true;
+        let kid = "k1".to_owned();
         Ok(Self {
+            decoding: [(kid.clone(), DecodingKey::from_secret(secret))].into(),
+            kid,
             encoding: EncodingKey::from_secret(secret),
-            decoding: DecodingKey::from_secret(secret),
             validation,
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
@@ -177,24 +205,46 @@ impl TokenService {
 
     /// Signs arbitrary claims with this service's key (also used by tests to forge).
     pub fn sign(&self, claims: &Claims) -> Result<String, TokenError> {
-        encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
-            .map_err(|_| TokenError::Invalid)
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(self.kid.clone());
+        encode(&header, claims, &self.encoding).map_err(|_| TokenError::Invalid)
     }
 
     /// Verifies signature, algorithm, `exp`, `iss`, `aud` and `typ`.
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
-        let data =
-            decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| {
-                match e.kind() {
-                    jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
-                    _ => TokenError::Invalid,
-                }
-            })?;
+        // The `kid` is unverified: it only picks which key must verify the signature.
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
+        let key = match header.kid.as_deref() {
+            Some(kid) => self.decoding.get(kid),
+            None => self.decoding.get(&self.kid),
+        }
+        .ok_or(TokenError::Invalid)?;
+        let data = decode::<Claims>(token, key, &self.validation).map_err(|e| match e.kind() {
+            jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
+            _ => TokenError::Invalid,
+        })?;
         if data.claims.typ != ACCESS {
             return Err(TokenError::Invalid);
         }
         Ok(data.claims)
     }
+}
+
+fn check_secret(name: &'static str, secret: &[u8]) -> Result<(), ConfigError> {
+    let lowered = String::from_utf8_lossy(secret).to_ascii_lowercase();
+    if SAMPLE_SECRETS.iter().any(|s| lowered == *s) {
+        return Err(ConfigError::Invalid {
+            name,
+            reason: "is a well-known sample value; generate a random secret (e.g. `openssl rand -base64 48`)".into(),
+        });
+    }
+    if secret.len() < MIN_SECRET_BYTES {
+        return Err(ConfigError::Invalid {
+            name,
+            reason: format!("must be at least {MIN_SECRET_BYTES} bytes"),
+        });
+    }
+    Ok(())
 }
 
 /// Seconds since the Unix epoch.
@@ -286,6 +336,53 @@ mod tests {
         let mut c = claims(&svc);
         c.typ = "refresh".into();
         assert_eq!(svc.verify(&svc.sign(&c).unwrap()), Err(TokenError::Invalid));
+    }
+
+    #[test]
+    fn signing_keys_rotate_by_kid() {
+        let old = TokenService::new(&[1u8; 32], "medicalpro", "medicalpro-api", 900).unwrap();
+        let (old_token, _) = old
+            .issue(UserId::generate(), ClinicId::generate(), Role::Admin)
+            .unwrap();
+        let rotated = TokenService::new(&[2u8; 32], "medicalpro", "medicalpro-api", 900)
+            .unwrap()
+            .with_kid("k2")
+            .with_retired("k1", &[1u8; 32])
+            .unwrap();
+        assert!(
+            rotated.verify(&old_token).is_ok(),
+            "a retired key still verifies"
+        );
+        let (new_token, _) = rotated
+            .issue(UserId::generate(), ClinicId::generate(), Role::Admin)
+            .unwrap();
+        assert_eq!(
+            jsonwebtoken::decode_header(&new_token)
+                .unwrap()
+                .kid
+                .as_deref(),
+            Some("k2")
+        );
+        assert_eq!(
+            old.verify(&new_token),
+            Err(TokenError::Invalid),
+            "unknown kid"
+        );
+        let dropped = TokenService::new(&[2u8; 32], "medicalpro", "medicalpro-api", 900)
+            .unwrap()
+            .with_kid("k2");
+        assert_eq!(
+            dropped.verify(&old_token),
+            Err(TokenError::Invalid),
+            "retired key removed"
+        );
+        // A token naming the current kid but signed with the retired key fails.
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some("k2".into());
+        let claims = rotated.verify(&old_token).unwrap();
+        let forged = encode(&header, &claims, &EncodingKey::from_secret(&[1u8; 32])).unwrap();
+        assert_eq!(rotated.verify(&forged), Err(TokenError::Invalid));
+        assert!(rotated.clone().with_retired("k3", b"short").is_err());
     }
 
     #[test]

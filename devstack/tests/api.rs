@@ -473,6 +473,23 @@ async fn bad_input_is_refused_and_changes_nothing() {
         404,
     );
     problem(&http.get("/nowhere", None).await.unwrap(), 404);
+    // Deeply nested JSON is refused, not recursed into.
+    let nested = bytes::Bytes::from(format!("{}{}", "[".repeat(100_000), "]".repeat(100_000)));
+    let r = http
+        .send(
+            Method::POST,
+            "/api/v1/patients",
+            &headers,
+            Some(nested.clone()),
+        )
+        .await
+        .unwrap();
+    problem(&r, 400);
+    let r = http
+        .send(Method::POST, "/api/v1/auth/login", &[], Some(nested))
+        .await
+        .unwrap();
+    problem(&r, 400);
     // SQL metacharacters are data.
     let p = create_patient(
         &http,
