@@ -140,6 +140,8 @@ pub struct RowAction {
     pub function: &'static str,
     /// Whether the answer is a new row (`201`) rather than the same one (`200`).
     pub creates: bool,
+    /// Only clinic admins may run it.
+    pub admin_only: bool,
     pub description: &'static str,
 }
 
@@ -208,7 +210,13 @@ pub const PATIENTS: Resource = Resource {
         .restricted(),
     ],
     children: &[],
-    actions: &[],
+    actions: &[RowAction {
+        name: "erase",
+        function: "erase_patient",
+        creates: false,
+        admin_only: true,
+        description: "Erases the patient's personal data (names pseudonymised; contact data, birth date, ssn and clinical notes removed); invoices and consents are kept. Clinic admins only.",
+    }],
 };
 
 pub const PRACTITIONERS: Resource = Resource {
@@ -408,12 +416,14 @@ pub const DOCUMENTS: Resource = Resource {
             name: "issue",
             function: "issue_document",
             creates: false,
+            admin_only: false,
             description: "Issues a draft: an invoice gets its gapless number; issued invoices can no longer change.",
         },
         RowAction {
             name: "convert",
             function: "convert_quote",
             creates: true,
+            admin_only: false,
             description: "Turns a quote into a draft invoice with the same lines.",
         },
     ],

@@ -974,3 +974,122 @@ async fn the_openapi_document_and_the_served_routes_agree() {
         }
     }
 }
+
+#[tokio::test]
+async fn erasing_a_patient_removes_personal_data_but_keeps_invoices() {
+    let http = http();
+    let c = register(&http, None).await;
+    let patient = create(&http, &c, "patients", patient_body("Forget", "Me")).await;
+    let doc = create(
+        &http,
+        &c,
+        "practitioners",
+        json!({"first_name": "E", "last_name": "Rase"}),
+    )
+    .await;
+    let appt = create(
+        &http,
+        &c,
+        "appointments",
+        json!({"patient_id": id(&patient), "practitioner_id": id(&doc), "starts_at": "2030-06-01T08:00:00Z", "ends_at": "2030-06-01T08:30:00Z", "notes": "history of Forget Me"}),
+    )
+    .await;
+    let bill = invoice(&http, &c, &patient, "invoice").await;
+    let bill = status(
+        &post(
+            &http,
+            &c,
+            &format!("/api/v1/documents/{}/issue", id(&bill)),
+            json!({}),
+        )
+        .await,
+        200,
+    );
+    let path = format!("/api/v1/patients/{}/erase", id(&patient));
+
+    let tokens = stack().tokens().unwrap();
+    let (staff, _) = tokens
+        .issue(
+            c.user_id.parse().unwrap(),
+            c.id.parse().unwrap(),
+            common::token::Role::Staff,
+        )
+        .unwrap();
+    let refused = http.post(&path, Some(&staff), &json!({})).await.unwrap();
+    status(&refused, 403);
+
+    let erased = status(&post(&http, &c, &path, json!({})).await, 200);
+    assert_eq!(erased["first_name"], "Erased");
+    for field in ["email", "phone", "birth_date", "ssn"] {
+        assert_eq!(erased[field], Value::Null, "{field}");
+    }
+    // Nothing of the person is left in the clinic's database.
+    let db = clinic_db(&c).await;
+    let rows: Vec<String> = db
+        .query("SELECT row_to_json(p)::text FROM patients p UNION ALL SELECT row_to_json(a)::text FROM appointments a", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        rows.iter()
+            .all(|r| !r.contains("Forget") && !r.contains("p@example.org")),
+        "{rows:?}"
+    );
+    let found = status(
+        &send(
+            &http,
+            &c,
+            Method::GET,
+            "/api/v1/patients?ssn=180027512345678",
+            None,
+        )
+        .await,
+        200,
+    );
+    assert!(found["data"].as_array().unwrap().is_empty());
+    let appt = status(
+        &send(
+            &http,
+            &c,
+            Method::GET,
+            &format!("/api/v1/appointments/{}", id(&appt)),
+            None,
+        )
+        .await,
+        200,
+    );
+    assert_eq!(appt["notes"], Value::Null);
+    // The invoice the law requires is kept, unchanged, pointing at the pseudonym.
+    let kept = status(
+        &send(
+            &http,
+            &c,
+            Method::GET,
+            &format!("/api/v1/documents/{}", id(&bill)),
+            None,
+        )
+        .await,
+        200,
+    );
+    assert_eq!(kept, bill);
+    wait_audit(
+        &c,
+        &format!(
+            "action = 'erase' AND resource_id = '{}' AND outcome = 'success'",
+            id(&patient)
+        ),
+    )
+    .await;
+    status(
+        &post(
+            &http,
+            &c,
+            &format!("/api/v1/patients/{}/erase", uuid::Uuid::now_v7()),
+            json!({}),
+        )
+        .await,
+        404,
+    );
+}

@@ -50,6 +50,7 @@ pub const CLINIC: &[Migration] = &[
     migration!("clinic", 7, "007_document_actions"),
     migration!("clinic", 8, "008_consent_templates"),
     migration!("clinic", 9, "009_consents"),
+    migration!("clinic", 10, "010_patient_erasure"),
 ];
 
 /// The group role every clinic role belongs to; clinic tables are granted to it.

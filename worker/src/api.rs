@@ -261,6 +261,12 @@ pub async fn act(
         return Ok(Json(restored.unwrap_or_default()).into_response());
     }
     let spec = r.action(&action).ok_or(WorkerError::UnknownResource)?;
+    if spec.admin_only && caller.role != common::token::Role::Admin {
+        return Err(WorkerError::Forbidden(format!(
+            "Only a clinic admin can {} {}.",
+            spec.name, r.name
+        )));
+    }
     let value = audited(
         &state,
         &caller,
