@@ -605,6 +605,38 @@ fn users_paths(paths: &mut Map<String, Value>, schemas: &mut Map<String, Value>)
     }
 }
 
+fn export_paths(paths: &mut Map<String, Value>) {
+    let mut responses = Map::new();
+    responses.insert(
+        "200".into(),
+        json!({"description": "The patient and every appointment, document and consent referring to them.",
+               "content": {"application/json": {"schema": {"type": "object", "required": ["patient"],
+                   "properties": {"patient": {"$ref": "#/components/schemas/Patient"}}}}}}),
+    );
+    responses.insert("400".into(), problem_response("Malformed id."));
+    responses.insert(
+        "404".into(),
+        problem_response("No such patient in your clinic."),
+    );
+    common_errors(&mut responses);
+    responses.insert(
+        "403".into(),
+        problem_response("Only a clinic admin can export a patient's data."),
+    );
+    paths.insert(
+        "/api/v1/patients/{id}/export".into(),
+        json!({
+            "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string", "format": "uuid"}}],
+            "get": {
+                "operationId": "export_patient",
+                "tags": ["patients"],
+                "description": "Everything the clinic holds about one patient (GDPR access and portability). Clinic admins only.",
+                "responses": responses
+            }
+        }),
+    );
+}
+
 /// The whole document.
 pub fn document() -> Value {
     let mut paths = Map::new();
@@ -613,6 +645,7 @@ pub fn document() -> Value {
     auth_schemas(&mut schemas);
     audit_paths(&mut paths, &mut schemas);
     users_paths(&mut paths, &mut schemas);
+    export_paths(&mut paths);
     for r in RESOURCES {
         resource_paths(r, &mut paths);
         resource_schemas(r, &mut schemas);

@@ -1093,3 +1093,55 @@ async fn erasing_a_patient_removes_personal_data_but_keeps_invoices() {
         404,
     );
 }
+
+#[tokio::test]
+async fn a_patient_export_holds_everything_about_them_and_nobody_else() {
+    let http = http();
+    let c = register(&http, None).await;
+    let other = register(&http, None).await;
+    let w = world(&http, &c).await;
+    let patient = &w.objects[0].1;
+    let someone_else = create(&http, &c, "patients", patient_body("Someone", "Else")).await;
+    create(
+        &http,
+        &c,
+        "documents",
+        json!({"kind": "quote", "patient_id": id(&someone_else), "lines": []}),
+    )
+    .await;
+    let path = format!("/api/v1/patients/{}/export", id(patient));
+    let export = status(&send(&http, &c, Method::GET, &path, None).await, 200);
+    assert_eq!(export["patient"], *patient);
+    assert_eq!(export["patient"]["ssn"], "1 80 02 75 123 456 78");
+    for (resource, count) in [("appointments", 1), ("documents", 1), ("consents", 1)] {
+        let rows = export[resource].as_array().unwrap();
+        assert_eq!(rows.len(), count, "{resource}: {rows:?}");
+        assert!(rows.iter().all(|r| r["patient_id"] == patient["id"]));
+    }
+    let tokens = stack().tokens().unwrap();
+    let (staff, _) = tokens
+        .issue(
+            c.user_id.parse().unwrap(),
+            c.id.parse().unwrap(),
+            common::token::Role::Staff,
+        )
+        .unwrap();
+    status(&http.get(&path, Some(&staff)).await.unwrap(), 403);
+    status(&send(&http, &other, Method::GET, &path, None).await, 404);
+    status(
+        &send(
+            &http,
+            &c,
+            Method::GET,
+            &format!("/api/v1/documents/{}/export", id(patient)),
+            None,
+        )
+        .await,
+        404,
+    );
+    wait_audit(
+        &c,
+        &format!("action = 'export' AND resource_id = '{}'", id(patient)),
+    )
+    .await;
+}

@@ -75,7 +75,7 @@ where
             _ => Some("error"),
         };
         if let Some(outcome) = outcome {
-            let record = data::audit_failure(
+            let record = data::record_access(
                 &client,
                 &self::actor(caller),
                 r,
@@ -299,6 +299,39 @@ pub async fn provision(
         .map_err(|_| WorkerError::BadRequest("The clinic id must be a UUID.".into()))?;
     state.provisioner.provision(clinic).await?;
     Ok(Json(json!({"clinic_id": clinic, "status": "active"})).into_response())
+}
+
+/// `GET /api/v1/patients/{id}/export`: everything held about one patient, for a
+/// data subject's access request (clinic admins only).
+pub async fn export(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((name, id, action)): Path<(String, String, String)>,
+) -> Result<Response, WorkerError> {
+    if name != resource::PATIENTS.name || action != "export" {
+        return Err(WorkerError::UnknownResource);
+    }
+    let id = parse_id(&id)?;
+    if caller.role != common::token::Role::Admin {
+        return Err(WorkerError::Forbidden(
+            "Only a clinic admin can export a patient's data.".into(),
+        ));
+    }
+    let keys = state.keys.clone();
+    let r = &resource::PATIENTS;
+    let exported = audited(
+        &state,
+        &caller,
+        r,
+        Action::Named("export"),
+        Some(id),
+        |client, actor| async move {
+            let result = data::export_patient(&client, &keys, &actor, id).await;
+            (client, result)
+        },
+    )
+    .await?;
+    Ok(Json(exported).into_response())
 }
 
 pub async fn not_found() -> WorkerError {

@@ -181,8 +181,9 @@ fn audited(
 const FOUND_OUTCOME: &str =
     "CASE WHEN EXISTS (SELECT 1 FROM w) THEN 'success' ELSE 'not_found' END";
 
-/// Records an access that failed before or inside its statement.
-pub async fn audit_failure(
+/// Records an access outside a data statement: one that failed before or inside
+/// its statement, or one made of several statements (an export).
+pub async fn record_access(
     client: &tokio_postgres::Client,
     actor: &Actor,
     r: &Resource,
@@ -964,6 +965,62 @@ pub async fn act(
     };
     tx.commit().await.map_err(WorkerError::from_db)?;
     value.ok_or(WorkerError::NotFound)
+}
+
+/// Everything the clinic holds about one patient (GDPR access and portability):
+/// the patient and every row of every resource that refers to them, each read
+/// audited like any other read.
+pub async fn export_patient(
+    client: &deadpool_postgres::Object,
+    keys: &KeyRing,
+    actor: &Actor,
+    id: Uuid,
+) -> Result<Value, WorkerError> {
+    let patient = get(client, keys, &resource::PATIENTS, actor, id).await?;
+    let mut out = Map::new();
+    out.insert("patient".into(), patient);
+    for r in resource::RESOURCES {
+        let Some(field) = r
+            .fields
+            .iter()
+            .find(|f| f.ty == FieldType::Reference(resource::PATIENTS.table) && f.filterable)
+        else {
+            continue;
+        };
+        let mut rows = Vec::new();
+        let mut query = ListQuery {
+            limit: MAX_LIMIT,
+            filters: vec![(field, id.to_string())],
+            ..ListQuery::default()
+        };
+        loop {
+            let (page, next) = list(client, keys, r, actor, &query).await?;
+            rows.extend(page);
+            match next {
+                Some(cursor) => {
+                    query.after = URL_SAFE_NO_PAD
+                        .decode(cursor.as_bytes())
+                        .ok()
+                        .and_then(|b| Uuid::from_slice(&b).ok());
+                    if query.after.is_none() {
+                        break;
+                    }
+                }
+                None => break,
+            }
+        }
+        out.insert(r.name.into(), Value::Array(rows));
+    }
+    record_access(
+        client,
+        actor,
+        &resource::PATIENTS,
+        Action::Named("export"),
+        Some(id),
+        "success",
+    )
+    .await?;
+    Ok(Value::Object(out))
 }
 
 /// A parsed list request.

@@ -89,7 +89,10 @@ pub fn router(state: AppState) -> Router {
                 .patch(api::patch)
                 .delete(api::delete),
         )
-        .route("/api/v1/{resource}/{id}/{action}", post(api::act))
+        .route(
+            "/api/v1/{resource}/{id}/{action}",
+            post(api::act).get(api::export),
+        )
         .route("/internal/v1/clinics/{id}/provision", post(api::provision))
         .fallback(api::not_found)
         .layer(middleware::from_fn(observe))
