@@ -47,20 +47,21 @@ pub fn problem(e: &GatewayError) -> Response<Body> {
     r
 }
 
-/// Reads and parses a JSON body of at most `limit` bytes.
-pub async fn read_json<T: DeserializeOwned>(
-    req: http::Request<Incoming>,
+/// Reads a whole body of at most `limit` bytes: a declared `content-length` over
+/// the limit is refused before reading, a chunked body as soon as it passes it.
+pub async fn read_body(
+    headers: &http::HeaderMap,
+    body: Incoming,
     limit: usize,
-) -> Result<T, GatewayError> {
-    let declared = req
-        .headers()
+) -> Result<Bytes, GatewayError> {
+    let declared = headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
         return Err(GatewayError::PayloadTooLarge(limit));
     }
-    let bytes = Limited::new(req.into_body(), limit)
+    Ok(Limited::new(body, limit)
         .collect()
         .await
         .map_err(|e| {
@@ -70,7 +71,16 @@ pub async fn read_json<T: DeserializeOwned>(
                 GatewayError::BadRequest("The request body could not be read.".into())
             }
         })?
-        .to_bytes();
+        .to_bytes())
+}
+
+/// Reads and parses a JSON body of at most `limit` bytes.
+pub async fn read_json<T: DeserializeOwned>(
+    req: http::Request<Incoming>,
+    limit: usize,
+) -> Result<T, GatewayError> {
+    let (parts, body) = req.into_parts();
+    let bytes = read_body(&parts.headers, body, limit).await?;
     serde_json::from_slice(&bytes)
         .map_err(|e| GatewayError::BadRequest(format!("Invalid JSON body: {e}.")))
 }

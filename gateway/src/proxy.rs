@@ -3,19 +3,22 @@
 //! and timeouts, and upstream failures mapped to 502/503/504.
 
 use crate::error::GatewayError;
+use crate::http::read_body;
 use crate::http::{problem, Body};
+use crate::placement::Placement;
 use crate::server::Gateway;
 use bytes::Bytes;
 use common::internal::{self, Forwarded};
 use common::{ClinicId, RequestId};
-use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, HOST};
+use http::header::{HeaderName, HeaderValue, HOST};
 use http::{Request, Response, Uri};
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Facts about the current request that the gateway established itself.
@@ -25,9 +28,8 @@ pub struct Ctx {
     pub client_ip: IpAddr,
 }
 
-/// The body type sent upstream: the client's body, bounded.
-pub type UpstreamBody =
-    http_body_util::combinators::BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+/// The body type sent upstream: the client's body, read whole and bounded.
+pub type UpstreamBody = Full<Bytes>;
 pub type UpstreamClient = Client<HttpConnector, UpstreamBody>;
 
 pub fn client() -> UpstreamClient {
@@ -110,33 +112,24 @@ async fn send(
         Err(_) => Err(GatewayError::WorkerTimeout),
         Ok(Ok(r)) => Ok(r),
         Ok(Err(e)) if e.is_connect() => Err(GatewayError::WorkerUnreachable(e.to_string())),
-        Ok(Err(e)) => {
-            let too_large = std::error::Error::source(&e)
-                .into_iter()
-                .chain(std::iter::successors(std::error::Error::source(&e), |e| {
-                    e.source()
-                }))
-                .any(|s| s.is::<http_body_util::LengthLimitError>());
-            if too_large {
-                Err(GatewayError::PayloadTooLarge(gw.config.max_body_bytes))
-            } else {
-                Err(GatewayError::BadGateway(e.to_string()))
-            }
-        }
+        Ok(Err(e)) => Err(GatewayError::BadGateway(e.to_string())),
     }
 }
 
-/// The verified claims of the request's bearer access token.
-pub fn verified_claims(
+/// The verified claims of the request's bearer access token, and the placement of
+/// its clinic, which must be active.
+pub async fn active_caller(
     gw: &Gateway,
     headers: &http::HeaderMap,
-) -> Result<common::token::Claims, GatewayError> {
+) -> Result<(common::token::Claims, Arc<Placement>), GatewayError> {
     let token = headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(common::token::bearer)
         .ok_or(GatewayError::MissingToken)?;
-    gw.tokens.verify(token).map_err(GatewayError::Token)
+    let claims = gw.tokens.verify(token).map_err(GatewayError::Token)?;
+    let placement = gw.cache.active(claims.clinic).await?;
+    Ok((claims, placement))
 }
 
 /// Forwards an authenticated clinic request to its worker and streams the answer back.
@@ -145,18 +138,12 @@ pub async fn forward(
     ctx: &Ctx,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, GatewayError> {
-    let claims = verified_claims(gw, req.headers())?;
-    let placement = gw.cache.active(claims.clinic).await?;
-
-    let declared = req
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > gw.config.max_body_bytes) {
-        return Err(GatewayError::PayloadTooLarge(gw.config.max_body_bytes));
-    }
+    let (claims, placement) = active_caller(gw, req.headers()).await?;
     let (mut parts, body) = req.into_parts();
+    // Bodies are bounded (MAX_BODY_BYTES) and read whole before forwarding, so an
+    // oversized chunked body is a clean 413 and a worker that answers before reading
+    // the body (a 400 for a bad path) cannot break the exchange. Responses stream.
+    let bytes = read_body(&parts.headers, body, gw.config.max_body_bytes).await?;
     let path_and_query = parts
         .uri
         .path_and_query()
@@ -173,24 +160,7 @@ pub async fn forward(
         &mut parts.headers,
     )?;
     parts.version = http::Version::HTTP_11;
-    // Bodies are bounded (MAX_BODY_BYTES) and read whole before forwarding, so an
-    // oversized chunked body is a clean 413 and a worker that answers before reading
-    // the body (a 400 for a bad path) cannot break the exchange. Responses stream.
-    let bytes = Limited::new(body, gw.config.max_body_bytes)
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.is::<http_body_util::LengthLimitError>() {
-                GatewayError::PayloadTooLarge(gw.config.max_body_bytes)
-            } else {
-                GatewayError::BadRequest("The request body could not be read.".into())
-            }
-        })?
-        .to_bytes();
-    let body: UpstreamBody = http_body_util::Full::new(bytes)
-        .map_err(|never| match never {})
-        .boxed();
-    let upstream = send(gw, Request::from_parts(parts, body)).await?;
+    let upstream = send(gw, Request::from_parts(parts, Full::new(bytes))).await?;
 
     if upstream.status() == http::StatusCode::MISDIRECTED_REQUEST {
         // The clinic moved since we cached its placement.
@@ -221,11 +191,7 @@ pub async fn provision(
     let mut headers = http::HeaderMap::new();
     sign(gw, ctx, "POST", &path, &mut headers)?;
     let mut req = Request::post(upstream_uri(&worker_url, &path)?)
-        .body(
-            Empty::<Bytes>::new()
-                .map_err(|never| match never {})
-                .boxed(),
-        )
+        .body(Full::new(Bytes::new()))
         .map_err(|e| GatewayError::Internal(e.to_string()))?;
     *req.headers_mut() = headers;
     let outcome =

@@ -122,8 +122,7 @@ async fn route(
             _ => Err(GatewayError::NotFound),
         },
         (Method::GET, "/api/v1/audit-logs") => {
-            let claims = proxy::verified_claims(gw, req.headers())?;
-            gw.cache.active(claims.clinic).await?;
+            let (claims, _) = proxy::active_caller(gw, req.headers()).await?;
             let query = req.uri().query().unwrap_or("").to_owned();
             Ok(h::json(
                 StatusCode::OK,
@@ -132,8 +131,7 @@ async fn route(
         }
         (_, "/api/v1/audit-logs") => Err(GatewayError::MethodNotAllowed),
         (_, p) if p == "/api/v1/users" || p.starts_with("/api/v1/users/") => {
-            let claims = proxy::verified_claims(gw, req.headers())?;
-            gw.cache.active(claims.clinic).await?;
+            let (claims, _) = proxy::active_caller(gw, req.headers()).await?;
             let segments: Vec<String> = p
                 .trim_start_matches("/api/v1/users")
                 .split('/')

@@ -191,8 +191,8 @@ impl Registry {
         });
         if let Ok(mut map) = self.pools.lock() {
             map.insert(clinic, entry.clone());
-            metrics::gauge!(m::POOLS_OPEN, "server" => self.region.clone()).set(map.len() as f64);
         }
+        self.publish_gauges();
         Ok(entry)
     }
 
@@ -218,13 +218,7 @@ impl Registry {
     /// Closes what is no longer needed: idle connections above the warm minimum after
     /// `idle_timeout`, and whole pools of clinics quiet for `inactive_after`.
     pub fn reap(&self) {
-        let entries: Vec<Arc<ClinicPool>> = self
-            .pools
-            .lock()
-            .map(|map| map.values().cloned().collect())
-            .unwrap_or_default();
-        let (mut in_use, mut idle) = (0usize, 0usize);
-        for entry in entries {
+        for entry in self.entries() {
             let status = entry.pool.status();
             let busy = status.size.saturating_sub(status.available);
             if entry.idle_for() >= self.settings.inactive_after && busy == 0 {
@@ -242,25 +236,21 @@ impl Registry {
                 warm += 1;
                 warm <= min_idle
             });
-            let status = entry.pool.status();
-            in_use += status.size.saturating_sub(status.available);
-            idle += status.available;
         }
-        let open = self.pools.lock().map(|m| m.len()).unwrap_or(0);
-        metrics::gauge!(m::POOLS_OPEN, "server" => self.region.clone()).set(open as f64);
-        metrics::gauge!(m::POOL_CONNECTIONS, "server" => self.region.clone(), "state" => "in_use")
-            .set(in_use as f64);
-        metrics::gauge!(m::POOL_CONNECTIONS, "server" => self.region.clone(), "state" => "idle")
-            .set(idle as f64);
+        self.publish_gauges();
     }
 
-    /// Refreshes the pool gauges without closing anything.
-    pub fn reap_metrics_only(&self) {
-        let entries: Vec<Arc<ClinicPool>> = self
-            .pools
+    fn entries(&self) -> Vec<Arc<ClinicPool>> {
+        self.pools
             .lock()
             .map(|map| map.values().cloned().collect())
-            .unwrap_or_default();
+            .unwrap_or_default()
+    }
+
+    /// Sets the pool gauges (open pools, connections in use and idle) from the
+    /// pools as they are now.
+    pub fn publish_gauges(&self) {
+        let entries = self.entries();
         let (in_use, idle) = entries.iter().fold((0, 0), |(u, i), e| {
             let s = e.pool.status();
             (u + s.size.saturating_sub(s.available), i + s.available)

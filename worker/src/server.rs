@@ -136,7 +136,7 @@ fn admin_router(state: AdminState) -> Router {
         .route(
             "/metrics",
             get(|State(s): State<AdminState>| async move {
-                s.registry.reap_metrics_only();
+                s.registry.publish_gauges();
                 s.metrics.render()
             }),
         )
