@@ -4,7 +4,12 @@
 //! medicalpro-admin migrate-fleet --region eu-west [--jobs 4]
 //! medicalpro-admin list-clinics [--region eu-west]
 //! medicalpro-admin verify-audit [--clinic ID]
+//! medicalpro-admin rewrap-keys
+//! medicalpro-admin rotate-data-keys (--region eu-west | --clinic ID) [--shred-after-secs 600]
 //! ```
+//!
+//! The key commands also read the master keys (`MASTER_KEY`, `MASTER_KEY_ID`,
+//! `MASTER_KEYS_RETIRED`) as the worker does.
 //!
 //! Connection settings come from the environment (see [`crate::config`]). Exit
 //! codes: 0 done; 1 some clinic failed (run again to resume); 2 the command could
@@ -46,6 +51,27 @@ pub enum Command {
         #[arg(long)]
         clinic: Option<common::ClinicId>,
     },
+    /// Re-seals every clinic data key and role password still sealed under a master
+    /// key other than MASTER_KEY_ID. Resumable; when it reports 0 re-wrapped and 0
+    /// failed, retired master keys are no longer needed.
+    RewrapKeys,
+    /// Gives each clinic a new data-key version and re-encrypts every sealed value
+    /// under it, then retires the older versions. An interrupted run is resumed by
+    /// running again.
+    RotateDataKeys {
+        /// Every active or suspended clinic of this region (REGION_DB_* must point to
+        /// its PostgreSQL server).
+        #[arg(long, conflicts_with = "clinic", required_unless_present = "clinic")]
+        region: Option<String>,
+        /// Only this clinic.
+        #[arg(long)]
+        clinic: Option<common::ClinicId>,
+        /// Also delete versions retired at least this many seconds ago that no stored
+        /// value uses; data still sealed with a deleted version is unreadable for
+        /// good. Keep it above the workers' 30 s placement check.
+        #[arg(long)]
+        shred_after_secs: Option<u64>,
+    },
     /// Prints every clinic's id, region, status and recorded schema version.
     ListClinics {
         /// Only the clinics of this region.
@@ -81,6 +107,20 @@ pub fn main_entry() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn success_if(ok: bool) -> ExitCode {
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// The master keys, read from the environment like the worker reads them.
+fn master_keys() -> anyhow::Result<common::crypto::KeyRing> {
+    let source = Source::from_env()?;
+    Ok(common::crypto::KeyRing::from_source(&source)?)
 }
 
 fn exit_code(code: i32) -> ExitCode {
@@ -126,6 +166,48 @@ pub async fn run(command: Command, settings: &AdminSettings) -> anyhow::Result<E
             } else {
                 ExitCode::from(1)
             })
+        }
+        Command::RewrapKeys => {
+            let ring = master_keys()?;
+            let report = crate::keys::rewrap(settings, &ring, true).await?;
+            for f in &report.failed {
+                eprintln!("failed: {f}");
+            }
+            println!("{}", report.summary());
+            Ok(success_if(report.failed.is_empty()))
+        }
+        Command::RotateDataKeys {
+            region,
+            clinic,
+            shred_after_secs,
+        } => {
+            let ring = master_keys()?;
+            let scope = match (clinic, region) {
+                (Some(c), _) => crate::keys::Scope::Clinic(c),
+                (None, Some(r)) => crate::keys::Scope::Region(r),
+                (None, None) => anyhow::bail!("give --region or --clinic"),
+            };
+            let shred = shred_after_secs.map(std::time::Duration::from_secs);
+            let report =
+                crate::keys::rotate_data_keys(settings, &ring, &scope, shred, true).await?;
+            for r in &report.rotated {
+                println!(
+                    "clinic {}: version {}, {} values re-encrypted{}",
+                    r.id,
+                    r.version,
+                    r.reencrypted,
+                    if r.shredded.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", shredded versions {:?}", r.shredded)
+                    }
+                );
+            }
+            for (id, e) in &report.failed {
+                eprintln!("failed: clinic {id}: {e}");
+            }
+            println!("{}", report.summary());
+            Ok(success_if(report.failed.is_empty()))
         }
         Command::ListClinics { region } => {
             let rows = fleet::list_clinics(&settings.central, region.as_deref()).await?;

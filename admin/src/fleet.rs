@@ -269,7 +269,7 @@ async fn upgrade_database(settings: DbSettings) -> anyhow::Result<(i32, i32)> {
     Ok((from, to))
 }
 
-fn progress_bar(enabled: bool, region: &str) -> ProgressBar {
+pub(crate) fn progress_bar(enabled: bool, region: &str) -> ProgressBar {
     if !enabled {
         return ProgressBar::hidden();
     }

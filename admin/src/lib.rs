@@ -5,6 +5,9 @@
 //!   database of the region to the latest clinic schema, recording progress in the
 //!   central database so an interrupted or partly failed run is resumed by the next.
 //! - [`audit::verify`] checks every clinic's audit hash chain.
+//! - [`keys::rewrap`] re-seals wrapped data keys and role passwords under a new master
+//!   key; [`keys::rotate_data_keys`] gives clinics new data keys and re-encrypts their
+//!   sealed values (both resumable).
 //! - [`fleet::list_clinics`] reads where each clinic lives and which schema version it
 //!   was last recorded at.
 //!
@@ -15,6 +18,7 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod fleet;
+pub mod keys;
 
 pub use config::AdminSettings;
 pub use fleet::{migrate_region, ClinicFailure, ClinicUpgrade, FleetReport};

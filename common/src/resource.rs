@@ -62,6 +62,15 @@ pub struct Field {
 }
 
 impl Field {
+    /// The column the value is stored in (`<name>_enc` when encrypted).
+    pub fn stored_column(&self) -> String {
+        if self.encrypted {
+            format!("{}_enc", self.name)
+        } else {
+            self.name.to_owned()
+        }
+    }
+
     pub const fn new(name: &'static str, ty: FieldType, description: &'static str) -> Self {
         Self {
             name,

@@ -11,7 +11,6 @@ mod support;
 
 use admin::migrations::{self, CLINIC, CLINIC_TEMPLATE_DB};
 use admin::{AdminSettings, FleetReport};
-use common::config::Source;
 use std::collections::BTreeSet;
 use support::*;
 use uuid::Uuid;
@@ -20,23 +19,8 @@ fn latest() -> i32 {
     migrations::latest_version(CLINIC)
 }
 
-/// The settings `medicalpro-admin` would read from the environment of the region's
-/// worker.
 fn settings(region: &str) -> AdminSettings {
-    let stack = stack();
-    let server = &stack.region(region).expect("region").server;
-    let source = Source::from_pairs([
-        ("DB_HOST", "127.0.0.1".to_owned()),
-        ("DB_PORT", stack.central.port.to_string()),
-        ("DB_USER", devstack::pg::SUPERUSER.to_owned()),
-        ("DB_PASSWORD", stack.central.password.clone()),
-        ("CENTRAL_DB_NAME", devstack::stack::CENTRAL_DB.to_owned()),
-        ("REGION_DB_HOST", "127.0.0.1".to_owned()),
-        ("REGION_DB_PORT", server.port.to_string()),
-        ("REGION_DB_USER", devstack::pg::SUPERUSER.to_owned()),
-        ("REGION_DB_PASSWORD", server.password.clone()),
-    ]);
-    AdminSettings::from_source(&source).unwrap()
+    admin_settings(region)
 }
 
 async fn migrate(region: &str, jobs: usize) -> FleetReport {

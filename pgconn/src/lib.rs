@@ -1,6 +1,9 @@
 //! PostgreSQL connection plumbing, in one place for the gateway, the worker and the
 //! admin tool: the tokio-postgres configuration of some settings, pools with bounded
-//! waits and `Verified` recycling, and one-off connections.
+//! waits and `Verified` recycling, and one-off connections; and [`keystore`], the
+//! central table of wrapped clinic data keys.
+
+pub mod keystore;
 
 use common::config::DbSettings;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};

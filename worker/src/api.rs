@@ -4,6 +4,7 @@
 use crate::context::{Caller, Forward};
 use crate::data::{self, Action, Actor, ListQuery};
 use crate::error::WorkerError;
+use crate::keys::ClinicKeyCache;
 use crate::server::AppState;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, RawQuery, Request, State};
@@ -13,6 +14,7 @@ use axum::Json;
 use common::resource::{self, Resource};
 use common::ClinicId;
 use serde_json::json;
+use std::sync::Arc;
 use uuid::Uuid;
 
 fn resource(name: &str) -> Result<&'static Resource, WorkerError> {
@@ -59,12 +61,12 @@ async fn audited<T, F, Fut>(
     op: F,
 ) -> Result<T, WorkerError>
 where
-    F: FnOnce(deadpool_postgres::Object, Actor) -> Fut,
+    F: FnOnce(deadpool_postgres::Object, Actor, Arc<ClinicKeyCache>) -> Fut,
     Fut: std::future::Future<Output = (deadpool_postgres::Object, Result<T, WorkerError>)>,
 {
-    let client = state.registry.client(caller.clinic).await?;
+    let (client, keys) = state.registry.session(caller.clinic).await?;
     let actor = actor(caller);
-    let (client, result) = op(client, actor).await;
+    let (client, result) = op(client, actor, keys).await;
     if let Err(e) = &result {
         let outcome = match e {
             WorkerError::NotFound => None, // already recorded by the statement
@@ -100,14 +102,13 @@ pub async fn list(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, WorkerError> {
     let r = resource(&name)?;
-    let keys = state.keys.clone();
     let (data, next) = audited(
         &state,
         &caller,
         r,
         Action::List,
         None,
-        |client, actor| async move {
+        |client, actor, keys| async move {
             let result = match ListQuery::parse(r, raw.as_deref()) {
                 Ok(q) => data::list(&client, &keys, r, &actor, &q).await,
                 Err(e) => Err(e),
@@ -136,7 +137,6 @@ async fn write(
     req: Request,
 ) -> Result<serde_json::Value, WorkerError> {
     let body = body(state, req).await?;
-    let keys = state.keys.clone();
     let action = if target.is_some() {
         Action::Update
     } else {
@@ -148,7 +148,7 @@ async fn write(
         r,
         action,
         target,
-        |mut client, actor| async move {
+        |mut client, actor, keys| async move {
             let result = data::write(&mut client, &keys, r, &actor, target, mode, &body).await;
             (client, result)
         },
@@ -174,14 +174,13 @@ pub async fn get_one(
 ) -> Result<Response, WorkerError> {
     let r = resource(&name)?;
     let id = parse_id(&id)?;
-    let keys = state.keys.clone();
     let found = audited(
         &state,
         &caller,
         r,
         Action::Read,
         Some(id),
-        |client, actor| async move {
+        |client, actor, keys| async move {
             let result = data::get(&client, &keys, r, &actor, id).await;
             (client, result)
         },
@@ -219,14 +218,13 @@ pub async fn delete(
 ) -> Result<Response, WorkerError> {
     let r = resource(&name)?;
     let id = parse_id(&id)?;
-    let keys = state.keys.clone();
     audited(
         &state,
         &caller,
         r,
         Action::Delete,
         Some(id),
-        |mut client, actor| async move {
+        |mut client, actor, keys| async move {
             let result = data::set_deleted(&mut client, &keys, r, &actor, id, true).await;
             (client, result)
         },
@@ -244,7 +242,6 @@ pub async fn act(
 ) -> Result<Response, WorkerError> {
     let r = resource(&name)?;
     let id = parse_id(&id)?;
-    let keys = state.keys.clone();
     if action == "restore" {
         let restored = audited(
             &state,
@@ -252,7 +249,7 @@ pub async fn act(
             r,
             Action::Restore,
             Some(id),
-            |mut client, actor| async move {
+            |mut client, actor, keys| async move {
                 let result = data::set_deleted(&mut client, &keys, r, &actor, id, false).await;
                 (client, result)
             },
@@ -273,7 +270,7 @@ pub async fn act(
         r,
         Action::Named(spec.name),
         Some(id),
-        |mut client, actor| async move {
+        |mut client, actor, keys| async move {
             let result = data::act(&mut client, &keys, r, spec, &actor, id).await;
             (client, result)
         },
@@ -317,7 +314,6 @@ pub async fn export(
             "Only a clinic admin can export a patient's data.".into(),
         ));
     }
-    let keys = state.keys.clone();
     let r = &resource::PATIENTS;
     let exported = audited(
         &state,
@@ -325,7 +321,7 @@ pub async fn export(
         r,
         Action::Named("export"),
         Some(id),
-        |client, actor| async move {
+        |client, actor, keys| async move {
             let result = data::export_patient(&client, &keys, &actor, id).await;
             (client, result)
         },

@@ -7,10 +7,11 @@
 //! answered before it commits.
 
 use crate::error::WorkerError;
+use crate::keys::ClinicKeyCache;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
-use common::crypto::{FieldContext, KeyRing};
+use common::crypto::{sealed_key_id, ClinicKeys, FieldContext};
 use common::resource::{self, Child, Field, FieldType, Resource, RowAction, SERVER_FIELDS};
 use common::token::Role;
 use common::ClinicId;
@@ -110,14 +111,6 @@ pub enum Write {
     Patch,
 }
 
-fn stored_column(field: &Field) -> String {
-    if field.encrypted {
-        format!("{}_enc", field.name)
-    } else {
-        field.name.to_owned()
-    }
-}
-
 fn child_json(child: &Child) -> String {
     let pairs: Vec<String> = child
         .fields
@@ -149,7 +142,7 @@ fn select_list(r: &Resource) -> String {
             } => format!(
                 "(SELECT coalesce(array_agg(l.{target_column} ORDER BY l.{target_column}), '{{}}') FROM {link_table} l WHERE l.{owner_column} = t.id)"
             ),
-            _ => format!("t.{}", stored_column(f)),
+            _ => format!("t.{}", f.stored_column()),
         });
     }
     for c in r.children {
@@ -245,7 +238,7 @@ fn col<'a, T: tokio_postgres::types::FromSql<'a>>(
 /// Turns a stored row into the client's JSON object, decrypting what is sealed.
 fn row_to_json(
     r: &Resource,
-    keys: &KeyRing,
+    keys: &ClinicKeys,
     actor: &Actor,
     row: &Row,
 ) -> Result<Value, WorkerError> {
@@ -308,15 +301,42 @@ fn row_to_json(
     Ok(Value::Object(obj))
 }
 
-fn rows_to_json(
+/// Turns stored rows into JSON, first making sure every data-key version their
+/// sealed values name is loaded (a rotation may have started since the pool opened).
+async fn rows_to_json(
     r: &Resource,
-    keys: &KeyRing,
+    keys: &ClinicKeyCache,
     actor: &Actor,
     rows: &[Row],
 ) -> Result<Vec<Value>, WorkerError> {
+    let mut versions = std::collections::BTreeSet::new();
+    for row in rows {
+        for (i, f) in r.fields.iter().enumerate() {
+            if f.encrypted {
+                if let Some(sealed) = col::<Option<Vec<u8>>>(row, i + 3)? {
+                    versions.extend(sealed_key_id(&sealed).ok());
+                }
+            }
+        }
+    }
+    let keys = keys.covering(versions).await?;
     rows.iter()
-        .map(|row| row_to_json(r, keys, actor, row))
+        .map(|row| row_to_json(r, &keys, actor, row))
         .collect()
+}
+
+/// [`rows_to_json`] of the first row; `NotFound` when there is none.
+async fn first_to_json(
+    r: &Resource,
+    keys: &ClinicKeyCache,
+    actor: &Actor,
+    rows: &[Row],
+) -> Result<Value, WorkerError> {
+    let first = rows.get(..1).ok_or(WorkerError::NotFound)?;
+    rows_to_json(r, keys, actor, first)
+        .await?
+        .pop()
+        .ok_or(WorkerError::NotFound)
 }
 
 /// A value checked against its field, ready to bind.
@@ -568,7 +588,7 @@ fn parse_child_rows(
 /// and read-only fields are ignored; the clinic can never be set from a body.
 fn parse_body(
     r: &Resource,
-    keys: &KeyRing,
+    keys: &ClinicKeys,
     clinic: ClinicId,
     role: Role,
     id: &Uuid,
@@ -627,13 +647,11 @@ fn parse_body(
                     column: f.name,
                 };
                 input.columns.push((
-                    stored_column(f),
+                    f.stored_column(),
                     Box::new(v.as_deref().map(|s| keys.seal_field(&ctx, s.as_bytes()))),
                 ));
                 if f.filterable {
-                    let index = v
-                        .as_deref()
-                        .map(|s| keys.blind_index(clinic, r.table, f.name, s));
+                    let index = v.as_deref().map(|s| keys.blind_index(r.table, f.name, s));
                     input
                         .columns
                         .push((format!("{}_bidx", f.name), Box::new(index)));
@@ -710,7 +728,7 @@ async fn check_refs(
 /// Reads one row by id, without auditing (inside a write that was audited).
 async fn reread(
     client: &impl deadpool_postgres::GenericClient,
-    keys: &KeyRing,
+    keys: &ClinicKeyCache,
     r: &Resource,
     actor: &Actor,
     id: Uuid,
@@ -725,14 +743,13 @@ async fn reread(
         r.table
     );
     let rows = run(client, &text, &sql).await?;
-    let row = rows.first().ok_or(WorkerError::NotFound)?;
-    row_to_json(r, keys, actor, row)
+    first_to_json(r, keys, actor, &rows).await
 }
 
 /// Reads one live row.
 pub async fn get(
     client: &deadpool_postgres::Object,
-    keys: &KeyRing,
+    keys: &ClinicKeyCache,
     r: &Resource,
     actor: &Actor,
     id: Uuid,
@@ -753,8 +770,7 @@ pub async fn get(
         "",
     );
     let rows = run(client, &text, &sql).await?;
-    let row = rows.first().ok_or(WorkerError::NotFound)?;
-    row_to_json(r, keys, actor, row)
+    first_to_json(r, keys, actor, &rows).await
 }
 
 async fn write_children(
@@ -827,7 +843,7 @@ async fn write_children(
 /// Creates, replaces (PUT) or patches a row with its children, in one transaction.
 pub async fn write(
     client: &mut deadpool_postgres::Object,
-    keys: &KeyRing,
+    keys: &ClinicKeyCache,
     r: &Resource,
     actor: &Actor,
     target: Option<Uuid>,
@@ -835,7 +851,15 @@ pub async fn write(
     body: &[u8],
 ) -> Result<Value, WorkerError> {
     let id = target.unwrap_or_else(Uuid::now_v7);
-    let mut input = parse_body(r, keys, actor.clinic, actor.role, &id, body, mode)?;
+    let mut input = parse_body(
+        r,
+        &keys.current(),
+        actor.clinic,
+        actor.role,
+        &id,
+        body,
+        mode,
+    )?;
     let tx = client.transaction().await.map_err(WorkerError::from_db)?;
     check_refs(&tx, &input.refs).await?;
     let mut sql = Sql::for_actor(actor);
@@ -899,7 +923,7 @@ pub async fn write(
 /// Hides a live row (soft delete) or shows a hidden one again (restore).
 pub async fn set_deleted(
     client: &mut deadpool_postgres::Object,
-    keys: &KeyRing,
+    keys: &ClinicKeyCache,
     r: &Resource,
     actor: &Actor,
     id: Uuid,
@@ -931,7 +955,7 @@ pub async fn set_deleted(
 /// Runs a row action (a clinic database function) and returns the resulting row.
 pub async fn act(
     client: &mut deadpool_postgres::Object,
-    keys: &KeyRing,
+    keys: &ClinicKeyCache,
     r: &Resource,
     action: &RowAction,
     actor: &Actor,
@@ -972,7 +996,7 @@ pub async fn act(
 /// audited like any other read.
 pub async fn export_patient(
     client: &deadpool_postgres::Object,
-    keys: &KeyRing,
+    keys: &ClinicKeyCache,
     actor: &Actor,
     id: Uuid,
 ) -> Result<Value, WorkerError> {
@@ -1129,7 +1153,7 @@ fn bind_filter(sql: &mut Sql, f: &Field, value: &str) -> Result<String, WorkerEr
 /// One page of live rows in id (creation) order.
 pub async fn list(
     client: &deadpool_postgres::Object,
-    keys: &KeyRing,
+    keys: &ClinicKeyCache,
     r: &Resource,
     actor: &Actor,
     query: &ListQuery,
@@ -1161,7 +1185,7 @@ pub async fn list(
             )));
         }
         if f.encrypted {
-            let p = sql.bind(keys.blind_index(actor.clinic, r.table, f.name, value));
+            let p = sql.bind(keys.current().blind_index(r.table, f.name, value));
             conditions.push(format!("t.{}_bidx = {p}", f.name));
         } else {
             let p = bind_filter(&mut sql, f, value)?;
@@ -1203,12 +1227,13 @@ pub async fn list(
     } else {
         None
     };
-    Ok((rows_to_json(r, keys, actor, &rows)?, next))
+    Ok((rows_to_json(r, keys, actor, &rows).await?, next))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use common::crypto::DataKeyMaterial;
     use common::resource::{APPOINTMENTS, DOCUMENTS, PATIENTS, PRODUCTS};
 
     #[test]
@@ -1237,8 +1262,8 @@ mod tests {
 
     #[test]
     fn bodies_are_checked() {
-        let keys = KeyRing::new(1, &[1u8; 32]);
         let clinic = ClinicId::generate();
+        let keys = ClinicKeys::new(clinic, vec![(1, DataKeyMaterial::generate())]).unwrap();
         let id = Uuid::now_v7();
         let ok = br#"{"first_name":"Ada","last_name":"L","ssn":"123","id":"ignored"}"#;
         let input = parse_body(
@@ -1301,8 +1326,8 @@ mod tests {
 
     #[test]
     fn staff_neither_set_nor_clear_restricted_fields() {
-        let keys = KeyRing::new(1, &[1u8; 32]);
         let clinic = ClinicId::generate();
+        let keys = ClinicKeys::new(clinic, vec![(1, DataKeyMaterial::generate())]).unwrap();
         let id = Uuid::now_v7();
         let with_ssn = br#"{"first_name":"A","last_name":"B","ssn":"1"}"#;
         assert!(matches!(
@@ -1344,8 +1369,8 @@ mod tests {
 
     #[test]
     fn typed_fields_children_and_links() {
-        let keys = KeyRing::new(1, &[1u8; 32]);
         let clinic = ClinicId::generate();
+        let keys = ClinicKeys::new(clinic, vec![(1, DataKeyMaterial::generate())]).unwrap();
         let id = Uuid::now_v7();
         let p = Uuid::now_v7();
         let product = format!(

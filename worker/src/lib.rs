@@ -8,6 +8,7 @@ pub mod config;
 pub mod context;
 pub mod data;
 pub mod error;
+pub mod keys;
 pub mod provision;
 pub mod registry;
 pub mod server;

@@ -4,7 +4,7 @@
 //! reconciler at start-up.
 
 use crate::error::WorkerError;
-use crate::registry::{password_purpose, Registry};
+use crate::registry::Registry;
 use common::crypto::KeyRing;
 use common::metric_names as m;
 use common::ClinicId;
@@ -182,6 +182,8 @@ impl Provisioner {
         drop(admin);
 
         let central = self.registry.central().get().await?;
+        // The clinic's first data key, wrapped by the master key (kept if it exists).
+        pgconn::keystore::load_or_create(&central, &self.keys, clinic).await?;
         central
             .execute(
                 "UPDATE companies SET status = 'active', placement_version = placement_version + 1, updated_at = now() \
@@ -201,7 +203,7 @@ impl Provisioner {
         clinic: ClinicId,
         sealed: Option<Vec<u8>>,
     ) -> Result<String, WorkerError> {
-        let purpose = password_purpose(clinic);
+        let purpose = common::crypto::role_password_purpose(clinic);
         let sealed = match sealed {
             Some(s) => s,
             None => {

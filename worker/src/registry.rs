@@ -5,6 +5,7 @@
 
 use crate::config::PoolSettings;
 use crate::error::WorkerError;
+use crate::keys::{ClinicKeyCache, KeySource};
 use common::config::DbSettings;
 use common::crypto::KeyRing;
 use common::metric_names as m;
@@ -18,15 +19,11 @@ use std::time::{Duration, Instant};
 /// How often an open entry is re-checked against the central database.
 const REVALIDATE_AFTER: Duration = Duration::from_secs(30);
 
-/// The purpose label a clinic's sealed database password is bound to.
-pub fn password_purpose(clinic: ClinicId) -> String {
-    format!("db-role-password:{clinic}")
-}
-
-/// One clinic's pool.
+/// One clinic's pool and data keys.
 pub struct ClinicPool {
     pub clinic: ClinicId,
     pub pool: Pool,
+    pub keys: Arc<ClinicKeyCache>,
     opened: Instant,
     last_used_ms: AtomicU64,
     validated_ms: AtomicU64,
@@ -56,6 +53,8 @@ pub struct ClinicRecord {
     pub db_role: String,
     pub sealed_password: Option<Vec<u8>>,
     pub status: String,
+    /// The newest data-key version stored for the clinic (0: none yet).
+    pub key_version: u32,
 }
 
 pub struct Registry {
@@ -63,6 +62,7 @@ pub struct Registry {
     region: String,
     server: DbSettings,
     keys: Arc<KeyRing>,
+    key_source: Arc<KeySource>,
     settings: PoolSettings,
     pools: Mutex<HashMap<ClinicId, Arc<ClinicPool>>>,
     opening: tokio::sync::Mutex<()>,
@@ -77,6 +77,7 @@ impl Registry {
         settings: PoolSettings,
     ) -> Self {
         Self {
+            key_source: Arc::new(KeySource::new(central.clone(), keys.clone())),
             central,
             region,
             server,
@@ -100,7 +101,9 @@ impl Registry {
         let client = self.central.get().await?;
         let row = client
             .query_opt(
-                "SELECT region, db_name, db_role, db_role_password, status FROM companies WHERE id = $1",
+                "SELECT region, db_name, db_role, db_role_password, status, \
+                 (SELECT coalesce(max(version), 0) FROM clinic_data_keys k WHERE k.clinic_id = c.id) \
+                 FROM companies c WHERE id = $1",
                 &[clinic.as_uuid()],
             )
             .await
@@ -111,6 +114,7 @@ impl Registry {
             db_role: r.get(2),
             sealed_password: r.get(3),
             status: r.get(4),
+            key_version: r.get::<_, i32>(5).unsigned_abs(),
         }))
     }
 
@@ -146,6 +150,9 @@ impl Registry {
             }
             match self.lookup(clinic).await? {
                 Some(record) if self.check(&record).is_ok() => {
+                    if record.key_version > entry.keys.current().current_version() {
+                        entry.keys.reload().await?;
+                    }
                     entry
                         .validated_ms
                         .store(entry.since_open(), Ordering::Relaxed);
@@ -168,7 +175,7 @@ impl Registry {
             .ok_or_else(|| WorkerError::ClinicInactive("provisioning".into()))?;
         let password = self
             .keys
-            .open_secret(&password_purpose(clinic), &sealed)
+            .open_secret(&common::crypto::role_password_purpose(clinic), &sealed)
             .map_err(|e| WorkerError::Integrity(format!("clinic role password: {e}")))?;
         let settings = DbSettings {
             user: record.db_role,
@@ -182,9 +189,11 @@ impl Registry {
             self.settings.acquire_timeout,
         )
         .map_err(|e| WorkerError::Internal(e.to_string()))?;
+        let keys = Arc::new(ClinicKeyCache::load(self.key_source.clone(), clinic).await?);
         let entry = Arc::new(ClinicPool {
             clinic,
             pool,
+            keys,
             opened: Instant::now(),
             last_used_ms: AtomicU64::new(0),
             validated_ms: AtomicU64::new(0),
@@ -198,13 +207,21 @@ impl Registry {
 
     /// Borrows a connection to the clinic's own database.
     pub async fn client(&self, clinic: ClinicId) -> Result<Object, WorkerError> {
+        Ok(self.session(clinic).await?.0)
+    }
+
+    /// Borrows a connection to the clinic's own database, with the clinic's keys.
+    pub async fn session(
+        &self,
+        clinic: ClinicId,
+    ) -> Result<(Object, Arc<ClinicKeyCache>), WorkerError> {
         let entry = self.pool(clinic).await?;
         entry.touch();
         let started = Instant::now();
         let result = entry.pool.get().await;
         metrics::histogram!(m::POOL_ACQUIRE, "server" => self.region.clone())
             .record(started.elapsed().as_secs_f64());
-        Ok(result?)
+        Ok((result?, entry.keys.clone()))
     }
 
     /// Clinics with an open pool.

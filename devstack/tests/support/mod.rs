@@ -149,3 +149,22 @@ pub async fn wait_audit(clinic: &Clinic, filter: &str) -> Vec<tokio_postgres::Ro
     }
     panic!("no audit row for clinic {} matching {filter}", clinic.id);
 }
+
+/// The settings `medicalpro-admin` would read from the environment of the region's
+/// worker.
+pub fn admin_settings(region: &str) -> admin::AdminSettings {
+    let stack = stack();
+    let server = &stack.region(region).expect("region").server;
+    let source = common::config::Source::from_pairs([
+        ("DB_HOST", "127.0.0.1".to_owned()),
+        ("DB_PORT", stack.central.port.to_string()),
+        ("DB_USER", devstack::pg::SUPERUSER.to_owned()),
+        ("DB_PASSWORD", stack.central.password.clone()),
+        ("CENTRAL_DB_NAME", devstack::stack::CENTRAL_DB.to_owned()),
+        ("REGION_DB_HOST", "127.0.0.1".to_owned()),
+        ("REGION_DB_PORT", server.port.to_string()),
+        ("REGION_DB_USER", devstack::pg::SUPERUSER.to_owned()),
+        ("REGION_DB_PASSWORD", server.password.clone()),
+    ]);
+    admin::AdminSettings::from_source(&source).expect("admin settings")
+}
