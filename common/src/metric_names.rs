@@ -19,6 +19,12 @@ pub const PROVISIONING_DURATION: &str = "medicalpro_provisioning_duration_second
 pub const POOLS_OPEN: &str = "medicalpro_clinic_pools_open";
 /// Gauge; labels `server`, `state` (`in_use`, `idle`): connections across clinic pools.
 pub const POOL_CONNECTIONS: &str = "medicalpro_pool_connections";
+/// Gauge; label `server`: the connection budget of the worker's clinic pools.
+pub const POOL_BUDGET: &str = "medicalpro_pool_budget_connections";
+/// Gauge; label `server`: requests waiting for a clinic connection.
+pub const POOL_WAITING: &str = "medicalpro_pool_waiting";
+/// Counter; label `server`: idle connections closed to make room for another clinic.
+pub const POOL_EVICTIONS: &str = "medicalpro_pool_evictions_total";
 /// Histogram, seconds; label `server`: time to borrow a clinic connection.
 pub const POOL_ACQUIRE: &str = "medicalpro_pool_acquire_seconds";
 /// Gauge: audit records written but not yet shipped to the central database.

@@ -19,6 +19,10 @@ pub struct PoolSettings {
     pub idle_timeout: Duration,
     /// A clinic with no request for this long has its pool closed.
     pub inactive_after: Duration,
+    /// Connections all clinic pools of this worker may hold on the regional server
+    /// together; keep the sum over the workers sharing a server below its
+    /// `max_connections` (minus the provisioning, admin and superuser reserve).
+    pub server_budget: usize,
 }
 
 impl Default for PoolSettings {
@@ -29,6 +33,7 @@ impl Default for PoolSettings {
             acquire_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(10),
             inactive_after: Duration::from_secs(60),
+            server_budget: 80,
         }
     }
 }
@@ -86,7 +91,14 @@ impl Config {
                 "CLINIC_POOL_INACTIVE_SECS",
                 defaults.inactive_after.as_secs(),
             )?),
+            server_budget: source.parse_or("CLINIC_POOL_BUDGET", defaults.server_budget)?,
         };
+        if pool.server_budget == 0 {
+            return Err(ConfigError::Invalid {
+                name: "CLINIC_POOL_BUDGET",
+                reason: "must be at least 1".into(),
+            });
+        }
         if pool.max_size == 0 || pool.min_idle > pool.max_size {
             return Err(ConfigError::Invalid {
                 name: "CLINIC_POOL_MAX",

@@ -2,6 +2,13 @@
 //! connecting as that clinic's own role, opened on first use and closed when the
 //! clinic goes quiet. Entries are re-checked against the central database so a
 //! suspended or moved clinic stops being served here.
+//!
+//! All pools together stay within one connection budget for the regional server
+//! (`CLINIC_POOL_BUDGET`). A checkout that needs a new connection when the budget is
+//! spent first closes an idle connection of the least recently used other clinic;
+//! when every budgeted connection is busy it waits for one to become idle, up to
+//! the acquire timeout. So a cold clinic is served even when thousands of clinics
+//! share a server whose `max_connections` is a hundred.
 
 use crate::config::PoolSettings;
 use crate::error::WorkerError;
@@ -66,6 +73,20 @@ pub struct Registry {
     settings: PoolSettings,
     pools: Mutex<HashMap<ClinicId, Arc<ClinicPool>>>,
     opening: tokio::sync::Mutex<()>,
+    /// Connections being created right now (counted against the budget).
+    creating: Mutex<usize>,
+    waiting: std::sync::atomic::AtomicUsize,
+}
+
+/// Gives back a budget reservation when the connection attempt ends.
+struct Reservation<'a>(&'a Mutex<usize>);
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut n) = self.0.lock() {
+            *n = n.saturating_sub(1);
+        }
+    }
 }
 
 impl Registry {
@@ -85,6 +106,8 @@ impl Registry {
             settings,
             pools: Mutex::new(HashMap::new()),
             opening: tokio::sync::Mutex::new(()),
+            creating: Mutex::new(0),
+            waiting: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -218,10 +241,68 @@ impl Registry {
         let entry = self.pool(clinic).await?;
         entry.touch();
         let started = Instant::now();
-        let result = entry.pool.get().await;
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        let result = self.checkout(&entry, started).await;
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
         metrics::histogram!(m::POOL_ACQUIRE, "server" => self.region.clone())
             .record(started.elapsed().as_secs_f64());
         Ok((result?, entry.keys.clone()))
+    }
+
+    /// One connection of `entry`'s pool within the server budget (see the module docs).
+    async fn checkout(&self, entry: &ClinicPool, started: Instant) -> Result<Object, WorkerError> {
+        let deadline = started + self.settings.acquire_timeout;
+        loop {
+            let status = entry.pool.status();
+            // An idle connection of its own, or its pool is full and waits for one.
+            if status.available > 0 || status.size >= status.max_size {
+                return Ok(entry.pool.get().await?);
+            }
+            if let Some(_reservation) = self.reserve() {
+                return Ok(entry.pool.get().await?);
+            }
+            if self.evict_one_idle(entry.clinic) {
+                continue;
+            }
+            if Instant::now() >= deadline {
+                return Err(WorkerError::PoolTimeout);
+            }
+            // Every budgeted connection is busy: one comes back idle soon.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Reserves room for one new connection if the budget has it.
+    fn reserve(&self) -> Option<Reservation<'_>> {
+        let open: usize = self.entries().iter().map(|e| e.pool.status().size).sum();
+        let mut creating = self.creating.lock().ok()?;
+        if open + *creating >= self.settings.server_budget {
+            return None;
+        }
+        *creating += 1;
+        Some(Reservation(&self.creating))
+    }
+
+    /// Closes one idle connection of the least recently used other clinic.
+    fn evict_one_idle(&self, except: ClinicId) -> bool {
+        let victim = self
+            .entries()
+            .into_iter()
+            .filter(|e| e.clinic != except && e.pool.status().available > 0)
+            .max_by_key(|e| e.idle_for());
+        let Some(victim) = victim else {
+            return false;
+        };
+        let mut closed = false;
+        victim.pool.retain(|_, _| {
+            let keep = closed;
+            closed = true;
+            keep
+        });
+        if closed {
+            metrics::counter!(m::POOL_EVICTIONS, "server" => self.region.clone()).increment(1);
+        }
+        closed
     }
 
     /// Clinics with an open pool.
@@ -273,6 +354,10 @@ impl Registry {
             (u + s.size.saturating_sub(s.available), i + s.available)
         });
         metrics::gauge!(m::POOLS_OPEN, "server" => self.region.clone()).set(entries.len() as f64);
+        metrics::gauge!(m::POOL_BUDGET, "server" => self.region.clone())
+            .set(self.settings.server_budget as f64);
+        metrics::gauge!(m::POOL_WAITING, "server" => self.region.clone())
+            .set(self.waiting.load(Ordering::Relaxed) as f64);
         metrics::gauge!(m::POOL_CONNECTIONS, "server" => self.region.clone(), "state" => "in_use")
             .set(in_use as f64);
         metrics::gauge!(m::POOL_CONNECTIONS, "server" => self.region.clone(), "state" => "idle")
