@@ -346,6 +346,37 @@ impl Stack {
         self.gateway.url()
     }
 
+    /// Starts one more gateway configured like the first, on new ports (as a second
+    /// replica behind a load balancer). It stops when the returned service is dropped.
+    pub fn add_gateway(&self, name: &str) -> anyhow::Result<Service> {
+        let addr = loopback(pg::free_port()?);
+        let admin_addr = loopback(pg::free_port()?);
+        let mut env: Vec<(String, String)> = self
+            .gateway
+            .env
+            .iter()
+            .filter(|(k, _)| k != "LISTEN_ADDR" && k != "ADMIN_ADDR")
+            .cloned()
+            .collect();
+        env.extend([
+            ("LISTEN_ADDR".to_owned(), addr.to_string()),
+            ("ADMIN_ADDR".to_owned(), admin_addr.to_string()),
+        ]);
+        let mut gateway = Service {
+            name: name.to_owned(),
+            addr,
+            admin_addr,
+            kind: "gateway",
+            env,
+            exe: self.gateway.exe.clone(),
+            log: self.gateway.log.with_file_name(format!("{name}.log")),
+            child: None,
+        };
+        gateway.spawn()?;
+        gateway.wait_ready(Duration::from_secs(60))?;
+        Ok(gateway)
+    }
+
     pub fn metrics_url(&self) -> String {
         format!("http://{}/metrics", self.gateway.admin_addr)
     }

@@ -17,6 +17,9 @@ use tokio_util::sync::CancellationToken;
 
 /// How long "no such clinic" is remembered.
 const NEGATIVE_TTL: Duration = Duration::from_secs(2);
+/// While the central database is unreachable, how long a last known entry is served
+/// before it is asked again.
+const STALE_RETRY: Duration = Duration::from_secs(1);
 pub const CHANNEL: &str = "medicalpro_placement";
 
 /// Where a clinic is served.
@@ -67,14 +70,17 @@ impl PlacementCache {
     }
 
     fn store(&self, clinic: ClinicId, value: Cached) {
+        self.store_aged(clinic, value, self.ttl);
+    }
+
+    /// Stores an entry that expires after `fresh_for` (at most the TTL).
+    fn store_aged(&self, clinic: ClinicId, value: Cached, fresh_for: Duration) {
+        let now = Instant::now();
+        let fetched = now
+            .checked_sub(self.ttl.saturating_sub(fresh_for))
+            .unwrap_or(now);
         if let Ok(mut map) = self.entries.lock() {
-            map.put(
-                clinic,
-                Entry {
-                    value,
-                    fetched: Instant::now(),
-                },
-            );
+            map.put(clinic, Entry { value, fetched });
             metrics::gauge!(m::PLACEMENT_CACHE_SIZE).set(map.len() as f64);
         }
     }
@@ -135,6 +141,9 @@ impl PlacementCache {
                 Some(p) => {
                     metrics::counter!(m::PLACEMENT_CACHE, "result" => "stale").increment(1);
                     tracing::warn!(%clinic, error = %e, "central database unreachable; serving last known placement");
+                    // Keep serving it without asking again for a moment, so an outage
+                    // does not add a failed central round trip to every request.
+                    self.store_aged(clinic, Cached::Found(p.clone()), STALE_RETRY);
                     Ok(Some(p))
                 }
                 None => Err(GatewayError::CentralUnavailable(e)),

@@ -1,0 +1,105 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The gateway's placement cache against a real stack with two gateways: warm
+//! requests never ask the central database, and a change of a clinic's placement
+//! (here its status) reaches every gateway within a second through LISTEN/NOTIFY.
+
+mod support;
+
+use devstack::Http;
+use std::time::{Duration, Instant};
+use support::*;
+
+/// The sum of a counter's series whose line contains `filter`.
+fn counter(metrics: &str, name: &str, filter: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(name) && l.contains(filter))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+async fn metrics(admin: std::net::SocketAddr) -> String {
+    Http::new(&format!("http://{admin}"))
+        .get("/metrics", None)
+        .await
+        .unwrap()
+        .text()
+}
+
+/// Polls `path` on every gateway until each answers `status`; the time it took.
+async fn until_status(gateways: &[&Http], path: &str, token: &str, status: u16) -> Duration {
+    let started = Instant::now();
+    for g in gateways {
+        loop {
+            let r = g.get(path, Some(token)).await.unwrap();
+            if r.status == status {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "still {} instead of {status} after 5 s",
+                r.status
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    started.elapsed()
+}
+
+async fn set_status(clinic: &Clinic, status: &str) {
+    let id: uuid::Uuid = clinic.id.parse().unwrap();
+    central_db()
+        .await
+        .execute(
+            "UPDATE companies SET status = $2, updated_at = now() WHERE id = $1",
+            &[&id, &status],
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_requests_skip_central_and_changes_reach_every_gateway_within_a_second() {
+    let second = stack().add_gateway("gateway-2").unwrap();
+    let (one, two) = (http(), Http::new(&second.url()));
+    let clinic = register(&one, None).await;
+    let patient = create_patient(&one, &clinic, patient_body("Cache", "Case")).await;
+    let path = format!("/api/v1/patients/{}", patient["id"].as_str().unwrap());
+    // Both gateways learn the placement.
+    for g in [&one, &two] {
+        assert_eq!(g.get(&path, Some(&clinic.token)).await.unwrap().status, 200);
+    }
+
+    // Warm: 100 requests on the second gateway are all cache hits, no miss.
+    let before = metrics(second.admin_addr).await;
+    for _ in 0..100 {
+        assert_eq!(
+            two.get(&path, Some(&clinic.token)).await.unwrap().status,
+            200
+        );
+    }
+    let after = metrics(second.admin_addr).await;
+    let cache = "medicalpro_placement_cache_total";
+    assert_eq!(
+        counter(&after, cache, "result=\"miss\"") - counter(&before, cache, "result=\"miss\""),
+        0.0
+    );
+    assert!(
+        counter(&after, cache, "result=\"hit\"") - counter(&before, cache, "result=\"hit\"")
+            >= 100.0
+    );
+
+    // Suspension reaches both gateways within a second, then so does the resumption.
+    set_status(&clinic, "suspended").await;
+    let took = until_status(&[&one, &two], &path, &clinic.token, 403).await;
+    assert!(took < Duration::from_secs(1), "suspension took {took:?}");
+    let refused = one.get(&path, Some(&clinic.token)).await.unwrap();
+    assert_eq!(
+        refused.json()["type"],
+        "urn:medicalpro:problem:clinic-unavailable"
+    );
+    set_status(&clinic, "active").await;
+    let took = until_status(&[&one, &two], &path, &clinic.token, 200).await;
+    assert!(took < Duration::from_secs(1), "resumption took {took:?}");
+    drop(second);
+}
