@@ -2,6 +2,8 @@
 //! central `audit_logs`. Shipping is idempotent — rows already recorded for
 //! (clinic, outbox sequence) are skipped under a per-clinic lock — so a crash
 //! between insert and delete only re-ships, and the clinic's hash chain stays whole.
+//! Only the rows shipped are deleted from the outbox, never a range: outbox sequence
+//! numbers are not in commit order.
 
 use crate::error::WorkerError;
 use crate::registry::Registry;
@@ -77,9 +79,10 @@ pub async fn ship_clinic(registry: &Registry, clinic: ClinicId) -> Result<u64, W
         .await
         .map_err(WorkerError::from_db)?;
         tx.commit().await.map_err(WorkerError::from_db)?;
-        let last = seqs.last().copied().unwrap_or(0);
+        // Exactly the shipped rows: sequence numbers are taken before commit, so a
+        // row with a lower number can commit after this batch was read.
         source
-            .execute("DELETE FROM audit_outbox WHERE seq <= $1", &[&last])
+            .execute("DELETE FROM audit_outbox WHERE seq = ANY($1)", &[&seqs])
             .await
             .map_err(WorkerError::from_db)?;
         shipped += seqs.len() as u64;
