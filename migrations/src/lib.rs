@@ -38,6 +38,7 @@ pub const CENTRAL: &[Migration] = &[
     migration!("central", 2, "002_schema_versions"),
     migration!("central", 3, "003_audit_integrity"),
     migration!("central", 4, "004_clinic_data_keys"),
+    migration!("central", 5, "005_clinic_backups"),
 ];
 
 /// Every clinic database (and the template they are cloned from).
