@@ -4,6 +4,9 @@
 //! medicalpro-admin migrate-fleet --region eu-west [--jobs 4]
 //! medicalpro-admin list-clinics [--region eu-west]
 //! medicalpro-admin verify-audit [--clinic ID]
+//! medicalpro-admin suspend --clinic ID | resume --clinic ID
+//! medicalpro-admin backup --region eu-west --dir /var/backups/medicalpro [--jobs 4] [--fresh-for-hours 20]
+//! medicalpro-admin restore --clinic ID --file DUMP
 //! medicalpro-admin rewrap-keys
 //! medicalpro-admin rotate-data-keys (--region eu-west | --clinic ID) [--shred-after-secs 600]
 //! ```
@@ -71,6 +74,37 @@ pub enum Command {
         /// good. Keep it above the workers' 30 s placement check.
         #[arg(long)]
         shred_after_secs: Option<u64>,
+    },
+    /// Suspends an active clinic: every gateway refuses its requests within a second.
+    Suspend {
+        #[arg(long)]
+        clinic: common::ClinicId,
+    },
+    /// Resumes a suspended clinic.
+    Resume {
+        #[arg(long)]
+        clinic: common::ClinicId,
+    },
+    /// Dumps every active or suspended clinic database of the region (pg_dump custom
+    /// format) into DIR, recording each backup in the central database. Clinics
+    /// backed up within --fresh-for-hours are skipped, so running again resumes.
+    Backup {
+        #[arg(long)]
+        region: String,
+        #[arg(long)]
+        dir: std::path::PathBuf,
+        #[arg(long, default_value = "4")]
+        jobs: NonZeroUsize,
+        #[arg(long, default_value = "20")]
+        fresh_for_hours: u64,
+    },
+    /// Replaces one clinic's database with a dump (the clinic is suspended during
+    /// the switch; the replaced database is kept, closed, under a new name).
+    Restore {
+        #[arg(long)]
+        clinic: common::ClinicId,
+        #[arg(long)]
+        file: std::path::PathBuf,
     },
     /// Prints every clinic's id, region, status and recorded schema version.
     ListClinics {
@@ -166,6 +200,57 @@ pub async fn run(command: Command, settings: &AdminSettings) -> anyhow::Result<E
             } else {
                 ExitCode::from(1)
             })
+        }
+        Command::Suspend { clinic } | Command::Resume { clinic } => {
+            let change = if matches!(command, Command::Suspend { .. }) {
+                crate::ops::Change::Suspend
+            } else {
+                crate::ops::Change::Resume
+            };
+            let changed = crate::ops::set_status(&settings.central, clinic, change).await?;
+            println!(
+                "clinic {clinic}: {}",
+                match (change, changed) {
+                    (crate::ops::Change::Suspend, true) => "suspended",
+                    (crate::ops::Change::Resume, true) => "resumed",
+                    _ => "already so; nothing changed",
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Backup {
+            region,
+            dir,
+            jobs,
+            fresh_for_hours,
+        } => {
+            let fresh = std::time::Duration::from_secs(fresh_for_hours * 3600);
+            let report =
+                crate::backup::backup_region(settings, &region, &dir, jobs.get(), fresh, true)
+                    .await?;
+            for d in &report.done {
+                println!(
+                    "clinic {}: {} ({} bytes)",
+                    d.id,
+                    d.file.display(),
+                    d.size_bytes
+                );
+            }
+            for (id, e) in &report.failed {
+                eprintln!("failed: clinic {id}: {e}");
+            }
+            println!("{}", report.summary());
+            Ok(success_if(report.failed.is_empty()))
+        }
+        Command::Restore { clinic, file } => {
+            let restored = crate::backup::restore_clinic(settings, clinic, &file).await?;
+            println!(
+                "clinic {clinic}: {} restored from {}; the replaced database is kept as {} (drop it when no longer needed)",
+                restored.db_name,
+                file.display(),
+                restored.previous_db
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Command::RewrapKeys => {
             let ring = master_keys()?;

@@ -281,14 +281,7 @@ async fn rotate_clinic(
             &[clinic.as_uuid(), &target_sql],
         )
         .await?;
-    central
-        .execute(
-            "INSERT INTO audit_logs (clinic_id, user_id, action, resource, resource_id, client_ip, request_id, outcome, occurred_at) \
-             VALUES ($1, NULL, 'rotate_keys', 'clinic', NULL, NULL, NULL, 'success', now())",
-            &[clinic.as_uuid()],
-        )
-        .await
-        .context("recording the rotation in the audit trail")?;
+    crate::ops::record(central, clinic, "rotate_keys").await?;
     let mut shredded = Vec::new();
     if let Some(after) = shred_after {
         let secs = after.as_secs_f64();

@@ -8,17 +8,23 @@
 //! - [`keys::rewrap`] re-seals wrapped data keys and role passwords under a new master
 //!   key; [`keys::rotate_data_keys`] gives clinics new data keys and re-encrypts their
 //!   sealed values (both resumable).
+//! - [`ops::set_status`] suspends or resumes a clinic (at once, fleet-wide).
+//! - [`backup::backup_region`] dumps a region's clinic databases in parallel,
+//!   resumably, recording each backup centrally; [`backup::restore_clinic`] puts one
+//!   clinic's dump back.
 //! - [`fleet::list_clinics`] reads where each clinic lives and which schema version it
 //!   was last recorded at.
 //!
 //! The `medicalpro-admin` binary is a thin shell over [`cli`].
 
 pub mod audit;
+pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod db;
 pub mod fleet;
 pub mod keys;
+pub mod ops;
 
 pub use config::AdminSettings;
 pub use fleet::{migrate_region, ClinicFailure, ClinicUpgrade, FleetReport};

@@ -1,0 +1,91 @@
+//! Per-clinic operations on the central record: suspending and resuming a clinic.
+//! The status change is announced by the central trigger (LISTEN/NOTIFY), so every
+//! gateway drops its cached placement within a second and the change takes effect
+//! at once; the operation is written to the clinic's audit trail.
+
+use crate::db;
+use anyhow::{bail, Context};
+use common::config::DbSettings;
+use common::ClinicId;
+use tokio_postgres::Client;
+
+/// A clinic status an operator can set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    Suspend,
+    Resume,
+}
+
+impl Change {
+    fn from_to(self) -> (&'static str, &'static str) {
+        match self {
+            Change::Suspend => ("active", "suspended"),
+            Change::Resume => ("suspended", "active"),
+        }
+    }
+
+    fn action(self) -> &'static str {
+        match self {
+            Change::Suspend => "suspend",
+            Change::Resume => "resume",
+        }
+    }
+}
+
+/// Suspends or resumes a clinic. Doing it twice is not an error: the second call
+/// reports that nothing changed (`Ok(false)`).
+pub async fn set_status(
+    central: &DbSettings,
+    clinic: ClinicId,
+    change: Change,
+) -> anyhow::Result<bool> {
+    let client = db::connect(central).await.context("the central database")?;
+    set_status_with(&client, clinic, change).await
+}
+
+/// [`set_status`] on an open central connection.
+pub async fn set_status_with(
+    client: &Client,
+    clinic: ClinicId,
+    change: Change,
+) -> anyhow::Result<bool> {
+    let (from, to) = change.from_to();
+    let updated = client
+        .execute(
+            "UPDATE companies SET status = $3, updated_at = now() WHERE id = $1 AND status = $2",
+            &[clinic.as_uuid(), &from, &to],
+        )
+        .await
+        .context("updating the clinic's status")?;
+    if updated == 0 {
+        let status: Option<String> = client
+            .query_opt(
+                "SELECT status FROM companies WHERE id = $1",
+                &[clinic.as_uuid()],
+            )
+            .await?
+            .map(|r| r.get(0));
+        return match status {
+            None => bail!("there is no clinic {clinic}"),
+            Some(s) if s == to => Ok(false),
+            Some(s) => {
+                bail!("clinic {clinic} is {s}; only a clinic that is {from} can be made {to}")
+            }
+        };
+    }
+    record(client, clinic, change.action()).await?;
+    Ok(true)
+}
+
+/// Writes an operator action to the clinic's central audit trail.
+pub(crate) async fn record(client: &Client, clinic: ClinicId, action: &str) -> anyhow::Result<()> {
+    client
+        .execute(
+            "INSERT INTO audit_logs (clinic_id, user_id, action, resource, resource_id, client_ip, request_id, outcome, occurred_at) \
+             VALUES ($1, NULL, $2, 'clinic', NULL, NULL, NULL, 'success', now())",
+            &[clinic.as_uuid(), &action],
+        )
+        .await
+        .context("recording the operation in the audit trail")?;
+    Ok(())
+}
