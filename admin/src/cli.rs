@@ -7,6 +7,7 @@
 //! medicalpro-admin suspend --clinic ID | resume --clinic ID
 //! medicalpro-admin backup --region eu-west --dir /var/backups/medicalpro [--jobs 4] [--fresh-for-hours 20]
 //! medicalpro-admin restore --clinic ID --file DUMP
+//! medicalpro-admin relocate --clinic ID --to eu-central
 //! medicalpro-admin rewrap-keys
 //! medicalpro-admin rotate-data-keys (--region eu-west | --clinic ID) [--shred-after-secs 600]
 //! ```
@@ -105,6 +106,15 @@ pub enum Command {
         clinic: common::ClinicId,
         #[arg(long)]
         file: std::path::PathBuf,
+    },
+    /// Moves a clinic's database to another region's server while it stays readable;
+    /// writes wait (503 + retry-after) only during the final switch. REGION_DB_* is
+    /// the clinic's current server, TARGET_REGION_DB_* the destination's.
+    Relocate {
+        #[arg(long)]
+        clinic: common::ClinicId,
+        #[arg(long)]
+        to: String,
     },
     /// Prints every clinic's id, region, status and recorded schema version.
     ListClinics {
@@ -249,6 +259,20 @@ pub async fn run(command: Command, settings: &AdminSettings) -> anyhow::Result<E
                 restored.db_name,
                 file.display(),
                 restored.previous_db
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Relocate { clinic, to } => {
+            let ring = master_keys()?;
+            let moved = crate::relocate::relocate(settings, &ring, clinic, &to, true).await?;
+            println!(
+                "clinic {clinic}: moved from {} to {} ({} rows; writes paused {:.1} s; {} audit records carried over); the source database is kept closed as {}",
+                moved.from,
+                moved.to,
+                moved.rows,
+                moved.write_pause.as_secs_f64(),
+                moved.carried_audit,
+                moved.previous_db
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -5,7 +5,10 @@
 //!   `CENTRAL_DB_NAME` (default `medicalpro_central`);
 //! - the region's PostgreSQL server, as a role that owns the clinic databases (the
 //!   worker's provisioning role): `REGION_DB_HOST`, `REGION_DB_PORT`,
-//!   `REGION_DB_USER`, `REGION_DB_PASSWORD`.
+//!   `REGION_DB_USER`, `REGION_DB_PASSWORD`;
+//! - for `relocate`, the destination region's server as well:
+//!   `TARGET_REGION_DB_HOST`, `TARGET_REGION_DB_PORT`, `TARGET_REGION_DB_USER`,
+//!   `TARGET_REGION_DB_PASSWORD`.
 
 use common::config::{ConfigError, DbSettings, Source};
 
@@ -17,6 +20,8 @@ pub struct AdminSettings {
     /// The regional server; `dbname` is its maintenance database (`postgres`), and
     /// clinic and template databases are reached with [`DbSettings::with_dbname`].
     pub regional: DbSettings,
+    /// The destination server of a relocation, when `TARGET_REGION_DB_HOST` is set.
+    pub target: Option<DbSettings>,
 }
 
 impl AdminSettings {
@@ -24,6 +29,19 @@ impl AdminSettings {
         Ok(Self {
             central: DbSettings::central(source)?,
             regional: DbSettings::regional(source)?,
+            target: match source.get("TARGET_REGION_DB_HOST") {
+                Some(_) => Some(DbSettings::from_source(
+                    source,
+                    [
+                        "TARGET_REGION_DB_HOST",
+                        "TARGET_REGION_DB_PORT",
+                        "TARGET_REGION_DB_USER",
+                        "TARGET_REGION_DB_PASSWORD",
+                    ],
+                    "postgres".into(),
+                )?),
+                None => None,
+            },
         })
     }
 }

@@ -12,6 +12,8 @@
 //! - [`backup::backup_region`] dumps a region's clinic databases in parallel,
 //!   resumably, recording each backup centrally; [`backup::restore_clinic`] puts one
 //!   clinic's dump back.
+//! - [`relocate::relocate`] moves a clinic's database to another region while it
+//!   stays readable (logical replication, then a short write pause for the switch).
 //! - [`fleet::list_clinics`] reads where each clinic lives and which schema version it
 //!   was last recorded at.
 //!
@@ -25,6 +27,7 @@ pub mod db;
 pub mod fleet;
 pub mod keys;
 pub mod ops;
+pub mod relocate;
 
 pub use config::AdminSettings;
 pub use fleet::{migrate_region, ClinicFailure, ClinicUpgrade, FleetReport};

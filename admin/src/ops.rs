@@ -17,7 +17,7 @@ pub enum Change {
 }
 
 impl Change {
-    fn from_to(self) -> (&'static str, &'static str) {
+    fn transition(self) -> (&'static str, &'static str) {
         match self {
             Change::Suspend => ("active", "suspended"),
             Change::Resume => ("suspended", "active"),
@@ -49,7 +49,7 @@ pub async fn set_status_with(
     clinic: ClinicId,
     change: Change,
 ) -> anyhow::Result<bool> {
-    let (from, to) = change.from_to();
+    let (from, to) = change.transition();
     let updated = client
         .execute(
             "UPDATE companies SET status = $3, updated_at = now() WHERE id = $1 AND status = $2",

@@ -191,6 +191,9 @@ impl PgServer {
                 &format!("max_connections={}", self.settings.max_connections),
             ])
             .args(["-c", "shared_buffers=64MB"])
+            // Relocating a clinic between regions streams its database with logical
+            // replication.
+            .args(["-c", "wal_level=logical"])
             .args(["-c", "log_min_messages=warning"])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

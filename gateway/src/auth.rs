@@ -258,7 +258,7 @@ pub async fn login(gw: &Gateway, ctx: &Ctx, body: LoginRequest) -> Result<Value,
     let clinic = ClinicId::from_uuid(row.get(1));
     let role = Role::parse(row.get::<_, &str>(3))
         .ok_or_else(|| GatewayError::Internal("unknown role".into()))?;
-    if row.get::<_, &str>(5) != "active" {
+    if !matches!(row.get::<_, &str>(5), "active" | "relocating") {
         return Err(GatewayError::ClinicUnavailable);
     }
     gw.throttle.succeeded(&account);
@@ -307,7 +307,10 @@ pub async fn refresh(gw: &Gateway, ctx: &Ctx, body: RefreshRequest) -> Result<Va
         audit_auth(gw, ctx, clinic, Some(user), "refresh_reuse", "revoked").await;
         return Err(GatewayError::BadRefreshToken);
     }
-    if row.get::<_, bool>(5) || row.get::<_, bool>(6) || row.get::<_, &str>(7) != "active" {
+    if row.get::<_, bool>(5)
+        || row.get::<_, bool>(6)
+        || !matches!(row.get::<_, &str>(7), "active" | "relocating")
+    {
         return Err(GatewayError::BadRefreshToken);
     }
     let role = Role::parse(row.get::<_, &str>(3))

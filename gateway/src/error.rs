@@ -12,6 +12,8 @@ pub enum GatewayError {
     MissingToken,
     #[error("clinic unknown, suspended or provisioning")]
     ClinicUnavailable,
+    #[error("clinic is being moved to another region; writes wait")]
+    ClinicRelocating,
     #[error("role not allowed: {0}")]
     Forbidden(&'static str),
     #[error("bad credentials")]
@@ -55,6 +57,7 @@ impl GatewayError {
             GatewayError::Token(_) => "token",
             GatewayError::MissingToken => "missing_token",
             GatewayError::ClinicUnavailable => "clinic_unavailable",
+            GatewayError::ClinicRelocating => "clinic_relocating",
             GatewayError::Forbidden(_) => "forbidden",
             GatewayError::BadCredentials => "bad_credentials",
             GatewayError::BadRefreshToken => "bad_refresh_token",
@@ -90,6 +93,10 @@ impl GatewayError {
                 Problem::new(403, "clinic-unavailable", "Clinic not available")
                     .with_detail("Your clinic is unknown, suspended or not yet provisioned.")
             }
+            GatewayError::ClinicRelocating => Problem::unavailable(
+                "Your clinic's data is being moved; reading works, changes can be sent again in a few seconds.",
+                2,
+            ),
             GatewayError::Forbidden(detail) => {
                 Problem::new(403, "forbidden", "Forbidden").with_detail(*detail)
             }

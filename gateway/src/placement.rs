@@ -29,6 +29,8 @@ pub struct Placement {
     /// Base URL of the region's worker, e.g. `http://10.0.0.5:8081`.
     pub worker_url: String,
     pub active: bool,
+    /// Being moved to another region: reads are served, writes refused.
+    pub read_only: bool,
     pub version: i64,
 }
 
@@ -204,7 +206,8 @@ impl PlacementCache {
             Arc::new(Placement {
                 region: r.get(0),
                 worker_url: r.get(1),
-                active: status == "active",
+                active: status == "active" || status == "relocating",
+                read_only: status == "relocating",
                 version: r.get(3),
             })
         }))

@@ -139,6 +139,9 @@ pub async fn forward(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, GatewayError> {
     let (claims, placement) = active_caller(gw, req.headers()).await?;
+    if placement.read_only && !req.method().is_safe() {
+        return Err(GatewayError::ClinicRelocating);
+    }
     let (mut parts, body) = req.into_parts();
     // Bodies are bounded (MAX_BODY_BYTES) and read whole before forwarding, so an
     // oversized chunked body is a clean 413 and a worker that answers before reading

@@ -5,6 +5,8 @@
 //! recorded in `schema_migrations` with its SHA-256. A recorded migration whose file
 //! has since changed is refused rather than silently skipped.
 
+pub mod provisioning;
+
 use sha2::{Digest, Sha256};
 use tokio_postgres::Client;
 
@@ -39,6 +41,7 @@ pub const CENTRAL: &[Migration] = &[
     migration!("central", 3, "003_audit_integrity"),
     migration!("central", 4, "004_clinic_data_keys"),
     migration!("central", 5, "005_clinic_backups"),
+    migration!("central", 6, "006_relocation"),
 ];
 
 /// Every clinic database (and the template they are cloned from).

@@ -9,10 +9,10 @@ use common::crypto::KeyRing;
 use common::metric_names as m;
 use common::ClinicId;
 use deadpool_postgres::Pool;
-use migrations::{ident, literal, CLINIC_APP_ROLE, CLINIC_TEMPLATE_DB};
+use migrations::{ident, provisioning, CLINIC_APP_ROLE, CLINIC_TEMPLATE_DB};
 use rand::RngCore;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio_postgres::error::SqlState;
 
 pub struct Provisioner {
@@ -129,54 +129,24 @@ impl Provisioner {
         let password = self.role_password(clinic, record.sealed_password).await?;
         let admin = self.admin.get().await?;
 
-        let role_exists = admin
-            .query_opt(
-                "SELECT 1 FROM pg_roles WHERE rolname = $1",
-                &[&record.db_role],
-            )
-            .await
-            .map_err(WorkerError::from_db)?
-            .is_some();
-        if !role_exists {
-            if let Err(e) = admin
-                .batch_execute(&format!(
-                    "CREATE ROLE {} LOGIN PASSWORD {} IN ROLE {}",
-                    ident(&record.db_role),
-                    literal(&password),
-                    ident(CLINIC_APP_ROLE)
-                ))
-                .await
-            {
-                ignore(e, &[SqlState::DUPLICATE_OBJECT, SqlState::UNIQUE_VIOLATION])?;
-            }
-        }
-        // Converge on the sealed password even if an earlier attempt set another.
-        admin
-            .batch_execute(&format!(
-                "ALTER ROLE {} WITH LOGIN PASSWORD {}",
-                ident(&record.db_role),
-                literal(&password)
-            ))
+        provisioning::ensure_role(&admin, &record.db_role, &password)
             .await
             .map_err(WorkerError::from_db)?;
-
-        let db_exists = admin
-            .query_opt(
-                "SELECT 1 FROM pg_database WHERE datname = $1",
-                &[&record.db_name],
-            )
+        if !provisioning::database_exists(&admin, &record.db_name)
             .await
             .map_err(WorkerError::from_db)?
-            .is_some();
-        if !db_exists {
-            self.clone_template(&admin, &record.db_name).await?;
+        {
+            let _guard = self.clone_lock.lock().await;
+            let cloned = provisioning::clone_template(&admin, &record.db_name)
+                .await
+                .map_err(WorkerError::from_db)?;
+            if !cloned {
+                return Err(WorkerError::Unavailable(
+                    "the clinic template stayed busy".into(),
+                ));
+            }
         }
-        admin
-            .batch_execute(&format!(
-                "REVOKE ALL ON DATABASE {db} FROM PUBLIC; GRANT CONNECT ON DATABASE {db} TO {role}",
-                db = ident(&record.db_name),
-                role = ident(&record.db_role)
-            ))
+        provisioning::restrict_connect(&admin, &record.db_name, &record.db_role)
             .await
             .map_err(WorkerError::from_db)?;
         drop(admin);
@@ -227,33 +197,6 @@ impl Provisioner {
             .map_err(|e| WorkerError::Integrity(format!("clinic role password: {e}")))?;
         String::from_utf8(plain)
             .map_err(|_| WorkerError::Integrity("clinic role password is not UTF-8".into()))
-    }
-
-    async fn clone_template(
-        &self,
-        admin: &deadpool_postgres::Object,
-        db_name: &str,
-    ) -> Result<(), WorkerError> {
-        let _guard = self.clone_lock.lock().await;
-        let sql = format!(
-            "CREATE DATABASE {} TEMPLATE {}",
-            ident(db_name),
-            ident(CLINIC_TEMPLATE_DB)
-        );
-        // Another worker of the region may be cloning or migrating the template: wait.
-        for attempt in 0..50u32 {
-            match admin.batch_execute(&sql).await {
-                Ok(()) => return Ok(()),
-                Err(e) if e.code() == Some(&SqlState::DUPLICATE_DATABASE) => return Ok(()),
-                Err(e) if e.code() == Some(&SqlState::OBJECT_IN_USE) && attempt < 49 => {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(e) => return Err(WorkerError::from_db(e)),
-            }
-        }
-        Err(WorkerError::Unavailable(
-            "the clinic template stayed busy".into(),
-        ))
     }
 
     /// Completes every provisioning of this region that was cut short.

@@ -145,7 +145,9 @@ impl Registry {
         if record.region != self.region {
             return Err(WorkerError::Misrouted(record.region.clone()));
         }
-        if record.status != "active" {
+        // A relocating clinic is still served here (the gateway refuses its writes)
+        // until its placement is switched.
+        if record.status != "active" && record.status != "relocating" {
             return Err(WorkerError::ClinicInactive(record.status.clone()));
         }
         Ok(())
