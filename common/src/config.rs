@@ -2,12 +2,19 @@
 //! optionally from a `KEY=VALUE` file named by `MEDICALPRO_CONFIG` (the environment
 //! wins), are parsed into typed settings at start-up, and secrets never print.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// Exit code for a process that refuses its configuration (`EX_CONFIG`-like `EX_USAGE`).
 pub const EXIT_BAD_CONFIG: i32 = 64;
+
+/// Names a service process reads from its environment itself, outside any [`Source`]
+/// lookup: the settings file (`MEDICALPRO_CONFIG`, [`Source::from_env`]) and logging
+/// (`LOG_FORMAT`, `RUST_LOG`: `service::init_tracing`). A deployment may set these
+/// besides the names a configuration reads.
+pub const PROCESS_ENV: [&str; 3] = ["MEDICALPRO_CONFIG", "LOG_FORMAT", "RUST_LOG"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -39,11 +46,16 @@ impl<T> fmt::Debug for Secret<T> {
 }
 
 /// Where settings are read from: the process environment over an optional file.
+///
+/// Every name looked up is recorded, so [`Source::unread`] can tell which of the
+/// names given (by [`Source::from_pairs`] or in the file) no configuration asked
+/// for: a misspelt or obsolete setting. Clones share the record.
 #[derive(Clone, Debug, Default)]
 pub struct Source {
     file: HashMap<String, String>,
     overrides: HashMap<String, String>,
     use_env: bool,
+    read: Arc<Mutex<BTreeSet<String>>>,
 }
 
 impl Source {
@@ -80,6 +92,10 @@ impl Source {
     }
 
     pub fn get(&self, name: &str) -> Option<String> {
+        self.read
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name.to_owned());
         if let Some(v) = self.overrides.get(name) {
             return Some(v.clone());
         }
@@ -114,6 +130,19 @@ impl Source {
                 reason: e.to_string(),
             }),
         }
+    }
+
+    /// The names given by [`Source::from_pairs`] or in the file that no lookup has
+    /// asked for so far, sorted. (The process environment holds far more than
+    /// settings, so its names are not counted as given.)
+    pub fn unread(&self) -> Vec<String> {
+        let read = self.read.lock().unwrap_or_else(PoisonError::into_inner);
+        let given: BTreeSet<&String> = self.overrides.keys().chain(self.file.keys()).collect();
+        given
+            .into_iter()
+            .filter(|name| !read.contains(*name))
+            .cloned()
+            .collect()
     }
 }
 
@@ -203,6 +232,34 @@ mod tests {
         assert_eq!(m.get("A").map(String::as_str), Some("1"));
         assert_eq!(m.get("B").map(String::as_str), Some("two"));
         assert_eq!(m.len(), 2);
+    }
+
+    #[test]
+    fn unread_names_are_the_given_ones_never_asked_for() {
+        let s = Source::from_pairs([("A", "1"), ("B", "2"), ("C", ""), ("TYPO", "x")]);
+        assert_eq!(s.unread(), ["A", "B", "C", "TYPO"]);
+        assert_eq!(s.required("A").unwrap(), "1");
+        assert_eq!(s.parse_or::<u16>("B", 0).unwrap(), 2);
+        // An empty value read through a default still counts as read.
+        assert_eq!(s.or("C", "dflt"), "dflt");
+        // Names looked up but not given are not reported.
+        assert_eq!(s.or("MISSING", "m"), "m");
+        assert!(s.required("ALSO_MISSING").is_err());
+        assert_eq!(s.unread(), ["TYPO"]);
+        // A clone shares the record both ways.
+        let c = s.clone();
+        assert!(c.get("TYPO").is_some());
+        assert!(s.unread().is_empty());
+    }
+
+    #[test]
+    fn file_names_count_as_given() {
+        let s = Source {
+            file: parse_file("FROM_FILE=1\nREAD=2\n"),
+            ..Source::default()
+        };
+        assert_eq!(s.get("READ").as_deref(), Some("2"));
+        assert_eq!(s.unread(), ["FROM_FILE"]);
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod problem;
 pub mod query;
 pub mod resource;
 pub mod service;
+pub mod tls;
 pub mod token;
 
 pub use ids::{ClinicId, Email, RecordId, RequestId, UserId};

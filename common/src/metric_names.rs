@@ -1,7 +1,10 @@
 //! Metric names, in one place so dashboards, alert rules and code agree.
-//! Label sets are fixed and small: never one label value per clinic.
+//! Label sets are fixed and small: never one label value per clinic, except the
+//! `clinic` label of the busiest-pools gauges, bounded by [`TOP_CLINICS`]. Every
+//! name here is described in `deploy/README.md` (a test checks the table).
 
-/// Histogram, seconds; labels `route` (route class), `status` (status class like `2xx`).
+/// Histogram, seconds; labels `component` (`gateway`, `worker`), `route` (route
+/// class), `status` (status class like `2xx`): time to a response's head.
 pub const HTTP_REQUEST_DURATION: &str = "medicalpro_http_request_duration_seconds";
 /// Counter; labels `component`, `kind` (error kind).
 pub const ERRORS: &str = "medicalpro_errors_total";
@@ -9,7 +12,7 @@ pub const ERRORS: &str = "medicalpro_errors_total";
 pub const PLACEMENT_CACHE: &str = "medicalpro_placement_cache_total";
 /// Gauge: placements held in the gateway cache.
 pub const PLACEMENT_CACHE_SIZE: &str = "medicalpro_placement_cache_entries";
-/// Counter; label `reason`.
+/// Counter; label `reason` (`bad_credentials`, `throttled`).
 pub const LOGIN_FAILURES: &str = "medicalpro_login_failures_total";
 /// Counter; label `outcome` (`success`, `failure`).
 pub const PROVISIONING: &str = "medicalpro_provisioning_total";
@@ -27,10 +30,36 @@ pub const POOL_WAITING: &str = "medicalpro_pool_waiting";
 pub const POOL_EVICTIONS: &str = "medicalpro_pool_evictions_total";
 /// Histogram, seconds; label `server`: time to borrow a clinic connection.
 pub const POOL_ACQUIRE: &str = "medicalpro_pool_acquire_seconds";
-/// Gauge: audit records written but not yet shipped to the central database.
+/// Gauge; labels `server`, `clinic`, `state` (`in_use`, `idle`): connections of the
+/// busiest clinic pools only (at most [`TOP_CLINICS`] clinics per server, by
+/// connections in use); a clinic that leaves the top is zeroed, then dropped.
+pub const CLINIC_POOL_CONNECTIONS: &str = "medicalpro_clinic_pool_connections";
+/// Gauge; labels `server`, `clinic`: requests waiting on one of the busiest clinic
+/// pools (the same clinics as [`CLINIC_POOL_CONNECTIONS`]).
+pub const CLINIC_POOL_WAITING: &str = "medicalpro_clinic_pool_waiting";
+/// How many clinics per server get their own pool series: the label `clinic` takes at
+/// most this many values at a time.
+pub const TOP_CLINICS: usize = 10;
+/// Counter; label `resource`: clinic data statements slower than `SLOW_QUERY_MS`.
+pub const SLOW_QUERIES: &str = "medicalpro_slow_queries_total";
+/// Gauge, seconds; label `region`: age of the oldest latest successful backup among
+/// the region's active clinics (a clinic never backed up counts from its creation).
+pub const BACKUP_OLDEST_AGE: &str = "medicalpro_backup_oldest_success_age_seconds";
+/// Gauge; label `region`: active clinics whose latest successful backup is older than
+/// `BACKUP_MAX_AGE_SECS`.
+pub const BACKUPS_OVERDUE: &str = "medicalpro_clinics_backup_overdue";
+/// Gauge: audit outbox rows the shipper's last attempt could not ship to the central
+/// database (0 when every clinic it tried shipped).
 pub const AUDIT_BACKLOG: &str = "medicalpro_audit_backlog";
+/// Gauge: clinics whose audit outbox the shipper's last attempt could not empty.
+pub const AUDIT_BACKLOG_CLINICS: &str = "medicalpro_audit_backlog_clinics";
+/// Gauge, seconds: age of the oldest audit outbox row not yet shipped (0: none).
+pub const AUDIT_BACKLOG_AGE: &str = "medicalpro_audit_backlog_oldest_age_seconds";
 /// Counter: audit records shipped to the central database.
 pub const AUDIT_SHIPPED: &str = "medicalpro_audit_shipped_total";
+/// Counter; label `reason` (`refused`, `timeout`): TLS handshakes on the worker's
+/// public listener that did not complete (a peer without a valid client certificate).
+pub const TLS_HANDSHAKE_FAILURES: &str = "medicalpro_tls_handshake_failures_total";
 
 /// The `status` label of a response: its status class (`2xx` … `5xx`).
 pub fn status_class(status: u16) -> &'static str {

@@ -605,15 +605,68 @@ fn users_paths(paths: &mut Map<String, Value>, schemas: &mut Map<String, Value>)
     }
 }
 
-fn export_paths(paths: &mut Map<String, Value>) {
+fn export_paths(paths: &mut Map<String, Value>, schemas: &mut Map<String, Value>) {
+    schemas.insert(
+        "FhirBundle".into(),
+        json!({
+            "type": "object",
+            "description": "A FHIR R4 Bundle of type `collection`: the Patient first, then its Appointment, Consent and Invoice resources (issued invoices only; quotes and drafts are in the JSON form). Each entry's `fullUrl` is `urn:uuid:<resource id>`; references between entries use those URNs.",
+            "properties": {
+                "resourceType": {"type": "string", "enum": ["Bundle"]},
+                "id": {"type": "string"},
+                "type": {"type": "string", "enum": ["collection"]},
+                "timestamp": {"type": "string", "format": "date-time"},
+                "entry": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "fullUrl": {"type": "string", "pattern": "^urn:uuid:"},
+                            "resource": {
+                                "type": "object",
+                                "properties": {
+                                    "resourceType": {"type": "string", "enum": ["Patient", "Appointment", "Consent", "Invoice"]},
+                                    "id": {"type": "string"}
+                                },
+                                "required": ["resourceType", "id"]
+                            }
+                        },
+                        "required": ["fullUrl", "resource"]
+                    }
+                }
+            },
+            "required": ["resourceType", "type", "timestamp", "entry"]
+        }),
+    );
+    let names: Vec<&str> = RESOURCES.iter().map(|r| r.name).collect();
+    schemas.insert(
+        "ExportRecord".into(),
+        json!({
+            "type": "object",
+            "description": "One line of a clinic export: a row of one resource, as `GET /api/v1/{resource}/{id}` shows it.",
+            "properties": {
+                "resource": {"type": "string", "enum": names},
+                "data": {"type": "object"}
+            },
+            "required": ["resource", "data"]
+        }),
+    );
+
     let mut responses = Map::new();
     responses.insert(
         "200".into(),
-        json!({"description": "The patient and every appointment, document and consent referring to them.",
-               "content": {"application/json": {"schema": {"type": "object", "required": ["patient"],
-                   "properties": {"patient": {"$ref": "#/components/schemas/Patient"}}}}}}),
+        json!({"description": "The patient and every appointment, document and consent referring to them: the API's JSON (`format=json`, the default), or a FHIR R4 Bundle (`format=fhir`).",
+               "content": {
+                   "application/json": {"schema": {"type": "object", "required": ["patient"],
+                       "properties": {"patient": {"$ref": "#/components/schemas/Patient"}}}},
+                   "application/fhir+json": {"schema": {"$ref": "#/components/schemas/FhirBundle"}}
+               }}),
     );
-    responses.insert("400".into(), problem_response("Malformed id."));
+    responses.insert(
+        "400".into(),
+        problem_response("Malformed id, or a `format` other than `json` or `fhir`."),
+    );
     responses.insert(
         "404".into(),
         problem_response("No such patient in your clinic."),
@@ -631,9 +684,31 @@ fn export_paths(paths: &mut Map<String, Value>) {
                 "operationId": "export_patient",
                 "tags": ["patients"],
                 "description": "Everything the clinic holds about one patient (GDPR access and portability). Clinic admins only.",
+                "parameters": [query_param("format", json!({"type": "string", "enum": ["json", "fhir"], "default": "json"}))],
                 "responses": responses
             }
         }),
+    );
+
+    let mut responses = Map::new();
+    responses.insert(
+        "200".into(),
+        json!({"description": "Newline-delimited JSON, streamed: one `ExportRecord` per line for every live row of every resource, all read from one consistent snapshot. A body that ends without its final chunk was cut short by a failure and is incomplete.",
+               "content": {"application/x-ndjson": {"schema": {"$ref": "#/components/schemas/ExportRecord"}}}}),
+    );
+    common_errors(&mut responses);
+    responses.insert(
+        "403".into(),
+        problem_response("Only a clinic admin can export the clinic's data."),
+    );
+    paths.insert(
+        "/api/v1/export".into(),
+        json!({"get": {
+            "operationId": "export_clinic",
+            "tags": ["export"],
+            "description": "Everything the clinic holds (portability, backup), streamed. Clinic admins only; recorded in the audit trail as `export` on `clinic`.",
+            "responses": responses
+        }}),
     );
 }
 
@@ -645,7 +720,7 @@ pub fn document() -> Value {
     auth_schemas(&mut schemas);
     audit_paths(&mut paths, &mut schemas);
     users_paths(&mut paths, &mut schemas);
-    export_paths(&mut paths);
+    export_paths(&mut paths, &mut schemas);
     for r in RESOURCES {
         resource_paths(r, &mut paths);
         resource_schemas(r, &mut schemas);
@@ -699,5 +774,6 @@ mod tests {
             assert!(schemas.contains_key(&name), "dangling $ref {name}");
         }
         assert!(operations(&doc).contains(&("DELETE".into(), "/api/v1/patients/{id}".into())));
+        assert!(operations(&doc).contains(&("GET".into(), "/api/v1/export".into())));
     }
 }

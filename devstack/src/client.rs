@@ -1,20 +1,29 @@
 //! A small JSON-over-HTTP client for the demo, the tests and the bench: kept-alive
-//! connections, any method and headers, the whole reply read at once.
+//! connections (plain, or mutual TLS to reach a worker as a gateway would), any
+//! method and headers, the whole reply read at once.
 
 use anyhow::Context;
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
+use std::sync::Arc;
 
-/// A client bound to one base URL (`http://host:port`).
+/// A client bound to one base URL (`http://host:port`, or `https://` with TLS).
 #[derive(Clone)]
 pub struct Http {
     base: String,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Transport,
+}
+
+#[derive(Clone)]
+enum Transport {
+    Plain(Client<HttpConnector, Full<Bytes>>),
+    Tls(Client<HttpsConnector<HttpConnector>, Full<Bytes>>),
 }
 
 /// A whole reply.
@@ -40,15 +49,35 @@ impl Reply {
     }
 }
 
+fn connector() -> HttpConnector {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector
+}
+
 impl Http {
     pub fn new(base: &str) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
         Self {
             base: base.trim_end_matches('/').to_owned(),
-            client: Client::builder(TokioExecutor::new())
-                .pool_max_idle_per_host(256)
-                .build(connector),
+            client: Transport::Plain(
+                Client::builder(TokioExecutor::new())
+                    .pool_max_idle_per_host(256)
+                    .build(connector()),
+            ),
+        }
+    }
+
+    /// A client that speaks TLS with `tls` to `https` bases (and plain HTTP to others).
+    pub fn with_tls(base: &str, tls: Arc<rustls::ClientConfig>) -> Self {
+        let mut http = connector();
+        http.enforce_http(false);
+        Self {
+            base: base.trim_end_matches('/').to_owned(),
+            client: Transport::Tls(
+                Client::builder(TokioExecutor::new())
+                    .pool_max_idle_per_host(256)
+                    .build(HttpsConnector::from((http, tls))),
+            ),
         }
     }
 
@@ -74,7 +103,11 @@ impl Http {
             builder = builder.header(*k, *v);
         }
         let req = builder.body(Full::new(body.unwrap_or_default()))?;
-        let resp = self.client.request(req).await.context("sending request")?;
+        let resp = match &self.client {
+            Transport::Plain(client) => client.request(req).await,
+            Transport::Tls(client) => client.request(req).await,
+        }
+        .context("sending request")?;
         let (parts, body) = resp.into_parts();
         let body = body.collect().await.context("reading reply")?.to_bytes();
         Ok(Reply {

@@ -1,8 +1,10 @@
 //! The local stack, as a library: throwaway PostgreSQL servers (a central one and
-//! one per region), a worker process per region and a gateway process. The
+//! one per region), a worker process per region and a gateway process, talking
+//! mutual TLS to each other with certificates made for the run. The
 //! `devstack` binary, the integration tests and the bench all start it through
 //! [`Stack::start`].
 
+pub mod certs;
 pub mod cli;
 pub mod client;
 pub mod pg;

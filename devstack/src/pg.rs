@@ -280,9 +280,19 @@ impl PgServer {
         }
     }
 
-    /// Kills the server at once, as a crash would.
+    /// Kills the server at once, as a crash of its machine would: the postmaster and
+    /// every process it started. (A postmaster killed alone leaves its backends
+    /// finishing the statements they were running, and answering on their open
+    /// connections.) The postmaster is frozen first so it starts no new ones.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
+            crate::process::signal(&child, libc::SIGSTOP);
+            for pid in children_of(child.id()) {
+                // SAFETY: plain kill(2) on a process our own child started.
+                unsafe {
+                    libc::kill(pid as libc::pid_t, libc::SIGKILL);
+                }
+            }
             crate::process::stop(&mut child, libc::SIGKILL, Duration::from_secs(5));
         }
     }
@@ -298,6 +308,29 @@ impl Drop for PgServer {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The processes whose parent is `parent` (from `/proc`).
+fn children_of(parent: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            // `pid (comm) state ppid …`; comm may hold spaces and parentheses.
+            let ppid: u32 = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            (ppid == parent).then_some(pid)
+        })
+        .collect()
 }
 
 /// Prepares the seed cluster every server is copied from.

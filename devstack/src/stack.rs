@@ -1,7 +1,10 @@
-//! The whole local stack: PostgreSQL servers, a worker per region, one gateway.
+//! The whole local stack: PostgreSQL servers, a worker per region, one gateway, and
+//! by default mutual TLS between gateway and workers with certificates made per run.
 
+use crate::certs::StackCerts;
 use crate::pg::{self, PgServer, ServerSettings};
 use crate::process;
+use crate::Http;
 use anyhow::{bail, Context};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -33,6 +36,12 @@ pub struct StackOptions {
     pub log_level: String,
     /// Extra environment for every service (e.g. a short `JWT_EXPIRE`).
     pub extra_env: Vec<(String, String)>,
+    /// Gateway → worker traffic over mutual TLS, with a CA and certificates made
+    /// for this run under `<data_dir>/certs` (default on, as in production).
+    pub worker_mtls: bool,
+    /// Extra `postgresql.conf` settings of every server (e.g. the bench loads
+    /// `shared_preload_libraries = pg_stat_statements`).
+    pub server_conf: Vec<(String, String)>,
 }
 
 impl StackOptions {
@@ -46,6 +55,8 @@ impl StackOptions {
             max_connections: 200,
             log_level: "info".into(),
             extra_env: Vec::new(),
+            worker_mtls: true,
+            server_conf: Vec::new(),
         }
     }
 }
@@ -70,6 +81,8 @@ pub struct Service {
     pub addr: SocketAddr,
     pub admin_addr: SocketAddr,
     kind: &'static str,
+    /// `https` for a worker under mutual TLS, `http` otherwise.
+    scheme: &'static str,
     env: Vec<(String, String)>,
     exe: PathBuf,
     log: PathBuf,
@@ -154,7 +167,7 @@ impl Service {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     pub fn log_path(&self) -> &Path {
@@ -203,6 +216,8 @@ pub struct Stack {
     pub regions: Vec<Region>,
     pub gateway: Service,
     pub secrets: Secrets,
+    /// The certificates of gateway → worker mutual TLS, when on.
+    pub certs: Option<StackCerts>,
 }
 
 fn loopback(port: u16) -> SocketAddr {
@@ -227,6 +242,7 @@ impl Stack {
         rand::rng().fill_bytes(&mut raw);
         let password = hex_string(&raw);
         let seed = pg::seed(&bin, &root, &password)?;
+        append_server_conf(&seed, &options.server_conf)?;
         let settings = ServerSettings {
             fast_unsafe: options.fast_unsafe,
             max_connections: options.max_connections,
@@ -269,6 +285,13 @@ impl Stack {
             ("RUST_LOG".into(), options.log_level.clone()),
         ];
         common_env.extend(options.extra_env.iter().cloned());
+        let certs = if options.worker_mtls {
+            Some(StackCerts::generate(&root.join("certs"))?)
+        } else {
+            None
+        };
+        let setting = |(name, path): (&str, &Path)| (name.to_owned(), path.display().to_string());
+        let scheme = if certs.is_some() { "https" } else { "http" };
 
         let mut regions = Vec::new();
         for (name, server) in servers {
@@ -276,7 +299,7 @@ impl Stack {
             let mut env = common_env.clone();
             env.extend([
                 ("LISTEN_ADDR".to_owned(), addr.to_string()),
-                ("WORKER_URL".into(), format!("http://{addr}")),
+                ("WORKER_URL".into(), format!("{scheme}://{addr}")),
                 ("REGION".into(), name.clone()),
                 ("REGION_DB_HOST".into(), "127.0.0.1".into()),
                 ("REGION_DB_PORT".into(), server.port.to_string()),
@@ -284,6 +307,9 @@ impl Stack {
                 ("REGION_DB_PASSWORD".into(), password.clone()),
                 ("MASTER_KEY".into(), secrets.master_key.clone()),
             ]);
+            if let Some(certs) = &certs {
+                env.extend(certs.worker_tls().settings().map(setting));
+            }
             let admin_addr = loopback(pg::free_port()?);
             env.push(("ADMIN_ADDR".into(), admin_addr.to_string()));
             let mut worker = Service {
@@ -291,6 +317,7 @@ impl Stack {
                 addr,
                 admin_addr,
                 kind: "worker",
+                scheme,
                 env,
                 exe: options.exe.clone(),
                 log: logs.join(format!("worker-{name}.log")),
@@ -321,11 +348,15 @@ impl Stack {
         if let Some(first) = options.regions.first() {
             env.push(("DEFAULT_REGION".into(), first.clone()));
         }
+        if let Some(certs) = &certs {
+            env.extend(certs.gateway_tls().settings().map(setting));
+        }
         let mut gateway = Service {
             name: "gateway".into(),
             addr: listen,
             admin_addr,
             kind: "gateway",
+            scheme: "http",
             env,
             exe: options.exe.clone(),
             log: logs.join("gateway.log"),
@@ -339,6 +370,7 @@ impl Stack {
             regions,
             gateway,
             secrets,
+            certs,
         })
     }
 
@@ -367,6 +399,7 @@ impl Stack {
             addr,
             admin_addr,
             kind: "gateway",
+            scheme: "http",
             env,
             exe: self.gateway.exe.clone(),
             log: self.gateway.log.with_file_name(format!("{name}.log")),
@@ -387,6 +420,20 @@ impl Stack {
 
     pub fn region_mut(&mut self, name: &str) -> Option<&mut Region> {
         self.regions.iter_mut().find(|r| r.name == name)
+    }
+
+    /// A client for a region's worker that connects as a gateway does (with the
+    /// gateway's client certificate under mutual TLS) but signs nothing: what it
+    /// sends must still carry a gateway's signed credential to be served.
+    pub fn worker_client(&self, region: &str) -> anyhow::Result<Http> {
+        let worker = &self
+            .region(region)
+            .with_context(|| format!("no region {region}"))?
+            .worker;
+        Ok(match &self.certs {
+            Some(certs) => Http::with_tls(&worker.url(), certs.gateway_tls().client_config()?),
+            None => Http::new(&worker.url()),
+        })
     }
 
     /// The token service the stack's services use (tests forge tokens with it).
@@ -423,6 +470,21 @@ impl Drop for Stack {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Appends `name = 'value'` lines to the seed cluster's `postgresql.conf`, which
+/// every server is copied from.
+fn append_server_conf(seed: &Path, settings: &[(String, String)]) -> anyhow::Result<()> {
+    if settings.is_empty() {
+        return Ok(());
+    }
+    let mut conf = std::fs::OpenOptions::new()
+        .append(true)
+        .open(seed.join("postgresql.conf"))?;
+    for (name, value) in settings {
+        writeln!(conf, "{name} = '{}'", value.replace('\'', "''"))?;
+    }
+    Ok(())
 }
 
 fn hex_string(bytes: &[u8]) -> String {

@@ -1011,7 +1011,9 @@ async fn login_refresh_logout_and_throttling() {
 async fn workers_refuse_requests_that_did_not_come_through_a_gateway() {
     let http = http();
     let c = register(&http, None).await;
-    let worker = devstack::Http::new(&stack().region(&c.region).unwrap().worker.url());
+    // Connected as a gateway is (its client certificate under mutual TLS), but
+    // without a gateway's signature on the request.
+    let worker = stack().worker_client(&c.region).unwrap();
     let direct = worker
         .get("/api/v1/patients", Some(&c.token))
         .await

@@ -1,10 +1,14 @@
 //! Process-level behaviour, each test on a stack of its own: the gateway drains
-//! in-flight requests on SIGTERM and exits cleanly, and it serves TLS 1.2/1.3 only.
+//! in-flight requests on SIGTERM and exits cleanly, it serves TLS 1.2/1.3 only, and
+//! workers under mutual TLS serve only peers holding a gateway certificate and still
+//! require the gateway's signed credential; TLS settings are checked at start-up.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use devstack::certs::{Authority, Issued, Usage};
 use devstack::{Http, Stack, StackOptions};
 use serde_json::json;
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -21,6 +25,8 @@ fn options(name: &str) -> StackOptions {
 #[test]
 fn sigterm_lets_in_flight_requests_finish_then_stops() {
     let mut options = options("drain");
+    // Plain HTTP between gateway and worker here, so that mode stays covered too.
+    options.worker_mtls = false;
     // As behind a load balancer: keep accepting briefly after SIGTERM, not ready.
     options.extra_env = vec![("SHUTDOWN_DELAY_SECS".into(), "1".into())];
     let mut stack = Stack::start(options).unwrap();
@@ -140,4 +146,249 @@ fn the_gateway_serves_tls_1_2_and_1_3_only() {
     drop(stack);
     let _ = std::fs::remove_dir_all(dir);
     let _ = std::fs::remove_dir_all(&certs);
+}
+
+/// `curl` to a worker, verifying its certificate against `ca` and presenting
+/// `client` when given; prints the status code (`000` when no HTTP answer came).
+fn curl_worker(
+    ca: &Path,
+    client: Option<&Issued>,
+    args: &[&str],
+    url: &str,
+) -> std::process::Output {
+    let mut cmd = Command::new("curl");
+    cmd.args([
+        "-sS",
+        "--max-time",
+        "10",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+    ])
+    .arg("--cacert")
+    .arg(ca);
+    if let Some(client) = client {
+        cmd.arg("--cert")
+            .arg(&client.cert)
+            .arg("--key")
+            .arg(&client.key);
+    }
+    cmd.args(args).arg(url).output().expect("curl is installed")
+}
+
+fn assert_refused(out: &std::process::Output, what: &str) {
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stdout) == "000",
+        "{what}: expected a refused handshake, got {} {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn workers_under_mutual_tls_serve_gateways_only() {
+    let stack = Stack::start(options("mtls")).unwrap();
+    let certs = stack
+        .certs
+        .clone()
+        .expect("mutual TLS between gateway and workers is the default");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+
+    // Through the gateway everything works: registration (the provisioning call)
+    // and clinic requests travel over mutual TLS.
+    let http = Http::new(&stack.gateway_url());
+    let email = format!("mtls-{}@clinic.example", std::process::id());
+    let password = "correct horse battery staple";
+    let token = rt.block_on(async {
+        let reg = http
+            .post(
+                "/api/v1/auth/register",
+                None,
+                &json!({"clinic_name": "mTLS clinic", "email": email, "password": password}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(reg.status, 201, "{}", reg.text());
+        let login = http
+            .post(
+                "/api/v1/auth/login",
+                None,
+                &json!({"email": email, "password": password}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(login.status, 200, "{}", login.text());
+        let token = login.json()["access_token"].as_str().unwrap().to_owned();
+        let created = http
+            .post(
+                "/api/v1/patients",
+                Some(&token),
+                &json!({"first_name": "Ada", "last_name": "Lovelace"}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(created.status, 201, "{}", created.text());
+        let id = created.json()["id"].as_str().unwrap().to_owned();
+        let read = http
+            .get(&format!("/api/v1/patients/{id}"), Some(&token))
+            .await
+            .unwrap();
+        assert_eq!(read.status, 200, "{}", read.text());
+        assert_eq!(read.json()["last_name"], "Lovelace");
+        token
+    });
+
+    let worker = &stack.regions[0].worker;
+    let url = format!("{}/api/v1/patients", worker.url());
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+
+    // No client certificate: refused at the handshake, under TLS 1.3 and 1.2.
+    for version in [&["--tlsv1.3"][..], &["--tlsv1.2", "--tls-max", "1.2"]] {
+        let out = curl_worker(&certs.ca, None, version, &url);
+        assert_refused(&out, &format!("no client certificate, {version:?}"));
+    }
+    // A client certificate from another CA, and one from the right CA that is not
+    // for client authentication (the workers' own server certificate).
+    let elsewhere =
+        std::env::temp_dir().join(format!("medicalpro-test-{}-other-ca", std::process::id()));
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let stranger = Authority::new("Another CA")
+        .unwrap()
+        .issue(&elsewhere, "stranger", Usage::Client)
+        .unwrap();
+    assert_refused(
+        &curl_worker(&certs.ca, Some(&stranger), &[], &url),
+        "another CA",
+    );
+    assert_refused(
+        &curl_worker(&certs.ca, Some(&certs.worker), &[], &url),
+        "a server certificate",
+    );
+    // TLS 1.1 and plain HTTP are not served on the worker's port.
+    let old = curl_worker(
+        &certs.ca,
+        Some(&certs.gateway),
+        &["--tlsv1.1", "--tls-max", "1.1"],
+        &url,
+    );
+    assert_refused(&old, "TLS 1.1");
+    let plain = curl_worker(&certs.ca, None, &[], &url.replace("https://", "http://"));
+    assert_ne!(
+        String::from_utf8_lossy(&plain.stdout),
+        "200",
+        "plain HTTP on the TLS port"
+    );
+
+    // A gateway's certificate is not enough: without the signed credential the
+    // worker still answers with a problem.
+    let direct = stack.worker_client(&stack.regions[0].name).unwrap();
+    for token in [Some(token.as_str()), None] {
+        let reply = rt.block_on(direct.get("/api/v1/patients", token)).unwrap();
+        assert!(
+            reply.status == 401 || reply.status == 403,
+            "{}: {}",
+            reply.status,
+            reply.text()
+        );
+        assert_eq!(
+            reply.header("content-type"),
+            Some("application/problem+json")
+        );
+        assert!(reply.json()["type"].is_string(), "{}", reply.text());
+    }
+    let curl_signed_nothing = curl_worker(&certs.ca, Some(&certs.gateway), &[], &url);
+    assert_eq!(String::from_utf8_lossy(&curl_signed_nothing.stdout), "403");
+
+    // The admin listener stays plain HTTP and counts the refused handshakes.
+    let admin = Http::new(&format!("http://{}", worker.admin_addr));
+    let metrics = rt.block_on(admin.get("/metrics", None)).unwrap();
+    assert_eq!(metrics.status, 200);
+    assert!(
+        metrics
+            .text()
+            .contains("medicalpro_tls_handshake_failures_total{reason=\"refused\"}"),
+        "{}",
+        metrics.text()
+    );
+
+    let dir = stack.options.data_dir.clone();
+    drop(stack);
+    let _ = std::fs::remove_dir_all(dir);
+    let _ = std::fs::remove_dir_all(elsewhere);
+}
+
+/// Runs `<component> --check` with a valid base environment plus `extra`.
+fn check(component: &str, extra: &[(&str, String)]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_devstack"))
+        .args([devstack::process::COMPONENT_ARG, component, "--check"])
+        .env_remove("MEDICALPRO_CONFIG")
+        .env("JWT_SECRET", "a3f9c1e07b5d4a2e8f6c0b9d7e1a4c3f5b8d2e0a")
+        .env(
+            "INTERNAL_SECRET",
+            "9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e0d",
+        )
+        .env("MASTER_KEY", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")
+        .env("REGION", "eu-west")
+        .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn tls_settings_are_checked_at_start_up() {
+    let dir =
+        std::env::temp_dir().join(format!("medicalpro-test-{}-tls-check", std::process::id()));
+    let certs = devstack::certs::StackCerts::generate(&dir).unwrap();
+    let path = |p: &Path| p.display().to_string();
+    let refused = |out: &std::process::Output, setting: &str| {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{stderr}");
+        assert!(stderr.contains(setting), "{stderr}");
+    };
+
+    let worker_ok = [
+        ("WORKER_TLS_CERT_FILE", path(&certs.worker.cert)),
+        ("WORKER_TLS_KEY_FILE", path(&certs.worker.key)),
+        ("WORKER_TLS_CLIENT_CA_FILE", path(&certs.ca)),
+    ];
+    let out = check("worker", &worker_ok);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    refused(
+        &check("worker", &worker_ok[..2]),
+        "WORKER_TLS_CLIENT_CA_FILE",
+    );
+    let mut missing_key = worker_ok.clone();
+    missing_key[1].1 = path(&dir.join("nowhere.pem"));
+    refused(&check("worker", &missing_key), "WORKER_TLS_KEY_FILE");
+    let mut plain_url = worker_ok.to_vec();
+    plain_url.push(("WORKER_URL", "http://worker:8081".into()));
+    refused(&check("worker", &plain_url), "WORKER_URL");
+
+    let gateway_ok = [
+        ("UPSTREAM_TLS_CERT_FILE", path(&certs.gateway.cert)),
+        ("UPSTREAM_TLS_KEY_FILE", path(&certs.gateway.key)),
+        ("UPSTREAM_TLS_CA_FILE", path(&certs.ca)),
+    ];
+    let out = check("gateway", &gateway_ok);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    refused(
+        &check("gateway", &gateway_ok[1..]),
+        "UPSTREAM_TLS_CERT_FILE",
+    );
+    let mut key_as_ca = gateway_ok.clone();
+    key_as_ca[2].1 = path(&certs.gateway.key);
+    refused(&check("gateway", &key_as_ca), "UPSTREAM_TLS_CA_FILE");
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -101,5 +101,54 @@ async fn warm_requests_skip_central_and_changes_reach_every_gateway_within_a_sec
     set_status(&clinic, "active").await;
     let took = until_status(&[&one, &two], &path, &clinic.token, 200).await;
     assert!(took < Duration::from_secs(1), "resumption took {took:?}");
+
+    // A region's worker address changing reaches every gateway too (the whole cache
+    // is dropped): an unreachable address is answered 502/503 at once, and the
+    // right one serves again within a second.
+    let central = central_db().await;
+    let url: String = central
+        .query_one(
+            "SELECT worker_url FROM regions WHERE name = $1",
+            &[&clinic.region],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let set_url = |u: String| {
+        let central = &central;
+        let region = clinic.region.clone();
+        async move {
+            central
+                .execute(
+                    "UPDATE regions SET worker_url = $2 WHERE name = $1",
+                    &[&region, &u],
+                )
+                .await
+                .unwrap();
+        }
+    };
+    set_url("http://127.0.0.1:9".into()).await;
+    let started = Instant::now();
+    for g in [&one, &two] {
+        loop {
+            let status = g.get(&path, Some(&clinic.token)).await.unwrap().status;
+            if status == 502 || status == 503 {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(3), "still {status}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    set_url(url).await;
+    let took = until_status(&[&one, &two], &path, &clinic.token, 200).await;
+    assert!(
+        took < Duration::from_secs(1),
+        "new worker address took {took:?}"
+    );
     drop(second);
 }

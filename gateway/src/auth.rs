@@ -83,6 +83,12 @@ async fn audit_auth(
 async fn choose_region(gw: &Gateway, asked: Option<&str>) -> Result<String, GatewayError> {
     let client = gw.central.get().await?;
     let wanted = asked.or(gw.config.default_region.as_deref());
+    let shown =
+        |name: &str| -> String { name.chars().filter(|c| !c.is_control()).take(64).collect() };
+    if let Some(name) = asked.filter(|n| n.contains('\0')) {
+        // No region has such a name (PostgreSQL text cannot even hold a NUL).
+        return Err(GatewayError::UnknownRegion(shown(name)));
+    }
     let row = match wanted {
         Some(name) => client
             .query_opt("SELECT name FROM regions WHERE name = $1", &[&name])
@@ -95,7 +101,7 @@ async fn choose_region(gw: &Gateway, asked: Option<&str>) -> Result<String, Gate
     };
     match (row, asked) {
         (Some(r), _) => Ok(r.get(0)),
-        (None, Some(name)) => Err(GatewayError::UnknownRegion(name.chars().take(64).collect())),
+        (None, Some(name)) => Err(GatewayError::UnknownRegion(shown(name))),
         (None, None) => Err(GatewayError::CentralUnavailable(
             "no region is configured".into(),
         )),
@@ -175,6 +181,7 @@ pub async fn register(
         }
     };
 
+    crate::server::note_caller(clinic, user);
     crate::proxy::provision(gw, ctx, clinic, &region).await?;
     gw.cache.invalidate(clinic);
     audit_auth(gw, ctx, clinic, Some(user), "register", "success").await;
@@ -221,7 +228,11 @@ async fn issue_tokens(
 
 /// `POST /api/v1/auth/login`.
 pub async fn login(gw: &Gateway, ctx: &Ctx, body: LoginRequest) -> Result<Value, GatewayError> {
-    if body.password.chars().count() > password::MAX_LEN || body.email.len() > Email::MAX_LEN {
+    // No account has such an e-mail (PostgreSQL text cannot even hold a NUL).
+    if body.password.chars().count() > password::MAX_LEN
+        || body.email.len() > Email::MAX_LEN
+        || body.email.contains('\0')
+    {
         return Err(GatewayError::BadCredentials);
     }
     let account = body.email.trim().to_lowercase();
@@ -262,6 +273,7 @@ pub async fn login(gw: &Gateway, ctx: &Ctx, body: LoginRequest) -> Result<Value,
         return Err(GatewayError::ClinicUnavailable);
     }
     gw.throttle.succeeded(&account);
+    crate::server::note_caller(clinic, user);
     let tokens = issue_tokens(gw, &client, user, clinic, role, uuid::Uuid::new_v4()).await?;
     audit_auth(gw, ctx, clinic, Some(user), "login", "success").await;
     Ok(tokens)
@@ -296,6 +308,7 @@ pub async fn refresh(gw: &Gateway, ctx: &Ctx, body: RefreshRequest) -> Result<Va
     let family: uuid::Uuid = row.get(0);
     let user = UserId::from_uuid(row.get(1));
     let clinic = ClinicId::from_uuid(row.get(2));
+    crate::server::note_caller(clinic, user);
     if row.get::<_, bool>(4) {
         tx.execute(
             "UPDATE refresh_tokens SET revoked_at = coalesce(revoked_at, now()) WHERE family_id = $1",

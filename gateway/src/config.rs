@@ -2,10 +2,19 @@
 
 use common::config::{ConfigError, DbSettings, Source};
 use common::internal::InternalKey;
+use common::tls::MutualTls;
 use common::token::TokenService;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
+
+/// The settings naming the gateway's client certificate chain, its key, and the CA
+/// that workers' server certificates must chain to.
+pub const UPSTREAM_TLS: [&str; 3] = [
+    "UPSTREAM_TLS_CERT_FILE",
+    "UPSTREAM_TLS_KEY_FILE",
+    "UPSTREAM_TLS_CA_FILE",
+];
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -25,6 +34,10 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// `UPSTREAM_TIMEOUT_SECS`, default 30.
     pub upstream_timeout: Duration,
+    /// `UPSTREAM_TLS_CERT_FILE`, `UPSTREAM_TLS_KEY_FILE`, `UPSTREAM_TLS_CA_FILE` (PEM):
+    /// the client certificate presented to `https` workers and the CA their server
+    /// certificates must chain to. Without them an `https` worker cannot be reached.
+    pub upstream_tls: Option<MutualTls>,
     /// `PLACEMENT_CACHE_SIZE` (default 100 000) and `PLACEMENT_CACHE_TTL_SECS` (default 60).
     pub cache_size: usize,
     pub cache_ttl: Duration,
@@ -64,6 +77,10 @@ impl Config {
                 })
             }
         };
+        let upstream_tls = MutualTls::from_source(source, UPSTREAM_TLS)?;
+        if let Some(tls) = &upstream_tls {
+            tls.client_config()?;
+        }
         Ok(Self {
             listen: source.parse_or("LISTEN_ADDR", ([0, 0, 0, 0], 8080).into())?,
             admin_listen: source.parse_or("ADMIN_ADDR", ([127, 0, 0, 1], 9090).into())?,
@@ -74,6 +91,7 @@ impl Config {
             default_region: source.get("DEFAULT_REGION").filter(|r| !r.is_empty()),
             max_body_bytes: source.parse_or("MAX_BODY_BYTES", 1 << 20)?,
             upstream_timeout: Duration::from_secs(source.parse_or("UPSTREAM_TIMEOUT_SECS", 30)?),
+            upstream_tls,
             cache_size: source.parse_or("PLACEMENT_CACHE_SIZE", 100_000)?,
             cache_ttl: Duration::from_secs(source.parse_or("PLACEMENT_CACHE_TTL_SECS", 60)?),
             trusted_proxies,

@@ -1,6 +1,7 @@
 //! The gateway's one error enum and its explicit HTTP mapping. Infrastructure
-//! failures are mapped on purpose: central DB down → 503, worker unreachable → 503,
-//! worker timeout → 504, a broken upstream exchange → 502.
+//! failures are mapped on purpose: central DB down → 503, worker unreachable or its
+//! connection lost (it died or stopped) → 503, worker timeout → 504, an upstream
+//! answer that is not proper HTTP → 502.
 
 use common::problem::Problem;
 
@@ -40,6 +41,10 @@ pub enum GatewayError {
     ProvisioningIncomplete(String),
     #[error("worker unreachable: {0}")]
     WorkerUnreachable(String),
+    /// The worker's connection ended before its answer (it died or stopped): the
+    /// request may not have been served, and another attempt may well be.
+    #[error("worker connection lost: {0}")]
+    WorkerLost(String),
     #[error("worker timed out")]
     WorkerTimeout,
     #[error("upstream exchange failed: {0}")]
@@ -71,6 +76,7 @@ impl GatewayError {
             GatewayError::CentralUnavailable(_) => "central_unavailable",
             GatewayError::ProvisioningIncomplete(_) => "provisioning_incomplete",
             GatewayError::WorkerUnreachable(_) => "worker_unreachable",
+            GatewayError::WorkerLost(_) => "worker_lost",
             GatewayError::WorkerTimeout => "worker_timeout",
             GatewayError::BadGateway(_) => "bad_gateway",
             GatewayError::Misrouted => "misrouted",
@@ -130,7 +136,9 @@ impl GatewayError {
                 "Your clinic is being set up; send the same registration again shortly.",
                 5,
             ),
-            GatewayError::WorkerUnreachable(_) | GatewayError::Misrouted => Problem::unavailable(
+            GatewayError::WorkerUnreachable(_)
+            | GatewayError::WorkerLost(_)
+            | GatewayError::Misrouted => Problem::unavailable(
                 "Your clinic's service is temporarily unavailable; retry shortly.",
                 1,
             ),
@@ -154,6 +162,11 @@ impl GatewayError {
                     || c.code().starts_with("53") =>
             {
                 GatewayError::CentralUnavailable(e.to_string())
+            }
+            // A data exception: a value the client sent that PostgreSQL cannot hold
+            // (such as a NUL in text) is the client's, not ours.
+            Some(c) if c.code().starts_with("22") => {
+                GatewayError::BadRequest("A value in the request is not valid.".into())
             }
             Some(_) => GatewayError::Internal(e.to_string()),
         }

@@ -283,7 +283,10 @@ async fn listen_once(
                     _ = shutdown.cancelled() => break Ok(()),
                     msg = rx.recv() => match msg {
                         Some(Some(payload)) => {
-                            if let Ok(clinic) = payload.parse::<ClinicId>() {
+                            if payload == "*" {
+                                // A region's worker moved: every entry may be stale.
+                                cache.clear();
+                            } else if let Ok(clinic) = payload.parse::<ClinicId>() {
                                 cache.invalidate(clinic);
                             }
                         }

@@ -1,19 +1,22 @@
-//! Forwarding to regional workers: a kept-alive HTTP client, the signed internal
+//! Forwarding to regional workers: a kept-alive HTTP client (HTTPS with the
+//! gateway's client certificate for `https` workers), the signed internal
 //! headers, the hop-by-hop and internal headers stripped both ways, bounded bodies
 //! and timeouts, and upstream failures mapped to 502/503/504.
 
 use crate::error::GatewayError;
 use crate::http::read_body;
-use crate::http::{problem, Body};
+use crate::http::{full, problem, Body};
 use crate::placement::Placement;
 use crate::server::Gateway;
 use bytes::Bytes;
 use common::internal::{self, Forwarded};
+use common::problem::Problem;
 use common::{ClinicId, RequestId};
-use http::header::{HeaderName, HeaderValue, HOST};
+use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, HOST};
 use http::{Request, Response, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -30,17 +33,27 @@ pub struct Ctx {
 
 /// The body type sent upstream: the client's body, read whole and bounded.
 pub type UpstreamBody = Full<Bytes>;
-pub type UpstreamClient = Client<HttpConnector, UpstreamBody>;
+pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
 
-pub fn client() -> UpstreamClient {
+/// The pooled client for workers: plain HTTP for `http` worker URLs, mutual TLS
+/// with `tls` (from `UPSTREAM_TLS_*`) for `https` ones; without `tls` an `https`
+/// worker is refused at the handshake rather than reached without a certificate.
+/// TLS sessions are kept alive and reused like plain connections.
+pub fn client(tls: Option<Arc<rustls::ClientConfig>>) -> Result<UpstreamClient, GatewayError> {
+    let tls = match tls {
+        Some(tls) => tls,
+        None => common::tls::client_trusting_nothing()
+            .map_err(|e| GatewayError::Internal(e.to_string()))?,
+    };
     let mut connector = HttpConnector::new();
+    connector.enforce_http(false);
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(Duration::from_secs(2)));
     connector.set_keepalive(Some(Duration::from_secs(60)));
-    Client::builder(TokioExecutor::new())
+    Ok(Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(1024)
-        .build(connector)
+        .build(HttpsConnector::from((connector, tls))))
 }
 
 const HOP_BY_HOP: &[&str] = &[
@@ -104,6 +117,9 @@ fn upstream_uri(worker_url: &str, path_and_query: &str) -> Result<Uri, GatewayEr
         .map_err(|_| GatewayError::Internal(format!("bad worker url {worker_url}")))
 }
 
+/// Sends a request upstream. The timeout covers the worker's answer up to its head
+/// only: a body (a clinic export can stream for minutes) is relayed frame by frame,
+/// never buffered and never cut by a timeout.
 async fn send(
     gw: &Gateway,
     req: Request<UpstreamBody>,
@@ -112,8 +128,37 @@ async fn send(
         Err(_) => Err(GatewayError::WorkerTimeout),
         Ok(Ok(r)) => Ok(r),
         Ok(Err(e)) if e.is_connect() => Err(GatewayError::WorkerUnreachable(e.to_string())),
+        Ok(Err(e)) if connection_lost(&e) => Err(GatewayError::WorkerLost(e.to_string())),
         Ok(Err(e)) => Err(GatewayError::BadGateway(e.to_string())),
     }
+}
+
+/// Whether an upstream exchange failed because the worker's connection ended (the
+/// worker was killed, or closed a kept-alive connection as it stopped) rather than
+/// because the worker answered something that is not HTTP.
+fn connection_lost(e: &(dyn std::error::Error + 'static)) -> bool {
+    use std::io::ErrorKind;
+    let mut cause = Some(e);
+    while let Some(err) = cause {
+        if let Some(h) = err.downcast_ref::<hyper::Error>() {
+            if h.is_incomplete_message() || h.is_canceled() || h.is_closed() {
+                return true;
+            }
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                ErrorKind::ConnectionReset
+                    | ErrorKind::ConnectionAborted
+                    | ErrorKind::BrokenPipe
+                    | ErrorKind::UnexpectedEof
+            ) {
+                return true;
+            }
+        }
+        cause = err.source();
+    }
+    false
 }
 
 /// The verified claims of the request's bearer access token, and the placement of
@@ -128,6 +173,7 @@ pub async fn active_caller(
         .and_then(common::token::bearer)
         .ok_or(GatewayError::MissingToken)?;
     let claims = gw.tokens.verify(token).map_err(GatewayError::Token)?;
+    crate::server::note_caller(claims.clinic, claims.sub);
     let placement = gw.cache.active(claims.clinic).await?;
     Ok((claims, placement))
 }
@@ -172,7 +218,43 @@ pub async fn forward(
     }
     let (mut parts, body) = upstream.into_parts();
     strip(&mut parts.headers);
+    if is_bare_error(&parts) {
+        return Ok(as_problem(parts));
+    }
     Ok(Response::from_parts(parts, body.boxed()))
+}
+
+/// Whether a worker answer is an error without a problem+json body: one its HTTP
+/// framework gave by itself (`405` for a method a route does not serve, `400` for
+/// a path segment that is not UTF-8 once percent-decoded).
+fn is_bare_error(parts: &http::response::Parts) -> bool {
+    let problem = parts
+        .headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with(common::problem::CONTENT_TYPE));
+    (parts.status.is_client_error() || parts.status.is_server_error()) && !problem
+}
+
+/// Replaces a bare error's body with a problem of the same status, so that every
+/// error a client reads is problem+json. Headers such as `allow` are kept.
+fn as_problem(mut parts: http::response::Parts) -> Response<Body> {
+    let status = parts.status;
+    let title = status.canonical_reason().unwrap_or("Error");
+    let slug = title.to_ascii_lowercase().replace(' ', "-");
+    let problem = Problem::new(status.as_u16(), &slug, title).with_detail(if status
+        == http::StatusCode::METHOD_NOT_ALLOWED
+    {
+        "This endpoint does not serve that method; see the `allow` header and /api/v1/openapi.json."
+    } else {
+        "The request could not be served; see /api/v1/openapi.json."
+    });
+    parts.headers.remove(CONTENT_LENGTH);
+    parts.headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static(common::problem::CONTENT_TYPE),
+    );
+    Response::from_parts(parts, full(problem.to_json()))
 }
 
 /// Asks a region's worker to provision a clinic (registration).

@@ -16,7 +16,7 @@ use common::token::TokenService;
 use common::RequestId;
 use deadpool_postgres::Pool;
 use futures_util::FutureExt;
-use http::header::{HeaderValue, CONTENT_TYPE};
+use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// Everything a request may need.
 pub struct Gateway {
@@ -190,16 +191,31 @@ pub async fn handle(
         client_ip: client_ip(&gw.config, peer.ip(), &req),
     };
     let class = route_class(req.uri().path());
+    // Every log line of the request carries these; `clinic` and `user` are recorded
+    // once a token or a login names them (`note_caller`). Never the query string,
+    // a header value or a body. At error level, so the span is on whenever any line
+    // of the request is logged (`RUST_LOG=warn` included).
+    let span = tracing::error_span!(
+        "request",
+        request_id = ctx.request_id.as_str(),
+        method = %req.method(),
+        route = class,
+        clinic = tracing::field::Empty,
+        user = tracing::field::Empty,
+    );
     // A bug must cost one request a 500, never the connection or the process.
     let routed = std::panic::AssertUnwindSafe(route(&gw, &ctx, req))
         .catch_unwind()
+        .instrument(span.clone())
         .await
         .unwrap_or_else(|_| Err(GatewayError::Internal("a handler panicked".into())));
     let mut response = match routed {
         Ok(r) => r,
         Err(e) => {
             if e.problem().status >= 500 {
-                tracing::warn!(request_id = %ctx.request_id, error = %e, "request failed");
+                span.in_scope(
+                    || tracing::warn!(request_id = %ctx.request_id, error = %e, "request failed"),
+                );
             }
             metrics::counter!(m::ERRORS, "component" => "gateway", "kind" => e.kind()).increment(1);
             h::problem(&e)
@@ -210,10 +226,26 @@ pub async fn handle(
             .headers_mut()
             .insert(common::internal::HEADER_REQUEST_ID, v);
     }
+    let elapsed = started.elapsed();
     let status = m::status_class(response.status().as_u16());
     metrics::histogram!(m::HTTP_REQUEST_DURATION, "component" => "gateway", "route" => class, "status" => status)
-        .record(started.elapsed().as_secs_f64());
+        .record(elapsed.as_secs_f64());
+    span.in_scope(|| {
+        tracing::info!(
+            status = response.status().as_u16(),
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            "request"
+        );
+    });
     Ok(response)
+}
+
+/// Names the request's clinic and user in its log lines, once a verified token, a
+/// login or a registration established them.
+pub(crate) fn note_caller(clinic: common::ClinicId, user: common::UserId) {
+    let span = tracing::Span::current();
+    span.record("clinic", tracing::field::display(clinic));
+    span.record("user", tracing::field::display(user));
 }
 
 async fn admin(
@@ -247,8 +279,19 @@ async fn admin(
     })
 }
 
+/// Once the listener is closed, how long a kept-alive connection that is idle may
+/// still bring a request (one its client may be sending right now) before it is
+/// closed.
+const LINGER: Duration = Duration::from_secs(1);
+
 /// Serves connections from `listener` with `service` until `shutdown`, then lets
 /// in-flight requests finish for at most `grace`.
+///
+/// Closing a kept-alive connection that looks idle would drop a request its client
+/// is sending at that moment. So once the listener is closed every answer says
+/// `connection: close` (the connection ends after it and the client knows not to
+/// send another on it), and idle connections get a moment (`LINGER`) to bring a
+/// request before the remaining ones are shut down.
 async fn serve<S, F>(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
@@ -261,6 +304,7 @@ async fn serve<S, F>(
 {
     let graceful = GracefulShutdown::new();
     let builder = auto::Builder::new(TokioExecutor::new());
+    let closing = Arc::new(std::sync::atomic::AtomicBool::new(false));
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -275,7 +319,20 @@ async fn serve<S, F>(
         };
         let _ = stream.set_nodelay(true);
         let service = service.clone();
-        let svc = service_fn(move |req| service(peer, req));
+        let closing = closing.clone();
+        let svc = service_fn(move |req| {
+            let answer = service(peer, req);
+            let closing = closing.clone();
+            async move {
+                let mut response = answer.await?;
+                if closing.load(std::sync::atomic::Ordering::Relaxed) {
+                    response
+                        .headers_mut()
+                        .insert(CONNECTION, HeaderValue::from_static("close"));
+                }
+                Ok::<_, hyper::Error>(response)
+            }
+        });
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let tls = tls.clone();
@@ -300,9 +357,14 @@ async fn serve<S, F>(
         });
     }
     drop(listener);
+    closing.store(true, std::sync::atomic::Ordering::Relaxed);
+    let draining = Instant::now();
+    while graceful.count() > 0 && draining.elapsed() < LINGER.min(grace) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     tokio::select! {
         _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(grace) => tracing::warn!("grace period over; closing remaining connections"),
+        _ = tokio::time::sleep(grace.saturating_sub(draining.elapsed())) => tracing::warn!("grace period over; closing remaining connections"),
     }
 }
 
@@ -314,6 +376,10 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let prometheus = common::service::metrics_handle();
+    // At zero from the start, so the first failure is an increase Prometheus sees.
+    for reason in ["bad_credentials", "throttled"] {
+        metrics::counter!(m::LOGIN_FAILURES, "reason" => reason).increment(0);
+    }
     {
         let mut client = pgconn::connect(&config.central, "medicalpro-migrate").await?;
         migrations::apply(&mut client, migrations::CENTRAL).await?;
@@ -335,7 +401,13 @@ pub async fn run(
         hasher: Hasher::new()?,
         throttle: Throttle::default(),
         cache: cache.clone(),
-        client: proxy::client(),
+        client: proxy::client(
+            config
+                .upstream_tls
+                .as_ref()
+                .map(|t| t.client_config())
+                .transpose()?,
+        )?,
         openapi: Bytes::from(serde_json::to_vec(&common::openapi::document())?),
         draining: std::sync::atomic::AtomicBool::new(false),
         config,

@@ -42,6 +42,7 @@ pub const CENTRAL: &[Migration] = &[
     migration!("central", 4, "004_clinic_data_keys"),
     migration!("central", 5, "005_clinic_backups"),
     migration!("central", 6, "006_relocation"),
+    migration!("central", 7, "007_region_notify"),
 ];
 
 /// Every clinic database (and the template they are cloned from).

@@ -4,6 +4,7 @@
 use crate::context::{Caller, Forward};
 use crate::data::{self, Action, Actor, ListQuery};
 use crate::error::WorkerError;
+use crate::fhir;
 use crate::keys::ClinicKeyCache;
 use crate::server::AppState;
 use axum::body::{Body, Bytes};
@@ -26,7 +27,8 @@ fn parse_id(raw: &str) -> Result<Uuid, WorkerError> {
         .map_err(|_| WorkerError::BadRequest("The id in the path must be a UUID.".into()))
 }
 
-fn actor(caller: &Caller) -> Actor {
+/// The audited actor of a caller's statements.
+pub(crate) fn actor(caller: &Caller) -> Actor {
     Actor {
         clinic: caller.clinic,
         user: *caller.user.as_uuid(),
@@ -298,17 +300,20 @@ pub async fn provision(
     Ok(Json(json!({"clinic_id": clinic, "status": "active"})).into_response())
 }
 
-/// `GET /api/v1/patients/{id}/export`: everything held about one patient, for a
-/// data subject's access request (clinic admins only).
+/// `GET /api/v1/patients/{id}/export[?format=json|fhir]`: everything held about one
+/// patient, for a data subject's access request (clinic admins only), as the data
+/// layer's JSON or as a FHIR R4 Bundle (see [`crate::fhir`]).
 pub async fn export(
     State(state): State<AppState>,
     caller: Caller,
     Path((name, id, action)): Path<(String, String, String)>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Response, WorkerError> {
     if name != resource::PATIENTS.name || action != "export" {
         return Err(WorkerError::UnknownResource);
     }
     let id = parse_id(&id)?;
+    let format = fhir::Format::from_query(raw.as_deref())?;
     if caller.role != common::token::Role::Admin {
         return Err(WorkerError::Forbidden(
             "Only a clinic admin can export a patient's data.".into(),
@@ -327,7 +332,15 @@ pub async fn export(
         },
     )
     .await?;
-    Ok(Json(exported).into_response())
+    match format {
+        fhir::Format::Json => Ok(Json(exported).into_response()),
+        fhir::Format::Fhir => {
+            let bundle = fhir::bundle(&exported, caller.clinic, chrono::Utc::now())?;
+            let body = serde_json::to_vec(&bundle)
+                .map_err(|e| WorkerError::Internal(format!("encoding a FHIR bundle: {e}")))?;
+            Ok(([(header::CONTENT_TYPE, fhir::MEDIA_TYPE)], body).into_response())
+        }
+    }
 }
 
 pub async fn not_found() -> WorkerError {

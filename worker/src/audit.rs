@@ -25,6 +25,16 @@ const SWEEP_EVERY: Duration = Duration::from_secs(5);
 /// Ships every pending outbox row of one clinic. Returns how many were shipped.
 pub async fn ship_clinic(registry: &Registry, clinic: ClinicId) -> Result<u64, WorkerError> {
     let source = registry.client(clinic).await?;
+    ship_from(registry, clinic, &source).await
+}
+
+/// Ships every pending outbox row of one clinic over `source`, a connection to its
+/// database.
+async fn ship_from(
+    registry: &Registry,
+    clinic: ClinicId,
+    source: &deadpool_postgres::Object,
+) -> Result<u64, WorkerError> {
     let mut shipped = 0u64;
     loop {
         let rows = source
@@ -132,22 +142,59 @@ pub async fn run_shipper(
     ship_dirty(&registry, &mut dirty).await;
 }
 
+/// What a clinic's outbox still holds: rows, and the age of the oldest in seconds.
+async fn pending(source: &deadpool_postgres::Object) -> Option<(i64, f64)> {
+    let row = source
+        .query_one(
+            "SELECT count(*), coalesce(extract(epoch FROM now() - min(occurred_at)), 0)::float8 \
+             FROM audit_outbox",
+            &[],
+        )
+        .await
+        .ok()?;
+    Some((row.try_get(0).ok()?, row.try_get(1).ok()?))
+}
+
+/// Errors after which a clinic is not retried here: it is not (or no longer) this
+/// worker's to serve.
+fn not_ours(e: &WorkerError) -> bool {
+    matches!(
+        e,
+        WorkerError::ClinicUnknown | WorkerError::ClinicInactive(_) | WorkerError::Misrouted(_)
+    )
+}
+
+/// Ships the dirty clinics; those that failed stay dirty. Then sets the backlog
+/// gauges from the failed clinics: their count, and — when their database still
+/// answers — the rows their outboxes hold and the age of the oldest.
 async fn ship_dirty(registry: &Registry, dirty: &mut HashSet<ClinicId>) {
     let mut failed = HashSet::new();
+    let (mut rows, mut oldest) = (0i64, 0f64);
     for clinic in dirty.drain() {
-        match ship_clinic(registry, clinic).await {
-            Ok(_) => {}
-            Err(
-                WorkerError::ClinicUnknown
-                | WorkerError::ClinicInactive(_)
-                | WorkerError::Misrouted(_),
-            ) => {}
+        let source = match registry.client(clinic).await {
+            Ok(source) => source,
+            Err(e) if not_ours(&e) => continue,
             Err(e) => {
                 tracing::warn!(%clinic, error = %e, "audit shipping failed; will retry");
                 failed.insert(clinic);
+                continue;
+            }
+        };
+        match ship_from(registry, clinic, &source).await {
+            Ok(_) => {}
+            Err(e) if not_ours(&e) => {}
+            Err(e) => {
+                tracing::warn!(%clinic, error = %e, "audit shipping failed; will retry");
+                failed.insert(clinic);
+                if let Some((n, age)) = pending(&source).await {
+                    rows += n;
+                    oldest = oldest.max(age);
+                }
             }
         }
     }
-    metrics::gauge!(m::AUDIT_BACKLOG).set(failed.len() as f64);
+    metrics::gauge!(m::AUDIT_BACKLOG).set(rows as f64);
+    metrics::gauge!(m::AUDIT_BACKLOG_CLINICS).set(failed.len() as f64);
+    metrics::gauge!(m::AUDIT_BACKLOG_AGE).set(oldest);
     dirty.extend(failed);
 }

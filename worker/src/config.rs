@@ -3,6 +3,7 @@
 use common::config::{ConfigError, DbSettings, Source};
 use common::crypto::KeyRing;
 use common::internal::InternalKey;
+use common::tls::MutualTls;
 use common::token::TokenService;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,6 +24,9 @@ pub struct PoolSettings {
     /// together; keep the sum over the workers sharing a server below its
     /// `max_connections` (minus the provisioning, admin and superuser reserve).
     pub server_budget: usize,
+    /// How often an open clinic pool is re-checked against the central database
+    /// (suspended or moved clinics stop being served here).
+    pub revalidate_after: Duration,
 }
 
 impl Default for PoolSettings {
@@ -34,6 +38,7 @@ impl Default for PoolSettings {
             idle_timeout: Duration::from_secs(10),
             inactive_after: Duration::from_secs(60),
             server_budget: 80,
+            revalidate_after: Duration::from_secs(30),
         }
     }
 }
@@ -46,8 +51,13 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     /// `REGION`: the region this worker serves.
     pub region: String,
-    /// `WORKER_URL`: how gateways reach this worker (recorded in the central DB).
+    /// `WORKER_URL`: how gateways reach this worker (recorded in the central DB);
+    /// default `http://LISTEN_ADDR`, or `https://LISTEN_ADDR` under mutual TLS.
     pub advertise_url: String,
+    /// `WORKER_TLS_CERT_FILE`, `WORKER_TLS_KEY_FILE`, `WORKER_TLS_CLIENT_CA_FILE`
+    /// (PEM): when set, the public listener speaks TLS 1.2/1.3 only and requires a
+    /// client certificate chaining to the CA (the gateways').
+    pub tls: Option<MutualTls>,
     /// `DB_HOST`, `DB_PORT`, `DB_USER`, `DB_PASSWORD`, `CENTRAL_DB_NAME`.
     pub central: DbSettings,
     /// `REGION_DB_HOST`, `REGION_DB_PORT`, `REGION_DB_USER`, `REGION_DB_PASSWORD`:
@@ -59,6 +69,14 @@ pub struct Config {
     /// `MAX_BODY_BYTES`, default 1 MiB.
     pub max_body_bytes: usize,
     pub pool: PoolSettings,
+    /// `SLOW_QUERY_MS` (default 200): clinic data statements at least this slow are
+    /// logged and counted (0: every statement).
+    pub slow_query: Duration,
+    /// `BACKUP_MAX_AGE_SECS` (default 26 h): a clinic whose latest successful backup
+    /// is older is counted in `medicalpro_clinics_backup_overdue`.
+    pub backup_max_age: Duration,
+    /// `BACKUP_CHECK_SECS` (default 60): how often the backup gauges are refreshed.
+    pub backup_check: Duration,
 }
 
 impl Config {
@@ -92,6 +110,10 @@ impl Config {
                 defaults.inactive_after.as_secs(),
             )?),
             server_budget: source.parse_or("CLINIC_POOL_BUDGET", defaults.server_budget)?,
+            revalidate_after: Duration::from_secs(source.parse_or(
+                "CLINIC_REVALIDATE_SECS",
+                defaults.revalidate_after.as_secs(),
+            )?),
         };
         if pool.server_budget == 0 {
             return Err(ConfigError::Invalid {
@@ -105,10 +127,33 @@ impl Config {
                 reason: "must be at least 1 and at least CLINIC_POOL_MIN_IDLE".into(),
             });
         }
+        let backup_check = Duration::from_secs(source.parse_or(
+            "BACKUP_CHECK_SECS",
+            crate::telemetry::DEFAULT_BACKUP_CHECK.as_secs(),
+        )?);
+        if backup_check.is_zero() {
+            return Err(ConfigError::Invalid {
+                name: "BACKUP_CHECK_SECS",
+                reason: "must be at least 1".into(),
+            });
+        }
+        let tls = MutualTls::from_source(source, crate::tls::SETTINGS)?;
+        if let Some(tls) = &tls {
+            tls.server_config()?;
+        }
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let advertise_url = source.or("WORKER_URL", &format!("{scheme}://{listen}"));
+        if tls.is_some() && !advertise_url.starts_with("https://") {
+            return Err(ConfigError::Invalid {
+                name: "WORKER_URL",
+                reason: "must be an https:// URL when WORKER_TLS_CERT_FILE is set".into(),
+            });
+        }
         Ok(Self {
             listen,
             admin_listen: source.parse_or("ADMIN_ADDR", ([127, 0, 0, 1], 9091).into())?,
-            advertise_url: source.or("WORKER_URL", &format!("http://{listen}")),
+            advertise_url,
+            tls,
             region,
             central: DbSettings::central(source)?,
             regional: DbSettings::regional(source)?,
@@ -117,6 +162,15 @@ impl Config {
             keys: Arc::new(KeyRing::from_source(source)?),
             max_body_bytes: source.parse_or("MAX_BODY_BYTES", 1 << 20)?,
             pool,
+            slow_query: Duration::from_millis(source.parse_or(
+                "SLOW_QUERY_MS",
+                crate::telemetry::DEFAULT_SLOW_QUERY.as_millis() as u64,
+            )?),
+            backup_max_age: Duration::from_secs(source.parse_or(
+                "BACKUP_MAX_AGE_SECS",
+                crate::telemetry::DEFAULT_BACKUP_MAX_AGE.as_secs(),
+            )?),
+            backup_check,
         })
     }
 }

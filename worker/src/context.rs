@@ -85,6 +85,10 @@ impl FromRequestParts<AppState> for Caller {
             .and_then(token::bearer)
             .ok_or(WorkerError::Token(token::TokenError::Invalid))?;
         let claims = state.tokens.verify(token).map_err(WorkerError::Token)?;
+        // The request's log lines name the verified clinic and user from here on.
+        let span = tracing::Span::current();
+        span.record("clinic", tracing::field::display(claims.clinic));
+        span.record("user", tracing::field::display(claims.sub));
         Ok(Caller {
             clinic: claims.clinic,
             user: claims.sub,

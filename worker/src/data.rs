@@ -203,19 +203,55 @@ pub async fn record_access(
     Ok(())
 }
 
+/// What a statement is run for: its resource and action, named in the slow-query
+/// report with the actor's clinic and request id (never its parameters).
+#[derive(Clone, Copy)]
+struct Op<'a> {
+    actor: &'a Actor,
+    resource: &'static str,
+    action: &'static str,
+}
+
+impl<'a> Op<'a> {
+    fn new(actor: &'a Actor, r: &Resource, action: &'static str) -> Self {
+        Self {
+            actor,
+            resource: r.name,
+            action,
+        }
+    }
+}
+
+/// Runs one statement, timing it: a statement slower than `SLOW_QUERY_MS` is
+/// reported (see [`crate::telemetry::statement_finished`]), failed or not.
 async fn run(
     client: &impl deadpool_postgres::GenericClient,
+    op: Op<'_>,
     sql: &str,
     params: &Sql,
 ) -> Result<Vec<Row>, WorkerError> {
-    let stmt = client
-        .prepare_cached(sql)
-        .await
-        .map_err(WorkerError::from_db)?;
-    client
-        .query(&stmt, &params.refs())
-        .await
-        .map_err(WorkerError::from_db)
+    let started = std::time::Instant::now();
+    let result = async {
+        let stmt = client
+            .prepare_cached(sql)
+            .await
+            .map_err(WorkerError::from_db)?;
+        client
+            .query(&stmt, &params.refs())
+            .await
+            .map_err(WorkerError::from_db)
+    }
+    .await;
+    crate::telemetry::statement_finished(
+        &crate::telemetry::Statement {
+            resource: op.resource,
+            action: op.action,
+            clinic: op.actor.clinic,
+            request_id: &op.actor.request_id,
+        },
+        started.elapsed(),
+    );
+    result
 }
 
 fn timestamp(t: DateTime<Utc>) -> String {
@@ -691,6 +727,7 @@ fn parse_body(
 /// Refuses references to rows that do not exist in this clinic or were deleted.
 async fn check_refs(
     client: &impl deadpool_postgres::GenericClient,
+    op: Op<'_>,
     refs: &[RefCheck],
 ) -> Result<(), WorkerError> {
     if refs.is_empty() {
@@ -707,7 +744,7 @@ async fn check_refs(
             )
         })
         .collect();
-    let row = run(client, &format!("SELECT {}", checks.join(", ")), &sql).await?;
+    let row = run(client, op, &format!("SELECT {}", checks.join(", ")), &sql).await?;
     let row = row
         .first()
         .ok_or_else(|| WorkerError::Internal("reference check returned nothing".into()))?;
@@ -742,7 +779,7 @@ async fn reread(
         select_list(r),
         r.table
     );
-    let rows = run(client, &text, &sql).await?;
+    let rows = run(client, Op::new(actor, r, "reread"), &text, &sql).await?;
     first_to_json(r, keys, actor, &rows).await
 }
 
@@ -769,12 +806,19 @@ pub async fn get(
         FOUND_OUTCOME,
         "",
     );
-    let rows = run(client, &text, &sql).await?;
+    let rows = run(
+        client,
+        Op::new(actor, r, Action::Read.as_str()),
+        &text,
+        &sql,
+    )
+    .await?;
     first_to_json(r, keys, actor, &rows).await
 }
 
 async fn write_children(
     tx: &deadpool_postgres::Transaction<'_>,
+    op: Op<'_>,
     id: Uuid,
     input: Input,
 ) -> Result<(), WorkerError> {
@@ -792,6 +836,7 @@ async fn write_children(
         let owner = sql.bind(id);
         run(
             tx,
+            op,
             &format!("DELETE FROM {link_table} WHERE {owner_column} = {owner}"),
             &sql,
         )
@@ -801,6 +846,7 @@ async fn write_children(
         let targets = sql.bind(ids);
         run(
             tx,
+            op,
             &format!("INSERT INTO {link_table} ({owner_column}, {target_column}) SELECT {owner}, unnest({targets}::uuid[])"),
             &sql,
         )
@@ -811,6 +857,7 @@ async fn write_children(
         let parent = sql.bind(id);
         run(
             tx,
+            op,
             &format!(
                 "DELETE FROM {} WHERE {} = {parent}",
                 child.table, child.parent_column
@@ -825,6 +872,7 @@ async fn write_children(
                 row.into_iter().map(|(c, v)| (c, sql.push(v))).unzip();
             run(
                 tx,
+                op,
                 &format!(
                     "INSERT INTO {} ({}, {}) VALUES ({parent}, {})",
                     child.table,
@@ -861,7 +909,12 @@ pub async fn write(
         mode,
     )?;
     let tx = client.transaction().await.map_err(WorkerError::from_db)?;
-    check_refs(&tx, &input.refs).await?;
+    let action = match mode {
+        Write::Create => Action::Create,
+        Write::Replace | Write::Patch => Action::Update,
+    };
+    let op = Op::new(actor, r, action.as_str());
+    check_refs(&tx, op, &input.refs).await?;
     let mut sql = Sql::for_actor(actor);
     let i = sql.bind(id);
     let columns = std::mem::take(&mut input.columns);
@@ -908,13 +961,13 @@ pub async fn write(
             )
         }
     };
-    let rows = run(&tx, &text, &sql).await?;
+    let rows = run(&tx, op, &text, &sql).await?;
     if rows.is_empty() {
         // Keep the audit record of the miss.
         tx.commit().await.map_err(WorkerError::from_db)?;
         return Err(WorkerError::NotFound);
     }
-    write_children(&tx, id, input).await?;
+    write_children(&tx, op, id, input).await?;
     let value = reread(&tx, keys, r, actor, id).await?;
     tx.commit().await.map_err(WorkerError::from_db)?;
     Ok(value)
@@ -942,7 +995,7 @@ pub async fn set_deleted(
     );
     let text = audited(&update, r, action, &format!("{i}::uuid"), FOUND_OUTCOME, "");
     let tx = client.transaction().await.map_err(WorkerError::from_db)?;
-    let rows = run(&tx, &text, &sql).await?;
+    let rows = run(&tx, Op::new(actor, r, action.as_str()), &text, &sql).await?;
     let value = match (rows.is_empty(), deleted) {
         (true, _) => None,
         (false, true) => Some(Value::Null),
@@ -978,7 +1031,7 @@ pub async fn act(
         "",
     );
     let tx = client.transaction().await.map_err(WorkerError::from_db)?;
-    let rows = run(&tx, &text, &sql).await?;
+    let rows = run(&tx, Op::new(actor, r, action.name), &text, &sql).await?;
     let result: Option<Uuid> = match rows.first() {
         Some(row) => col(row, 0)?,
         None => None,
@@ -1218,7 +1271,13 @@ pub async fn list(
         "'success'",
         " ORDER BY id",
     );
-    let mut rows = run(client, &text, &sql).await?;
+    let mut rows = run(
+        client,
+        Op::new(actor, r, Action::List.as_str()),
+        &text,
+        &sql,
+    )
+    .await?;
     let more = rows.len() as i64 > query.limit;
     rows.truncate(query.limit as usize);
     let next = if more {

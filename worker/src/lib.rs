@@ -8,10 +8,14 @@ pub mod config;
 pub mod context;
 pub mod data;
 pub mod error;
+pub mod export;
+pub mod fhir;
 pub mod keys;
 pub mod provision;
 pub mod registry;
 pub mod server;
+pub mod telemetry;
+pub mod tls;
 
 pub use config::Config;
 pub use server::{main_entry, run};

@@ -23,9 +23,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// How often an open entry is re-checked against the central database.
-const REVALIDATE_AFTER: Duration = Duration::from_secs(30);
-
 /// One clinic's pool and data keys.
 pub struct ClinicPool {
     pub clinic: ClinicId,
@@ -170,11 +167,11 @@ impl Registry {
     pub async fn pool(&self, clinic: ClinicId) -> Result<Arc<ClinicPool>, WorkerError> {
         if let Some(entry) = self.cached(clinic) {
             let validated = Duration::from_millis(entry.validated_ms.load(Ordering::Relaxed));
-            if entry.opened.elapsed().saturating_sub(validated) < REVALIDATE_AFTER {
+            if entry.opened.elapsed().saturating_sub(validated) < self.settings.revalidate_after {
                 return Ok(entry);
             }
-            match self.lookup(clinic).await? {
-                Some(record) if self.check(&record).is_ok() => {
+            match self.lookup(clinic).await {
+                Ok(Some(record)) if self.check(&record).is_ok() => {
                     if record.key_version > entry.keys.current().current_version() {
                         entry.keys.reload().await?;
                     }
@@ -183,7 +180,19 @@ impl Registry {
                         .store(entry.since_open(), Ordering::Relaxed);
                     return Ok(entry);
                 }
-                _ => self.forget(clinic),
+                // The central database is unreachable: keep serving the clinic as it
+                // was last validated (as the gateway keeps its last placement) and ask
+                // again one interval later, so an outage costs one failed lookup per
+                // interval rather than every request.
+                Err(e @ (WorkerError::Unavailable(_) | WorkerError::PoolTimeout)) => {
+                    tracing::warn!(%clinic, error = %e, "central database unreachable; serving the clinic as last validated");
+                    entry
+                        .validated_ms
+                        .store(entry.since_open(), Ordering::Relaxed);
+                    return Ok(entry);
+                }
+                Err(e) => return Err(e),
+                Ok(_) => self.forget(clinic),
             }
         }
         let _guard = self.opening.lock().await;
@@ -347,14 +356,25 @@ impl Registry {
             .unwrap_or_default()
     }
 
-    /// Sets the pool gauges (open pools, connections in use and idle) from the
-    /// pools as they are now.
+    /// Sets the pool gauges (open pools, connections in use and idle, per server and
+    /// for the busiest clinics) from the pools as they are now.
     pub fn publish_gauges(&self) {
         let entries = self.entries();
-        let (in_use, idle) = entries.iter().fold((0, 0), |(u, i), e| {
-            let s = e.pool.status();
-            (u + s.size.saturating_sub(s.available), i + s.available)
-        });
+        let samples: Vec<crate::telemetry::PoolSample> = entries
+            .iter()
+            .map(|e| {
+                let s = e.pool.status();
+                crate::telemetry::PoolSample {
+                    clinic: e.clinic,
+                    in_use: s.size.saturating_sub(s.available),
+                    idle: s.available,
+                    waiting: s.waiting,
+                }
+            })
+            .collect();
+        let (in_use, idle) = samples
+            .iter()
+            .fold((0, 0), |(u, i), s| (u + s.in_use, i + s.idle));
         metrics::gauge!(m::POOLS_OPEN, "server" => self.region.clone()).set(entries.len() as f64);
         metrics::gauge!(m::POOL_BUDGET, "server" => self.region.clone())
             .set(self.settings.server_budget as f64);
@@ -364,6 +384,7 @@ impl Registry {
             .set(in_use as f64);
         metrics::gauge!(m::POOL_CONNECTIONS, "server" => self.region.clone(), "state" => "idle")
             .set(idle as f64);
+        crate::telemetry::publish_top_clinics(&self.region, samples);
     }
 
     /// Closes every pool (shutdown).

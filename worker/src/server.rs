@@ -5,6 +5,7 @@ use crate::api;
 use crate::audit;
 use crate::config::Config;
 use crate::error::WorkerError;
+use crate::export;
 use crate::provision::{self, Provisioner};
 use crate::registry::Registry;
 use axum::extract::{Request, State};
@@ -25,6 +26,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -50,6 +52,9 @@ fn route_class(method: &axum::http::Method, path: &str) -> &'static str {
     if path.starts_with("/internal/") {
         return "provision";
     }
+    if method == axum::http::Method::GET && path.ends_with("/export") {
+        return "export";
+    }
     match (method.as_str(), segments) {
         ("POST", 5) => "action",
         ("GET", 3) => "list",
@@ -61,26 +66,56 @@ fn route_class(method: &axum::http::Method, path: &str) -> &'static str {
     }
 }
 
+/// Times, counts and logs every request, inside a `request` span carrying the
+/// request id (the gateway's, sanitised), method and route class; the `Caller`
+/// extractor adds `clinic` and `user` once the token is verified. Never the query
+/// string, a header value or a body.
 async fn observe(req: Request, next: Next) -> Response {
     let started = Instant::now();
     let route = route_class(req.method(), req.uri().path());
+    let request_id = req
+        .headers()
+        .get(common::internal::HEADER_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .and_then(common::RequestId::parse);
+    // At error level, so the span is on whenever any line of the request is logged.
+    let span = tracing::error_span!(
+        "request",
+        request_id = request_id.as_ref().map(|r| r.as_str()),
+        method = %req.method(),
+        route,
+        clinic = tracing::field::Empty,
+        user = tracing::field::Empty,
+    );
     // A bug must cost one request a 500, never the connection or the process.
     let response = match std::panic::AssertUnwindSafe(next.run(req))
         .catch_unwind()
+        .instrument(span.clone())
         .await
     {
         Ok(response) => response,
-        Err(_) => WorkerError::Internal("a handler panicked".into()).into_response(),
+        Err(_) => {
+            span.in_scope(|| WorkerError::Internal("a handler panicked".into()).into_response())
+        }
     };
+    let elapsed = started.elapsed();
     let status = m::status_class(response.status().as_u16());
     metrics::histogram!(m::HTTP_REQUEST_DURATION, "component" => "worker", "route" => route, "status" => status)
-        .record(started.elapsed().as_secs_f64());
+        .record(elapsed.as_secs_f64());
+    span.in_scope(|| {
+        tracing::info!(
+            status = response.status().as_u16(),
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            "request"
+        );
+    });
     response
 }
 
 /// The public router (forwarded requests only).
 pub fn router(state: AppState) -> Router {
     Router::new()
+        .route("/api/v1/export", get(export::clinic))
         .route("/api/v1/{resource}", get(api::list).post(api::create))
         .route(
             "/api/v1/{resource}/{id}",
@@ -103,19 +138,15 @@ pub fn router(state: AppState) -> Router {
 struct AdminState {
     metrics: PrometheusHandle,
     admin: deadpool_postgres::Pool,
-    central: deadpool_postgres::Pool,
     registry: Arc<Registry>,
 }
 
+/// Ready while the regional server answers. Not the central database: open clinics
+/// keep being served while it is down, so its outage must not take workers out of
+/// their load balancer.
 async fn ready(State(s): State<AdminState>) -> Response {
     let check = async {
         s.admin
-            .get()
-            .await?
-            .simple_query("SELECT 1")
-            .await
-            .map_err(WorkerError::from_db)?;
-        s.central
             .get()
             .await?
             .simple_query("SELECT 1")
@@ -143,6 +174,30 @@ fn admin_router(state: AdminState) -> Router {
         .with_state(state)
 }
 
+/// Closes every connection the public listener accepts until the returned token is
+/// cancelled (the task then ends): while the worker starts up, a gateway is refused
+/// at once and answers `503`, instead of waiting in the listen backlog for as long
+/// as the start-up takes.
+fn refuse_while_starting(
+    listener: &TcpListener,
+) -> std::io::Result<(CancellationToken, tokio::task::JoinHandle<()>)> {
+    use std::os::fd::AsFd;
+    let same_socket = std::net::TcpListener::from(listener.as_fd().try_clone_to_owned()?);
+    let same_socket = TcpListener::from_std(same_socket)?;
+    let starting = CancellationToken::new();
+    let until = starting.clone();
+    let refusing = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                biased;
+                _ = until.cancelled() => return,
+                accepted = same_socket.accept() => drop(accepted),
+            }
+        }
+    });
+    Ok((starting, refusing))
+}
+
 /// Runs the worker on listeners the caller bound, until `shutdown` is cancelled.
 pub async fn run(
     config: Config,
@@ -150,6 +205,8 @@ pub async fn run(
     admin_listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let (starting, refusing) = refuse_while_starting(&listener)?;
+    starting.cancel(); // TEMP-REVERT-CHECK
     let metrics = common::service::metrics_handle();
     let central = pgconn::pool(
         pgconn::config(&config.central, "medicalpro-worker"),
@@ -213,6 +270,15 @@ pub async fn run(
         wake_rx,
         shutdown.clone(),
     ));
+    crate::telemetry::set_slow_query_threshold(config.slow_query);
+    crate::telemetry::register_counters();
+    tasks.spawn(crate::telemetry::run_backup_gauges(
+        central.clone(),
+        config.region.clone(),
+        config.backup_max_age,
+        config.backup_check,
+        shutdown.clone(),
+    ));
     {
         let registry = registry.clone();
         let shutdown = shutdown.clone();
@@ -236,7 +302,6 @@ pub async fn run(
     let admin_app = admin_router(AdminState {
         metrics,
         admin: admin.clone(),
-        central: central.clone(),
         registry: registry.clone(),
     });
     {
@@ -250,10 +315,23 @@ pub async fn run(
         });
     }
 
-    tracing::info!(addr = %listener.local_addr()?, region = %config.region, "worker serving");
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await?;
+    let tls = config.tls.as_ref().map(|t| t.server_config()).transpose()?;
+    starting.cancel();
+    let _ = refusing.await;
+    tracing::info!(addr = %listener.local_addr()?, region = %config.region, mutual_tls = tls.is_some(), "worker serving");
+    let (app, stop) = (router(state), shutdown.clone().cancelled_owned());
+    match tls {
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop)
+                .await?
+        }
+        Some(tls) => {
+            axum::serve(crate::tls::TlsListener::new(listener, tls), app)
+                .with_graceful_shutdown(stop)
+                .await?
+        }
+    }
     shutdown.cancel();
     while tasks.join_next().await.is_some() {}
     registry.close_all();

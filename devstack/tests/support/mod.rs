@@ -9,6 +9,14 @@ use std::sync::OnceLock;
 
 /// The stack shared by the tests of this binary.
 pub fn stack() -> &'static Stack {
+    stack_with(&[])
+}
+
+/// The stack shared by the tests of this binary, started on first use with
+/// `extra_env` added to every service's environment. Only the call that starts it
+/// counts, so a binary that needs settings of its own reaches the stack through
+/// this on every path (see `export.rs`).
+pub fn stack_with(extra_env: &[(&str, &str)]) -> &'static Stack {
     static STACK: OnceLock<Stack> = OnceLock::new();
     STACK.get_or_init(|| {
         clean_stale_dirs();
@@ -22,6 +30,11 @@ pub fn stack() -> &'static Stack {
             ("CLINIC_POOL_IDLE_SECS".into(), "1".into()),
             ("CLINIC_POOL_INACTIVE_SECS".into(), "4".into()),
         ];
+        options.extra_env.extend(
+            extra_env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
         // Stack::start blocks on its own runtime: run it off any test runtime.
         std::thread::spawn(move || Stack::start(options))
             .join()

@@ -1,0 +1,255 @@
+//! `GET /api/v1/export`: a whole clinic's data, streamed as NDJSON, one line
+//! `{"resource": "<name>", "data": {…}}` per live row of every resource (soft-deleted
+//! rows are not exported, as the API does not show them).
+//!
+//! Clinic admins only. The access is recorded (`export` on resource `clinic`) and
+//! committed before the first byte leaves; refusals are recorded as `rejected`. The
+//! rows are read through the generic data layer in keyset pages of
+//! [`data::MAX_LIMIT`] (each page read is audited as a `list`, like any other), all
+//! inside one REPEATABLE READ transaction, so the export is one consistent snapshot
+//! and never more than a page is held in memory. The body is produced as the client
+//! reads it. A failure midway aborts the body (the client sees a truncated chunked
+//! response, never a short "complete" one) and is recorded as `error`; a client
+//! that goes away leaves no connection mid-transaction in the pool.
+
+use crate::api;
+use crate::context::Caller;
+use crate::data::{self, Action, Actor, ListQuery};
+use crate::error::WorkerError;
+use crate::keys::ClinicKeyCache;
+use crate::server::AppState;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use common::resource::{Resource, RESOURCES};
+use common::token::Role;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// The media type of the stream.
+pub const MEDIA_TYPE: &str = "application/x-ndjson";
+
+/// What the audit trail names the resource of a whole-clinic export. It is no
+/// served resource (it is in no `RESOURCES` list): only its name is recorded.
+const CLINIC: Resource = Resource {
+    name: "clinic",
+    table: "",
+    title: "Clinic",
+    fields: &[],
+    children: &[],
+    actions: &[],
+};
+
+const EXPORT: Action = Action::Named("export");
+
+/// `GET /api/v1/export`.
+pub async fn clinic(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Response, WorkerError> {
+    let (client, keys) = state.registry.session(caller.clinic).await?;
+    let actor = api::actor(&caller);
+    let clinic_id = Some(*caller.clinic.as_uuid());
+    if caller.role != Role::Admin {
+        let recorded =
+            data::record_access(&client, &actor, &CLINIC, EXPORT, clinic_id, "rejected").await;
+        if let Err(e) = recorded {
+            tracing::error!(error = %e, "could not record a refused clinic export");
+        }
+        state.wake_shipper(caller.clinic);
+        return Err(WorkerError::Forbidden(
+            "Only a clinic admin can export the clinic's data.".into(),
+        ));
+    }
+    data::record_access(&client, &actor, &CLINIC, EXPORT, clinic_id, "success").await?;
+    state.wake_shipper(caller.clinic);
+    client
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        .await
+        .map_err(WorkerError::from_db)?;
+    let pages = Pages {
+        snapshot: Snapshot(Some(client)),
+        keys,
+        state,
+        actor,
+        resource: 0,
+        after: None,
+    };
+    let stream = futures_util::stream::unfold(pages, |mut pages| async move {
+        pages.next_chunk().await.map(|chunk| (chunk, pages))
+    });
+    Ok((
+        [(header::CONTENT_TYPE, MEDIA_TYPE)],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// The export's connection while its transaction is open.
+struct Snapshot(Option<deadpool_postgres::Object>);
+
+impl Drop for Snapshot {
+    fn drop(&mut self) {
+        if let Some(client) = self.0.take() {
+            // Dropped mid-transaction (the client went away): take the connection out
+            // of the pool and close it, which rolls the transaction back, rather than
+            // lend it to the next request inside this one's transaction.
+            drop(deadpool_postgres::Object::take(client));
+        }
+    }
+}
+
+/// Where the export stands: the resource being read and the last id sent.
+struct Pages {
+    snapshot: Snapshot,
+    keys: Arc<ClinicKeyCache>,
+    state: AppState,
+    actor: Actor,
+    resource: usize,
+    after: Option<Uuid>,
+}
+
+impl Pages {
+    /// The next non-empty page as NDJSON lines; `None` once everything was sent
+    /// (or after a failure was reported).
+    async fn next_chunk(&mut self) -> Option<Result<Bytes, WorkerError>> {
+        loop {
+            let client = self.snapshot.0.as_ref()?;
+            let Some(r) = RESOURCES.get(self.resource).copied() else {
+                let committed = client
+                    .batch_execute("COMMIT")
+                    .await
+                    .map_err(WorkerError::from_db);
+                return match committed {
+                    Ok(()) => {
+                        // Back to the pool, outside any transaction.
+                        drop(self.snapshot.0.take());
+                        self.state.wake_shipper(self.actor.clinic);
+                        None
+                    }
+                    Err(e) => Some(Err(self.fail(e).await)),
+                };
+            };
+            let query = ListQuery {
+                limit: data::MAX_LIMIT,
+                after: self.after,
+                ..ListQuery::default()
+            };
+            let page = data::list(client, &self.keys, r, &self.actor, &query).await;
+            let (rows, next) = match page {
+                Ok(page) => page,
+                Err(e) => return Some(Err(self.fail(e).await)),
+            };
+            self.after = match next {
+                Some(_) => match rows.last().and_then(row_id) {
+                    Some(id) => Some(id),
+                    None => {
+                        let e = WorkerError::Internal("a page row without an id".into());
+                        return Some(Err(self.fail(e).await));
+                    }
+                },
+                None => {
+                    self.resource += 1;
+                    None
+                }
+            };
+            if rows.is_empty() {
+                continue;
+            }
+            return Some(match lines(r, rows) {
+                Ok(bytes) => Ok(bytes),
+                Err(e) => Err(self.fail(e).await),
+            });
+        }
+    }
+
+    /// Ends the export after `e`: rolls back, records the failure, logs it once.
+    async fn fail(&mut self, e: WorkerError) -> WorkerError {
+        tracing::error!(error = %e, kind = e.kind(), "clinic export failed midway");
+        let clinic = self.actor.clinic;
+        let usable = match self.snapshot.0.take() {
+            Some(client) if client.batch_execute("ROLLBACK").await.is_ok() => Some(client),
+            Some(client) => {
+                // Broken, or stuck in the transaction: never lend it again.
+                drop(deadpool_postgres::Object::take(client));
+                None
+            }
+            None => None,
+        };
+        let client = match usable {
+            Some(client) => Ok(client),
+            None => self.state.registry.client(clinic).await,
+        };
+        let recorded = match client {
+            Ok(client) => {
+                let id = Some(*clinic.as_uuid());
+                data::record_access(&client, &self.actor, &CLINIC, EXPORT, id, "error").await
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(audit_error) = recorded {
+            tracing::error!(error = %audit_error, "could not record a failed clinic export");
+        }
+        self.state.wake_shipper(clinic);
+        e
+    }
+}
+
+fn row_id(row: &Value) -> Option<Uuid> {
+    row.get("id")
+        .and_then(Value::as_str)
+        .and_then(|s| Uuid::parse_str(s).ok())
+}
+
+/// One NDJSON line per row.
+fn lines(r: &Resource, rows: Vec<Value>) -> Result<Bytes, WorkerError> {
+    let mut out = Vec::with_capacity(rows.len() * 256);
+    for row in rows {
+        serde_json::to_writer(&mut out, &json!({"resource": r.name, "data": row}))
+            .map_err(|e| WorkerError::Internal(format!("encoding an export line: {e}")))?;
+        out.push(b'\n');
+    }
+    Ok(Bytes::from(out))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use common::resource::PATIENTS;
+
+    #[test]
+    fn a_page_becomes_one_line_per_row() {
+        let rows = vec![
+            json!({"id": "a", "first_name": "Ada\nL"}),
+            json!({"id": "b"}),
+        ];
+        let bytes = lines(&PATIENTS, rows).unwrap();
+        let text = std::str::from_utf8(&bytes).unwrap();
+        let parsed: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert!(text.ends_with('\n'));
+        assert_eq!(parsed.len(), 2, "a newline inside a value stays escaped");
+        assert_eq!(
+            parsed[0],
+            json!({"resource": "patients", "data": {"id": "a", "first_name": "Ada\nL"}})
+        );
+    }
+
+    #[test]
+    fn the_audit_name_is_no_served_resource() {
+        assert!(common::resource::find(CLINIC.name).is_none());
+    }
+
+    #[test]
+    fn keyset_position_is_the_last_rows_id() {
+        let id = Uuid::now_v7();
+        assert_eq!(row_id(&json!({"id": id.to_string()})), Some(id));
+        assert_eq!(row_id(&json!({"id": 1})), None);
+    }
+}
