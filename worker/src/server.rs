@@ -206,7 +206,6 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let (starting, refusing) = refuse_while_starting(&listener)?;
-    starting.cancel(); // TEMP-REVERT-CHECK
     let metrics = common::service::metrics_handle();
     let central = pgconn::pool(
         pgconn::config(&config.central, "medicalpro-worker"),
