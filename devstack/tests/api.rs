@@ -787,6 +787,19 @@ async fn registration_validates_and_an_interrupted_one_converges_on_retry() {
         .await
         .unwrap();
     problem(&dup, 409);
+    // The same registration sent again once it is done (an answer lost on the way)
+    // gets the same answer.
+    let again = http
+        .post(
+            "/api/v1/auth/register",
+            None,
+            &json!({"clinic_name": "Again", "email": c.email, "password": c.password}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.status, 201, "{}", again.text());
+    assert_eq!(again.json()["clinic_id"], c.id.as_str());
+    assert_eq!(again.json()["user_id"], c.user_id.as_str());
     for body in [
         json!({"clinic_name": "x", "email": "a@b.org", "password": "short"}),
         json!({"clinic_name": "", "email": "a@b.org", "password": "long enough password"}),

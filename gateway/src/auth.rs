@@ -142,8 +142,19 @@ pub async fn register(
             let hash: String = row.get(2);
             let status: String = row.get(3);
             let same_owner = gw.hasher.verify(Some(hash), &body.password).await?;
-            if status != "provisioning" || !same_owner {
+            if !same_owner || !matches!(status.as_str(), "provisioning" | "active") {
                 return Err(GatewayError::EmailTaken);
+            }
+            if status == "active" {
+                // A retry of a registration that was finished meanwhile (by the
+                // worker's reconciler, or an answer lost on the way): same answer.
+                let (clinic, user) = (
+                    ClinicId::from_uuid(row.get(1)),
+                    UserId::from_uuid(row.get(0)),
+                );
+                return Ok(
+                    json!({"clinic_id": clinic, "user_id": user, "region": row.get::<_, String>(4)}),
+                );
             }
             (
                 ClinicId::from_uuid(row.get(1)),

@@ -130,7 +130,7 @@ impl GatewayError {
                 Problem::new(405, "method-not-allowed", "Method not allowed")
             }
             GatewayError::CentralUnavailable(_) => {
-                Problem::unavailable("Sign-in is temporarily unavailable; retry shortly.", 5)
+                Problem::unavailable("Sign-in and clinic look-ups are temporarily unavailable; retry shortly.", 5)
             }
             GatewayError::ProvisioningIncomplete(_) => Problem::unavailable(
                 "Your clinic is being set up; send the same registration again shortly.",
