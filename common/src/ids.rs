@@ -102,6 +102,15 @@ impl fmt::Display for RequestId {
     }
 }
 
+/// Format characters that render as nothing or reorder text (bidi controls, zero
+/// width characters, the BOM): refused in addresses so two that look the same are
+/// the same.
+fn invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,7 +149,9 @@ impl Email {
     pub fn parse(raw: &str) -> Option<Self> {
         let s = raw.trim();
         let shaped = s.len() <= Self::MAX_LEN
-            && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+            && !s
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || invisible(c))
             && s.split_once('@').is_some_and(|(local, domain)| {
                 !local.is_empty()
                     && !domain.contains('@')
@@ -176,6 +187,9 @@ mod email_tests {
             "a@.org",
             "a@b@c.org",
             "a\0@x.org",
+            "ad\u{200B}a@x.org",
+            "ada@x\u{202E}gro.",
+            "\u{FEFF}ada@x.org",
         ] {
             assert!(Email::parse(bad).is_none(), "{bad:?}");
         }

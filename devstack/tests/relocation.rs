@@ -175,6 +175,14 @@ async fn a_clinic_moves_region_readable_throughout_with_nothing_lost() {
     done.store(true, Ordering::Relaxed);
     let read_ids = reader.await.unwrap();
     let (written, refused_for) = writer.await.unwrap();
+    eprintln!(
+        "relocated {} rows; writes paused {:?} (refused for {refused_for:?} as seen by the writer); {} reads, {} writes acknowledged during the move; {} audit records carried over",
+        moved.rows,
+        moved.write_pause,
+        read_ids.len(),
+        written.len(),
+        moved.carried_audit
+    );
     assert_eq!(
         (moved.from.as_str(), moved.to.as_str()),
         ("eu-west", "eu-central")

@@ -1021,6 +1021,25 @@ async fn erasing_a_patient_removes_personal_data_but_keeps_invoices() {
         .unwrap();
     let refused = http.post(&path, Some(&staff), &json!({})).await.unwrap();
     status(&refused, 403);
+    // The refused attempt is in the audit trail, as are refused exports.
+    wait_audit(
+        &c,
+        &format!(
+            "action = 'erase' AND resource_id = '{}' AND outcome = 'rejected'",
+            id(&patient)
+        ),
+    )
+    .await;
+    let export = format!("/api/v1/patients/{}/export", id(&patient));
+    status(&http.get(&export, Some(&staff)).await.unwrap(), 403);
+    wait_audit(
+        &c,
+        &format!(
+            "action = 'export' AND resource_id = '{}' AND outcome = 'rejected'",
+            id(&patient)
+        ),
+    )
+    .await;
 
     let erased = status(&post(&http, &c, &path, json!({})).await, 200);
     assert_eq!(erased["first_name"], "Erased");

@@ -146,6 +146,8 @@ async fn route(
                     &crate::users::list(gw, &claims).await?,
                 )),
                 (Method::POST, []) => {
+                    // The role first: a non-admin learns nothing from body checks.
+                    crate::users::admin_only(&claims)?;
                     let body = h::read_json(req, limit).await?;
                     Ok(h::json(
                         StatusCode::CREATED,

@@ -23,7 +23,7 @@ pub struct NewUser {
     role: String,
 }
 
-fn admin_only(claims: &Claims) -> Result<(), GatewayError> {
+pub fn admin_only(claims: &Claims) -> Result<(), GatewayError> {
     if claims.role == Role::Admin {
         Ok(())
     } else {

@@ -260,12 +260,9 @@ pub async fn act(
         return Ok(Json(restored.unwrap_or_default()).into_response());
     }
     let spec = r.action(&action).ok_or(WorkerError::UnknownResource)?;
-    if spec.admin_only && caller.role != common::token::Role::Admin {
-        return Err(WorkerError::Forbidden(format!(
-            "Only a clinic admin can {} {}.",
-            spec.name, r.name
-        )));
-    }
+    // A refusal is an access attempt too: decided inside `audited` so it is recorded.
+    let refusal = (spec.admin_only && caller.role != common::token::Role::Admin)
+        .then(|| format!("Only a clinic admin can {} {}.", spec.name, r.name));
     let value = audited(
         &state,
         &caller,
@@ -273,6 +270,9 @@ pub async fn act(
         Action::Named(spec.name),
         Some(id),
         |mut client, actor, keys| async move {
+            if let Some(refusal) = refusal {
+                return (client, Err(WorkerError::Forbidden(refusal)));
+            }
             let result = data::act(&mut client, &keys, r, spec, &actor, id).await;
             (client, result)
         },
@@ -314,11 +314,7 @@ pub async fn export(
     }
     let id = parse_id(&id)?;
     let format = fhir::Format::from_query(raw.as_deref())?;
-    if caller.role != common::token::Role::Admin {
-        return Err(WorkerError::Forbidden(
-            "Only a clinic admin can export a patient's data.".into(),
-        ));
-    }
+    let refused = caller.role != common::token::Role::Admin;
     let r = &resource::PATIENTS;
     let exported = audited(
         &state,
@@ -327,6 +323,10 @@ pub async fn export(
         Action::Named("export"),
         Some(id),
         |client, actor, keys| async move {
+            if refused {
+                let refusal = "Only a clinic admin can export a patient's data.";
+                return (client, Err(WorkerError::Forbidden(refusal.into())));
+            }
             let result = data::export_patient(&client, &keys, &actor, id).await;
             (client, result)
         },
