@@ -1,9 +1,14 @@
-//! Where the product's time goes: the services' own Prometheus histograms (gateway
-//! proxied requests, worker reads, worker pool acquisition), scraped before and
-//! after each measured product run so only measured requests count.
+//! Where the product's time goes: the services' own Prometheus metrics (gateway
+//! proxied requests, worker reads, worker pool acquisition, pool evictions),
+//! scraped before and after each measured product run so only measured requests
+//! count; and single counters, gauges or histograms (placement cache hits, open
+//! clinic pools, provisioning time) read the same way.
 
 use crate::load::{self, LoadClient, Target};
-use common::metric_names::{HTTP_REQUEST_DURATION as REQUEST_DURATION, POOL_ACQUIRE};
+use anyhow::Context;
+use common::metric_names::{
+    HTTP_REQUEST_DURATION as REQUEST_DURATION, POOL_ACQUIRE, POOL_EVICTIONS,
+};
 use http::StatusCode;
 use std::net::SocketAddr;
 
@@ -15,7 +20,7 @@ pub struct Histo {
 }
 
 impl Histo {
-    fn minus(self, earlier: Histo) -> Histo {
+    pub fn minus(self, earlier: Histo) -> Histo {
         Histo {
             sum: self.sum - earlier.sum,
             count: self.count - earlier.count,
@@ -41,6 +46,8 @@ pub struct Snapshot {
     pub gateway_proxy: Histo,
     pub worker_read: Histo,
     pub pool_acquire: Histo,
+    /// Idle clinic connections the worker closed to make room for another clinic.
+    pub evictions: f64,
 }
 
 impl Snapshot {
@@ -49,6 +56,7 @@ impl Snapshot {
             gateway_proxy: self.gateway_proxy.minus(earlier.gateway_proxy),
             worker_read: self.worker_read.minus(earlier.worker_read),
             pool_acquire: self.pool_acquire.minus(earlier.pool_acquire),
+            evictions: self.evictions - earlier.evictions,
         }
     }
 
@@ -57,6 +65,7 @@ impl Snapshot {
             gateway_proxy: self.gateway_proxy.plus(other.gateway_proxy),
             worker_read: self.worker_read.plus(other.worker_read),
             pool_acquire: self.pool_acquire.plus(other.pool_acquire),
+            evictions: self.evictions + other.evictions,
         }
     }
 }
@@ -66,6 +75,7 @@ impl Snapshot {
 pub struct Sources {
     pub gateway: Target,
     pub worker: Target,
+    pub worker_admin: SocketAddr,
 }
 
 impl Sources {
@@ -73,6 +83,7 @@ impl Sources {
         Ok(Self {
             gateway: Target::new(&format!("http://{gateway_admin}/metrics"), &[])?,
             worker: Target::new(&format!("http://{worker_admin}/metrics"), &[])?,
+            worker_admin,
         })
     }
 
@@ -93,8 +104,34 @@ impl Sources {
                 &[("component", "worker"), ("route", "read")],
             ),
             pool_acquire: histogram(&worker, POOL_ACQUIRE, &[]),
+            evictions: value(&worker, POOL_EVICTIONS, &[]),
         })
     }
+}
+
+/// The Prometheus text a service serves at `http://{admin}/metrics`.
+pub async fn metrics_text(client: &LoadClient, admin: SocketAddr) -> anyhow::Result<String> {
+    let target = Target::new(&format!("http://{admin}/metrics"), &[])?;
+    scrape(client, &target)
+        .await
+        .with_context(|| format!("reading the metrics at {admin}"))
+}
+
+/// The sum of every sample of counter or gauge `name` whose labels include `want`.
+pub fn value(text: &str, name: &str, want: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            if !(rest.starts_with('{') || rest.starts_with(' ')) {
+                return None;
+            }
+            let (labels, v) = rest.rsplit_once(' ')?;
+            let ok = want
+                .iter()
+                .all(|(k, val)| labels.contains(&format!("{k}=\"{val}\"")));
+            ok.then(|| v.trim().parse::<f64>().ok()).flatten()
+        })
+        .sum()
 }
 
 async fn scrape(client: &LoadClient, target: &Target) -> Option<String> {
@@ -105,7 +142,7 @@ async fn scrape(client: &LoadClient, target: &Target) -> Option<String> {
 }
 
 /// Adds up `<name>_sum` and `<name>_count` over every series whose labels include `want`.
-fn histogram(text: &str, name: &str, want: &[(&str, &str)]) -> Histo {
+pub fn histogram(text: &str, name: &str, want: &[(&str, &str)]) -> Histo {
     let mut out = Histo::default();
     for line in text.lines() {
         let Some(rest) = line.strip_prefix(name) else {
@@ -166,5 +203,26 @@ medicalpro_pool_acquire_seconds_count{server=\"eu-west\"} 10
         assert!((h.count - 101.0).abs() < 1e-9);
         let p = histogram(text, POOL_ACQUIRE, &[]);
         assert_eq!(p.mean_ms().map(|m| (m * 1000.0).round()), Some(1000.0));
+    }
+
+    #[test]
+    fn reads_counters_and_gauges() {
+        let text = "\
+# TYPE medicalpro_placement_cache_total counter
+medicalpro_placement_cache_total{result=\"hit\"} 41
+medicalpro_placement_cache_total{result=\"miss\"} 3
+medicalpro_placement_cache_entries 12
+medicalpro_placement_cache_entries_other 99
+";
+        assert_eq!(
+            value(
+                text,
+                "medicalpro_placement_cache_total",
+                &[("result", "miss")]
+            ),
+            3.0
+        );
+        assert_eq!(value(text, "medicalpro_placement_cache_total", &[]), 44.0);
+        assert_eq!(value(text, "medicalpro_placement_cache_entries", &[]), 12.0);
     }
 }

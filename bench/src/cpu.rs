@@ -1,8 +1,10 @@
-//! CPU accounting from `/proc` (Linux): how many CPU ticks each part of the bench
-//! used — the load generator's and the baseline's threads in this process, the
-//! gateway and worker children, each PostgreSQL server with its backends — and
-//! how much the rest of the machine used meanwhile. Snapshots taken around a
-//! measured run give the CPU cost of one request per component.
+//! CPU and memory accounting from `/proc` (Linux): how many CPU ticks each part of
+//! the bench used — the load generator's, the baseline's and the bare proxy's
+//! threads in this process, the gateway and worker children, each PostgreSQL
+//! server with its backends — and how much the rest of the machine used meanwhile.
+//! Snapshots taken around a measured run give the CPU cost of one request per
+//! component. Also: which child process is the gateway or a region's worker, and
+//! its resident memory.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -141,6 +143,7 @@ pub fn snapshot() -> Usage {
                 let group = match name.as_str() {
                     "bench-load" => "load generator",
                     "bench-baseline" => "baseline server",
+                    "bench-proxy" => "bare proxy",
                     _ => "bench (other threads)",
                 };
                 *ticks.entry(group.to_owned()).or_default() += t;
@@ -193,6 +196,54 @@ pub fn snapshot() -> Usage {
         ticks.insert(OTHER.into(), busy.saturating_sub(ours));
     }
     Usage { ticks }
+}
+
+/// This process's direct children.
+fn children() -> Vec<u32> {
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            read_stat(Path::new(&format!("/proc/{pid}/stat")), false)
+                .is_some_and(|(ppid, _, _)| ppid == me)
+        })
+        .collect()
+}
+
+/// The value of `key` in a process's environment.
+fn env_of(pid: u32, key: &str) -> Option<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    raw.split(|b| *b == 0).find_map(|kv| {
+        let kv = String::from_utf8_lossy(kv);
+        let (k, v) = kv.split_once('=')?;
+        (k == key).then(|| v.to_owned())
+    })
+}
+
+/// The child running `__component <kind>` (`gateway` or `worker`); for a worker,
+/// the one serving `region`.
+pub fn component_pid(kind: &str, region: Option<&str>) -> Option<u32> {
+    children().into_iter().find(|&pid| {
+        let args = cmdline(pid);
+        let is_kind = args
+            .iter()
+            .position(|a| a == "__component")
+            .and_then(|i| args.get(i + 1))
+            .is_some_and(|k| k == kind);
+        is_kind && region.is_none_or(|r| env_of(pid, "REGION").as_deref() == Some(r))
+    })
+}
+
+/// Resident memory of a process in bytes (`VmRSS`).
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 #[cfg(test)]

@@ -1,18 +1,26 @@
 //! The load generator and its statistics: `concurrency` tasks share one kept-alive
-//! hyper client and send requests back to back until a deadline. What each task
-//! sends next comes from a [`Workload`]: the same GET every time ([`Target`]) or a
-//! weighted mix of operations (the mixed scenario). Every answer other than a 2xx
-//! with its whole body read is an error; statistics are kept overall and, for
-//! workloads of several operations, per operation.
+//! hyper client and send requests back to back until a deadline or until a number
+//! of requests was sent ([`Limit`]). What each task sends next comes from a
+//! [`Workload`]: GETs over one or many fixed targets ([`Targets`], optionally
+//! signed as a gateway signs them) or a weighted mix of operations (the mixed
+//! scenario). Every answer other than a 2xx with its whole body read is an error;
+//! statistics are kept overall and, for workloads of several operations, per
+//! operation. The client speaks plain HTTP, and HTTPS with the gateway's client
+//! certificate when the stack's workers require mutual TLS.
 
 use anyhow::Context;
 use bytes::Bytes;
+use common::internal::{self, Forwarded, InternalKey};
+use http::header::HeaderValue;
 use http::{HeaderMap, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
@@ -23,16 +31,79 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Request bodies: empty for GETs, JSON for writes.
 pub type Body = Full<Bytes>;
 
-pub type LoadClient = Client<HttpConnector, Body>;
+pub type LoadClient = Client<HttpsConnector<HttpConnector>, Body>;
+
+/// The TLS configuration of the bench's clients: the gateway's client certificate
+/// when the stack's workers want mutual TLS, otherwise one that trusts nothing
+/// (plain `http` URLs never use it).
+pub fn tls_config(stack: &devstack::Stack) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    Ok(match &stack.certs {
+        Some(certs) => certs.gateway_tls().client_config()?,
+        None => common::tls::client_trusting_nothing()?,
+    })
+}
+
+/// The connector of the bench's clients: `http` and `https` URLs alike.
+pub fn connector(tls: Arc<rustls::ClientConfig>) -> HttpsConnector<HttpConnector> {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    HttpsConnector::from((http, tls))
+}
 
 /// A kept-alive client with room for one idle connection per task.
-pub fn client(concurrency: usize) -> LoadClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
+pub fn client(concurrency: usize, tls: Arc<rustls::ClientConfig>) -> LoadClient {
     Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(concurrency.max(1))
         .pool_idle_timeout(Duration::from_secs(120))
-        .build(connector)
+        .build(connector(tls))
+}
+
+/// How long a run lasts.
+#[derive(Clone, Copy, Debug)]
+pub enum Limit {
+    /// Until this much time has passed.
+    For(Duration),
+    /// Until this many requests were sent (by all tasks together).
+    Requests(u64),
+}
+
+/// When the tasks of a run stop.
+struct Stop {
+    deadline: Option<Instant>,
+    remaining: Option<AtomicU64>,
+}
+
+impl Stop {
+    fn new(limit: Limit, started: Instant) -> Self {
+        match limit {
+            Limit::For(d) => Self {
+                deadline: Some(started + d),
+                remaining: None,
+            },
+            Limit::Requests(n) => Self {
+                deadline: None,
+                remaining: Some(AtomicU64::new(n)),
+            },
+        }
+    }
+
+    /// Whether one more request may be sent (and, when counting, takes it).
+    fn take(&self) -> bool {
+        if let Some(deadline) = self.deadline {
+            if Instant::now() >= deadline {
+                return false;
+            }
+        }
+        match &self.remaining {
+            Some(n) => n
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                    left.checked_sub(1)
+                })
+                .is_ok(),
+            None => true,
+        }
+    }
 }
 
 /// A small, fast pseudo-random generator (SplitMix64); each load task has its own.
@@ -93,7 +164,7 @@ pub trait Workload: Send + Sync + 'static {
     fn next(&self, task: &mut Task) -> Job;
 }
 
-/// One GET with fixed headers: the workload of the single-request scenarios.
+/// One GET with fixed headers.
 #[derive(Clone, Debug)]
 pub struct Target {
     pub uri: Uri,
@@ -112,6 +183,11 @@ impl Target {
         })
     }
 
+    /// `GET url` with `authorization: Bearer token`.
+    pub fn bearer(url: &str, token: &str) -> anyhow::Result<Self> {
+        Self::new(url, &[("authorization", &format!("Bearer {token}"))])
+    }
+
     fn request(&self) -> Request<Body> {
         let mut req = Request::new(Body::default());
         *req.uri_mut() = self.uri.clone();
@@ -120,15 +196,139 @@ impl Target {
     }
 }
 
-impl Workload for Target {
+/// Signs requests the way the gateway does (`common::internal`): time, a fresh
+/// request id, the client IP, method, path and query, under `INTERNAL_SECRET`.
+pub struct Signer {
+    key: InternalKey,
+    client_ip: IpAddr,
+    prefix: String,
+    next: AtomicU64,
+}
+
+impl Signer {
+    pub fn new(secret: &[u8], client_ip: IpAddr, prefix: &str) -> anyhow::Result<Self> {
+        Ok(Self {
+            key: InternalKey::new(secret)?,
+            client_ip,
+            prefix: prefix.to_owned(),
+            next: AtomicU64::new(0),
+        })
+    }
+
+    /// Adds the signed internal headers to `req`, for a client at `client_ip`
+    /// (the signer's own when `None`).
+    pub fn sign<B>(&self, req: &mut Request<B>, client_ip: Option<IpAddr>) -> anyhow::Result<()> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let request_id = format!("{}-{n}", self.prefix);
+        let client_ip = client_ip.unwrap_or(self.client_ip);
+        let timestamp = common::token::now_secs();
+        let path_and_query = req
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
+        let signature = self.key.sign(&Forwarded {
+            timestamp,
+            request_id: &request_id,
+            client_ip,
+            method: req.method().as_str(),
+            path_and_query: &path_and_query,
+        });
+        let headers = req.headers_mut();
+        headers.insert(
+            internal::HEADER_TIMESTAMP,
+            HeaderValue::try_from(timestamp.to_string())?,
+        );
+        headers.insert(
+            internal::HEADER_CLIENT_IP,
+            HeaderValue::try_from(client_ip.to_string())?,
+        );
+        headers.insert(
+            internal::HEADER_REQUEST_ID,
+            HeaderValue::try_from(request_id)?,
+        );
+        headers.insert(
+            internal::HEADER_SIGNATURE,
+            HeaderValue::try_from(signature)?,
+        );
+        Ok(())
+    }
+}
+
+/// How [`Targets`] chooses the next target.
+#[derive(Debug)]
+pub enum Pick {
+    /// Uniformly at random, independently per request.
+    Random,
+    /// In turn over all tasks: with `Limit::Requests(targets.len())` every target
+    /// is requested exactly once.
+    InTurn(AtomicUsize),
+}
+
+/// GETs over one or many fixed targets, optionally signed as a gateway signs:
+/// the workload of every scenario but the mixed one.
+pub struct Targets {
+    targets: Vec<Target>,
+    pick: Pick,
+    signer: Option<Arc<Signer>>,
+}
+
+impl Targets {
+    /// The same request every time.
+    pub fn one(target: Target) -> Self {
+        Self::many(vec![target], Pick::Random)
+    }
+
+    pub fn many(targets: Vec<Target>, pick: Pick) -> Self {
+        Self {
+            targets,
+            pick,
+            signer: None,
+        }
+    }
+
+    /// In turn, from the first target on.
+    pub fn in_turn(targets: Vec<Target>) -> Self {
+        Self::many(targets, Pick::InTurn(AtomicUsize::new(0)))
+    }
+
+    /// Every request signed by `signer` before it is sent.
+    pub fn signed(mut self, signer: Arc<Signer>) -> Self {
+        self.signer = Some(signer);
+        self
+    }
+
+    pub fn len(&self) -> usize {
+        self.targets.len()
+    }
+
+    /// The request for the `i`-th target (modulo their number).
+    pub fn request(&self, i: usize) -> anyhow::Result<Request<Body>> {
+        let target = self
+            .targets
+            .get(i % self.targets.len().max(1))
+            .context("no targets")?;
+        let mut req = target.request();
+        if let Some(signer) = &self.signer {
+            signer.sign(&mut req, None)?;
+        }
+        Ok(req)
+    }
+}
+
+impl Workload for Targets {
     fn ops(&self) -> &[&'static str] {
         &["get"]
     }
 
-    fn next(&self, _task: &mut Task) -> Job {
+    fn next(&self, task: &mut Task) -> Job {
+        let i = match &self.pick {
+            Pick::Random => task.rng.below(self.targets.len()),
+            Pick::InTurn(next) => next.fetch_add(1, Ordering::Relaxed),
+        };
         Job {
             op: 0,
-            request: Ok(self.request()),
+            request: self.request(i),
         }
     }
 }
@@ -260,15 +460,15 @@ fn seed(task: usize) -> u64 {
     nanos ^ (task as u64).wrapping_mul(0xA24B_AED4_963E_E407)
 }
 
-/// Runs `concurrency` request loops of `workload` for `duration`.
+/// Runs `concurrency` request loops of `workload` until `limit`.
 pub async fn run(
     client: &LoadClient,
     workload: &Arc<dyn Workload>,
     concurrency: usize,
-    duration: Duration,
+    limit: Limit,
 ) -> Stats {
     let started = Instant::now();
-    let deadline = started + duration;
+    let stop = Arc::new(Stop::new(limit, started));
     let mut tasks = JoinSet::new();
     for index in 0..concurrency {
         let task = Task {
@@ -280,7 +480,7 @@ pub async fn run(
             client.clone(),
             workload.clone(),
             task,
-            deadline,
+            stop.clone(),
         ));
     }
     let mut total = Stats::default();
@@ -341,7 +541,7 @@ async fn request_loop(
     client: LoadClient,
     workload: Arc<dyn Workload>,
     mut task: Task,
-    deadline: Instant,
+    stop: Arc<Stop>,
 ) -> Stats {
     let names = workload.ops();
     let ops = if names.len() > 1 {
@@ -366,7 +566,7 @@ async fn request_loop(
         ops,
         names,
     };
-    while Instant::now() < deadline {
+    while stop.take() {
         let job = workload.next(&mut task);
         task.sent += 1;
         let req = match job.request {
@@ -416,6 +616,42 @@ mod tests {
         }
         assert!(seen.iter().all(|&n| n > 1500), "{seen:?}");
         assert_eq!(rng.below(0), 0);
+    }
+
+    #[test]
+    fn a_request_limit_is_shared_and_exact() {
+        let stop = Stop::new(Limit::Requests(3), Instant::now());
+        let taken = (0..10).filter(|_| stop.take()).count();
+        assert_eq!(taken, 3);
+        let stop = Stop::new(Limit::For(Duration::ZERO), Instant::now());
+        assert!(!stop.take());
+    }
+
+    #[test]
+    fn signed_requests_verify_like_the_gateway_s() {
+        let secret = [7u8; 32];
+        let signer = Signer::new(&secret, "127.0.0.1".parse().unwrap(), "t").unwrap();
+        let targets = Targets::one(Target::new("http://w/api/v1/patients/1?x=2", &[]).unwrap())
+            .signed(Arc::new(signer));
+        let req = targets.request(0).unwrap();
+        let header = |n: &str| req.headers().get(n).unwrap().to_str().unwrap().to_owned();
+        let forwarded = Forwarded {
+            timestamp: header(internal::HEADER_TIMESTAMP).parse().unwrap(),
+            request_id: &header(internal::HEADER_REQUEST_ID),
+            client_ip: header(internal::HEADER_CLIENT_IP).parse().unwrap(),
+            method: "GET",
+            path_and_query: "/api/v1/patients/1?x=2",
+        };
+        let key = InternalKey::new(&secret).unwrap();
+        let now = common::token::now_secs();
+        assert!(key
+            .verify(&forwarded, &header(internal::HEADER_SIGNATURE), now)
+            .is_ok());
+        let again = targets.request(0).unwrap();
+        assert_ne!(
+            again.headers().get(internal::HEADER_REQUEST_ID),
+            req.headers().get(internal::HEADER_REQUEST_ID)
+        );
     }
 
     #[test]

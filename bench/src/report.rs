@@ -1,13 +1,14 @@
-//! The printed report: the machine and settings, one table row per scenario (all
-//! rounds together, plus each round's throughput), each scenario's throughput as a
-//! ratio of the baseline (the read scenario against its goal), the mixed scenario
-//! by operation, errors in detail, and where the time goes: CPU per request by
-//! component for every scenario, and the read's latency as its services measure it.
+//! The printed report: the machine and settings; ONE summary table with every
+//! figure as a ratio of its in-run reference and its goal; then the details: each
+//! throughput run (all rounds together, plus each round's throughput), the mixed
+//! scenario by operation, errors, CPU per request by component for every run, the
+//! read's latency as its services measure it, and each figure's notes (setup
+//! times, statements by origin, memory before and after).
 
 use crate::breakdown::Snapshot;
 use crate::cpu::{self, Usage};
 use crate::load::Stats;
-use crate::settings::{Settings, GOAL_RATIO};
+use crate::settings::{Figure, Settings};
 use std::io::{self, Write};
 
 /// One scenario's results over all rounds.
@@ -23,6 +24,13 @@ pub struct Row {
     pub rounds: Vec<f64>,
     /// CPU used during the measured runs.
     pub cpu: Usage,
+    /// The services' own measurements over the measured runs (`None` when a
+    /// scrape failed or the run does not go through the services).
+    pub service: Option<Snapshot>,
+    /// New sessions the regional PostgreSQL server counted during the measured
+    /// runs (`None` when it could not be read).
+    pub sessions: Option<i64>,
+    observed: bool,
 }
 
 impl Row {
@@ -34,6 +42,28 @@ impl Row {
             total: Stats::default(),
             rounds: Vec::new(),
             cpu: Usage::default(),
+            service: None,
+            sessions: None,
+            observed: true,
+        }
+    }
+
+    /// Adds what the services and the regional server measured during one run;
+    /// one missing reading makes the whole row's unknown.
+    pub fn observe(&mut self, service: Option<Snapshot>, sessions: Option<i64>) {
+        if !self.observed {
+            return;
+        }
+        match (service, sessions) {
+            (Some(s), Some(n)) => {
+                self.service = Some(self.service.map_or(s, |acc| acc.plus(s)));
+                self.sessions = Some(self.sessions.unwrap_or(0) + n);
+            }
+            _ => {
+                self.observed = false;
+                self.service = None;
+                self.sessions = None;
+            }
         }
     }
 
@@ -72,7 +102,7 @@ fn row(out: &mut impl Write, row: &mut Row) -> io::Result<()> {
     let p99 = ms(row.total.percentile_ms(99.0));
     writeln!(
         out,
-        "{:<38} {:<10.1} {:<8} {:<8} {:<8} {}",
+        "{:<46} {:<10.1} {:<8} {:<8} {:<8} {}",
         row.name,
         row.total.rps(),
         p50,
@@ -104,7 +134,7 @@ fn errors(out: &mut impl Write, row: &Row) -> io::Result<()> {
 fn group_rank(name: &str) -> (u8, &str) {
     let rank = match name {
         "load generator" => 0,
-        "baseline server" => 1,
+        "baseline server" | "bare proxy" => 1,
         "gateway" => 2,
         "worker" => 3,
         n if n.starts_with("postgres central") => 5,
@@ -194,37 +224,207 @@ fn operations(out: &mut impl Write, row: &mut Row) -> io::Result<()> {
     Ok(())
 }
 
-/// Everything measured in one bench run.
-#[derive(Debug)]
-pub struct Results {
-    pub baseline: Row,
-    /// The single-read scenario, when run.
-    pub read: Option<Row>,
-    /// The mixed scenario, when run.
-    pub mixed: Option<Row>,
-    /// The read scenario's service metrics, when run and scraped.
-    pub breakdown: Option<Snapshot>,
+/// One line of the summary table: a figure, its in-run reference, their ratio
+/// and the goal.
+#[derive(Clone, Debug)]
+pub struct Line {
+    pub figure: Figure,
+    pub what: String,
+    pub value: String,
+    pub reference: String,
+    pub ratio: Option<f64>,
+    /// The goal as text, and whether this run met it.
+    pub goal: Option<(String, bool)>,
 }
 
-fn ratio(out: &mut impl Write, base: f64, row: &Row, goal: Option<f64>) -> io::Result<()> {
-    let name = row.label;
-    if base <= 0.0 {
-        return writeln!(
-            out,
-            "ratio {name}/baseline: - (the baseline served nothing)"
-        );
-    }
-    let ratio = row.total.rps() / base;
-    match goal {
-        Some(goal) => {
-            let verdict = if ratio >= goal { "met" } else { "missed" };
-            writeln!(
-                out,
-                "ratio {name}/baseline: {ratio:.2} (goal >= {goal:.2}: {verdict})"
-            )
+impl Line {
+    pub fn new(
+        figure: Figure,
+        what: impl Into<String>,
+        value: impl Into<String>,
+        reference: impl Into<String>,
+        ratio: Option<f64>,
+    ) -> Self {
+        Self {
+            figure,
+            what: what.into(),
+            value: value.into(),
+            reference: reference.into(),
+            ratio,
+            goal: None,
         }
-        None => writeln!(out, "ratio {name}/baseline: {ratio:.2}"),
     }
+
+    /// The ratio must be at least `min` (and `also` must hold).
+    pub fn at_least(mut self, min: f64, also: Option<(&str, bool)>) -> Self {
+        let ok = self.ratio.is_some_and(|r| r >= min);
+        self.goal = Some(match also {
+            Some((text, holds)) => (format!(">= {min:.2}, {text}"), ok && holds),
+            None => (format!(">= {min:.2}"), ok),
+        });
+        self
+    }
+
+    /// The ratio must be at most `max`.
+    pub fn at_most(mut self, max: f64) -> Self {
+        let ok = self.ratio.is_some_and(|r| r <= max);
+        self.goal = Some((format!("<= {max:.2}"), ok));
+        self
+    }
+
+    /// The ratio must be zero.
+    pub fn zero(mut self) -> Self {
+        let ok = self.ratio.is_some_and(|r| r == 0.0);
+        self.goal = Some(("= 0".into(), ok));
+        self
+    }
+}
+
+/// What kept the machine busy over `wall`, in cores, by group (largest first,
+/// groups under 0.01 core left out).
+pub fn busy(usage: &Usage, wall: std::time::Duration) -> String {
+    let secs = wall.as_secs_f64().max(f64::EPSILON);
+    let mut groups: Vec<(&str, f64)> = usage
+        .ticks
+        .iter()
+        .map(|(g, t)| (g.as_str(), *t as f64 / cpu::ticks_per_sec() / secs))
+        .filter(|(_, cores)| *cores >= 0.01)
+        .collect();
+    groups.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let parts: Vec<String> = groups
+        .iter()
+        .map(|(g, cores)| format!("{g} {cores:.2}"))
+        .collect();
+    if parts.is_empty() {
+        "nothing".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// `ratio` of `value` to `reference`, if the reference is not zero.
+pub fn ratio(value: f64, reference: f64) -> Option<f64> {
+    (reference > 0.0 && value.is_finite()).then(|| value / reference)
+}
+
+/// A number with thin groups of three digits (`14 906`), `decimals` after the point.
+pub fn num(v: f64, decimals: usize) -> String {
+    let text = format!("{:.*}", decimals, v.abs());
+    let (int, frac) = text.split_once('.').unwrap_or((&text, ""));
+    let mut grouped = String::new();
+    for (i, c) in int.chars().enumerate() {
+        if i > 0 && (int.len() - i) % 3 == 0 {
+            grouped.push(' ');
+        }
+        grouped.push(c);
+    }
+    let sign = if v < 0.0 && text.chars().any(|c| c.is_ascii_digit() && c != '0') {
+        "-"
+    } else {
+        ""
+    };
+    if frac.is_empty() {
+        format!("{sign}{grouped}")
+    } else {
+        format!("{sign}{grouped}.{frac}")
+    }
+}
+
+/// Bytes as MiB with one decimal.
+pub fn mib(bytes: f64) -> String {
+    format!("{} MiB", num(bytes / 1_048_576.0, 1))
+}
+
+fn ratio_cell(r: Option<f64>) -> String {
+    match r {
+        None => "-".into(),
+        Some(r) if r != 0.0 && r.abs() < 0.01 => format!("{r:.4}"),
+        Some(r) => format!("{r:.2}"),
+    }
+}
+
+/// Everything measured in one bench run.
+#[derive(Debug, Default)]
+pub struct Results {
+    /// Throughput runs, the baseline first.
+    pub rows: Vec<Row>,
+    /// The summary table.
+    pub lines: Vec<Line>,
+    /// Details of the figures, printed after the tables.
+    pub notes: Vec<String>,
+}
+
+/// Where a request's time goes, per run, as the services measure it, and how
+/// many clinic connections had to be made for it.
+fn service_table(out: &mut impl Write, rows: &[Row]) -> io::Result<()> {
+    let observed: Vec<&Row> = rows.iter().filter(|r| r.service.is_some()).collect();
+    if observed.is_empty() {
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "per measured request (means; ms unless said): seen by the load generator, the gateway's proxied request (incl. worker hop), the worker's patient read, its clinic-connection wait; pool evictions and new regional PostgreSQL sessions per request:"
+    )?;
+    writeln!(
+        out,
+        "  {:<46} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10}",
+        "", "client", "gateway", "worker", "pool wait", "evictions", "sessions"
+    )?;
+    for r in observed {
+        let Some(b) = r.service else { continue };
+        let requests = (r.total.ok + r.total.errors).max(1) as f64;
+        let cell = |h: crate::breakdown::Histo| ms(h.mean_ms());
+        writeln!(
+            out,
+            "  {:<46} {:>9} {:>9} {:>9} {:>9} {:>10.3} {:>10}",
+            r.name,
+            ms(r.total.mean_ms()),
+            cell(b.gateway_proxy),
+            cell(b.worker_read),
+            cell(b.pool_acquire),
+            b.evictions / requests,
+            r.sessions
+                .map_or_else(|| "-".into(), |n| format!("{:.3}", n as f64 / requests)),
+        )?;
+    }
+    Ok(())
+}
+
+fn summary(out: &mut impl Write, lines: &[Line]) -> io::Result<()> {
+    let width = |cell: fn(&Line) -> &str, title: &str| {
+        lines
+            .iter()
+            .map(|l| cell(l).chars().count())
+            .chain([title.len()])
+            .max()
+            .unwrap_or(0)
+    };
+    let figure = width(|l| l.figure.name(), "figure");
+    let what = width(|l| &l.what, "measured");
+    let value = width(|l| &l.value, "value");
+    let reference = width(|l| &l.reference, "in-run reference");
+    writeln!(
+        out,
+        "{:<figure$}  {:<what$}  {:<value$}  {:<reference$}  {:>7}  goal",
+        "figure", "measured", "value", "in-run reference", "ratio"
+    )?;
+    for l in lines {
+        let goal = match &l.goal {
+            Some((text, true)) => format!("{text}: met"),
+            Some((text, false)) => format!("{text}: MISSED"),
+            None => "-".into(),
+        };
+        writeln!(
+            out,
+            "{:<figure$}  {:<what$}  {:<value$}  {:<reference$}  {:>7}  {goal}",
+            l.figure.name(),
+            l.what,
+            l.value,
+            l.reference,
+            ratio_cell(l.ratio)
+        )?;
+    }
+    Ok(())
 }
 
 /// Prints the whole report.
@@ -234,13 +434,17 @@ pub fn print(
     nproc: usize,
     results: &mut Results,
 ) -> io::Result<()> {
+    let figures: Vec<&str> = settings.figures.iter().map(|f| f.name()).collect();
     writeln!(
         out,
-        "machine: {nproc} CPUs (available_parallelism); concurrency {}; {} round(s) x {:.1} s per scenario, {:.1} s warm-up before each; baseline uses {} PostgreSQL connection(s)",
+        "machine: {nproc} CPUs (available_parallelism); figures: {}; concurrency {}; {} round(s) x {:.1} s per throughput run, {:.1} s warm-up before each; max_connections {}, CLINIC_POOL_BUDGET {}; baseline uses {} PostgreSQL connection(s)",
+        figures.join(","),
         settings.concurrency,
         settings.rounds,
         settings.duration.as_secs_f64(),
         settings.warmup.as_secs_f64(),
+        settings.max_connections,
+        settings.pool_budget,
         settings.pg_conns,
     )?;
     if !settings.service_env.is_empty() {
@@ -251,71 +455,55 @@ pub fn print(
             .collect();
         writeln!(out, "service environment: {}", env.join(" "))?;
     }
+    writeln!(out)?;
+    summary(out, &results.lines)?;
+    writeln!(out)?;
+
     writeln!(
         out,
-        "{:<38} {:<10} {:<8} {:<8} {:<8} req/s per round",
-        "scenario", "req/s", "p50 ms", "p99 ms", "errors"
+        "{:<46} {:<10} {:<8} {:<8} {:<8} req/s per round",
+        "throughput run", "req/s", "p50 ms", "p99 ms", "errors"
     )?;
-    row(out, &mut results.baseline)?;
-    for r in [&mut results.read, &mut results.mixed]
-        .into_iter()
-        .flatten()
-    {
+    for r in &mut results.rows {
         row(out, r)?;
     }
-    let base = results.baseline.total.rps();
-    if let Some(read) = &results.read {
-        ratio(out, base, read, Some(GOAL_RATIO))?;
+    for r in &mut results.rows {
+        operations(out, r)?;
     }
-    if let Some(mixed) = &results.mixed {
-        ratio(out, base, mixed, None)?;
-    }
-    if let Some(mixed) = &mut results.mixed {
-        operations(out, mixed)?;
-    }
-    errors(out, &results.baseline)?;
-    for r in [&results.read, &results.mixed].into_iter().flatten() {
+    for r in &results.rows {
         errors(out, r)?;
     }
-    let rows: Vec<&Row> = std::iter::once(&results.baseline)
-        .chain(results.read.iter())
-        .chain(results.mixed.iter())
-        .collect();
+    let rows: Vec<&Row> = results.rows.iter().collect();
     cpu_table(out, &rows)?;
 
-    let Some(read) = &results.read else {
-        return Ok(());
-    };
-    writeln!(out, "read scenario time, mean per measured request:")?;
-    writeln!(
-        out,
-        "  {:<46} {:>8} ms",
-        "seen by the load generator",
-        ms(read.total.mean_ms())
-    )?;
-    match results.breakdown {
-        Some(b) => {
-            let lines = [
-                (
-                    "gateway: proxied request (incl. worker hop)",
-                    b.gateway_proxy,
-                ),
-                (
-                    "worker: patient read (checks, pool, audited SQL)",
-                    b.worker_read,
-                ),
-                ("worker: clinic pool acquire", b.pool_acquire),
-            ];
-            for (label, h) in lines {
-                writeln!(
-                    out,
-                    "  {label:<46} {:>8} ms  ({} samples)",
-                    ms(h.mean_ms()),
-                    h.count
-                )?;
-            }
+    service_table(out, &results.rows)?;
+    if !results.notes.is_empty() {
+        writeln!(out, "notes:")?;
+        for note in &results.notes {
+            writeln!(out, "  {note}")?;
         }
-        None => writeln!(out, "  (service metrics could not be scraped)")?,
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_thousands_and_judges_goals() {
+        assert_eq!(num(14906.4, 0), "14 906");
+        assert_eq!(num(1234567.891, 2), "1 234 567.89");
+        assert_eq!(num(-1500.0, 0), "-1 500");
+        assert_eq!(num(12.0, 1), "12.0");
+        let l = Line::new(Figure::Read, "r", "1", "2", ratio(1.0, 2.0)).at_least(0.5, None);
+        assert_eq!(l.goal.map(|g| g.1), Some(true));
+        let l = Line::new(Figure::Budget, "b", "1", "2", ratio(1.0, 2.0))
+            .at_least(0.5, Some(("0 errors", false)));
+        assert_eq!(l.goal.map(|g| g.1), Some(false));
+        let l = Line::new(Figure::Placement, "p", "0", "10", ratio(0.0, 10.0)).zero();
+        assert_eq!(l.goal.map(|g| g.1), Some(true));
+        assert_eq!(ratio(1.0, 0.0), None);
+        assert_eq!(ratio_cell(Some(0.0001)), "0.0001");
+    }
 }

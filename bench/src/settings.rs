@@ -1,40 +1,82 @@
 //! The bench's settings, read once from the environment.
 //!
-//! | variable            | default   | meaning                                          |
-//! |---------------------|-----------|--------------------------------------------------|
-//! | `BENCH_SECS`        | 5         | measured seconds per round and scenario          |
-//! | `BENCH_ROUNDS`      | 2         | rounds; each round runs the baseline, then each scenario |
-//! | `BENCH_SCENARIOS`   | `read,mixed` | the scenarios measured besides the baseline (`read`, `mixed`) |
-//! | `BENCH_CLINICS`     | 4         | clinics of the mixed scenario                    |
-//! | `BENCH_PATIENTS`    | 50        | patients seeded per clinic of the mixed scenario |
-//! | `BENCH_CONCURRENCY` | 32        | concurrent request loops (and connections)       |
-//! | `BENCH_WARMUP_SECS` | 1         | unmeasured load before every measured run        |
-//! | `BENCH_PG_CONNS`    | 4         | the baseline's PostgreSQL connections            |
-//! | `BENCH_REGIONS`     | `eu-west` | comma-separated regions of the stack             |
-//! | `BENCH_SERVICE_ENV` | (none)    | `K=V,K=V` extra environment for gateway and workers, e.g. `CLINIC_POOL_MAX=32` |
+//! | variable                  | default   | meaning                                          |
+//! |---------------------------|-----------|--------------------------------------------------|
+//! | `BENCH_ONLY`              | all       | comma-separated figures to measure: `read`, `mixed`, `budget`, `placement`, `provisioning`, `gateway`, `memory` (`BENCH_SCENARIOS` is an older name for it) |
+//! | `BENCH_SECS`              | 5         | measured seconds per round and throughput run    |
+//! | `BENCH_ROUNDS`            | 2         | rounds; each round runs the baseline, then each throughput run |
+//! | `BENCH_CONCURRENCY`       | 32        | concurrent request loops (and connections)       |
+//! | `BENCH_WARMUP_SECS`       | 1         | unmeasured load before every measured run        |
+//! | `BENCH_PG_CONNS`          | 4         | the baseline's PostgreSQL connections            |
+//! | `BENCH_CLINICS`           | 4         | clinics of the mixed scenario                    |
+//! | `BENCH_PATIENTS`          | 50        | patients seeded per clinic of the mixed scenario |
+//! | `BENCH_BUDGET_CLINICS`    | 1000      | clinics of the connection-budget figure          |
+//! | `BENCH_MAX_CONNECTIONS`   | 100       | `max_connections` of every PostgreSQL server     |
+//! | `BENCH_POOL_BUDGET`       | 80        | the worker's `CLINIC_POOL_BUDGET`                |
+//! | `BENCH_SETUP_CONCURRENCY` | 8         | registrations and first writes in flight while setting up many clinics |
+//! | `BENCH_IDLE_SECS`         | `BENCH_SECS` | seconds the machine is watched with no load after the budget runs |
+//! | `BENCH_PLACEMENT_REQUESTS`| 10000     | warm requests of the placement-cache figure      |
+//! | `BENCH_PROVISION_CLINICS` | 20        | clinics timed from registration to first patient |
+//! | `BENCH_CACHED_PLACEMENTS` | 100000    | placements put in the gateway cache for the memory figure |
+//! | `BENCH_REGIONS`           | `eu-west` | comma-separated regions of the stack             |
+//! | `BENCH_SERVICE_ENV`       | (none)    | `K=V,K=V` extra environment for gateway and workers, e.g. `CLINIC_POOL_MAX=32` |
 
 use anyhow::{bail, Context};
 use std::time::Duration;
 
-/// The throughput ratio product/baseline the product aims for (read scenario).
-pub const GOAL_RATIO: f64 = 0.5;
-
-/// A scenario measured against the baseline.
+/// One figure the bench can measure; `BENCH_ONLY` picks a subset.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Scenario {
-    /// One authenticated patient read, again and again.
+pub enum Figure {
+    /// One authenticated patient read, again and again, against the bare baseline.
     Read,
     /// A weighted mix of clinic reads and writes over several clinics.
     Mixed,
+    /// Reads spread over many clinics on one server with few connections.
+    Budget,
+    /// Central-database statements per warm request.
+    Placement,
+    /// Registration to first patient against a bare `CREATE DATABASE … TEMPLATE`.
+    Provisioning,
+    /// The read through the gateway, straight to the worker, and through a bare proxy.
+    Gateway,
+    /// Gateway memory per cached placement, worker memory per clinic pool.
+    Memory,
 }
 
-impl Scenario {
-    fn parse(name: &str) -> anyhow::Result<Self> {
-        match name {
-            "read" => Ok(Self::Read),
-            "mixed" => Ok(Self::Mixed),
-            other => bail!("BENCH_SCENARIOS: unknown scenario `{other}` (known: read, mixed)"),
+impl Figure {
+    pub const ALL: [Figure; 7] = [
+        Figure::Read,
+        Figure::Mixed,
+        Figure::Budget,
+        Figure::Placement,
+        Figure::Provisioning,
+        Figure::Gateway,
+        Figure::Memory,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Figure::Read => "read",
+            Figure::Mixed => "mixed",
+            Figure::Budget => "budget",
+            Figure::Placement => "placement",
+            Figure::Provisioning => "provisioning",
+            Figure::Gateway => "gateway",
+            Figure::Memory => "memory",
         }
+    }
+
+    fn parse(name: &str) -> anyhow::Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|f| f.name() == name)
+            .with_context(|| {
+                let known: Vec<&str> = Self::ALL.iter().map(|f| f.name()).collect();
+                format!(
+                    "BENCH_ONLY: unknown figure `{name}` (known: {})",
+                    known.join(", ")
+                )
+            })
     }
 }
 
@@ -46,12 +88,28 @@ pub struct Settings {
     pub warmup: Duration,
     pub pg_conns: usize,
     pub regions: Vec<String>,
-    /// The scenarios to measure, in order, without duplicates.
-    pub scenarios: Vec<Scenario>,
+    /// The figures to measure, in the order of [`Figure::ALL`].
+    pub figures: Vec<Figure>,
     /// Clinics of the mixed scenario.
     pub clinics: usize,
     /// Patients seeded per clinic of the mixed scenario.
     pub patients: usize,
+    /// Clinics of the connection-budget figure.
+    pub budget_clinics: usize,
+    /// `max_connections` of every PostgreSQL server of the stack.
+    pub max_connections: u32,
+    /// The worker's `CLINIC_POOL_BUDGET`.
+    pub pool_budget: usize,
+    /// Registrations and first writes in flight while setting up many clinics.
+    pub setup_concurrency: usize,
+    /// How long the machine is watched with no load after the budget runs.
+    pub idle: Duration,
+    /// Warm requests of the placement figure.
+    pub placement_requests: u64,
+    /// Clinics timed from registration to first patient.
+    pub provision_clinics: usize,
+    /// Placements put in the gateway's cache for the memory figure.
+    pub cached_placements: usize,
     /// Extra environment for the services (`BENCH_SERVICE_ENV`).
     pub service_env: Vec<(String, String)>,
 }
@@ -74,6 +132,19 @@ where
         Some(v) => v.parse().with_context(|| format!("{name}={v}")),
         None => Ok(default),
     }
+}
+
+/// A whole number within `min..=max`.
+fn bounded<T>(name: &str, default: T, min: T, max: T) -> anyhow::Result<T>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    let v = parsed(name, default)?;
+    if v < min || v > max {
+        bail!("{name}={v}: must be between {min} and {max}");
+    }
+    Ok(v)
 }
 
 fn seconds(name: &str, default: f64, min: f64) -> anyhow::Result<Duration> {
@@ -99,30 +170,34 @@ fn pairs(name: &str) -> anyhow::Result<Vec<(String, String)>> {
         .collect()
 }
 
-/// `BENCH_SCENARIOS`: comma-separated scenario names, `read,mixed` by default.
-fn scenarios() -> anyhow::Result<Vec<Scenario>> {
-    let raw = var("BENCH_SCENARIOS")?.unwrap_or_else(|| "read,mixed".into());
-    let mut out = Vec::new();
+/// `BENCH_ONLY` (or its older name `BENCH_SCENARIOS`): comma-separated figure
+/// names; every figure when unset.
+fn figures() -> anyhow::Result<Vec<Figure>> {
+    let Some(raw) = var("BENCH_ONLY")?.or(var("BENCH_SCENARIOS")?) else {
+        return Ok(Figure::ALL.to_vec());
+    };
+    let mut chosen = Vec::new();
     for name in raw.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-        let scenario = Scenario::parse(name)?;
-        if !out.contains(&scenario) {
-            out.push(scenario);
-        }
+        chosen.push(Figure::parse(name)?);
     }
-    if out.is_empty() {
-        bail!("BENCH_SCENARIOS names no scenario (known: read, mixed)");
+    if chosen.is_empty() {
+        bail!("BENCH_ONLY names no figure");
     }
-    Ok(out)
+    Ok(Figure::ALL
+        .into_iter()
+        .filter(|f| chosen.contains(f))
+        .collect())
 }
 
 impl Settings {
     pub fn from_env() -> anyhow::Result<Self> {
+        let duration = seconds("BENCH_SECS", 5.0, 0.1)?;
         let settings = Self {
-            duration: seconds("BENCH_SECS", 5.0, 0.1)?,
-            rounds: parsed("BENCH_ROUNDS", 2)?,
-            concurrency: parsed("BENCH_CONCURRENCY", 32)?,
+            duration,
+            rounds: bounded("BENCH_ROUNDS", 2, 1, 100)?,
+            concurrency: bounded("BENCH_CONCURRENCY", 32, 1, 4096)?,
             warmup: seconds("BENCH_WARMUP_SECS", 1.0, 0.0)?,
-            pg_conns: parsed("BENCH_PG_CONNS", 4)?,
+            pg_conns: bounded("BENCH_PG_CONNS", 4, 1, 64)?,
             regions: var("BENCH_REGIONS")?
                 .unwrap_or_else(|| "eu-west".into())
                 .split(',')
@@ -130,23 +205,39 @@ impl Settings {
                 .filter(|r| !r.is_empty())
                 .map(str::to_owned)
                 .collect(),
-            scenarios: scenarios()?,
-            clinics: parsed("BENCH_CLINICS", 4)?,
-            patients: parsed("BENCH_PATIENTS", 50)?,
+            figures: figures()?,
+            clinics: bounded("BENCH_CLINICS", 4, 1, 100)?,
+            patients: bounded("BENCH_PATIENTS", 50, 1, 10_000)?,
+            budget_clinics: bounded("BENCH_BUDGET_CLINICS", 1000, 1, 20_000)?,
+            max_connections: bounded("BENCH_MAX_CONNECTIONS", 100, 20, 10_000)?,
+            pool_budget: bounded("BENCH_POOL_BUDGET", 80, 1, 10_000)?,
+            setup_concurrency: bounded("BENCH_SETUP_CONCURRENCY", 8, 1, 256)?,
+            idle: seconds("BENCH_IDLE_SECS", duration.as_secs_f64(), 0.1)?,
+            placement_requests: bounded("BENCH_PLACEMENT_REQUESTS", 10_000, 1, 10_000_000)?,
+            provision_clinics: bounded("BENCH_PROVISION_CLINICS", 20, 1, 1000)?,
+            cached_placements: bounded("BENCH_CACHED_PLACEMENTS", 100_000, 1, 10_000_000)?,
             service_env: pairs("BENCH_SERVICE_ENV")?,
         };
-        if settings.rounds == 0 || settings.concurrency == 0 || settings.pg_conns == 0 {
-            bail!("BENCH_ROUNDS, BENCH_CONCURRENCY and BENCH_PG_CONNS must be at least 1");
-        }
-        if settings.clinics == 0 || settings.clinics > 100 {
-            bail!("BENCH_CLINICS must be between 1 and 100");
-        }
-        if settings.patients == 0 || settings.patients > 10_000 {
-            bail!("BENCH_PATIENTS must be between 1 and 10000");
-        }
         if settings.regions.is_empty() {
             bail!("BENCH_REGIONS names no region");
         }
         Ok(settings)
+    }
+
+    pub fn has(&self, figure: Figure) -> bool {
+        self.figures.contains(&figure)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn figure_names_round_trip() {
+        for f in Figure::ALL {
+            assert_eq!(Figure::parse(f.name()).ok(), Some(f));
+        }
+        assert!(Figure::parse("nope").is_err());
     }
 }

@@ -1,9 +1,14 @@
 //! The product under test: a fresh stack in its own temp dir (removed afterwards),
-//! the clinic, access token and patient that the baseline and the read scenario
-//! read, and the helpers that register clinics and create rows through the gateway.
+//! with `max_connections` and the worker's connection budget from the settings and
+//! `pg_stat_statements` loaded (counted on the central server only); the clinic,
+//! access token and patient that the baseline and the read scenario read; and the
+//! helpers that register clinics, log in, forge access tokens with the stack's own
+//! token service, and create rows through the gateway.
 
 use crate::settings::Settings;
 use anyhow::{bail, Context};
+use common::token::{Role, TokenService};
+use common::{ClinicId, UserId};
 use devstack::{Http, Stack, StackOptions};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -55,11 +60,50 @@ pub fn start(settings: &Settings) -> anyhow::Result<Product> {
         fast_unsafe: false,
         log_level: "warn".into(),
         regions: settings.regions.clone(),
-        extra_env: settings.service_env.clone(),
+        max_connections: settings.max_connections,
+        // The bench's budget first: `BENCH_SERVICE_ENV` may override it.
+        extra_env: std::iter::once((
+            "CLINIC_POOL_BUDGET".to_owned(),
+            settings.pool_budget.to_string(),
+        ))
+        .chain(settings.service_env.iter().cloned())
+        .collect(),
+        server_conf: vec![(
+            "shared_preload_libraries".into(),
+            "pg_stat_statements".into(),
+        )],
         ..StackOptions::new(exe, dir.path().to_owned())
     };
     let stack = Stack::start(options).context("starting the stack")?;
     Ok(Product { stack, dir })
+}
+
+/// Statement statistics on the central server (where the placement figure counts),
+/// none on the regional servers (their load is the measured one).
+pub async fn statement_stats(stack: &Stack) -> anyhow::Result<()> {
+    let central = stack
+        .central
+        .connect(devstack::stack::CENTRAL_DB)
+        .await
+        .context("connecting to the central database")?;
+    central
+        .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        .await
+        .context("loading pg_stat_statements on the central server")?;
+    for region in &stack.regions {
+        let server = region.server.connect("postgres").await?;
+        // ALTER SYSTEM refuses to run in the implicit transaction of a batch.
+        for sql in [
+            "ALTER SYSTEM SET pg_stat_statements.track = 'none'",
+            "SELECT pg_reload_conf()",
+        ] {
+            server
+                .batch_execute(sql)
+                .await
+                .with_context(|| format!("turning statement statistics off in {}", region.name))?;
+        }
+    }
+    Ok(())
 }
 
 /// What the scenarios read: one patient of one clinic, and a token to read it with.
@@ -93,45 +137,82 @@ pub struct Account {
     pub token: String,
 }
 
-/// Registers a clinic named after `label` and logs its administrator in, through
-/// the gateway.
-pub async fn register(http: &Http, label: &str) -> anyhow::Result<Account> {
+/// What registration answers, and the administrator's credentials.
+#[derive(Clone, Debug)]
+pub struct Registration {
+    pub clinic_id: Uuid,
+    pub user_id: Uuid,
+    pub region: String,
+    pub email: String,
+    pub password: String,
+}
+
+impl Registration {
+    /// An access token for the clinic's administrator, issued by the stack's own
+    /// token service exactly as a login would (no password check, no argon2).
+    pub fn forge(&self, tokens: &TokenService) -> anyhow::Result<Account> {
+        let (token, _) = tokens.issue(
+            UserId::from_uuid(self.user_id),
+            ClinicId::from_uuid(self.clinic_id),
+            Role::Admin,
+        )?;
+        Ok(Account {
+            clinic_id: self.clinic_id,
+            region: self.region.clone(),
+            token,
+        })
+    }
+}
+
+/// Registers a clinic named after `label` through the gateway (which provisions it).
+pub async fn register_only(http: &Http, label: &str) -> anyhow::Result<Registration> {
     let tag = Uuid::new_v4().simple().to_string();
     let email = format!("bench-{tag}@clinic.example");
     let password = format!("bench-password-{tag}");
-
+    let body =
+        json!({"clinic_name": format!("{label} {tag}"), "email": email, "password": password});
     let reg = http
-        .post(
-            "/api/v1/auth/register",
-            None,
-            &json!({"clinic_name": format!("{label} {tag}"), "email": email, "password": password}),
-        )
+        .post("/api/v1/auth/register", None, &body)
         .await
         .context("register")?;
     if reg.status.as_u16() != 201 {
         bail!("register answered {}: {}", reg.status, reg.text());
     }
     let reg = reg.json();
-    let clinic_id: Uuid = field(&reg, "clinic_id", "register")?.parse()?;
-    let region = field(&reg, "region", "register")?.to_owned();
+    Ok(Registration {
+        clinic_id: field(&reg, "clinic_id", "register")?.parse()?,
+        user_id: field(&reg, "user_id", "register")?.parse()?,
+        region: field(&reg, "region", "register")?.to_owned(),
+        email,
+        password,
+    })
+}
 
+/// Logs a registered clinic's administrator in through the gateway.
+pub async fn login(http: &Http, reg: &Registration) -> anyhow::Result<Account> {
     let login = http
         .post(
             "/api/v1/auth/login",
             None,
-            &json!({"email": email, "password": password}),
+            &json!({"email": reg.email, "password": reg.password}),
         )
         .await
         .context("login")?;
     if login.status.as_u16() != 200 {
         bail!("login answered {}: {}", login.status, login.text());
     }
-    let token = field(&login.json(), "access_token", "login")?.to_owned();
     Ok(Account {
-        clinic_id,
-        region,
-        token,
+        clinic_id: reg.clinic_id,
+        region: reg.region.clone(),
+        token: field(&login.json(), "access_token", "login")?.to_owned(),
     })
+}
+
+/// Registers a clinic named after `label` and logs its administrator in, through
+/// the gateway.
+pub async fn register(http: &Http, label: &str) -> anyhow::Result<Account> {
+    let reg = register_only(http, label).await?;
+    login(http, &reg).await
 }
 
 /// Sends `body` to `POST path` and expects `expected`; the answer as JSON.
@@ -164,31 +245,33 @@ pub async fn create(
     Ok(field(&created, "id", &path)?.parse()?)
 }
 
+/// The first name of [`ada`].
+pub const FIRST_NAME: &str = "Ada";
+
+/// The patient every single-read scenario reads.
+pub fn ada() -> Value {
+    json!({
+        "first_name": FIRST_NAME,
+        "last_name": "Lovelace",
+        "email": "ada@example.org",
+        "phone": "+44 20 7946 0000",
+        "birth_date": "1985-12-10",
+        "ssn": "2 85 12 75 123 456 78",
+    })
+}
+
 /// Registers a clinic, logs in and creates a patient, all through the gateway.
 pub async fn seed(gateway_url: &str) -> anyhow::Result<Fixture> {
     let http = Http::new(gateway_url);
     let account = register(&http, "Bench Clinic").await?;
-    let first_name = "Ada";
-    let patient_id = create(
-        &http,
-        &account.token,
-        "patients",
-        &json!({
-            "first_name": first_name,
-            "last_name": "Lovelace",
-            "email": "ada@example.org",
-            "phone": "+44 20 7946 0000",
-            "birth_date": "1985-12-10",
-            "ssn": "2 85 12 75 123 456 78",
-        }),
-    )
-    .await
-    .context("create patient")?;
+    let patient_id = create(&http, &account.token, "patients", &ada())
+        .await
+        .context("create patient")?;
     Ok(Fixture {
         clinic_id: account.clinic_id,
         region: account.region,
         token: account.token,
         patient_id,
-        first_name: first_name.to_owned(),
+        first_name: FIRST_NAME.to_owned(),
     })
 }

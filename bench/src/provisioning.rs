@@ -1,0 +1,168 @@
+//! The provisioning figure: how long a new clinic waits from sending its
+//! registration to its first patient being created — register (argon2, central
+//! transaction, the worker's role, `CREATE DATABASE … TEMPLATE`, grants, data key),
+//! login (argon2 again), first `POST /api/v1/patients` (the clinic pool opens) —
+//! against a bare `CREATE DATABASE … TEMPLATE` of the same template on the same
+//! server over an open superuser connection, alternating the two (which goes
+//! first switches every time), p50 of each. The bare clones are dropped only
+//! after the last sample, as the clinics' databases are kept.
+
+use crate::breakdown;
+use crate::load::LoadClient;
+use crate::report::{self, Line};
+use crate::settings::Figure;
+use crate::setup::{self, Account};
+use anyhow::Context;
+use common::metric_names as m;
+use devstack::{Http, Stack};
+use migrations::{ident, CLINIC_TEMPLATE_DB};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// One provisioned clinic: its administrator and its first patient.
+pub struct Provisioned {
+    pub account: Account,
+    pub patient: Uuid,
+}
+
+/// The figure's lines and notes, and the clinics it made.
+pub struct Outcome {
+    pub lines: Vec<Line>,
+    pub notes: Vec<String>,
+    pub clinics: Vec<Provisioned>,
+}
+
+fn p50(samples: &mut [Duration]) -> Duration {
+    samples.sort_unstable();
+    samples
+        .get(samples.len().saturating_sub(1) / 2)
+        .copied()
+        .unwrap_or_default()
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// The worker's own provisioning histogram (role, clone, grants, data key, status).
+async fn worker_provisioning(
+    client: &LoadClient,
+    stack: &Stack,
+    region: &str,
+) -> anyhow::Result<breakdown::Histo> {
+    let admin = stack
+        .region(region)
+        .with_context(|| format!("no region {region}"))?
+        .worker
+        .admin_addr;
+    let text = breakdown::metrics_text(client, admin).await?;
+    Ok(breakdown::histogram(&text, m::PROVISIONING_DURATION, &[]))
+}
+
+/// Times `count` registrations and as many bare clones in region `region`.
+pub async fn measure(
+    stack: &Stack,
+    client: &LoadClient,
+    region: &str,
+    count: usize,
+) -> anyhow::Result<Outcome> {
+    let http = Http::new(&stack.gateway_url());
+    let server = &stack
+        .region(region)
+        .with_context(|| format!("no region {region}"))?
+        .server;
+    let worker_before = worker_provisioning(client, stack, region).await?;
+    let admin = server
+        .connect("postgres")
+        .await
+        .context("connecting to the regional server")?;
+    let mut totals = Vec::with_capacity(count);
+    let (mut registers, mut logins, mut firsts) = (Vec::new(), Vec::new(), Vec::new());
+    let mut clones = Vec::with_capacity(count);
+    let mut clinics = Vec::with_capacity(count);
+    eprintln!("bench: provisioning {count} clinics, each next to a bare clone…");
+    for i in 0..count {
+        let bare = async {
+            let name = format!("bench_bare_clone_{i}");
+            let started = Instant::now();
+            admin
+                .batch_execute(&format!(
+                    "CREATE DATABASE {} TEMPLATE {}",
+                    ident(&name),
+                    ident(CLINIC_TEMPLATE_DB)
+                ))
+                .await
+                .context("bare CREATE DATABASE … TEMPLATE")?;
+            Ok::<_, anyhow::Error>(started.elapsed())
+        };
+        let product = async {
+            let started = Instant::now();
+            let reg = setup::register_only(&http, &format!("Bench Provisioned Clinic {i}")).await?;
+            let registered = started.elapsed();
+            let account = setup::login(&http, &reg).await?;
+            let logged_in = started.elapsed();
+            let patient = setup::create(&http, &account.token, "patients", &setup::ada()).await?;
+            let total = started.elapsed();
+            registers.push(registered);
+            logins.push(logged_in - registered);
+            firsts.push(total - logged_in);
+            totals.push(total);
+            clinics.push(Provisioned { account, patient });
+            Ok::<_, anyhow::Error>(())
+        };
+        // Alternate which goes first, so neither always runs on a warmer server.
+        if i % 2 == 0 {
+            product.await?;
+            clones.push(bare.await?);
+        } else {
+            clones.push(bare.await?);
+            product.await?;
+        }
+    }
+    let worker = worker_provisioning(client, stack, region)
+        .await?
+        .minus(worker_before);
+    // The clones stay until every sample is taken, like the clinics' databases.
+    for i in 0..count {
+        admin
+            .batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {}",
+                ident(&format!("bench_bare_clone_{i}"))
+            ))
+            .await
+            .context("dropping a bare clone")?;
+    }
+    let total = p50(&mut totals);
+    let clone = p50(&mut clones);
+    let value = format!(
+        "p50 {} ms (register {}, login {}, first patient {})",
+        report::num(ms(total), 0),
+        report::num(ms(p50(&mut registers)), 0),
+        report::num(ms(p50(&mut logins)), 0),
+        report::num(ms(p50(&mut firsts)), 0),
+    );
+    let line = Line::new(
+        Figure::Provisioning,
+        format!("register -> first patient created ({count} clinics)"),
+        value,
+        format!(
+            "bare CREATE DATABASE ... TEMPLATE p50 {} ms",
+            report::num(ms(clone), 0)
+        ),
+        report::ratio(ms(total), ms(clone)),
+    )
+    .at_most(2.0);
+    let max = |v: &[Duration]| v.iter().max().copied().unwrap_or_default();
+    let notes = vec![format!(
+        "provisioning: register -> first patient max {} ms; bare clone max {} ms; the worker's own provisioning (role, clone, grants, data key, status) mean {} ms over {}; each p50 is over {count} samples, the parts' p50s need not add up",
+        report::num(ms(max(&totals)), 0),
+        report::num(ms(max(&clones)), 0),
+        worker.mean_ms().map_or_else(|| "-".into(), |v| report::num(v, 0)),
+        worker.count,
+    )];
+    Ok(Outcome {
+        lines: vec![line],
+        notes,
+        clinics,
+    })
+}
