@@ -93,6 +93,8 @@ where
             }
         }
     }
+    // Back to the pool first, so the shipper finds the connection idle.
+    drop(client);
     state.wake_shipper(caller.clinic);
     result
 }

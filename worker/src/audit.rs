@@ -10,23 +10,22 @@ use crate::registry::Registry;
 use chrono::{DateTime, Utc};
 use common::metric_names as m;
 use common::ClinicId;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 const BATCH: i64 = 500;
-/// Every open clinic is swept this often, in case a wake-up was missed.
+/// Every open clinic is swept this often, in case a wake-up was missed; a sweep
+/// only uses connections that are idle anyway.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
-
-/// Ships every pending outbox row of one clinic. Returns how many were shipped.
-pub async fn ship_clinic(registry: &Registry, clinic: ClinicId) -> Result<u64, WorkerError> {
-    let source = registry.client(clinic).await?;
-    ship_from(registry, clinic, &source).await
-}
+/// A clinic with records to ship waits this long for one of its connections to be
+/// idle before one is opened for shipping alone (under a full connection budget,
+/// that costs another clinic an idle connection).
+const OPEN_AFTER: Duration = Duration::from_secs(10);
 
 /// Ships every pending outbox row of one clinic over `source`, a connection to its
 /// database.
@@ -110,36 +109,33 @@ pub async fn run_shipper(
     mut wake: mpsc::UnboundedReceiver<ClinicId>,
     shutdown: CancellationToken,
 ) {
-    let mut dirty: HashSet<ClinicId> = HashSet::new();
+    // Clinics known to have records to ship, since when.
+    let mut dirty: HashMap<ClinicId, Instant> = HashMap::new();
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
     loop {
+        let mut swept = Vec::new();
         tokio::select! {
             _ = shutdown.cancelled() => break,
             woken = wake.recv() => match woken {
                 Some(clinic) => {
-                    dirty.insert(clinic);
+                    dirty.entry(clinic).or_insert_with(Instant::now);
                     while let Ok(more) = wake.try_recv() {
-                        dirty.insert(more);
+                        dirty.entry(more).or_insert_with(Instant::now);
                     }
                 }
                 None => break,
             },
-            _ = sweep.tick() => dirty.extend(registry.open_clinics()),
+            _ = sweep.tick() => swept = registry.open_clinics(),
+            // Clinics still waiting (no idle connection, or a failure): retry soon.
+            _ = tokio::time::sleep(Duration::from_millis(500)), if !dirty.is_empty() => {}
         }
-        ship_dirty(&registry, &mut dirty).await;
-        if !dirty.is_empty() {
-            // Something failed: retry later rather than spin.
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-            }
-        }
+        ship_dirty(&registry, &mut dirty, &swept, false).await;
     }
     // Ship what is left before the process exits.
     while let Ok(more) = wake.try_recv() {
-        dirty.insert(more);
+        dirty.entry(more).or_insert_with(Instant::now);
     }
-    ship_dirty(&registry, &mut dirty).await;
+    ship_dirty(&registry, &mut dirty, &[], true).await;
 }
 
 /// What a clinic's outbox still holds: rows, and the age of the oldest in seconds.
@@ -167,16 +163,39 @@ fn not_ours(e: &WorkerError) -> bool {
 /// Ships the dirty clinics; those that failed stay dirty. Then sets the backlog
 /// gauges from the failed clinics: their count, and — when their database still
 /// answers — the rows their outboxes hold and the age of the oldest.
-async fn ship_dirty(registry: &Registry, dirty: &mut HashSet<ClinicId>) {
-    let mut failed = HashSet::new();
+async fn ship_dirty(
+    registry: &Registry,
+    dirty: &mut HashMap<ClinicId, Instant>,
+    swept: &[ClinicId],
+    finally: bool,
+) {
+    let mut failed: HashMap<ClinicId, Instant> = HashMap::new();
+    let mut waiting = HashMap::new();
     let (mut rows, mut oldest) = (0i64, 0f64);
-    for clinic in dirty.drain() {
-        let source = match registry.client(clinic).await {
-            Ok(source) => source,
+    let known: Vec<(ClinicId, Option<Instant>)> = dirty
+        .drain()
+        .map(|(c, since)| (c, Some(since)))
+        .chain(swept.iter().map(|c| (*c, None)))
+        .collect();
+    for (clinic, since) in known {
+        if since.is_none() && failed.contains_key(&clinic) {
+            continue;
+        }
+        // Swept clinics only over an idle connection; known ones also open one
+        // once they waited long enough (or the process is stopping).
+        let open = finally || since.is_some_and(|t| t.elapsed() >= OPEN_AFTER);
+        let source = match registry.background_client(clinic, open).await {
+            Ok(Some(source)) => source,
+            Ok(None) => {
+                if let Some(since) = since {
+                    waiting.insert(clinic, since);
+                }
+                continue;
+            }
             Err(e) if not_ours(&e) => continue,
             Err(e) => {
                 tracing::warn!(%clinic, error = %e, "audit shipping failed; will retry");
-                failed.insert(clinic);
+                failed.insert(clinic, since.unwrap_or_else(Instant::now));
                 continue;
             }
         };
@@ -185,7 +204,7 @@ async fn ship_dirty(registry: &Registry, dirty: &mut HashSet<ClinicId>) {
             Err(e) if not_ours(&e) => {}
             Err(e) => {
                 tracing::warn!(%clinic, error = %e, "audit shipping failed; will retry");
-                failed.insert(clinic);
+                failed.insert(clinic, since.unwrap_or_else(Instant::now));
                 if let Some((n, age)) = pending(&source).await {
                     rows += n;
                     oldest = oldest.max(age);
@@ -196,5 +215,6 @@ async fn ship_dirty(registry: &Registry, dirty: &mut HashSet<ClinicId>) {
     metrics::gauge!(m::AUDIT_BACKLOG).set(rows as f64);
     metrics::gauge!(m::AUDIT_BACKLOG_CLINICS).set(failed.len() as f64);
     metrics::gauge!(m::AUDIT_BACKLOG_AGE).set(oldest);
+    dirty.extend(waiting);
     dirty.extend(failed);
 }

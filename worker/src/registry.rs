@@ -260,6 +260,29 @@ impl Registry {
         Ok((result?, entry.keys.clone()))
     }
 
+    /// A connection for background work (audit shipping) that does not count as use
+    /// of the clinic, so quiet pools still close: an idle connection of the clinic's
+    /// open pool if there is one; otherwise, with `open_if_needed`, the pool is opened
+    /// and a connection borrowed within the budget, else `None` (try again later).
+    pub async fn background_client(
+        &self,
+        clinic: ClinicId,
+        open_if_needed: bool,
+    ) -> Result<Option<Object>, WorkerError> {
+        let entry = match self.cached(clinic) {
+            Some(entry) => entry,
+            None if open_if_needed => self.pool(clinic).await?,
+            None => return Ok(None),
+        };
+        if entry.pool.status().available > 0 {
+            return Ok(Some(entry.pool.get().await?));
+        }
+        if !open_if_needed {
+            return Ok(None);
+        }
+        Ok(Some(self.checkout(&entry, Instant::now()).await?))
+    }
+
     /// One connection of `entry`'s pool within the server budget (see the module docs).
     async fn checkout(&self, entry: &ClinicPool, started: Instant) -> Result<Object, WorkerError> {
         let deadline = started + self.settings.acquire_timeout;
