@@ -513,6 +513,24 @@ async fn documents_compute_totals_number_invoices_without_gaps_and_freeze_once_i
         ),
         (Some("draft"), Some(0), None)
     );
+    // Computed amounts stay within the documented money range: a line (or a sum of
+    // lines) beyond it is refused, whatever its parts.
+    for lines in [
+        json!([{"description": "Huge", "quantity": 100000, "unit_price_cents": 100000000000i64, "vat_rate_bp": 0}]),
+        json!([
+            {"description": "A", "quantity": 1, "unit_price_cents": 60000000000i64, "vat_rate_bp": 0},
+            {"description": "B", "quantity": 1, "unit_price_cents": 60000000000i64, "vat_rate_bp": 0}
+        ]),
+    ] {
+        let r = post(
+            &http,
+            &c,
+            "/api/v1/documents",
+            json!({"kind": "quote", "patient_id": id(&patient), "lines": lines}),
+        )
+        .await;
+        status(&r, 400);
+    }
     // An empty draft cannot be issued.
     status(
         &post(

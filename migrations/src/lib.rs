@@ -57,6 +57,7 @@ pub const CLINIC: &[Migration] = &[
     migration!("clinic", 8, "008_consent_templates"),
     migration!("clinic", 9, "009_consents"),
     migration!("clinic", 10, "010_patient_erasure"),
+    migration!("clinic", 11, "011_money_limits"),
 ];
 
 /// The group role every clinic role belongs to; clinic tables are granted to it.
