@@ -65,10 +65,7 @@ pub async fn backup_region(
     tokio::fs::create_dir_all(dir)
         .await
         .with_context(|| format!("creating {}", dir.display()))?;
-    let mut central = db::connect(&settings.central)
-        .await
-        .context("the central database")?;
-    migrations::apply(&mut central, migrations::CENTRAL).await?;
+    let central = db::central(settings).await?;
     let fresh_secs = fresh_for.as_secs_f64();
     let rows = central
         .query(
@@ -315,27 +312,7 @@ async fn swap(
             ident(current)
         ))
         .await?;
-    for attempt in 0.. {
-        server
-            .execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
-                &[&current],
-            )
-            .await?;
-        match server
-            .batch_execute(&format!(
-                "ALTER DATABASE {} RENAME TO {}",
-                ident(current),
-                ident(previous)
-            ))
-            .await
-        {
-            Ok(()) => break,
-            // Sessions just terminated may not have ended yet.
-            Err(_) if attempt < 50 => tokio::time::sleep(Duration::from_millis(100)).await,
-            Err(e) => return Err(e).context("renaming the current database"),
-        }
-    }
+    db::rename_closed(server, current, previous).await?;
     server
         .batch_execute(&format!(
             "ALTER DATABASE {} RENAME TO {}; COMMENT ON DATABASE {} IS {}",

@@ -190,11 +190,7 @@ pub async fn run(command: Command, settings: &AdminSettings) -> anyhow::Result<E
                 eprintln!("failed: clinic {} ({}): {}", f.id, f.db_name, f.error);
             }
             println!("{}", report.summary());
-            Ok(if report.is_success() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
+            Ok(success_if(report.is_success()))
         }
         Command::VerifyAudit { clinic } => {
             let report = crate::audit::verify(&settings.central, clinic).await?;
@@ -205,11 +201,7 @@ pub async fn run(command: Command, settings: &AdminSettings) -> anyhow::Result<E
                 );
             }
             println!("{}", report.summary());
-            Ok(if report.is_intact() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
+            Ok(success_if(report.is_intact()))
         }
         Command::Suspend { clinic } | Command::Resume { clinic } => {
             let change = if matches!(command, Command::Suspend { .. }) {

@@ -1,7 +1,10 @@
 //! One-off PostgreSQL connections for the admin commands.
 
+use crate::config::AdminSettings;
 use anyhow::Context;
 use common::config::DbSettings;
+use migrations::ident;
+use std::time::Duration;
 use tokio_postgres::Client;
 
 /// The `application_name` the admin commands show in `pg_stat_activity`.
@@ -18,4 +21,43 @@ pub async fn connect(settings: &DbSettings) -> anyhow::Result<Client> {
                 settings.dbname, settings.host, settings.port, settings.user
             )
         })
+}
+
+/// The central database, brought to the latest central schema first (as the
+/// gateway and worker do at start-up), so the tables a command records in exist.
+pub async fn central(settings: &AdminSettings) -> anyhow::Result<Client> {
+    let mut central = connect(&settings.central)
+        .await
+        .context("the central database")?;
+    migrations::apply(&mut central, migrations::CENTRAL)
+        .await
+        .context("migrating the central database")?;
+    Ok(central)
+}
+
+/// Renames a database that is closed to new connections (`ALLOW_CONNECTIONS
+/// false`), ending its remaining sessions and waiting for them to go.
+pub async fn rename_closed(server: &Client, from: &str, to: &str) -> anyhow::Result<()> {
+    for attempt in 0.. {
+        server
+            .execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+                &[&from],
+            )
+            .await?;
+        match server
+            .batch_execute(&format!(
+                "ALTER DATABASE {} RENAME TO {}",
+                ident(from),
+                ident(to)
+            ))
+            .await
+        {
+            Ok(()) => return Ok(()),
+            // Sessions just terminated may not have ended yet.
+            Err(_) if attempt < 50 => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(e) => return Err(e).with_context(|| format!("renaming database {from}")),
+        }
+    }
+    Ok(())
 }

@@ -99,12 +99,7 @@ pub async fn migrate_region(
 ) -> anyhow::Result<FleetReport> {
     let jobs = jobs.max(1);
     let target = migrations::latest_version(CLINIC);
-    let mut central = db::connect(&settings.central)
-        .await
-        .context("the central database")?;
-    migrations::apply(&mut central, migrations::CENTRAL)
-        .await
-        .context("migrating the central database")?;
+    let central = db::central(settings).await?;
 
     let mut report = FleetReport {
         region: region.to_owned(),

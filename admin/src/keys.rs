@@ -61,7 +61,7 @@ pub async fn rewrap(
     ring: &KeyRing,
     progress: bool,
 ) -> anyhow::Result<RewrapReport> {
-    let central = central(settings).await?;
+    let central = db::central(settings).await?;
     let mut report = RewrapReport::default();
     let keys = central
         .query(
@@ -172,7 +172,7 @@ pub async fn rotate_data_keys(
     shred_after: Option<Duration>,
     progress: bool,
 ) -> anyhow::Result<RotationReport> {
-    let central = central(settings).await?;
+    let central = db::central(settings).await?;
     let (region, clinic) = match scope {
         Scope::Region(r) => (Some(r.as_str()), None),
         Scope::Clinic(c) => (None, Some(*c.as_uuid())),
@@ -217,16 +217,6 @@ pub async fn rotate_data_keys(
     }
     bar.finish_and_clear();
     Ok(report)
-}
-
-async fn central(settings: &AdminSettings) -> anyhow::Result<Client> {
-    let mut central = db::connect(&settings.central)
-        .await
-        .context("the central database")?;
-    migrations::apply(&mut central, migrations::CENTRAL)
-        .await
-        .context("migrating the central database")?;
-    Ok(central)
 }
 
 async fn rotate_clinic(

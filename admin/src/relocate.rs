@@ -79,10 +79,7 @@ pub async fn relocate(
         ProgressBar::hidden()
     };
     bar.enable_steady_tick(Duration::from_millis(200));
-    let mut central = db::connect(&settings.central)
-        .await
-        .context("the central database")?;
-    migrations::apply(&mut central, migrations::CENTRAL).await?;
+    let central = db::central(settings).await?;
     let row = central
         .query_opt(
             "SELECT region, db_name, db_role, db_role_password, status FROM companies WHERE id = $1",
@@ -285,7 +282,7 @@ pub async fn relocate(
         clinic.as_uuid().simple(),
         chrono::Utc::now().timestamp()
     );
-    rename_closed(&source_server, &db_name, &previous_db).await?;
+    db::rename_closed(&source_server, &db_name, &previous_db).await?;
     ops::record(&central, clinic, "relocate").await?;
     bar.finish_and_clear();
     Ok(Relocated {
@@ -436,29 +433,4 @@ async fn carry_outbox(source: &Client, target: &Client) -> anyhow::Result<u64> {
         .await
         .context("carrying audit records over")?;
     Ok(n)
-}
-
-/// Renames a database closed to connections, waiting for ended sessions to go.
-async fn rename_closed(server: &Client, from: &str, to: &str) -> anyhow::Result<()> {
-    for attempt in 0.. {
-        server
-            .execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
-                &[&from],
-            )
-            .await?;
-        match server
-            .batch_execute(&format!(
-                "ALTER DATABASE {} RENAME TO {}",
-                ident(from),
-                ident(to)
-            ))
-            .await
-        {
-            Ok(()) => return Ok(()),
-            Err(_) if attempt < 50 => tokio::time::sleep(Duration::from_millis(100)).await,
-            Err(e) => return Err(e).context("renaming the source database"),
-        }
-    }
-    Ok(())
 }
