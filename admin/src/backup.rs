@@ -187,9 +187,14 @@ async fn backup_one(
 }
 
 /// Runs `pg_dump` or `pg_restore` against the regional server (password through
-/// the environment, never the command line).
+/// the environment, never the command line; TLS as the settings say, the server's
+/// certificate verified like every other connection's).
 async fn run_tool(tool: &str, server: &DbSettings, args: &[&str]) -> anyhow::Result<()> {
-    let output = tokio::process::Command::new(tool)
+    let mut command = tokio::process::Command::new(tool);
+    for (name, value) in server.libpq_tls() {
+        command.env(format!("PG{}", name.to_ascii_uppercase()), value);
+    }
+    let output = command
         .args(["--no-password", "--host", &server.host])
         .args([
             "--port",
@@ -229,6 +234,7 @@ pub async fn restore_clinic(
     clinic: ClinicId,
     file: &Path,
 ) -> anyhow::Result<Restored> {
+    let keys = settings.audit_keys()?;
     if !tokio::fs::try_exists(file).await.unwrap_or(false) {
         bail!("{} does not exist", file.display());
     }
@@ -285,13 +291,13 @@ pub async fn restore_clinic(
 
     // The switch: no request reaches the clinic while its database is swapped.
     let suspended =
-        status == "active" && ops::set_status_with(&central, clinic, ops::Change::Suspend).await?;
+        status == "active" && ops::set_status_with(&central, keys, clinic, ops::Change::Suspend).await?;
     let swapped = swap(&server, &db_name, &restoring, &previous).await;
     if suspended {
-        ops::set_status_with(&central, clinic, ops::Change::Resume).await?;
+        ops::set_status_with(&central, keys, clinic, ops::Change::Resume).await?;
     }
     swapped?;
-    ops::record(&central, clinic, "restore").await?;
+    ops::record(&central, keys, clinic, "restore").await?;
     Ok(Restored {
         db_name,
         previous_db: previous,

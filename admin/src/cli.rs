@@ -1,9 +1,13 @@
 //! The `medicalpro-admin` command line.
 //!
 //! ```text
+//! medicalpro-admin migrate-central
+//! medicalpro-admin create-service-role --kind gateway|worker --name NAME   (password on stdin)
+//! medicalpro-admin invite [--email E] [--region R] [--valid-hours 72] [--note TEXT]
+//! medicalpro-admin create-clinic --name N --email E --region R            (password on stdin, or generated)
 //! medicalpro-admin migrate-fleet --region eu-west [--jobs 4]
 //! medicalpro-admin list-clinics [--region eu-west]
-//! medicalpro-admin verify-audit [--clinic ID]
+//! medicalpro-admin verify-audit [--clinic ID] [--anchors FILE]
 //! medicalpro-admin suspend --clinic ID | resume --clinic ID
 //! medicalpro-admin backup --region eu-west --dir /var/backups/medicalpro [--jobs 4] [--fresh-for-hours 20]
 //! medicalpro-admin restore --clinic ID --file DUMP
@@ -21,6 +25,7 @@
 
 use crate::config::AdminSettings;
 use crate::fleet;
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use common::config::{Source, EXIT_BAD_CONFIG};
 use std::num::NonZeroUsize;
@@ -36,6 +41,48 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug, PartialEq, Eq)]
 pub enum Command {
+    /// Brings the central database to the latest schema, as its owner (DB_USER must
+    /// own it): tables, the services' group roles and their grants. Run before
+    /// starting gateways and workers of a new version; they refuse to start on an
+    /// older schema.
+    MigrateCentral,
+    /// Creates or updates a least-privilege login role for a service on the central
+    /// database (no ownership, no UPDATE or DELETE on the audit trail). The password
+    /// is read from the first line of standard input and stored as a SCRAM verifier.
+    CreateServiceRole {
+        #[arg(long, value_enum)]
+        kind: crate::roles::ServiceKind,
+        #[arg(long)]
+        name: String,
+    },
+    /// Issues a single-use sign-up code (for REGISTRATION=invite); prints it once.
+    Invite {
+        /// Only this e-mail address may sign up with it.
+        #[arg(long)]
+        email: Option<String>,
+        /// The clinic is placed in this region.
+        #[arg(long)]
+        region: Option<String>,
+        /// How long the code stays valid.
+        #[arg(long, default_value = "72")]
+        valid_hours: u64,
+        /// A note kept with the invitation (who it is for).
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Creates a clinic with its first admin and provisions its database (the way in
+    /// under REGISTRATION=closed). REGION_DB_* must name the region's server; the
+    /// master keys are read as the worker reads them. The admin's password is read
+    /// from standard input, or generated and printed once when stdin is a terminal
+    /// or empty. Running it again resumes a creation cut short.
+    CreateClinic {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        region: String,
+    },
     /// Migrates the region's clinic template, then every active or suspended clinic
     /// database of the region not yet recorded at the latest clinic schema version.
     /// Failures do not stop the others; running again resumes.
@@ -48,12 +95,19 @@ pub enum Command {
         #[arg(long, default_value = "4")]
         jobs: NonZeroUsize,
     },
-    /// Checks that every clinic's audit trail is an unbroken hash chain; exits 1
-    /// and names the first broken position of each clinic otherwise.
+    /// Checks that every clinic's audit trail is an unbroken keyed chain (AUDIT_KEY,
+    /// AUDIT_KEYS_RETIRED); exits 1 and names the first broken position of each
+    /// clinic otherwise.
     VerifyAudit {
         /// Only this clinic.
         #[arg(long)]
         clinic: Option<common::ClinicId>,
+        /// Anchors kept outside the database: each clinic's chain must still hold
+        /// the position and hash verified last time (a chain cut short or dropped
+        /// shows); moved forward when everything is intact. Keep the file where
+        /// the database's owner cannot write.
+        #[arg(long)]
+        anchors: Option<std::path::PathBuf>,
     },
     /// Re-seals every clinic data key and role password still sealed under a master
     /// key other than MASTER_KEY_ID. Resumable; when it reports 0 re-wrapped and 0
@@ -167,6 +221,27 @@ fn master_keys() -> anyhow::Result<common::crypto::KeyRing> {
     Ok(common::crypto::KeyRing::from_source(&source)?)
 }
 
+/// The first line of standard input, unless stdin is a terminal or empty.
+fn read_secret_line() -> anyhow::Result<Option<zeroize::Zeroizing<String>>> {
+    use std::io::{BufRead, IsTerminal};
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        return Ok(None);
+    }
+    let mut line = zeroize::Zeroizing::new(String::new());
+    stdin.lock().read_line(&mut line)?;
+    let trimmed = zeroize::Zeroizing::new(line.trim_end_matches(['\r', '\n']).to_owned());
+    Ok((!trimmed.is_empty()).then_some(trimmed))
+}
+
+/// A random initial password (24 characters).
+fn generated_password() -> zeroize::Zeroizing<String> {
+    use base64::Engine;
+    let mut raw = [0u8; 18];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut raw);
+    zeroize::Zeroizing::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw))
+}
+
 fn exit_code(code: i32) -> ExitCode {
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
@@ -192,8 +267,64 @@ pub async fn run(command: Command, settings: &AdminSettings) -> anyhow::Result<E
             println!("{}", report.summary());
             Ok(success_if(report.is_success()))
         }
-        Command::VerifyAudit { clinic } => {
-            let report = crate::audit::verify(&settings.central, clinic).await?;
+        Command::MigrateCentral => {
+            let (before, after) = crate::db::migrate_central(settings).await?;
+            println!("central database at schema version {after} (was {before})");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CreateServiceRole { kind, name } => {
+            let password = read_secret_line()?.context("give the role's password on standard input")?;
+            crate::roles::create_service_role(&settings.central, kind, &name, &password).await?;
+            println!("service role {name} ready (member of {})", kind.group());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Invite {
+            email,
+            region,
+            valid_hours,
+            note,
+        } => {
+            let invitation = crate::signup::invite(
+                settings,
+                email.as_deref(),
+                region.as_deref(),
+                note.as_deref(),
+                std::time::Duration::from_secs(valid_hours * 3600),
+            )
+            .await?;
+            println!("{}", invitation.code.as_str());
+            eprintln!(
+                "single-use sign-up code, valid until {}; send it as `invite_code` with POST /api/v1/auth/register",
+                invitation.expires_at.to_rfc3339()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CreateClinic { name, email, region } => {
+            let ring = master_keys()?;
+            let (password, generated) = match read_secret_line()? {
+                Some(p) => (p, false),
+                None => (generated_password(), true),
+            };
+            let created =
+                crate::signup::create_clinic(settings, &ring, &name, &email, &password, &region)
+                    .await?;
+            println!(
+                "clinic {} created in {} with admin {} ({})",
+                created.clinic, created.region, created.user, email
+            );
+            if generated {
+                println!("initial password (shown once): {}", password.as_str());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::VerifyAudit { clinic, anchors } => {
+            let report = crate::audit::verify(
+                &settings.central,
+                settings.audit_keys.as_ref(),
+                clinic,
+                anchors.as_deref(),
+            )
+            .await?;
             for b in &report.breaks {
                 eprintln!(
                     "broken: clinic {} at chain position {}: {}",
@@ -209,7 +340,7 @@ pub async fn run(command: Command, settings: &AdminSettings) -> anyhow::Result<E
             } else {
                 crate::ops::Change::Resume
             };
-            let changed = crate::ops::set_status(&settings.central, clinic, change).await?;
+            let changed = crate::ops::set_status(&settings.central, settings.audit_keys()?, clinic, change).await?;
             println!(
                 "clinic {clinic}: {}",
                 match (change, changed) {

@@ -8,8 +8,13 @@
 //!   `REGION_DB_USER`, `REGION_DB_PASSWORD`;
 //! - for `relocate`, the destination region's server as well:
 //!   `TARGET_REGION_DB_HOST`, `TARGET_REGION_DB_PORT`, `TARGET_REGION_DB_USER`,
-//!   `TARGET_REGION_DB_PASSWORD`.
+//!   `TARGET_REGION_DB_PASSWORD`;
+//! - each server's TLS: `…SSLMODE` (`verify-full`, the default, or `disable`) and
+//!   `…SSLROOTCERT` (the CA file) with the same prefixes;
+//! - the audit chain's key, for commands that record in or verify the central
+//!   audit trail: `AUDIT_KEY`, `AUDIT_KEY_ID`, `AUDIT_KEYS_RETIRED`.
 
+use common::audit::AuditKeys;
 use common::config::{ConfigError, DbSettings, Source};
 
 /// Connection settings of the admin commands.
@@ -22,6 +27,8 @@ pub struct AdminSettings {
     pub regional: DbSettings,
     /// The destination server of a relocation, when `TARGET_REGION_DB_HOST` is set.
     pub target: Option<DbSettings>,
+    /// The audit chain's keys, when `AUDIT_KEY` is set.
+    pub audit_keys: Option<AuditKeys>,
 }
 
 impl AdminSettings {
@@ -37,11 +44,24 @@ impl AdminSettings {
                         "TARGET_REGION_DB_PORT",
                         "TARGET_REGION_DB_USER",
                         "TARGET_REGION_DB_PASSWORD",
+                        "TARGET_REGION_DB_SSLMODE",
+                        "TARGET_REGION_DB_SSLROOTCERT",
                     ],
                     "postgres".into(),
                 )?),
                 None => None,
             },
+            audit_keys: match source.get("AUDIT_KEY").filter(|k| !k.is_empty()) {
+                Some(_) => Some(AuditKeys::from_source(source)?),
+                None => None,
+            },
+        })
+    }
+
+    /// The audit chain's keys, or an error saying which settings to give.
+    pub fn audit_keys(&self) -> anyhow::Result<&AuditKeys> {
+        self.audit_keys.as_ref().ok_or_else(|| {
+            anyhow::anyhow!("set AUDIT_KEY (and AUDIT_KEY_ID) as the services have them: this command records in the audit trail")
         })
     }
 }
@@ -62,6 +82,8 @@ mod tests {
             ("REGION_DB_PORT", "5434"),
             ("REGION_DB_USER", "provisioner"),
             ("REGION_DB_PASSWORD", "r-secret"),
+            ("DB_SSLMODE", "disable"),
+            ("REGION_DB_SSLMODE", "disable"),
         ]);
         let s = AdminSettings::from_source(&src).unwrap();
         assert_eq!(s.central.host, "central.internal");
@@ -77,7 +99,28 @@ mod tests {
 
     #[test]
     fn bad_port_is_refused() {
-        let src = Source::from_pairs([("REGION_DB_PORT", "many")]);
-        assert!(AdminSettings::from_source(&src).is_err());
+        let src = Source::from_pairs([
+            ("REGION_DB_PORT", "many"),
+            ("DB_SSLMODE", "disable"),
+            ("REGION_DB_SSLMODE", "disable"),
+        ]);
+        let err = AdminSettings::from_source(&src).unwrap_err().to_string();
+        assert!(err.contains("REGION_DB_PORT"), "{err}");
+    }
+
+    #[test]
+    fn tls_is_required_unless_disabled_explicitly() {
+        let err = AdminSettings::from_source(&Source::from_pairs([("DB_HOST", "x")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("DB_SSLROOTCERT"), "{err}");
+        let src = Source::from_pairs([
+            ("DB_SSLROOTCERT", "/nonexistent/ca.pem"),
+            ("REGION_DB_SSLMODE", "disable"),
+        ]);
+        let err = AdminSettings::from_source(&src).unwrap_err().to_string();
+        assert!(err.contains("DB_SSLROOTCERT") && err.contains("/nonexistent/ca.pem"), "{err}");
+        let src = Source::from_pairs([("DB_SSLMODE", "prefer")]);
+        assert!(AdminSettings::from_source(&src).is_err(), "no silent downgrade modes");
     }
 }

@@ -23,16 +23,28 @@ pub async fn connect(settings: &DbSettings) -> anyhow::Result<Client> {
         })
 }
 
-/// The central database, brought to the latest central schema first (as the
-/// gateway and worker do at start-up), so the tables a command records in exist.
+/// The central database, checked to be at the central schema this build knows
+/// (`migrate-central` brings it there), so the tables a command uses exist.
 pub async fn central(settings: &AdminSettings) -> anyhow::Result<Client> {
+    let central = connect(&settings.central)
+        .await
+        .context("the central database")?;
+    migrations::require_current(&central, migrations::CENTRAL).await?;
+    Ok(central)
+}
+
+/// Brings the central database to the latest central schema (creating its group
+/// roles and their grants, see `central/011_service_roles.sql`). Run as the
+/// database's owner; services never migrate it. Returns (version before, after).
+pub async fn migrate_central(settings: &AdminSettings) -> anyhow::Result<(i32, i32)> {
     let mut central = connect(&settings.central)
         .await
         .context("the central database")?;
-    migrations::apply(&mut central, migrations::CENTRAL)
+    let before = migrations::current_version(&central).await?;
+    let after = migrations::apply(&mut central, migrations::CENTRAL)
         .await
         .context("migrating the central database")?;
-    Ok(central)
+    Ok((before, after))
 }
 
 /// Renames a database that is closed to new connections (`ALLOW_CONNECTIONS

@@ -261,6 +261,9 @@ async fn rotate_clinic(
     for r in RESOURCES {
         for f in r.fields.iter().filter(|f| f.encrypted) {
             reencrypted += reencrypt_column(&clinic_db, &keys, r, f).await?;
+            if f.legacy_plaintext {
+                reencrypted += seal_legacy(&clinic_db, &keys, r, f).await?;
+            }
         }
     }
     let target_sql = i32::try_from(target).unwrap_or(i32::MAX);
@@ -271,7 +274,7 @@ async fn rotate_clinic(
             &[clinic.as_uuid(), &target_sql],
         )
         .await?;
-    crate::ops::record(central, clinic, "rotate_keys").await?;
+    crate::ops::record(central, settings.audit_keys()?, clinic, "rotate_keys").await?;
     let mut shredded = Vec::new();
     if let Some(after) = shred_after {
         let secs = after.as_secs_f64();
@@ -367,6 +370,57 @@ async fn reencrypt_column(
             // 0 rows: changed since read. The next batch reads the new value again
             // unless the worker already sealed it under the current version.
             done += n;
+        }
+    }
+    Ok(done)
+}
+
+/// Seals the values a field held in plaintext before it was sealed (`<name>` →
+/// `<name>_enc`), in batches; each row is swapped only if unchanged since read.
+async fn seal_legacy(db: &Client, keys: &ClinicKeys, r: &Resource, f: &Field) -> anyhow::Result<u64> {
+    let (plain_col, sealed_col) = (f.name, f.stored_column());
+    let table = r.table;
+    db.execute(
+        &format!("UPDATE {table} SET {plain_col} = NULL WHERE {plain_col} IS NOT NULL AND {sealed_col} IS NOT NULL"),
+        &[],
+    )
+    .await
+    .with_context(|| format!("clearing {table}.{plain_col}"))?;
+    let select = format!(
+        "SELECT id, {plain_col} FROM {table} WHERE {plain_col} IS NOT NULL AND {sealed_col} IS NULL ORDER BY id LIMIT {BATCH}"
+    );
+    let update = format!(
+        "UPDATE {table} SET {sealed_col} = $3, {plain_col} = NULL \
+         WHERE id = $1 AND {plain_col} = $2 AND {sealed_col} IS NULL"
+    );
+    let mut done = 0;
+    loop {
+        let rows = db
+            .query(&select, &[])
+            .await
+            .with_context(|| format!("reading {table}.{plain_col}"))?;
+        if rows.is_empty() {
+            break;
+        }
+        let mut changed = 0;
+        for row in rows {
+            let (id, plain): (Uuid, String) = (row.get(0), row.get(1));
+            let ctx = FieldContext {
+                clinic: keys.clinic(),
+                table,
+                row: &id,
+                column: f.name,
+            };
+            let sealed = keys.seal_field(&ctx, plain.as_bytes());
+            changed += db
+                .execute(&update, &[&id, &plain, &sealed])
+                .await
+                .with_context(|| format!("sealing {table}.{plain_col}"))?;
+        }
+        done += changed;
+        if changed == 0 {
+            // Every row read changed meanwhile (sealed by a worker); read again.
+            tokio::task::yield_now().await;
         }
     }
     Ok(done)

@@ -4,7 +4,13 @@
 //! - [`fleet::migrate_region`] brings a region's clinic template and every clinic
 //!   database of the region to the latest clinic schema, recording progress in the
 //!   central database so an interrupted or partly failed run is resumed by the next.
-//! - [`audit::verify`] checks every clinic's audit hash chain.
+//! - [`db::migrate_central`] brings the central database to the latest schema (as
+//!   its owner; services never migrate it); [`roles::create_service_role`] makes
+//!   the least-privilege login roles services use there.
+//! - [`audit::verify`] checks every clinic's keyed audit chain, and against anchors
+//!   kept outside the database.
+//! - [`signup::invite`] issues single-use sign-up codes; [`signup::create_clinic`]
+//!   creates and provisions a clinic directly.
 //! - [`keys::rewrap`] re-seals wrapped data keys and role passwords under a new master
 //!   key; [`keys::rotate_data_keys`] gives clinics new data keys and re-encrypts their
 //!   sealed values (both resumable).
@@ -28,6 +34,8 @@ pub mod fleet;
 pub mod keys;
 pub mod ops;
 pub mod relocate;
+pub mod roles;
+pub mod signup;
 
 pub use config::AdminSettings;
 pub use fleet::{migrate_region, ClinicFailure, ClinicUpgrade, FleetReport};

@@ -5,6 +5,7 @@
 
 use crate::db;
 use anyhow::{bail, Context};
+use common::audit::{AuditKeys, Record};
 use common::config::DbSettings;
 use common::ClinicId;
 use tokio_postgres::Client;
@@ -36,27 +37,51 @@ impl Change {
 /// reports that nothing changed (`Ok(false)`).
 pub async fn set_status(
     central: &DbSettings,
+    keys: &AuditKeys,
     clinic: ClinicId,
     change: Change,
 ) -> anyhow::Result<bool> {
     let client = db::connect(central).await.context("the central database")?;
-    set_status_with(&client, clinic, change).await
+    set_status_with(&client, keys, clinic, change).await
 }
 
-/// [`set_status`] on an open central connection.
+/// [`set_status`] on an open central connection: the change and its audit record
+/// commit together.
 pub async fn set_status_with(
     client: &Client,
+    keys: &AuditKeys,
     clinic: ClinicId,
     change: Change,
 ) -> anyhow::Result<bool> {
     let (from, to) = change.transition();
-    let updated = client
-        .execute(
-            "UPDATE companies SET status = $3, updated_at = now() WHERE id = $1 AND status = $2",
-            &[clinic.as_uuid(), &from, &to],
-        )
-        .await
-        .context("updating the clinic's status")?;
+    client.batch_execute("BEGIN").await?;
+    let result = async {
+        let updated = client
+            .execute(
+                "UPDATE companies SET status = $3, updated_at = now() WHERE id = $1 AND status = $2",
+                &[clinic.as_uuid(), &from, &to],
+            )
+            .await
+            .context("updating the clinic's status")?;
+        if updated == 1 {
+            let record = Record::now(change.action(), "clinic", "success");
+            pgconn::audit::append(client, keys, clinic, &[record])
+                .await
+                .context("recording the operation in the audit trail")?;
+        }
+        anyhow::Ok(updated)
+    }
+    .await;
+    let updated = match result {
+        Ok(n) => {
+            client.batch_execute("COMMIT").await?;
+            n
+        }
+        Err(e) => {
+            let _ = client.batch_execute("ROLLBACK").await;
+            return Err(e);
+        }
+    };
     if updated == 0 {
         let status: Option<String> = client
             .query_opt(
@@ -73,18 +98,18 @@ pub async fn set_status_with(
             }
         };
     }
-    record(client, clinic, change.action()).await?;
     Ok(true)
 }
 
 /// Writes an operator action to the clinic's central audit trail.
-pub(crate) async fn record(client: &Client, clinic: ClinicId, action: &str) -> anyhow::Result<()> {
-    client
-        .execute(
-            "INSERT INTO audit_logs (clinic_id, user_id, action, resource, resource_id, client_ip, request_id, outcome, occurred_at) \
-             VALUES ($1, NULL, $2, 'clinic', NULL, NULL, NULL, 'success', now())",
-            &[clinic.as_uuid(), &action],
-        )
+pub(crate) async fn record(
+    client: &Client,
+    keys: &AuditKeys,
+    clinic: ClinicId,
+    action: &str,
+) -> anyhow::Result<()> {
+    let record = Record::now(action, "clinic", "success");
+    pgconn::audit::record(client, keys, clinic, &record)
         .await
         .context("recording the operation in the audit trail")?;
     Ok(())

@@ -8,17 +8,19 @@
 //!    destination subscribes (PostgreSQL logical replication: an initial copy, then
 //!    every change streamed). The clinic is served as usual meanwhile.
 //! 2. **Final switch.** The clinic becomes `relocating`: gateways (notified within a
-//!    second) keep forwarding reads and refuse writes. After a short drain, the
-//!    source's current WAL position is awaited on the destination, every table's
-//!    row count is compared, sequences are carried over (the audit outbox's with a
-//!    wide margin, since reads still write audit rows at the source), replication is
-//!    removed, and the placement is switched in one central update that every gateway
-//!    hears about at once.
+//!    second) keep forwarding reads and refuse writes, and the source database
+//!    itself is frozen — its clinic role keeps reading and writing audit records
+//!    but nothing else — so a gateway with a stale placement cannot land a write
+//!    there. After a short drain, the source's current WAL position is awaited on
+//!    the destination, every table's row count is compared, sequences are carried
+//!    over, replication is removed, and the placement is switched in one central
+//!    update that every gateway hears about at once. (If the copies differ, the
+//!    source is thawed and the clinic given back its status.)
 //! 3. **Close the source.** The source database is closed to connections, audit
 //!    records written there after the copy are carried over to the destination's
-//!    outbox (the destination's worker ships them; the central trail skips any
-//!    already shipped), and the database is kept under another name for the operator
-//!    to drop.
+//!    outbox by record id (the destination's worker ships them; the central trail
+//!    skips any already shipped), and the database is kept under another name for
+//!    the operator to drop.
 //!
 //! Requirements: the source server runs with `wal_level=logical`; `REGION_DB_*` is a
 //! role of the source server that may replicate (superuser or REPLICATION), and the
@@ -35,16 +37,13 @@ use anyhow::{bail, Context};
 use common::crypto::{role_password_purpose, KeyRing};
 use common::ClinicId;
 use indicatif::ProgressBar;
-use migrations::{ident, provisioning, CLINIC_TEMPLATE_DB};
+use migrations::{ident, provisioning, CLINIC_APP_ROLE, CLINIC_TEMPLATE_DB};
 use std::time::{Duration, Instant};
 use tokio_postgres::Client;
 
 const PUBLICATION: &str = "medicalpro_relocation";
 /// Time for gateways to hear that writes are refused and for writes in flight to end.
 const DRAIN: Duration = Duration::from_secs(2);
-/// How far the destination's audit outbox numbering is moved past the source's, so
-/// records carried over after the switch never collide with new ones.
-const OUTBOX_MARGIN: i64 = 1_000_000;
 
 /// What a relocation did.
 #[derive(Clone, Debug)]
@@ -180,14 +179,17 @@ pub async fn relocate(
         .context("the clinic's database on the destination server")?;
     if !subscribed {
         let source = &settings.regional;
+        let port = source.port.to_string();
+        let tls = source.libpq_tls();
         let conninfo = [
             ("host", source.host.as_str()),
-            ("port", &source.port.to_string()),
+            ("port", port.as_str()),
             ("user", source.user.as_str()),
             ("password", source.password.expose()),
             ("dbname", db_name.as_str()),
         ]
-        .iter()
+        .into_iter()
+        .chain(tls.iter().map(|(k, v)| (*k, v.as_str())))
         .map(|(k, v)| format!("{k}={}", conninfo_value(v)))
         .collect::<Vec<_>>()
         .join(" ");
@@ -212,6 +214,11 @@ pub async fn relocate(
         )
         .await?;
     let paused = Instant::now();
+    // The source itself refuses writes from here on, so a gateway that has not
+    // heard of the switch cannot land one there (reads go on: their audit records
+    // are still written, and carried over below).
+    let grants = app_grants(&target_db).await?;
+    freeze_writes(&source_db).await?;
     tokio::time::sleep(DRAIN).await;
     let mut rows = None;
     for _ in 0..20 {
@@ -227,6 +234,7 @@ pub async fn relocate(
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let Some(rows) = rows else {
+        thaw_writes(&source_db, &grants).await?;
         central
             .execute(
                 "UPDATE companies SET status = $2, updated_at = now() WHERE id = $1 AND status = 'relocating'",
@@ -283,7 +291,7 @@ pub async fn relocate(
         chrono::Utc::now().timestamp()
     );
     db::rename_closed(&source_server, &db_name, &previous_db).await?;
-    ops::record(&central, clinic, "relocate").await?;
+    ops::record(&central, settings.audit_keys()?, clinic, "relocate").await?;
     bar.finish_and_clear();
     Ok(Relocated {
         from,
@@ -293,6 +301,54 @@ pub async fn relocate(
         carried_audit,
         previous_db,
     })
+}
+
+/// The table privileges the clinic group role holds in a clinic database (as the
+/// clinic schema grants them), to give back after a freeze.
+pub async fn app_grants(db: &Client) -> anyhow::Result<Vec<(String, String)>> {
+    Ok(db
+        .query(
+            "SELECT table_name::text, privilege_type::text FROM information_schema.role_table_grants \
+             WHERE grantee = $1 AND table_schema = 'public' ORDER BY 1, 2",
+            &[&CLINIC_APP_ROLE],
+        )
+        .await
+        .context("reading the clinic role's grants")?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect())
+}
+
+/// Makes a clinic database refuse every write by its clinic role except its
+/// audit records (and their shipping): reads keep working and keep being audited.
+/// Writes then fail with `insufficient_privilege`, which workers answer with `503`
+/// and `retry-after`.
+pub async fn freeze_writes(db: &Client) -> anyhow::Result<()> {
+    db.batch_execute(&format!(
+        "REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA public FROM {role}; \
+         GRANT INSERT, DELETE ON audit_outbox TO {role}",
+        role = ident(CLINIC_APP_ROLE)
+    ))
+    .await
+    .context("freezing the source database's writes")
+}
+
+/// Gives the clinic role back the `grants` taken by [`freeze_writes`].
+pub async fn thaw_writes(db: &Client, grants: &[(String, String)]) -> anyhow::Result<()> {
+    let mut sql = String::new();
+    for (table, privilege) in grants {
+        if !["SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE"].contains(&privilege.as_str()) {
+            continue;
+        }
+        sql.push_str(&format!(
+            "GRANT {privilege} ON {} TO {};",
+            ident(table),
+            ident(CLINIC_APP_ROLE)
+        ));
+    }
+    db.batch_execute(&sql)
+        .await
+        .context("giving the source database's writes back")
 }
 
 /// A libpq connection-string value, quoted.
@@ -400,10 +456,7 @@ async fn carry_sequences(source: &Client, target: &Client) -> anyhow::Result<()>
         )
         .await?;
     for r in rows {
-        let (name, mut value): (String, i64) = (r.get(0), r.get(1));
-        if name.starts_with("audit_outbox") {
-            value += OUTBOX_MARGIN;
-        }
+        let (name, value): (String, i64) = (r.get(0), r.get(1));
         target
             .execute(
                 "SELECT setval($1::text::regclass, $2, true)",
@@ -415,7 +468,8 @@ async fn carry_sequences(source: &Client, target: &Client) -> anyhow::Result<()>
     Ok(())
 }
 
-/// Copies the source's audit outbox rows the destination lacks; their count.
+/// Copies the source's audit outbox records the destination lacks (by record id;
+/// they get sequence numbers of the destination's); their count.
 async fn carry_outbox(source: &Client, target: &Client) -> anyhow::Result<u64> {
     let rows = source
         .query("SELECT to_jsonb(o) FROM audit_outbox o ORDER BY seq", &[])
@@ -426,8 +480,10 @@ async fn carry_outbox(source: &Client, target: &Client) -> anyhow::Result<u64> {
     }
     let n = target
         .execute(
-            "INSERT INTO audit_outbox SELECT * FROM jsonb_populate_recordset(NULL::audit_outbox, $1) \
-             ON CONFLICT DO NOTHING",
+            "INSERT INTO audit_outbox (id, user_id, action, resource, resource_id, resource_ids, client_ip, request_id, outcome, occurred_at) \
+             SELECT id, user_id, action, resource, resource_id, resource_ids, client_ip, request_id, outcome, occurred_at \
+             FROM jsonb_populate_recordset(NULL::audit_outbox, $1) ORDER BY seq \
+             ON CONFLICT (id) DO NOTHING",
             &[&serde_json::Value::Array(records)],
         )
         .await

@@ -21,7 +21,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio_postgres::{Client, NoTls, Row, Statement};
+use tokio_postgres::{Client, Row, Statement};
+use tokio_postgres_rustls::MakeRustlsConnect;
 use uuid::Uuid;
 
 const SELECT_PATIENT: &str = "SELECT id, first_name, last_name, email, phone, birth_date \
@@ -41,11 +42,15 @@ struct Db {
 }
 
 impl Db {
-    async fn connect(config: &tokio_postgres::Config, n: usize) -> anyhow::Result<Self> {
+    async fn connect(
+        config: &tokio_postgres::Config,
+        tls: MakeRustlsConnect,
+        n: usize,
+    ) -> anyhow::Result<Self> {
         let mut conns = Vec::with_capacity(n);
         for _ in 0..n {
             let (client, connection) = config
-                .connect(NoTls)
+                .connect(tls.clone())
                 .await
                 .context("connecting the baseline to the clinic database")?;
             tokio::spawn(async move {
@@ -79,8 +84,12 @@ impl Baseline {
 
 /// Connects `conns` connections with `config` and serves on a free loopback port.
 /// Call on the runtime that should run the server.
-pub async fn start(config: tokio_postgres::Config, conns: usize) -> anyhow::Result<Baseline> {
-    let db = Arc::new(Db::connect(&config, conns).await?);
+pub async fn start(
+    config: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
+    conns: usize,
+) -> anyhow::Result<Baseline> {
+    let db = Arc::new(Db::connect(&config, tls, conns).await?);
     let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {

@@ -85,6 +85,7 @@ pub async fn gateway(
                 UserId::from_uuid(Uuid::new_v4()),
                 ClinicId::from_uuid(*id),
                 Role::Admin,
+                1,
             )?;
             Target::bearer(&format!("{gateway_url}/api/v1/patients?limit=1"), &token)
         })

@@ -154,6 +154,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     let server = baseline_rt
         .block_on(baseline::start(
             region.server.config(&fixture.database()),
+            region.server.tls(),
             settings.pg_conns,
         ))
         .context("starting the baseline server")?;

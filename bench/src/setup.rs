@@ -7,7 +7,7 @@
 
 use crate::settings::Settings;
 use anyhow::{bail, Context};
-use common::token::{Role, TokenService};
+use common::token::{Role, TokenSigner};
 use common::{ClinicId, UserId};
 use devstack::{Http, Stack, StackOptions};
 use serde_json::{json, Value};
@@ -62,10 +62,15 @@ pub fn start(settings: &Settings) -> anyhow::Result<Product> {
         regions: settings.regions.clone(),
         max_connections: settings.max_connections,
         // The bench's budget first: `BENCH_SERVICE_ENV` may override it.
-        extra_env: std::iter::once((
-            "CLINIC_POOL_BUDGET".to_owned(),
-            settings.pool_budget.to_string(),
-        ))
+        // The bench registers its clinics from one address, far more than open
+        // sign-up allows a stranger.
+        extra_env: [
+            ("CLINIC_POOL_BUDGET".to_owned(), settings.pool_budget.to_string()),
+            ("SIGNUPS_PER_ADDRESS_PER_HOUR".to_owned(), "100000".to_owned()),
+            ("SIGNUPS_PER_HOUR".to_owned(), "100000".to_owned()),
+            ("SIGNUPS_PROVISIONING_MAX".to_owned(), "1000".to_owned()),
+        ]
+        .into_iter()
         .chain(settings.service_env.iter().cloned())
         .collect(),
         server_conf: vec![(
@@ -150,11 +155,12 @@ pub struct Registration {
 impl Registration {
     /// An access token for the clinic's administrator, issued by the stack's own
     /// token service exactly as a login would (no password check, no argon2).
-    pub fn forge(&self, tokens: &TokenService) -> anyhow::Result<Account> {
+    pub fn forge(&self, tokens: &TokenSigner) -> anyhow::Result<Account> {
         let (token, _) = tokens.issue(
             UserId::from_uuid(self.user_id),
             ClinicId::from_uuid(self.clinic_id),
             Role::Admin,
+            1,
         )?;
         Ok(Account {
             clinic_id: self.clinic_id,

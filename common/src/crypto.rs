@@ -184,6 +184,13 @@ impl KeyRing {
     }
 }
 
+/// How a single-use sign-up code (`medicalpro-admin invite`) is stored: its SHA-256
+/// (the code itself is 192 random bits, so no slow hash is needed).
+pub fn signup_code_hash(code: &str) -> Vec<u8> {
+    use sha2::Digest;
+    Sha256::digest(code.trim().as_bytes()).to_vec()
+}
+
 /// The purpose label a clinic's sealed database role password is bound to.
 pub fn role_password_purpose(clinic: ClinicId) -> String {
     format!("db-role-password:{clinic}")

@@ -2,12 +2,14 @@
 //! tokio-postgres: it holds plain types, pure functions and the process plumbing of
 //! the service binaries.
 
+pub mod audit;
 pub mod config;
 pub mod crypto;
 pub mod ids;
 pub mod internal;
 pub mod metric_names;
 pub mod openapi;
+pub mod password;
 pub mod problem;
 pub mod query;
 pub mod resource;

@@ -60,6 +60,18 @@ pub const AUDIT_SHIPPED: &str = "medicalpro_audit_shipped_total";
 /// Counter; label `reason` (`refused`, `timeout`): TLS handshakes on the worker's
 /// public listener that did not complete (a peer without a valid client certificate).
 pub const TLS_HANDSHAKE_FAILURES: &str = "medicalpro_tls_handshake_failures_total";
+/// Counter: password checks shed (answered 503) because the hashing queue was full.
+pub const PASSWORD_HASH_SHED: &str = "medicalpro_password_hash_shed_total";
+/// Counter; label `reason` (`closed`, `invite`, `throttled`, `provisioning`): sign-ups
+/// refused by the registration policy or its limits.
+pub const SIGNUPS_REFUSED: &str = "medicalpro_signups_refused_total";
+/// Counter; labels `component`, `reason` (`revoked`, `expired`, `invalid`,
+/// `clinic_unavailable`): requests refused for their access token or their clinic.
+pub const ACCESS_REFUSED: &str = "medicalpro_access_refused_total";
+/// Counter; labels `component`, `reason` (`connection_cap`, `header_timeout`,
+/// `body_timeout`, `export_cap`, `export_idle`): clients cut off for holding too much
+/// or being too slow.
+pub const CLIENTS_CUT_OFF: &str = "medicalpro_clients_cut_off_total";
 
 /// The `status` label of a response: its status class (`2xx` … `5xx`).
 pub fn status_class(status: u16) -> &'static str {

@@ -1,5 +1,44 @@
 //! Query strings: `application/x-www-form-urlencoded` pairs, decoded leniently (a
-//! malformed escape stays as typed; invalid UTF-8 becomes U+FFFD).
+//! malformed escape stays as typed; invalid UTF-8 becomes U+FFFD). The API's own
+//! query strings go through [`strict_pairs`]: bounded in size and count, and no
+//! parameter given twice, so a client can neither make ambiguous requests nor
+//! generate endless statement variants.
+
+/// The longest query string the API reads.
+pub const MAX_QUERY_BYTES: usize = 4096;
+/// The most parameters one query string may carry.
+pub const MAX_PARAMS: usize = 32;
+
+/// Why a query string was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    #[error("The query string is longer than {MAX_QUERY_BYTES} bytes.")]
+    TooLong,
+    #[error("The query string has more than {MAX_PARAMS} parameters.")]
+    TooMany,
+    #[error("`{0}` is given more than once; give each parameter once.")]
+    Repeated(String),
+}
+
+/// Decodes pairs, refusing an oversized query string, too many parameters, or a
+/// parameter given twice.
+pub fn strict_pairs(raw: &str) -> Result<Vec<(String, String)>, QueryError> {
+    if raw.len() > MAX_QUERY_BYTES {
+        return Err(QueryError::TooLong);
+    }
+    let decoded = pairs(raw);
+    if decoded.len() > MAX_PARAMS {
+        return Err(QueryError::TooMany);
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (key, _) in &decoded {
+        if !seen.insert(key.as_str()) {
+            let shown: String = key.chars().filter(|c| !c.is_control()).take(64).collect();
+            return Err(QueryError::Repeated(shown));
+        }
+    }
+    Ok(decoded)
+}
 
 /// Decodes `application/x-www-form-urlencoded` pairs.
 pub fn pairs(raw: &str) -> Vec<(String, String)> {
@@ -45,6 +84,26 @@ pub fn percent_decode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn strict_pairs_refuse_repeats_and_excess() {
+        assert!(strict_pairs("q=a&limit=5").is_ok());
+        assert_eq!(
+            strict_pairs("status=a&status=b"),
+            Err(QueryError::Repeated("status".into()))
+        );
+        assert_eq!(
+            strict_pairs("q=a&q%3D=b&%71=c"),
+            Err(QueryError::Repeated("q".into())),
+            "an encoded name is the same name"
+        );
+        let many: Vec<String> = (0..=MAX_PARAMS).map(|i| format!("p{i}=1")).collect();
+        assert_eq!(strict_pairs(&many.join("&")), Err(QueryError::TooMany));
+        assert_eq!(
+            strict_pairs(&format!("q={}", "a".repeat(MAX_QUERY_BYTES))),
+            Err(QueryError::TooLong)
+        );
+    }
 
     #[test]
     fn decodes_pairs() {

@@ -49,6 +49,10 @@ pub struct Field {
     pub default: Option<&'static str>,
     /// Stored only as ciphertext (`<name>_enc`).
     pub encrypted: bool,
+    /// An encrypted field that was once stored in plaintext (`<name>`): values
+    /// written before it was sealed are still read from there until
+    /// `medicalpro-admin rotate-data-keys` seals them; every write clears it.
+    pub legacy_plaintext: bool,
     /// Matched by `q` (case-insensitive substring).
     pub searchable: bool,
     /// Exact-match filter `?<name>=` (a blind index `<name>_bidx` when encrypted).
@@ -79,6 +83,7 @@ impl Field {
             read_only: false,
             default: None,
             encrypted: false,
+            legacy_plaintext: false,
             searchable: false,
             filterable: false,
             range: false,
@@ -117,6 +122,13 @@ impl Field {
         self.restricted = true;
         self
     }
+    /// Stored only as ciphertext, without a lookup: clinical free text. It was
+    /// stored in plaintext before (see [`Field::legacy_plaintext`]).
+    pub const fn sealed_since_plaintext(mut self) -> Self {
+        self.encrypted = true;
+        self.legacy_plaintext = true;
+        self
+    }
     pub const fn encrypted_lookup(mut self) -> Self {
         self.encrypted = true;
         self.filterable = true;
@@ -151,6 +163,12 @@ pub struct RowAction {
     pub creates: bool,
     /// Only clinic admins may run it.
     pub admin_only: bool,
+    /// It applies to soft-deleted rows too (erasure must reach a deleted patient).
+    pub on_deleted: bool,
+    /// Encrypted fields the new row (`creates`) takes over from the old one: their
+    /// sealed values are bound to their row, so they are opened and sealed again
+    /// for the new row by the data layer.
+    pub carries: &'static [&'static str],
     pub description: &'static str,
 }
 
@@ -224,7 +242,9 @@ pub const PATIENTS: Resource = Resource {
         function: "erase_patient",
         creates: false,
         admin_only: true,
-        description: "Erases the patient's personal data (names pseudonymised; contact data, birth date, ssn and clinical notes removed); invoices and consents are kept. Clinic admins only.",
+        on_deleted: true,
+        carries: &[],
+        description: "Erases the patient's personal data, also of a deleted patient (names pseudonymised; contact data, birth date, ssn, the clinical notes of their appointments and the free text of their documents and document lines removed); invoices and consents are kept. Clinic admins only.",
     }],
 };
 
@@ -353,7 +373,9 @@ pub const APPOINTMENTS: Resource = Resource {
         )
         .default("booked")
         .filterable(),
-        Field::text("notes", 2000, "Clinical notes. Not shown to staff.").restricted(),
+        Field::text("notes", 2000, "Clinical notes. Not shown to staff; stored encrypted.")
+            .restricted()
+            .sealed_since_plaintext(),
     ],
     children: &[Child {
         name: "items",
@@ -401,7 +423,7 @@ pub const DOCUMENTS: Resource = Resource {
         Field::new("net_cents", MONEY, "Total before VAT, computed.").read_only(),
         Field::new("vat_cents", MONEY, "VAT total, computed.").read_only(),
         Field::new("gross_cents", MONEY, "Total with VAT, computed.").read_only(),
-        Field::text("notes", 2000, "Free-text notes printed on the document."),
+        Field::text("notes", 2000, "Free-text notes printed on the document; stored encrypted.").sealed_since_plaintext(),
     ],
     children: &[Child {
         name: "lines",
@@ -426,6 +448,8 @@ pub const DOCUMENTS: Resource = Resource {
             function: "issue_document",
             creates: false,
             admin_only: false,
+            on_deleted: false,
+            carries: &[],
             description: "Issues a draft: an invoice gets its gapless number; issued invoices can no longer change.",
         },
         RowAction {
@@ -433,6 +457,8 @@ pub const DOCUMENTS: Resource = Resource {
             function: "convert_quote",
             creates: true,
             admin_only: false,
+            on_deleted: false,
+            carries: &["notes"],
             description: "Turns a quote into a draft invoice with the same lines.",
         },
     ],

@@ -141,6 +141,32 @@ impl MutualTls {
     }
 }
 
+/// A client (to a PostgreSQL server) that accepts only a server certificate chaining
+/// to the CA in `ca_file` and naming the host it dialled; `name` labels errors.
+pub fn verifying_client(name: &'static str, ca_file: &Path) -> Result<Arc<ClientConfig>, ConfigError> {
+    let invalid = |e: &dyn Display| ConfigError::Invalid {
+        name,
+        reason: format!("{}: {e}", ca_file.display()),
+    };
+    let certs = CertificateDer::pem_file_iter(ca_file)
+        .map_err(|e| invalid(&e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid(&e))?;
+    if certs.is_empty() {
+        return Err(invalid(&"no PEM certificate in the file"));
+    }
+    let mut roots = RootCertStore::empty();
+    for cert in certs {
+        roots.add(cert).map_err(|e| invalid(&e))?;
+    }
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(VERSIONS)
+        .map_err(|e| invalid(&e))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 /// A client that trusts no CA, so every TLS handshake fails: what a gateway without
 /// client settings uses for `https` upstreams, which it must not reach unauthenticated.
 pub fn client_trusting_nothing() -> Result<Arc<ClientConfig>, rustls::Error> {

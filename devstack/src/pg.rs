@@ -1,8 +1,11 @@
 //! Throwaway PostgreSQL servers: `initdb` once into a seed directory, copied for each
 //! server, started with `postgres` on a free loopback port. As root, everything runs
-//! as the `postgres` user (PostgreSQL refuses to run as root).
+//! as the `postgres` user (PostgreSQL refuses to run as root). Every server speaks
+//! TLS only (`hostssl` in `pg_hba.conf`), with a certificate from the stack's
+//! throwaway CA, and every connection to it verifies that certificate.
 
 use anyhow::{bail, Context};
+use common::config::{DbSettings, DbTls};
 use std::ffi::CString;
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
@@ -68,6 +71,11 @@ fn command(bin: &Path, ids: Option<(u32, u32)>) -> Command {
         cmd.uid(uid).gid(gid);
     }
     cmd.env_remove("PGDATA").env("LC_ALL", "C.UTF-8");
+    // The server's own libpq (a subscription connecting to another server) looks
+    // for client certificates under $HOME, which must not be root's.
+    if ids.is_some() {
+        cmd.env("HOME", "/nonexistent");
+    }
     cmd
 }
 
@@ -135,7 +143,18 @@ pub struct PgServer {
     pub data_dir: PathBuf,
     bin_dir: PathBuf,
     settings: ServerSettings,
+    /// How clients reach it: TLS verified against the CA.
+    client_tls: DbTls,
     child: Option<Child>,
+}
+
+/// The TLS files of a server: its certificate and key (copied into its data
+/// directory) and the CA clients check it against.
+#[derive(Clone, Debug)]
+pub struct ServerTls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// How a server is started.
@@ -144,6 +163,7 @@ pub struct ServerSettings {
     /// Tests only: no fsync, no full-page writes.
     pub fast_unsafe: bool,
     pub max_connections: u32,
+    pub tls: ServerTls,
 }
 
 impl PgServer {
@@ -160,6 +180,15 @@ impl PgServer {
             std::fs::remove_dir_all(data_dir)?;
         }
         copy_dir(seed, data_dir)?;
+        std::fs::copy(&settings.tls.cert, data_dir.join("server.crt"))?;
+        std::fs::copy(&settings.tls.key, data_dir.join("server.key"))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(
+                data_dir.join("server.key"),
+                std::fs::Permissions::from_mode(0o600),
+            )?;
+        }
         chown_tree(data_dir, run_as()?)?;
         let _ = std::fs::remove_file(data_dir.with_extension("log"));
         let mut server = Self {
@@ -169,6 +198,7 @@ impl PgServer {
             data_dir: data_dir.to_owned(),
             bin_dir: bin_dir.to_owned(),
             settings: settings.clone(),
+            client_tls: DbTls::verify_full("SSLROOTCERT", settings.tls.ca.clone())?,
             child: None,
         };
         server.launch()?;
@@ -191,6 +221,10 @@ impl PgServer {
                 &format!("max_connections={}", self.settings.max_connections),
             ])
             .args(["-c", "shared_buffers=64MB"])
+            .args(["-c", "ssl=on"])
+            .args(["-c", "ssl_cert_file=server.crt"])
+            .args(["-c", "ssl_key_file=server.key"])
+            .args(["-c", "ssl_min_protocol_version=TLSv1.2"])
             // Relocating a clinic between regions streams its database with logical
             // replication.
             .args(["-c", "wal_level=logical"])
@@ -240,28 +274,60 @@ impl PgServer {
         }
     }
 
-    /// A tokio-postgres configuration for `dbname` as the superuser.
+    /// A tokio-postgres configuration for `dbname` as the superuser (TLS required;
+    /// connect with [`PgServer::tls`]).
     pub fn config(&self, dbname: &str) -> tokio_postgres::Config {
         let mut cfg = tokio_postgres::Config::new();
         cfg.host("127.0.0.1")
             .port(self.port)
             .user(SUPERUSER)
             .password(self.password.as_bytes())
-            .dbname(dbname);
+            .dbname(dbname)
+            .ssl_mode(tokio_postgres::config::SslMode::Require);
         cfg
     }
 
-    /// A URL `psql` accepts.
+    /// How the services reach `dbname` on this server as `user` (TLS verified
+    /// against the stack's CA).
+    pub fn settings(&self, dbname: &str, user: &str, password: &str) -> DbSettings {
+        DbSettings {
+            host: "127.0.0.1".into(),
+            port: self.port,
+            user: user.to_owned(),
+            password: common::config::Secret::new(password.to_owned()),
+            dbname: dbname.to_owned(),
+            tls: self.client_tls.clone(),
+        }
+    }
+
+    /// The superuser's [`PgServer::settings`].
+    pub fn superuser(&self, dbname: &str) -> DbSettings {
+        self.settings(dbname, SUPERUSER, &self.password)
+    }
+
+    /// The TLS connector that checks this server's certificate against the CA.
+    pub fn tls(&self) -> tokio_postgres_rustls::MakeRustlsConnect {
+        tokio_postgres_rustls::MakeRustlsConnect::new(self.client_tls.config.as_ref().clone())
+    }
+
+    /// The CA file clients check this server's certificate against.
+    pub fn ca_file(&self) -> &Path {
+        &self.settings.tls.ca
+    }
+
+    /// A URL `psql` accepts (TLS, the certificate verified).
     pub fn url(&self, dbname: &str) -> String {
         format!(
-            "postgres://{SUPERUSER}:{}@127.0.0.1:{}/{dbname}",
-            self.password, self.port
+            "postgres://{SUPERUSER}:{}@127.0.0.1:{}/{dbname}?sslmode=verify-full&sslrootcert={}",
+            self.password,
+            self.port,
+            self.settings.tls.ca.display()
         )
     }
 
     /// Connects as the superuser (the connection task runs on the current runtime).
     pub async fn connect(&self, dbname: &str) -> anyhow::Result<tokio_postgres::Client> {
-        let (client, conn) = self.config(dbname).connect(tokio_postgres::NoTls).await?;
+        let (client, conn) = self.config(dbname).connect(self.tls()).await?;
         tokio::spawn(conn);
         Ok(client)
     }
@@ -333,13 +399,24 @@ fn children_of(parent: u32) -> Vec<u32> {
         .collect()
 }
 
-/// Prepares the seed cluster every server is copied from.
+/// Prepares the seed cluster every server is copied from: TCP connections must
+/// use TLS (plain ones are rejected), everything authenticates with SCRAM.
 pub fn seed(bin_dir: &Path, root: &Path, password: &str) -> anyhow::Result<PathBuf> {
     let seed = root.join("seed");
     if seed.exists() {
         std::fs::remove_dir_all(&seed)?;
     }
     init_cluster(bin_dir, &seed, password)?;
+    std::fs::write(
+        seed.join("pg_hba.conf"),
+        "# TLS only, SCRAM only (written by the devstack)\n\
+         local   all          all                 scram-sha-256\n\
+         hostssl all          all   127.0.0.1/32  scram-sha-256\n\
+         hostssl all          all   ::1/128       scram-sha-256\n\
+         hostssl replication  all   127.0.0.1/32  scram-sha-256\n\
+         hostnossl all        all   0.0.0.0/0     reject\n\
+         hostnossl all        all   ::/0          reject\n",
+    )?;
     Ok(seed)
 }
 

@@ -64,10 +64,20 @@ impl StackOptions {
 /// Secrets the stack generated for its services.
 #[derive(Clone, Debug)]
 pub struct Secrets {
-    pub jwt_secret: String,
+    /// The gateway's Ed25519 signing key (PKCS#8 PEM) and its public key (SPKI PEM).
+    pub jwt_key: PathBuf,
+    pub jwt_public_key: PathBuf,
     pub internal_secret: String,
     pub master_key: String,
+    /// The audit chain's key (base64), as `AUDIT_KEY`.
+    pub audit_key: String,
+    /// The central database's service login roles: (name, password).
+    pub gateway_role: (String, String),
+    pub worker_role: (String, String),
 }
+
+/// The kid the stack's signing key is published under.
+pub const JWT_KID: &str = "k1";
 
 fn random_b64(n: usize) -> String {
     let mut bytes = vec![0u8; n];
@@ -159,6 +169,16 @@ impl Service {
         }
     }
 
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// The environment the process was started with.
+    pub fn env(&self) -> &[(String, String)] {
+        &self.env
+    }
+
     /// Starts the process again with the same configuration.
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.stop(Duration::from_secs(30));
@@ -246,7 +266,9 @@ impl Stack {
         let settings = ServerSettings {
             fast_unsafe: options.fast_unsafe,
             max_connections: options.max_connections,
+            tls: postgres_certs(&root.join("pg-certs"))?,
         };
+        let pg_ca = settings.tls.ca.display().to_string();
         let central = PgServer::start(
             &bin,
             &seed,
@@ -269,21 +291,54 @@ impl Stack {
         }
         create_database(&central, CENTRAL_DB)?;
 
+        let keys_dir = root.join("keys");
+        std::fs::create_dir_all(&keys_dir)?;
+        let (private, public) = common::token::generate_key_pair()?;
+        let jwt_key = keys_dir.join(format!("jwt-{JWT_KID}.pem"));
+        let jwt_public_key = keys_dir.join(format!("jwt-{JWT_KID}.pub.pem"));
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&jwt_key)?
+                .write_all(private.as_bytes())?;
+        }
+        std::fs::write(&jwt_public_key, public)?;
         let secrets = Secrets {
-            jwt_secret: random_b64(48),
+            jwt_key,
+            jwt_public_key,
             internal_secret: random_b64(48),
             master_key: random_b64(32),
+            audit_key: random_b64(32),
+            gateway_role: ("medicalpro_gateway_svc".into(), hex_string(&random_bytes(24))),
+            worker_role: ("medicalpro_worker_svc".into(), hex_string(&random_bytes(24))),
         };
+        // The central schema and the services' least-privilege roles, made by its
+        // owner as an operator would with `medicalpro-admin migrate-central`.
+        prepare_central(&central, &secrets)?;
         let mut common_env: Vec<(String, String)> = vec![
             ("DB_HOST".into(), "127.0.0.1".into()),
             ("DB_PORT".into(), central.port.to_string()),
-            ("DB_USER".into(), pg::SUPERUSER.into()),
-            ("DB_PASSWORD".into(), password.clone()),
+            ("DB_SSLROOTCERT".into(), pg_ca.clone()),
             ("CENTRAL_DB_NAME".into(), CENTRAL_DB.into()),
-            ("JWT_SECRET".into(), secrets.jwt_secret.clone()),
             ("INTERNAL_SECRET".into(), secrets.internal_secret.clone()),
+            ("AUDIT_KEY".into(), secrets.audit_key.clone()),
+            ("JWT_KID".into(), JWT_KID.into()),
             ("RUST_LOG".into(), options.log_level.clone()),
         ];
+        // Open registration, with limits that let a newcomer sign up a few clinics
+        // and refuse a flood from one address.
+        for (name, value) in [
+            ("REGISTRATION", "open"),
+            ("SIGNUPS_PER_ADDRESS_PER_HOUR", "40"),
+            ("SIGNUPS_PER_HOUR", "200"),
+            ("SIGNUPS_PROVISIONING_MAX", "20"),
+        ] {
+            common_env.push((name.into(), value.into()));
+        }
         common_env.extend(options.extra_env.iter().cloned());
         let certs = if options.worker_mtls {
             Some(StackCerts::generate(&root.join("certs"))?)
@@ -301,11 +356,18 @@ impl Stack {
                 ("LISTEN_ADDR".to_owned(), addr.to_string()),
                 ("WORKER_URL".into(), format!("{scheme}://{addr}")),
                 ("REGION".into(), name.clone()),
+                ("DB_USER".into(), secrets.worker_role.0.clone()),
+                ("DB_PASSWORD".into(), secrets.worker_role.1.clone()),
                 ("REGION_DB_HOST".into(), "127.0.0.1".into()),
                 ("REGION_DB_PORT".into(), server.port.to_string()),
                 ("REGION_DB_USER".into(), pg::SUPERUSER.into()),
                 ("REGION_DB_PASSWORD".into(), password.clone()),
+                ("REGION_DB_SSLROOTCERT".into(), pg_ca.clone()),
                 ("MASTER_KEY".into(), secrets.master_key.clone()),
+                (
+                    "JWT_PUBLIC_KEYS".into(),
+                    format!("{JWT_KID}:{}", secrets.jwt_public_key.display()),
+                ),
             ]);
             if let Some(certs) = &certs {
                 env.extend(certs.worker_tls().settings().map(setting));
@@ -344,6 +406,12 @@ impl Stack {
         env.extend([
             ("LISTEN_ADDR".to_owned(), listen.to_string()),
             ("ADMIN_ADDR".into(), admin_addr.to_string()),
+            ("DB_USER".into(), secrets.gateway_role.0.clone()),
+            ("DB_PASSWORD".into(), secrets.gateway_role.1.clone()),
+            (
+                "JWT_SIGNING_KEY_FILE".into(),
+                secrets.jwt_key.display().to_string(),
+            ),
         ]);
         if let Some(first) = options.regions.first() {
             env.push(("DEFAULT_REGION".into(), first.clone()));
@@ -381,19 +449,32 @@ impl Stack {
     /// Starts one more gateway configured like the first, on new ports (as a second
     /// replica behind a load balancer). It stops when the returned service is dropped.
     pub fn add_gateway(&self, name: &str) -> anyhow::Result<Service> {
+        self.add_gateway_with(name, &[])
+    }
+
+    /// [`Stack::add_gateway`] with settings of its own (`overrides` replace the
+    /// first gateway's values of the same names).
+    pub fn add_gateway_with(
+        &self,
+        name: &str,
+        overrides: &[(&str, &str)],
+    ) -> anyhow::Result<Service> {
         let addr = loopback(pg::free_port()?);
         let admin_addr = loopback(pg::free_port()?);
         let mut env: Vec<(String, String)> = self
             .gateway
             .env
             .iter()
-            .filter(|(k, _)| k != "LISTEN_ADDR" && k != "ADMIN_ADDR")
+            .filter(|(k, _)| {
+                k != "LISTEN_ADDR" && k != "ADMIN_ADDR" && !overrides.iter().any(|(o, _)| o == k)
+            })
             .cloned()
             .collect();
         env.extend([
             ("LISTEN_ADDR".to_owned(), addr.to_string()),
             ("ADMIN_ADDR".to_owned(), admin_addr.to_string()),
         ]);
+        env.extend(overrides.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         let mut gateway = Service {
             name: name.to_owned(),
             addr,
@@ -436,14 +517,22 @@ impl Stack {
         })
     }
 
-    /// The token service the stack's services use (tests forge tokens with it).
-    pub fn tokens(&self) -> anyhow::Result<common::token::TokenService> {
-        Ok(common::token::TokenService::new(
-            self.secrets.jwt_secret.as_bytes(),
+    /// The gateway's token signer (tests forge tokens with it).
+    pub fn tokens(&self) -> anyhow::Result<common::token::TokenSigner> {
+        let pem = zeroize::Zeroizing::new(std::fs::read_to_string(&self.secrets.jwt_key)?);
+        Ok(common::token::TokenSigner::from_pem(
+            JWT_KID,
+            &pem,
             "medicalpro",
             "medicalpro-api",
             900,
         )?)
+    }
+
+    /// The audit chain's keys the services use.
+    pub fn audit_keys(&self) -> anyhow::Result<common::audit::AuditKeys> {
+        let src = common::config::Source::from_pairs([("AUDIT_KEY", self.secrets.audit_key.clone())]);
+        Ok(common::audit::AuditKeys::from_source(&src)?)
     }
 
     /// The key ring the workers use.
@@ -485,6 +574,51 @@ fn append_server_conf(seed: &Path, settings: &[(String, String)]) -> anyhow::Res
         writeln!(conf, "{name} = '{}'", value.replace('\'', "''"))?;
     }
     Ok(())
+}
+
+fn random_bytes(n: usize) -> Vec<u8> {
+    let mut bytes = vec![0u8; n];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes
+}
+
+/// A CA for the stack's PostgreSQL servers and one server certificate (loopback
+/// names) they all present, in `dir` (emptied first; readable by the server user,
+/// which reads the CA when one server replicates from another).
+fn postgres_certs(dir: &Path) -> anyhow::Result<pg::ServerTls> {
+    use crate::certs::{Authority, Usage};
+    if dir.exists() {
+        std::fs::remove_dir_all(dir)?;
+    }
+    std::fs::create_dir_all(dir)?;
+    let authority = Authority::new("MedicalPro devstack PostgreSQL CA")?;
+    let ca = dir.join("ca.pem");
+    authority.write_cert(&ca)?;
+    let issued = authority.issue(dir, "postgres", Usage::Server)?;
+    Ok(pg::ServerTls {
+        ca,
+        cert: issued.cert,
+        key: issued.key,
+    })
+}
+
+/// Migrates the central database as its owner and makes the services' login roles.
+fn prepare_central(central: &PgServer, secrets: &Secrets) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let mut client = central.connect(CENTRAL_DB).await?;
+        migrations::apply(&mut client, migrations::CENTRAL).await?;
+        let settings = central.superuser(CENTRAL_DB);
+        for (kind, (name, password)) in [
+            (admin::roles::ServiceKind::Gateway, &secrets.gateway_role),
+            (admin::roles::ServiceKind::Worker, &secrets.worker_role),
+        ] {
+            admin::roles::create_service_role(&settings, kind, name, password).await?;
+        }
+        Ok(())
+    })
 }
 
 fn hex_string(bytes: &[u8]) -> String {

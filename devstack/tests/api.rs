@@ -278,13 +278,9 @@ async fn isolation_matrix_another_clinics_rows_are_not_found() {
     assert_ne!(made["created_at"], "2000-01-01T00:00:00Z");
 }
 
-fn forge(claims: &Value, secret: &[u8]) -> String {
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        claims,
-        &jsonwebtoken::EncodingKey::from_secret(secret),
-    )
-    .unwrap()
+/// Signs `claims` with the gateways' own key (what only a gateway can do).
+fn forge(claims: &Value) -> String {
+    stack().tokens().unwrap().sign(claims).unwrap()
 }
 
 #[tokio::test]
@@ -292,13 +288,12 @@ async fn token_attacks_are_refused() {
     let http = http();
     let a = register(&http, None).await;
     let b = register(&http, None).await;
-    let secret = stack().secrets.jwt_secret.as_bytes().to_vec();
     let now = common::token::now_secs();
     let claims = json!({"sub": a.user_id, "clinic": a.id, "role": "admin", "typ": "access",
-        "iss": "medicalpro", "aud": "medicalpro-api", "iat": now, "exp": now + 300, "jti": "x"});
+        "iss": "medicalpro", "aud": "medicalpro-api", "iat": now, "exp": now + 300, "jti": "x", "ver": 1});
     // The control: a correctly forged token works, so the refusals below mean something.
     let ok = http
-        .get("/api/v1/patients", Some(&forge(&claims, &secret)))
+        .get("/api/v1/patients", Some(&forge(&claims)))
         .await
         .unwrap();
     assert_eq!(ok.status, 200, "{}", ok.text());
@@ -318,17 +313,33 @@ async fn token_attacks_are_refused() {
         URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#),
         URL_SAFE_NO_PAD.encode(claims.to_string())
     );
-    let hs512 = jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS512),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(&secret),
+    let hs = |alg: jsonwebtoken::Algorithm, key: &[u8]| {
+        let mut header = jsonwebtoken::Header::new(alg);
+        header.kid = Some(devstack::stack::JWT_KID.into());
+        jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_secret(key))
+            .unwrap()
+    };
+    // The classic confusion: HS256 keyed with the gateway's public key, which the
+    // JWKS publishes to everyone.
+    let jwks = http.get("/.well-known/jwks.json", None).await.unwrap().json();
+    let public = URL_SAFE_NO_PAD
+        .decode(jwks["keys"][0]["x"].as_str().unwrap())
+        .unwrap();
+    let (other_key, _) = common::token::generate_key_pair().unwrap();
+    let other = common::token::TokenSigner::from_pem(
+        devstack::stack::JWT_KID,
+        &other_key,
+        "medicalpro",
+        "medicalpro-api",
+        900,
     )
     .unwrap();
     let mut cases: Vec<(&str, String)> = vec![
         ("tampered payload", tampered),
         ("alg none", none),
-        ("other algorithm", hs512),
-        ("wrong key", forge(&claims, &[7u8; 48])),
+        ("HS512 with a guessed key", hs(jsonwebtoken::Algorithm::HS512, &[7u8; 48])),
+        ("HS256 keyed with the public key", hs(jsonwebtoken::Algorithm::HS256, &public)),
+        ("another Ed25519 key under the same kid", other.sign(&claims).unwrap()),
         ("garbage", "not.a.token".into()),
     ];
     type Mutation = fn(&mut Value);
@@ -353,7 +364,7 @@ async fn token_attacks_are_refused() {
     for (name, mutate) in variants {
         let mut c = claims.clone();
         mutate(&mut c);
-        cases.push((name, forge(&c, &secret)));
+        cases.push((name, forge(&c)));
     }
     for (name, token) in cases {
         let r = http.get("/api/v1/patients", Some(&token)).await.unwrap();
@@ -377,7 +388,7 @@ async fn token_attacks_are_refused() {
     ghost["clinic"] = uuid::Uuid::now_v7().to_string().into();
     problem(
         &http
-            .get("/api/v1/patients", Some(&forge(&ghost, &secret)))
+            .get("/api/v1/patients", Some(&forge(&ghost)))
             .await
             .unwrap(),
         403,
@@ -719,8 +730,10 @@ async fn clinic_roles_reach_only_their_own_database() {
             .port(server.port)
             .user(&role_a)
             .password(pw_a.clone())
-            .dbname(&db);
-        async move { cfg.connect(tokio_postgres::NoTls).await }
+            .dbname(&db)
+            .ssl_mode(tokio_postgres::config::SslMode::Require);
+        let tls = server.tls();
+        async move { cfg.connect(tls).await }
     };
     let (own, conn) = connect(db_a).await.expect("own database");
     tokio::spawn(conn);
@@ -1197,7 +1210,7 @@ async fn staff_neither_see_nor_set_restricted_fields() {
     let tokens = stack().tokens().unwrap();
     let token_for = |role| {
         tokens
-            .issue(c.user_id.parse().unwrap(), c.id.parse().unwrap(), role)
+            .issue(c.user_id.parse().unwrap(), c.id.parse().unwrap(), role, 1)
             .unwrap()
             .0
     };
@@ -1350,7 +1363,7 @@ async fn clinic_admins_manage_their_users_and_disabled_users_are_locked_out() {
             )
             .await
             .unwrap(),
-        400,
+        403,
     );
 
     // Disabled: no login, no refresh.

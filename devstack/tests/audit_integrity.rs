@@ -6,19 +6,19 @@
 
 mod support;
 
-use common::config::{DbSettings, Secret};
+use common::config::DbSettings;
 use common::ClinicId;
 use support::*;
 
 fn central_settings() -> DbSettings {
-    let s = stack();
-    DbSettings {
-        host: "127.0.0.1".into(),
-        port: s.central.port,
-        user: devstack::pg::SUPERUSER.into(),
-        password: Secret::new(s.central.password.clone()),
-        dbname: devstack::stack::CENTRAL_DB.into(),
-    }
+    stack().central.superuser(devstack::stack::CENTRAL_DB)
+}
+
+async fn verify(clinic: Option<ClinicId>, anchors: Option<&std::path::Path>) -> admin::audit::AuditReport {
+    let keys = stack().audit_keys().unwrap();
+    admin::audit::verify(&central_settings(), Some(&keys), clinic, anchors)
+        .await
+        .unwrap()
 }
 
 async fn activity(c: &Clinic) {
@@ -60,8 +60,7 @@ async fn the_audit_trail_is_append_only_and_tampering_is_detected() {
     for c in [&edited, &removed, &untouched] {
         activity(c).await;
     }
-    let settings = central_settings();
-    let report = admin::audit::verify(&settings, None).await.unwrap();
+    let report = verify(None, None).await;
     assert!(report.is_intact(), "{:?}", report.breaks);
     assert!(report.rows >= 18, "{}", report.summary());
 
@@ -91,7 +90,7 @@ async fn the_audit_trail_is_append_only_and_tampering_is_detected() {
         &removed,
     )
     .await;
-    let report = admin::audit::verify(&settings, None).await.unwrap();
+    let report = verify(None, None).await;
     let broken: Vec<(String, i64)> = report
         .breaks
         .iter()
@@ -113,20 +112,14 @@ async fn the_audit_trail_is_append_only_and_tampering_is_detected() {
         report.breaks
     );
     let one: ClinicId = untouched.id.parse().unwrap();
-    assert!(admin::audit::verify(&settings, Some(one))
-        .await
-        .unwrap()
-        .is_intact());
+    assert!(verify(Some(one), None).await.is_intact());
 
     // New accesses keep chaining after the break; the break stays visible.
     activity(&untouched).await;
-    let again = admin::audit::verify(&settings, Some(one)).await.unwrap();
+    let again = verify(Some(one), None).await;
     assert!(again.is_intact());
     let edited_id: ClinicId = edited.id.parse().unwrap();
-    assert!(!admin::audit::verify(&settings, Some(edited_id))
-        .await
-        .unwrap()
-        .is_intact());
+    assert!(!verify(Some(edited_id), None).await.is_intact());
 }
 
 #[tokio::test]
@@ -213,6 +206,7 @@ async fn clinic_admins_read_their_own_audit_trail_with_filters() {
             a.user_id.parse().unwrap(),
             a.id.parse().unwrap(),
             common::token::Role::Staff,
+            1,
         )
         .unwrap();
     let refused = http.get("/api/v1/audit-logs", Some(&staff)).await.unwrap();

@@ -56,7 +56,7 @@ fn id(v: &Value) -> String {
 fn token_for(c: &Clinic, role: common::token::Role) -> String {
     let tokens = stack().tokens().unwrap();
     tokens
-        .issue(c.user_id.parse().unwrap(), c.id.parse().unwrap(), role)
+        .issue(c.user_id.parse().unwrap(), c.id.parse().unwrap(), role, 1)
         .unwrap()
         .0
 }

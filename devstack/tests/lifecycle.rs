@@ -321,12 +321,46 @@ fn workers_under_mutual_tls_serve_gateways_only() {
     let _ = std::fs::remove_dir_all(elsewhere);
 }
 
+/// Key files a valid configuration names: the token signing key and its public
+/// key, and a CA for the PostgreSQL connections.
+struct KeyFiles {
+    signing: String,
+    public: String,
+    db_ca: String,
+}
+
+fn key_files() -> &'static KeyFiles {
+    static FILES: std::sync::OnceLock<KeyFiles> = std::sync::OnceLock::new();
+    FILES.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("medicalpro-test-{}-keys", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (private, public) = common::token::generate_key_pair().unwrap();
+        let (signing, public_path, db_ca) = (dir.join("jwt.pem"), dir.join("jwt.pub.pem"), dir.join("db-ca.pem"));
+        std::fs::write(&signing, private.as_bytes()).unwrap();
+        std::fs::write(&public_path, public).unwrap();
+        devstack::certs::Authority::new("check CA")
+            .unwrap()
+            .write_cert(&db_ca)
+            .unwrap();
+        KeyFiles {
+            signing: signing.display().to_string(),
+            public: format!("k1:{}", public_path.display()),
+            db_ca: db_ca.display().to_string(),
+        }
+    })
+}
+
 /// Runs `<component> --check` with a valid base environment plus `extra`.
 fn check(component: &str, extra: &[(&str, String)]) -> std::process::Output {
+    let keys = key_files();
     Command::new(env!("CARGO_BIN_EXE_devstack"))
         .args([devstack::process::COMPONENT_ARG, component, "--check"])
         .env_remove("MEDICALPRO_CONFIG")
-        .env("JWT_SECRET", "a3f9c1e07b5d4a2e8f6c0b9d7e1a4c3f5b8d2e0a")
+        .env("JWT_SIGNING_KEY_FILE", &keys.signing)
+        .env("JWT_PUBLIC_KEYS", &keys.public)
+        .env("DB_SSLROOTCERT", &keys.db_ca)
+        .env("REGION_DB_SSLROOTCERT", &keys.db_ca)
+        .env("AUDIT_KEY", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")
         .env(
             "INTERNAL_SECRET",
             "9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e0d",
@@ -336,6 +370,38 @@ fn check(component: &str, extra: &[(&str, String)]) -> std::process::Output {
         .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
         .output()
         .unwrap()
+}
+
+/// Keys, certificates and policies are checked at start-up: each wrong one is
+/// refused (exit 64) naming its setting.
+#[test]
+fn security_settings_are_checked_at_start_up() {
+    let refused = |out: &std::process::Output, setting: &str| {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{stderr}");
+        assert!(stderr.contains(setting), "{stderr}");
+    };
+    for component in ["gateway", "worker"] {
+        let out = check(component, &[]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        refused(&check(component, &[("DB_SSLROOTCERT", String::new())]), "DB_SSLROOTCERT");
+        refused(&check(component, &[("DB_SSLMODE", "prefer".into())]), "DB_SSLMODE");
+        refused(&check(component, &[("DB_SSLROOTCERT", "/nonexistent/ca.pem".into())]), "DB_SSLROOTCERT");
+        refused(&check(component, &[("AUDIT_KEY", "c2hvcnQ=".into())]), "AUDIT_KEY");
+    }
+    let keys = key_files();
+    // The gateway signs: a public key, or nothing, is no signing key.
+    let public_path = keys.public.trim_start_matches("k1:").to_owned();
+    refused(&check("gateway", &[("JWT_SIGNING_KEY_FILE", public_path.clone())]), "JWT_SIGNING_KEY_FILE");
+    refused(&check("gateway", &[("JWT_SIGNING_KEY_FILE", String::new())]), "JWT_SIGNING_KEY_FILE");
+    refused(&check("gateway", &[("REGISTRATION", "anyone".into())]), "REGISTRATION");
+    // Workers only verify: they need public keys, and a private key is none.
+    refused(&check("worker", &[("JWT_PUBLIC_KEYS", String::new())]), "JWT_PUBLIC_KEYS");
+    refused(&check("worker", &[("JWT_PUBLIC_KEYS", format!("k1:{}", keys.signing))]), "JWT_PUBLIC_KEYS");
+    refused(&check("worker", &[("JWT_PUBLIC_KEYS", public_path)]), "JWT_PUBLIC_KEYS");
+    // Plain TCP to PostgreSQL only when said explicitly.
+    let out = check("worker", &[("DB_SSLMODE", "disable".into()), ("DB_SSLROOTCERT", String::new())]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]

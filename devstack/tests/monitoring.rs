@@ -862,7 +862,16 @@ async fn request_logs_are_json_with_request_clinic_and_user_and_no_secret_or_pat
         ("ssn digits", ssn.replace(' ', "")),
         ("phone", phone.to_owned()),
         ("patient e-mail", email),
-        ("jwt secret", stack.secrets.jwt_secret.clone()),
+        (
+            "token signing key",
+            std::fs::read_to_string(&stack.secrets.jwt_key)
+                .unwrap()
+                .lines()
+                .nth(1)
+                .unwrap()
+                .to_owned(),
+        ),
+        ("audit key", stack.secrets.audit_key.clone()),
         ("internal secret", stack.secrets.internal_secret.clone()),
         ("master key", stack.secrets.master_key.clone()),
     ];

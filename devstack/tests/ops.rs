@@ -46,12 +46,12 @@ async fn suspend_and_resume_take_effect_at_once() {
         200
     );
 
-    assert!(ops::set_status(&settings.central, id, Change::Suspend)
+    assert!(ops::set_status(&settings.central, settings.audit_keys.as_ref().unwrap(), id, Change::Suspend)
         .await
         .unwrap());
     assert!(status_within(&http, &clinic, path, 403).await < Duration::from_secs(1));
     // Twice is harmless; resuming an active clinic is not a thing.
-    assert!(!ops::set_status(&settings.central, id, Change::Suspend)
+    assert!(!ops::set_status(&settings.central, settings.audit_keys.as_ref().unwrap(), id, Change::Suspend)
         .await
         .unwrap());
     let login = http
@@ -69,15 +69,15 @@ async fn suspend_and_resume_take_effect_at_once() {
         login.text()
     );
 
-    assert!(ops::set_status(&settings.central, id, Change::Resume)
+    assert!(ops::set_status(&settings.central, settings.audit_keys.as_ref().unwrap(), id, Change::Resume)
         .await
         .unwrap());
     assert!(status_within(&http, &clinic, path, 200).await < Duration::from_secs(1));
-    let err = ops::set_status(&settings.central, id, Change::Resume)
+    let err = ops::set_status(&settings.central, settings.audit_keys.as_ref().unwrap(), id, Change::Resume)
         .await
         .unwrap();
     assert!(!err);
-    let unknown = ops::set_status(&settings.central, ClinicId::generate(), Change::Suspend).await;
+    let unknown = ops::set_status(&settings.central, settings.audit_keys.as_ref().unwrap(), ClinicId::generate(), Change::Suspend).await;
     assert!(unknown.unwrap_err().to_string().contains("no clinic"));
     let actions: Vec<String> = central_db()
         .await

@@ -292,7 +292,8 @@ async fn a_clinic_moves_region_readable_throughout_with_nothing_lost() {
             .unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    let report = admin::audit::verify(&admin_settings("eu-west").central, Some(id))
+    let settings = admin_settings("eu-west");
+    let report = admin::audit::verify(&settings.central, settings.audit_keys.as_ref(), Some(id), None)
         .await
         .unwrap();
     assert!(report.is_intact(), "{}", report.summary());

@@ -1,12 +1,23 @@
 //! The auth endpoints: register (which provisions the clinic through its region's
 //! worker), login, refresh with rotation and reuse detection, and logout.
+//!
+//! Sign-up follows `REGISTRATION` (`open` within per-address and fleet-wide hourly
+//! limits and a bound on clinics being set up, `invite` with a single-use code,
+//! `closed`). Sign-in attempts, and registrations naming an existing account, are
+//! counted in the central database before any password is checked
+//! ([`crate::throttle`]). Every sign-in, refresh, sign-out and sign-up is recorded
+//! in the central audit trail in the same transaction as its effect.
 
+use crate::config::Registration;
 use crate::error::GatewayError;
 use crate::password;
 use crate::proxy::Ctx;
 use crate::server::Gateway;
+use crate::throttle;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use common::audit::Record;
+use common::metric_names as m;
 use common::token::Role;
 use common::{ClinicId, Email, UserId};
 use rand::RngCore;
@@ -15,20 +26,24 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 use tokio_postgres::error::SqlState;
+use zeroize::Zeroizing;
 
 #[derive(Deserialize)]
 pub struct RegisterRequest {
     clinic_name: String,
     email: String,
-    password: String,
+    password: Zeroizing<String>,
     #[serde(default)]
     region: Option<String>,
+    /// The sign-up code of an invitation (`REGISTRATION=invite`).
+    #[serde(default)]
+    invite_code: Option<String>,
 }
 
 #[derive(Deserialize)]
 pub struct LoginRequest {
     email: String,
-    password: String,
+    password: Zeroizing<String>,
 }
 
 #[derive(Deserialize)]
@@ -45,39 +60,27 @@ fn parse_email(raw: &str) -> Result<Email, GatewayError> {
         .ok_or_else(|| GatewayError::BadRequest("`email` must be an e-mail address.".into()))
 }
 
-/// Records an authentication event in the central audit trail (best effort: a
-/// failure is logged, the sign-in itself is not refused for it).
-async fn audit_auth(
-    gw: &Gateway,
+/// An audit record of an authentication event by `user`.
+pub(crate) fn session_record(
     ctx: &Ctx,
-    clinic: ClinicId,
     user: Option<UserId>,
     action: &str,
     outcome: &str,
-) {
-    let result = async {
-        let client = gw.central.get().await?;
-        client
-            .execute(
-                "INSERT INTO audit_logs (clinic_id, user_id, action, resource, resource_id, client_ip, request_id, outcome, occurred_at) \
-                 VALUES ($1, $2, $3, 'session', NULL, $4, $5, $6, now())",
-                &[
-                    clinic.as_uuid(),
-                    &user.map(|u| *u.as_uuid()),
-                    &action,
-                    &ctx.client_ip,
-                    &ctx.request_id.as_str(),
-                    &outcome,
-                ],
-            )
-            .await
-            .map_err(db)?;
-        Ok::<_, GatewayError>(())
-    }
-    .await;
-    if let Err(e) = result {
-        tracing::warn!(error = %e, "could not record an authentication event");
-    }
+) -> Record {
+    let mut r = Record::now(action, "session", outcome);
+    r.user_id = user.map(|u| *u.as_uuid());
+    r.client_ip = Some(ctx.client_ip);
+    r.request_id = Some(ctx.request_id.to_string());
+    r
+}
+
+/// Records one event in a transaction of its own; the caller answers only once it
+/// is recorded (an unrecordable event is a `503`, as for any clinic access).
+pub(crate) async fn record(gw: &Gateway, clinic: ClinicId, r: &Record) -> Result<(), GatewayError> {
+    let client = gw.central.get().await?;
+    pgconn::audit::record(&client, &gw.config.audit_keys, clinic, r)
+        .await
+        .map_err(db)
 }
 
 async fn choose_region(gw: &Gateway, asked: Option<&str>) -> Result<String, GatewayError> {
@@ -108,6 +111,34 @@ async fn choose_region(gw: &Gateway, asked: Option<&str>) -> Result<String, Gate
     }
 }
 
+/// The hash under which a sign-up code is stored.
+fn invite_hash(code: &str) -> Vec<u8> {
+    common::crypto::signup_code_hash(code)
+}
+
+/// Counts a sign-in attempt on `account` from the caller's address (both groups
+/// of checks, see [`throttle::sign_in_checks`]); the checks to refund on success.
+async fn count_sign_in(
+    gw: &Gateway,
+    ctx: &Ctx,
+    account: &str,
+) -> Result<Vec<throttle::Check>, GatewayError> {
+    let client = gw.central.get().await?;
+    let mut counted = Vec::new();
+    for group in throttle::sign_in_checks(&gw.config.limits, account, ctx.client_ip) {
+        if let Err(e) = throttle::hit(&client, &group).await {
+            metrics::counter!(m::LOGIN_FAILURES, "reason" => "throttled").increment(1);
+            return Err(e);
+        }
+        counted.extend(group);
+    }
+    Ok(counted)
+}
+
+fn refused_signup(reason: &'static str) {
+    metrics::counter!(m::SIGNUPS_REFUSED, "reason" => reason).increment(1);
+}
+
 /// `POST /api/v1/auth/register`.
 pub async fn register(
     gw: &Gateway,
@@ -122,10 +153,13 @@ pub async fn register(
     }
     let email = parse_email(&body.email)?;
     password::check_new(&body.password)?;
-    let asked = body.region.as_deref().filter(|r| !r.is_empty());
-    let region = choose_region(gw, asked).await?;
+    if gw.config.registration == Registration::Closed {
+        refused_signup("closed");
+        return Err(GatewayError::RegistrationClosed);
+    }
 
-    // An earlier registration of the same account that did not finish is resumed.
+    // An earlier registration of the same account that did not finish is resumed:
+    // that takes its password, so the attempt is counted like a sign-in first.
     let existing = {
         let client = gw.central.get().await?;
         client
@@ -139,64 +173,160 @@ pub async fn register(
     };
     let (clinic, user, region) = match existing {
         Some(row) => {
+            let counted = count_sign_in(gw, ctx, email.as_str()).await?;
             let hash: String = row.get(2);
             let status: String = row.get(3);
             let same_owner = gw.hasher.verify(Some(hash), &body.password).await?;
             if !same_owner || !matches!(status.as_str(), "provisioning" | "active") {
                 return Err(GatewayError::EmailTaken);
             }
-            if status == "active" {
-                // A retry of a registration that was finished meanwhile (by the
-                // worker's reconciler, or an answer lost on the way): same answer.
-                let (clinic, user) = (
-                    ClinicId::from_uuid(row.get(1)),
-                    UserId::from_uuid(row.get(0)),
-                );
-                return Ok(
-                    json!({"clinic_id": clinic, "user_id": user, "region": row.get::<_, String>(4)}),
-                );
-            }
-            (
+            throttle::refund(&gw.central.get().await?, &counted).await?;
+            let (clinic, user, region) = (
                 ClinicId::from_uuid(row.get(1)),
                 UserId::from_uuid(row.get(0)),
                 row.get::<_, String>(4),
-            )
-        }
-        None => {
-            let hash = gw.hasher.hash(&body.password).await?;
-            let clinic = ClinicId::generate();
-            let user = UserId::generate();
-            let mut client = gw.central.get().await?;
-            let tx = client.transaction().await.map_err(db)?;
-            tx.execute(
-                "INSERT INTO companies (id, name, region, db_name, db_role, status) VALUES ($1, $2, $3, $4, $5, 'provisioning')",
-                &[clinic.as_uuid(), &clinic_name, &region, &clinic.database_name(), &clinic.role_name()],
-            )
-            .await
-            .map_err(db)?;
-            let inserted = tx
-                .execute(
-                    "INSERT INTO users (id, company_id, email, password_hash, role) VALUES ($1, $2, $3, $4, 'admin')",
-                    &[user.as_uuid(), clinic.as_uuid(), &email.as_str(), &hash],
-                )
-                .await;
-            match inserted {
-                Ok(_) => {}
-                Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-                    return Err(GatewayError::EmailTaken)
-                }
-                Err(e) => return Err(db(e)),
+            );
+            if status == "active" {
+                // A retry of a registration that was finished meanwhile (by the
+                // worker's reconciler, or an answer lost on the way): same answer.
+                return Ok(json!({"clinic_id": clinic, "user_id": user, "region": region}));
             }
-            tx.commit().await.map_err(db)?;
             (clinic, user, region)
         }
+        None => create(gw, ctx, &body, &clinic_name, &email).await?,
     };
 
     crate::server::note_caller(clinic, user);
     crate::proxy::provision(gw, ctx, clinic, &region).await?;
     gw.cache.invalidate(clinic);
-    audit_auth(gw, ctx, clinic, Some(user), "register", "success").await;
     Ok(json!({"clinic_id": clinic, "user_id": user, "region": region}))
+}
+
+/// A new clinic and its admin, `provisioning`, within the sign-up policy.
+async fn create(
+    gw: &Gateway,
+    ctx: &Ctx,
+    body: &RegisterRequest,
+    clinic_name: &str,
+    email: &Email,
+) -> Result<(ClinicId, UserId, String), GatewayError> {
+    let mut asked = body.region.as_deref().filter(|r| !r.is_empty()).map(str::to_owned);
+    let code = body.invite_code.as_deref().map(str::trim).filter(|c| !c.is_empty());
+    match gw.config.registration {
+        Registration::Closed => {
+            refused_signup("closed");
+            return Err(GatewayError::RegistrationClosed);
+        }
+        Registration::Invite => {
+            let Some(code) = code else {
+                refused_signup("invite");
+                return Err(GatewayError::InviteRequired(
+                    "Sign-up here is by invitation: send the `invite_code` you were given.",
+                ));
+            };
+            // Guessing codes is throttled like guessing passwords.
+            let client = gw.central.get().await?;
+            let checks = throttle::sign_up_checks(&gw.config.limits, ctx.client_ip);
+            throttle::hit(&client, &checks[..1]).await.inspect_err(|_| refused_signup("throttled"))?;
+            let invite = client
+                .query_opt(
+                    "SELECT email, region FROM signup_invites \
+                     WHERE code_hash = $1 AND used_at IS NULL AND expires_at > now()",
+                    &[&invite_hash(code)],
+                )
+                .await
+                .map_err(db)?;
+            let Some(invite) = invite else {
+                refused_signup("invite");
+                return Err(GatewayError::InviteRequired(
+                    "This invitation code is unknown, used or expired; ask for a new one.",
+                ));
+            };
+            let bound: Option<String> = invite.get(0);
+            if bound.is_some_and(|e| !e.eq_ignore_ascii_case(email.as_str())) {
+                refused_signup("invite");
+                return Err(GatewayError::InviteRequired(
+                    "This invitation is for another e-mail address.",
+                ));
+            }
+            if let Some(region) = invite.get::<_, Option<String>>(1) {
+                asked = Some(region);
+            }
+        }
+        Registration::Open => {
+            let client = gw.central.get().await?;
+            let checks = throttle::sign_up_checks(&gw.config.limits, ctx.client_ip);
+            throttle::hit(&client, &checks).await.inspect_err(|_| refused_signup("throttled"))?;
+            let setting_up: i64 = client
+                .query_one(
+                    "SELECT count(*) FROM companies WHERE status = 'provisioning' AND created_at > now() - interval '1 hour'",
+                    &[],
+                )
+                .await
+                .map_err(db)?
+                .get(0);
+            if setting_up >= i64::from(gw.config.limits.provisioning_max) {
+                refused_signup("provisioning");
+                return Err(GatewayError::SignupsPaused);
+            }
+        }
+    }
+    let region = choose_region(gw, asked.as_deref()).await?;
+    let hash = gw.hasher.hash(&body.password).await?;
+    let clinic = ClinicId::generate();
+    let user = UserId::generate();
+    let mut client = gw.central.get().await?;
+    let tx = client.transaction().await.map_err(db)?;
+    if let (Registration::Invite, Some(code)) = (gw.config.registration, code) {
+        // Consumed in the same transaction: two sign-ups racing on one code, one wins.
+        let used = tx
+            .execute(
+                "UPDATE signup_invites SET used_at = now(), clinic_id = NULL \
+                 WHERE code_hash = $1 AND used_at IS NULL AND expires_at > now()",
+                &[&invite_hash(code)],
+            )
+            .await
+            .map_err(db)?;
+        if used == 0 {
+            refused_signup("invite");
+            return Err(GatewayError::InviteRequired(
+                "This invitation code is unknown, used or expired; ask for a new one.",
+            ));
+        }
+    }
+    tx.execute(
+        "INSERT INTO companies (id, name, region, db_name, db_role, status) VALUES ($1, $2, $3, $4, $5, 'provisioning')",
+        &[clinic.as_uuid(), &clinic_name, &region, &clinic.database_name(), &clinic.role_name()],
+    )
+    .await
+    .map_err(db)?;
+    let inserted = tx
+        .execute(
+            "INSERT INTO users (id, company_id, email, password_hash, role) VALUES ($1, $2, $3, $4, 'admin')",
+            &[user.as_uuid(), clinic.as_uuid(), &email.as_str(), &hash],
+        )
+        .await;
+    match inserted {
+        Ok(_) => {}
+        Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+            return Err(GatewayError::EmailTaken)
+        }
+        Err(e) => return Err(db(e)),
+    }
+    if let (Registration::Invite, Some(code)) = (gw.config.registration, code) {
+        tx.execute(
+            "UPDATE signup_invites SET clinic_id = $2 WHERE code_hash = $1",
+            &[&invite_hash(code), clinic.as_uuid()],
+        )
+        .await
+        .map_err(db)?;
+    }
+    let record = session_record(ctx, Some(user), "register", "success");
+    pgconn::audit::append(&*tx, &gw.config.audit_keys, clinic, std::slice::from_ref(&record))
+        .await
+        .map_err(db)?;
+    tx.commit().await.map_err(db)?;
+    Ok((clinic, user, region))
 }
 
 fn new_refresh_token() -> (String, Vec<u8>) {
@@ -207,17 +337,25 @@ fn new_refresh_token() -> (String, Vec<u8>) {
     (token, hash)
 }
 
+/// The signed-in user a token pair is issued for.
+pub(crate) struct Principal {
+    pub user: UserId,
+    pub clinic: ClinicId,
+    pub role: Role,
+    /// The user's current token version.
+    pub version: i64,
+}
+
 async fn issue_tokens(
     gw: &Gateway,
     client: &impl deadpool_postgres::GenericClient,
-    user: UserId,
-    clinic: ClinicId,
-    role: Role,
+    who: &Principal,
     family: uuid::Uuid,
 ) -> Result<Value, GatewayError> {
     let (access, expires_in) = gw
-        .tokens
-        .issue(user, clinic, role)
+        .config
+        .signer
+        .issue(who.user, who.clinic, who.role, who.version)
         .map_err(|e| GatewayError::Internal(e.to_string()))?;
     let (refresh, hash) = new_refresh_token();
     let ttl = gw.config.refresh_ttl.as_secs() as f64;
@@ -225,7 +363,7 @@ async fn issue_tokens(
         .execute(
             "INSERT INTO refresh_tokens (token_hash, family_id, user_id, expires_at) \
              VALUES ($1, $2, $3, now() + make_interval(secs => $4))",
-            &[&hash, &family, user.as_uuid(), &ttl],
+            &[&hash, &family, who.user.as_uuid(), &ttl],
         )
         .await
         .map_err(db)?;
@@ -247,46 +385,51 @@ pub async fn login(gw: &Gateway, ctx: &Ctx, body: LoginRequest) -> Result<Value,
         return Err(GatewayError::BadCredentials);
     }
     let account = body.email.trim().to_lowercase();
-    if let Some(wait) = gw.throttle.blocked(&account, ctx.client_ip) {
-        metrics::counter!(common::metric_names::LOGIN_FAILURES, "reason" => "throttled")
-            .increment(1);
-        return Err(GatewayError::Throttled(wait));
-    }
-    let client = gw.central.get().await?;
-    let row = client
-        .query_opt(
-            "SELECT u.id, u.company_id, u.password_hash, u.role, u.disabled_at IS NOT NULL, c.status \
-             FROM users u JOIN companies c ON c.id = u.company_id WHERE lower(u.email) = $1",
-            &[&account],
-        )
-        .await
-        .map_err(db)?;
+    let counted = count_sign_in(gw, ctx, &account).await?;
+    let row = {
+        let client = gw.central.get().await?;
+        client
+            .query_opt(
+                "SELECT u.id, u.company_id, u.password_hash, u.role, u.disabled_at IS NOT NULL, c.status, u.token_version \
+                 FROM users u JOIN companies c ON c.id = u.company_id WHERE lower(u.email) = $1",
+                &[&account],
+            )
+            .await
+            .map_err(db)?
+    };
     let hash = row.as_ref().map(|r| r.get::<_, String>(2));
     let verified = gw.hasher.verify(hash, &body.password).await?;
     let known = row
         .as_ref()
         .map(|r| (ClinicId::from_uuid(r.get(1)), UserId::from_uuid(r.get(0))));
     let Some(row) = row.filter(|r| verified && !r.get::<_, bool>(4)) else {
-        gw.throttle.failed(&account, ctx.client_ip);
-        metrics::counter!(common::metric_names::LOGIN_FAILURES, "reason" => "bad_credentials")
-            .increment(1);
+        metrics::counter!(m::LOGIN_FAILURES, "reason" => "bad_credentials").increment(1);
         // A failure against a real account lands in that clinic's audit trail.
         if let Some((clinic, user)) = known {
-            audit_auth(gw, ctx, clinic, Some(user), "login", "failure").await;
+            record(gw, clinic, &session_record(ctx, Some(user), "login", "failure")).await?;
         }
         return Err(GatewayError::BadCredentials);
     };
-    let user = UserId::from_uuid(row.get(0));
-    let clinic = ClinicId::from_uuid(row.get(1));
-    let role = Role::parse(row.get::<_, &str>(3))
-        .ok_or_else(|| GatewayError::Internal("unknown role".into()))?;
+    let who = Principal {
+        user: UserId::from_uuid(row.get(0)),
+        clinic: ClinicId::from_uuid(row.get(1)),
+        role: Role::parse(row.get::<_, &str>(3))
+            .ok_or_else(|| GatewayError::Internal("unknown role".into()))?,
+        version: row.get(6),
+    };
     if !matches!(row.get::<_, &str>(5), "active" | "relocating") {
         return Err(GatewayError::ClinicUnavailable);
     }
-    gw.throttle.succeeded(&account);
-    crate::server::note_caller(clinic, user);
-    let tokens = issue_tokens(gw, &client, user, clinic, role, uuid::Uuid::new_v4()).await?;
-    audit_auth(gw, ctx, clinic, Some(user), "login", "success").await;
+    crate::server::note_caller(who.clinic, who.user);
+    let mut client = gw.central.get().await?;
+    throttle::refund(&client, &counted).await?;
+    let tx = client.transaction().await.map_err(db)?;
+    let tokens = issue_tokens(gw, &tx, &who, uuid::Uuid::new_v4()).await?;
+    let record = session_record(ctx, Some(who.user), "login", "success");
+    pgconn::audit::append(&*tx, &gw.config.audit_keys, who.clinic, std::slice::from_ref(&record))
+        .await
+        .map_err(db)?;
+    tx.commit().await.map_err(db)?;
     Ok(tokens)
 }
 
@@ -306,7 +449,7 @@ pub async fn refresh(gw: &Gateway, ctx: &Ctx, body: RefreshRequest) -> Result<Va
         .query_opt(
             "SELECT t.family_id, t.user_id, u.company_id, u.role, \
                     (t.rotated_at IS NOT NULL OR t.revoked_at IS NOT NULL) AS used, \
-                    t.expires_at < now() AS expired, u.disabled_at IS NOT NULL, c.status \
+                    t.expires_at < now() AS expired, u.disabled_at IS NOT NULL, c.status, u.token_version \
              FROM refresh_tokens t JOIN users u ON u.id = t.user_id JOIN companies c ON c.id = u.company_id \
              WHERE t.token_hash = $1 FOR UPDATE OF t",
             &[&hash],
@@ -320,6 +463,7 @@ pub async fn refresh(gw: &Gateway, ctx: &Ctx, body: RefreshRequest) -> Result<Va
     let user = UserId::from_uuid(row.get(1));
     let clinic = ClinicId::from_uuid(row.get(2));
     crate::server::note_caller(clinic, user);
+    let keys = &gw.config.audit_keys;
     if row.get::<_, bool>(4) {
         tx.execute(
             "UPDATE refresh_tokens SET revoked_at = coalesce(revoked_at, now()) WHERE family_id = $1",
@@ -327,43 +471,67 @@ pub async fn refresh(gw: &Gateway, ctx: &Ctx, body: RefreshRequest) -> Result<Va
         )
         .await
         .map_err(db)?;
+        let record = session_record(ctx, Some(user), "refresh_reuse", "revoked");
+        pgconn::audit::append(&*tx, keys, clinic, std::slice::from_ref(&record))
+            .await
+            .map_err(db)?;
         tx.commit().await.map_err(db)?;
-        audit_auth(gw, ctx, clinic, Some(user), "refresh_reuse", "revoked").await;
         return Err(GatewayError::BadRefreshToken);
     }
     if row.get::<_, bool>(5)
         || row.get::<_, bool>(6)
         || !matches!(row.get::<_, &str>(7), "active" | "relocating")
     {
+        drop(tx);
+        record(gw, clinic, &session_record(ctx, Some(user), "refresh", "refused")).await?;
         return Err(GatewayError::BadRefreshToken);
     }
-    let role = Role::parse(row.get::<_, &str>(3))
-        .ok_or_else(|| GatewayError::Internal("unknown role".into()))?;
+    let who = Principal {
+        user,
+        clinic,
+        role: Role::parse(row.get::<_, &str>(3))
+            .ok_or_else(|| GatewayError::Internal("unknown role".into()))?,
+        version: row.get(8),
+    };
     tx.execute(
         "UPDATE refresh_tokens SET rotated_at = now() WHERE token_hash = $1",
         &[&hash],
     )
     .await
     .map_err(db)?;
-    let tokens = issue_tokens(gw, &tx, user, clinic, role, family).await?;
+    let tokens = issue_tokens(gw, &tx, &who, family).await?;
+    let record = session_record(ctx, Some(user), "refresh", "success");
+    pgconn::audit::append(&*tx, keys, clinic, std::slice::from_ref(&record))
+        .await
+        .map_err(db)?;
     tx.commit().await.map_err(db)?;
     Ok(tokens)
 }
 
 /// `POST /api/v1/auth/logout`: revokes the token's whole family. Always `204`.
-pub async fn logout(gw: &Gateway, body: RefreshRequest) -> Result<(), GatewayError> {
+pub async fn logout(gw: &Gateway, ctx: &Ctx, body: RefreshRequest) -> Result<(), GatewayError> {
     let Ok(hash) = refresh_hash(&body.refresh_token) else {
         return Ok(());
     };
-    let client = gw.central.get().await?;
-    client
-        .execute(
+    let mut client = gw.central.get().await?;
+    let tx = client.transaction().await.map_err(db)?;
+    let rows = tx
+        .query(
             "UPDATE refresh_tokens SET revoked_at = coalesce(revoked_at, now()) \
-             WHERE family_id = (SELECT family_id FROM refresh_tokens WHERE token_hash = $1)",
+             WHERE family_id = (SELECT family_id FROM refresh_tokens WHERE token_hash = $1) \
+             RETURNING user_id, (SELECT company_id FROM users u WHERE u.id = user_id)",
             &[&hash],
         )
         .await
         .map_err(db)?;
+    if let Some(row) = rows.first() {
+        let (user, clinic) = (UserId::from_uuid(row.get(0)), ClinicId::from_uuid(row.get(1)));
+        let record = session_record(ctx, Some(user), "logout", "success");
+        pgconn::audit::append(&*tx, &gw.config.audit_keys, clinic, std::slice::from_ref(&record))
+            .await
+            .map_err(db)?;
+    }
+    tx.commit().await.map_err(db)?;
     Ok(())
 }
 

@@ -1,12 +1,71 @@
 //! The gateway's typed configuration, read from the environment at start-up.
 
+use common::audit::AuditKeys;
 use common::config::{ConfigError, DbSettings, Source};
 use common::internal::InternalKey;
 use common::tls::MutualTls;
-use common::token::TokenService;
+use common::token::{TokenSigner, TokenVerifier};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+/// Who may create a clinic through `POST /api/v1/auth/register`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Registration {
+    /// Anyone, within the sign-up limits.
+    Open,
+    /// Only with a single-use code from `medicalpro-admin invite`.
+    Invite,
+    /// Nobody: clinics are created with `medicalpro-admin create-clinic`.
+    Closed,
+}
+
+impl Registration {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Registration::Open => "open",
+            Registration::Invite => "invite",
+            Registration::Closed => "closed",
+        }
+    }
+}
+
+/// Limits on sign-ups and sign-in attempts (all counted in the central database,
+/// so they hold across every gateway).
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// `SIGNUPS_PER_ADDRESS_PER_HOUR` (open registration; IPv6 by /64).
+    pub signups_per_address: u32,
+    /// `SIGNUPS_PER_HOUR`: every address together, fleet-wide.
+    pub signups_fleet: u32,
+    /// `SIGNUPS_PROVISIONING_MAX`: clinics being set up at once (created within the
+    /// last hour and not active yet); past it, sign-ups wait.
+    pub provisioning_max: u32,
+    /// `LOGIN_ATTEMPTS_PER_ACCOUNT_ADDRESS` per `LOGIN_WINDOW_SECS`: attempts on one
+    /// account from one address (the owner elsewhere is not locked out by them).
+    pub login_per_account_address: u32,
+    /// `LOGIN_ATTEMPTS_PER_ACCOUNT`: on one account from every address together.
+    pub login_per_account: u32,
+    /// `LOGIN_ATTEMPTS_PER_ADDRESS`: on any account from one address.
+    pub login_per_address: u32,
+    pub login_window: Duration,
+    /// `PASSWORD_HASH_QUEUE`: password checks waiting for a hashing thread; past
+    /// it a sign-in is shed with 503 + retry-after.
+    pub hash_queue: usize,
+}
+
+/// Protections against slow and greedy clients on the public listener.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectionLimits {
+    /// `MAX_CONNECTIONS`: open client connections; past it new ones are closed at once.
+    pub max_connections: usize,
+    /// `HEADER_READ_TIMEOUT_SECS`: time to send a request's head (a kept-alive
+    /// connection idle for that long is closed too).
+    pub header_read_timeout: Duration,
+    /// `BODY_READ_TIMEOUT_SECS`: time to send a request's body (→ 408).
+    pub body_read_timeout: Duration,
+}
 
 /// The settings naming the gateway's client certificate chain, its key, and the CA
 /// that workers' server certificates must chain to.
@@ -24,8 +83,17 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     /// `DB_HOST`, `DB_PORT`, `DB_USER`, `DB_PASSWORD`, `CENTRAL_DB_NAME`.
     pub central: DbSettings,
-    pub tokens: TokenService,
+    /// `JWT_SIGNING_KEY_FILE`, `JWT_KID`: the Ed25519 key access tokens are signed with.
+    pub signer: TokenSigner,
+    /// The gateway's own and retired (`JWT_RETIRED_PUBLIC_KEYS`) public keys.
+    pub verifier: Arc<TokenVerifier>,
+    /// `AUDIT_KEY`, `AUDIT_KEY_ID`: the audit chain's key.
+    pub audit_keys: AuditKeys,
     pub internal: InternalKey,
+    /// `REGISTRATION`: `open`, `invite` (the default) or `closed`.
+    pub registration: Registration,
+    pub limits: Limits,
+    pub connections: ConnectionLimits,
     /// `REFRESH_TOKEN_TTL` in seconds, default 30 days.
     pub refresh_ttl: Duration,
     /// `DEFAULT_REGION`: where new clinics go when they do not ask; else the first region.
@@ -81,12 +149,59 @@ impl Config {
         if let Some(tls) = &upstream_tls {
             tls.client_config()?;
         }
+        let registration = match source.or("REGISTRATION", "invite").as_str() {
+            "open" => Registration::Open,
+            "invite" => Registration::Invite,
+            "closed" => Registration::Closed,
+            other => {
+                return Err(ConfigError::Invalid {
+                    name: "REGISTRATION",
+                    reason: format!("`{other}`: use open, invite or closed"),
+                })
+            }
+        };
+        let limits = Limits {
+            signups_per_address: source.parse_or("SIGNUPS_PER_ADDRESS_PER_HOUR", 3)?,
+            signups_fleet: source.parse_or("SIGNUPS_PER_HOUR", 100)?,
+            provisioning_max: source.parse_or("SIGNUPS_PROVISIONING_MAX", 10)?,
+            login_per_account_address: source.parse_or("LOGIN_ATTEMPTS_PER_ACCOUNT_ADDRESS", 5)?,
+            login_per_account: source.parse_or("LOGIN_ATTEMPTS_PER_ACCOUNT", 50)?,
+            login_per_address: source.parse_or("LOGIN_ATTEMPTS_PER_ADDRESS", 30)?,
+            login_window: Duration::from_secs(source.parse_or("LOGIN_WINDOW_SECS", 900)?),
+            hash_queue: source.parse_or("PASSWORD_HASH_QUEUE", 16)?,
+        };
+        if limits.login_window.is_zero() || limits.login_per_account_address == 0 {
+            return Err(ConfigError::Invalid {
+                name: "LOGIN_WINDOW_SECS",
+                reason: "the window and every limit must be at least 1".into(),
+            });
+        }
+        let connections = ConnectionLimits {
+            max_connections: source.parse_or("MAX_CONNECTIONS", 10_000)?,
+            header_read_timeout: Duration::from_secs(source.parse_or("HEADER_READ_TIMEOUT_SECS", 10)?),
+            body_read_timeout: Duration::from_secs(source.parse_or("BODY_READ_TIMEOUT_SECS", 30)?),
+        };
+        if connections.max_connections == 0
+            || connections.header_read_timeout.is_zero()
+            || connections.body_read_timeout.is_zero()
+        {
+            return Err(ConfigError::Invalid {
+                name: "MAX_CONNECTIONS",
+                reason: "connection limits and timeouts must be at least 1".into(),
+            });
+        }
+        let (signer, verifier) = common::token::gateway_tokens(source)?;
         Ok(Self {
             listen: source.parse_or("LISTEN_ADDR", ([0, 0, 0, 0], 8080).into())?,
             admin_listen: source.parse_or("ADMIN_ADDR", ([127, 0, 0, 1], 9090).into())?,
             central: DbSettings::central(source)?,
-            tokens: TokenService::from_source(source)?,
+            signer,
+            verifier: Arc::new(verifier),
+            audit_keys: AuditKeys::from_source(source)?,
             internal: InternalKey::from_source(source)?,
+            registration,
+            limits,
+            connections,
             refresh_ttl: Duration::from_secs(source.parse_or("REFRESH_TOKEN_TTL", 30 * 86_400)?),
             default_region: source.get("DEFAULT_REGION").filter(|r| !r.is_empty()),
             max_body_bytes: source.parse_or("MAX_BODY_BYTES", 1 << 20)?,

@@ -27,6 +27,18 @@ pub enum GatewayError {
     BadRequest(String),
     #[error("email already registered")]
     EmailTaken,
+    #[error("registration is closed")]
+    RegistrationClosed,
+    #[error("sign-up needs a valid invitation: {0}")]
+    InviteRequired(&'static str),
+    #[error("too many clinics being set up")]
+    SignupsPaused,
+    #[error("password hashing queue full")]
+    Overloaded,
+    #[error("conflict: {0}")]
+    Conflict(&'static str),
+    #[error("request body not received in time")]
+    BodyTimeout,
     #[error("unknown region {0}")]
     UnknownRegion(String),
     #[error("body over {0} bytes")]
@@ -69,6 +81,12 @@ impl GatewayError {
             GatewayError::Throttled(_) => "throttled",
             GatewayError::BadRequest(_) => "bad_request",
             GatewayError::EmailTaken => "email_taken",
+            GatewayError::RegistrationClosed => "registration_closed",
+            GatewayError::InviteRequired(_) => "invite_required",
+            GatewayError::SignupsPaused => "signups_paused",
+            GatewayError::Overloaded => "overloaded",
+            GatewayError::Conflict(_) => "conflict",
+            GatewayError::BodyTimeout => "body_timeout",
             GatewayError::UnknownRegion(_) => "unknown_region",
             GatewayError::PayloadTooLarge(_) => "payload_too_large",
             GatewayError::NotFound => "not_found",
@@ -92,6 +110,9 @@ impl GatewayError {
             GatewayError::Token(common::token::TokenError::Invalid) => {
                 Problem::unauthorized("A valid bearer access token is required.")
             }
+            GatewayError::Token(common::token::TokenError::Revoked { .. }) => Problem::unauthorized(
+                "This access token was revoked (the account was disabled, its role changed or it was signed out everywhere); sign in again.",
+            ),
             GatewayError::MissingToken => {
                 Problem::unauthorized("Send `Authorization: Bearer <access token>`.")
             }
@@ -120,6 +141,24 @@ impl GatewayError {
                 Problem::new(409, "email-taken", "E-mail already registered")
                     .with_detail("An account with this e-mail address exists; log in instead.")
             }
+            GatewayError::RegistrationClosed => Problem::new(403, "registration-closed", "Registration closed")
+                .with_detail("Clinics are not signed up here; ask the platform's operator to create yours."),
+            GatewayError::InviteRequired(why) => {
+                Problem::new(403, "invite-required", "Invitation required").with_detail(*why)
+            }
+            GatewayError::SignupsPaused => Problem::unavailable(
+                "Many clinics are being set up right now; send the same registration again in a minute.",
+                60,
+            ),
+            GatewayError::Overloaded => Problem::unavailable(
+                "Too many sign-ins are being checked right now; retry in a moment.",
+                1,
+            ),
+            GatewayError::Conflict(detail) => {
+                Problem::new(409, "conflict", "Conflict").with_detail(*detail)
+            }
+            GatewayError::BodyTimeout => Problem::new(408, "request-timeout", "Request timeout")
+                .with_detail("The request body did not arrive in time; send it again without pausing."),
             GatewayError::UnknownRegion(r) => {
                 Problem::bad_request(format!("There is no region named `{r}`."))
             }
@@ -168,7 +207,10 @@ impl GatewayError {
             Some(c) if c.code().starts_with("22") => {
                 GatewayError::BadRequest("A value in the request is not valid.".into())
             }
-            Some(_) => GatewayError::Internal(e.to_string()),
+            Some(_) => GatewayError::Internal(match e.as_db_error() {
+                Some(db) => format!("{}: {}", db.code().code(), db.message()),
+                None => e.to_string(),
+            }),
         }
     }
 }

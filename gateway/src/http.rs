@@ -47,12 +47,14 @@ pub fn problem(e: &GatewayError) -> Response<Body> {
     r
 }
 
-/// Reads a whole body of at most `limit` bytes: a declared `content-length` over
-/// the limit is refused before reading, a chunked body as soon as it passes it.
+/// Reads a whole body of at most `limit` bytes within `timeout`: a declared
+/// `content-length` over the limit is refused before reading, a chunked body as
+/// soon as it passes it, and a client sending it too slowly gets `408`.
 pub async fn read_body(
     headers: &http::HeaderMap,
     body: Incoming,
     limit: usize,
+    timeout: std::time::Duration,
 ) -> Result<Bytes, GatewayError> {
     let declared = headers
         .get(CONTENT_LENGTH)
@@ -61,9 +63,14 @@ pub async fn read_body(
     if declared.is_some_and(|n| n > limit) {
         return Err(GatewayError::PayloadTooLarge(limit));
     }
-    Ok(Limited::new(body, limit)
-        .collect()
+    let collected = tokio::time::timeout(timeout, Limited::new(body, limit).collect())
         .await
+        .map_err(|_| {
+            metrics::counter!(common::metric_names::CLIENTS_CUT_OFF, "component" => "gateway", "reason" => "body_timeout")
+                .increment(1);
+            GatewayError::BodyTimeout
+        })?;
+    Ok(collected
         .map_err(|e| {
             if e.is::<http_body_util::LengthLimitError>() {
                 GatewayError::PayloadTooLarge(limit)
@@ -74,13 +81,14 @@ pub async fn read_body(
         .to_bytes())
 }
 
-/// Reads and parses a JSON body of at most `limit` bytes.
+/// Reads and parses a JSON body of at most `limit` bytes within `timeout`.
 pub async fn read_json<T: DeserializeOwned>(
     req: http::Request<Incoming>,
     limit: usize,
+    timeout: std::time::Duration,
 ) -> Result<T, GatewayError> {
     let (parts, body) = req.into_parts();
-    let bytes = read_body(&parts.headers, body, limit).await?;
+    let bytes = read_body(&parts.headers, body, limit, timeout).await?;
     serde_json::from_slice(&bytes)
         .map_err(|e| GatewayError::BadRequest(format!("Invalid JSON body: {e}.")))
 }

@@ -1,57 +1,41 @@
 //! Password hashing with argon2id at OWASP parameters (m = 19 MiB, t = 2, p = 1),
 //! run on blocking threads behind a semaphore so a burst of logins cannot starve the
-//! proxy or exhaust memory.
+//! proxy or exhaust memory. Past a bounded queue of waiting checks, new ones are
+//! shed at once (`503` + `retry-after`, counted) instead of waiting behind it.
 
 use crate::error::GatewayError;
-use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
+pub use common::password::{MAX_LEN, MIN_LEN};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::Semaphore;
-
-/// Accepted password lengths, in characters; longer ones are refused, never truncated.
-pub const MIN_LEN: usize = 12;
-pub const MAX_LEN: usize = 128;
 
 #[derive(Clone)]
 pub struct Hasher {
     permits: Arc<Semaphore>,
+    /// Checks waiting or running, and how many may wait beyond the running ones.
+    queued: Arc<AtomicUsize>,
+    max_queue: usize,
     /// A real hash verified for unknown e-mails, so timing does not tell them apart.
     dummy: Arc<String>,
 }
 
-fn argon2() -> Argon2<'static> {
-    // The parameters are constants within argon2's accepted ranges.
-    let params = Params::new(19_456, 2, 1, None).unwrap_or_default();
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-}
-
 fn hash_blocking(password: &str) -> Result<String, GatewayError> {
-    let mut salt = [0u8; 16];
-    rand::RngCore::fill_bytes(&mut rand::rng(), &mut salt);
-    let salt = SaltString::encode_b64(&salt).map_err(|e| GatewayError::Internal(e.to_string()))?;
-    argon2()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| GatewayError::Internal(e.to_string()))
+    common::password::hash(password).map_err(GatewayError::Internal)
 }
 
 fn verify_blocking(hash: &str, password: &str) -> bool {
-    PasswordHash::new(hash)
-        .map(|parsed| {
-            argon2()
-                .verify_password(password.as_bytes(), &parsed)
-                .is_ok()
-        })
-        .unwrap_or(false)
+    common::password::verify(hash, password)
 }
 
 impl Hasher {
-    pub fn new() -> Result<Self, GatewayError> {
+    pub fn new(max_queue: usize) -> Result<Self, GatewayError> {
         let parallel = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2);
         Ok(Self {
             permits: Arc::new(Semaphore::new(parallel)),
+            queued: Arc::new(AtomicUsize::new(0)),
+            max_queue: max_queue + parallel,
             dummy: Arc::new(hash_blocking("medicalpro-dummy-password")?),
         })
     }
@@ -60,6 +44,10 @@ impl Hasher {
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, GatewayError> {
+        let _slot = Slot::take(&self.queued, self.max_queue).ok_or_else(|| {
+            metrics::counter!(common::metric_names::PASSWORD_HASH_SHED).increment(1);
+            GatewayError::Overloaded
+        })?;
         let _permit = self
             .permits
             .acquire()
@@ -87,10 +75,29 @@ impl Hasher {
     }
 }
 
+/// A place in the hashing queue, given back when dropped.
+struct Slot<'a>(&'a AtomicUsize);
+
+impl<'a> Slot<'a> {
+    fn take(queued: &'a AtomicUsize, max: usize) -> Option<Self> {
+        let before = queued.fetch_add(1, Ordering::AcqRel);
+        if before >= max {
+            queued.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Self(queued))
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Checks a new password's length (in characters).
 pub fn check_new(password: &str) -> Result<(), GatewayError> {
-    let n = password.chars().count();
-    if !(MIN_LEN..=MAX_LEN).contains(&n) {
+    if !common::password::acceptable(password) {
         return Err(GatewayError::BadRequest(format!(
             "The password must be {MIN_LEN} to {MAX_LEN} characters long."
         )));
@@ -104,7 +111,7 @@ mod tests {
 
     #[tokio::test]
     async fn hashes_verify_and_unknown_users_never_pass() {
-        let h = Hasher::new().unwrap();
+        let h = Hasher::new(4).unwrap();
         let hash = h.hash("correct horse battery").await.unwrap();
         assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
         assert!(h
@@ -116,5 +123,25 @@ mod tests {
         assert!(check_new("short").is_err());
         assert!(check_new(&"x".repeat(129)).is_err());
         assert!(check_new(&"é".repeat(12)).is_ok());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_past_the_queue_is_shed_not_queued() {
+        let h = Hasher::new(0).unwrap();
+        let parallel = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let tasks: Vec<_> = (0..parallel * 4)
+            .map(|_| {
+                let h = h.clone();
+                tokio::spawn(async move { h.hash("correct horse battery").await })
+            })
+            .collect();
+        let mut shed = 0;
+        for t in tasks {
+            if matches!(t.await.unwrap(), Err(GatewayError::Overloaded)) {
+                shed += 1;
+            }
+        }
+        assert!(shed > 0, "with no queue, concurrent checks beyond the threads are shed");
+        assert!(h.hash("correct horse battery").await.is_ok(), "slots are given back");
     }
 }

@@ -1,7 +1,8 @@
 //! The placement cache: clinic → (region, worker, status), an LRU with a TTL over the
 //! central database. Concurrent misses for one clinic make one query; unknown clinics
-//! are cached briefly; entries are dropped fleet-wide through LISTEN/NOTIFY; and the
-//! last known entry keeps serving while the central database is unreachable.
+//! are cached briefly; entries are dropped fleet-wide through LISTEN/NOTIFY
+//! ([`crate::events`]); and the last known entry keeps serving while the central
+//! database is unreachable.
 
 use crate::error::GatewayError;
 use common::metric_names as m;
@@ -13,7 +14,6 @@ use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::OnceCell;
-use tokio_util::sync::CancellationToken;
 
 /// How long "no such clinic" is remembered.
 const NEGATIVE_TTL: Duration = Duration::from_secs(2);
@@ -212,90 +212,4 @@ impl PlacementCache {
             })
         }))
     }
-}
-
-/// Listens for placement changes and drops the changed entries, reconnecting with
-/// backoff; after a reconnect the whole cache is dropped since changes may have been
-/// missed.
-pub async fn listen(
-    cache: Arc<PlacementCache>,
-    settings: common::config::DbSettings,
-    shutdown: CancellationToken,
-) {
-    let mut backoff = Duration::from_millis(200);
-    let mut first = true;
-    loop {
-        if shutdown.is_cancelled() {
-            return;
-        }
-        match listen_once(&cache, &settings, &shutdown, first).await {
-            Ok(()) => return,
-            Err(e) => {
-                tracing::warn!(error = %e, "placement notifications lost; reconnecting");
-                first = false;
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
-}
-
-async fn listen_once(
-    cache: &PlacementCache,
-    settings: &common::config::DbSettings,
-    shutdown: &CancellationToken,
-    first: bool,
-) -> Result<(), String> {
-    use tokio_postgres::AsyncMessage;
-    let cfg = pgconn::config(settings, "medicalpro-gateway-listen");
-    let (client, mut connection) = cfg
-        .connect(tokio_postgres::NoTls)
-        .await
-        .map_err(|e| e.to_string())?;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let driver = tokio::spawn(async move {
-        loop {
-            match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
-                Some(Ok(AsyncMessage::Notification(n))) => {
-                    if tx.send(Some(n.payload().to_owned())).is_err() {
-                        return;
-                    }
-                }
-                Some(Ok(_)) => {}
-                Some(Err(_)) | None => {
-                    let _ = tx.send(None);
-                    return;
-                }
-            }
-        }
-    });
-    let result = match client.batch_execute(&format!("LISTEN {CHANNEL}")).await {
-        Err(e) => Err(e.to_string()),
-        Ok(()) => {
-            if !first {
-                cache.clear();
-            }
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => break Ok(()),
-                    msg = rx.recv() => match msg {
-                        Some(Some(payload)) => {
-                            if payload == "*" {
-                                // A region's worker moved: every entry may be stale.
-                                cache.clear();
-                            } else if let Ok(clinic) = payload.parse::<ClinicId>() {
-                                cache.invalidate(clinic);
-                            }
-                        }
-                        _ => break Err("notification connection closed".to_owned()),
-                    }
-                }
-            }
-        }
-    };
-    driver.abort();
-    result
 }

@@ -162,20 +162,64 @@ fn connection_lost(e: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 /// The verified claims of the request's bearer access token, and the placement of
-/// its clinic, which must be active.
+/// its clinic, which must be active. A signed token refused because it was revoked,
+/// or because its clinic is unavailable, is recorded in that clinic's audit trail
+/// before the refusal is answered.
 pub async fn active_caller(
     gw: &Gateway,
+    ctx: &Ctx,
     headers: &http::HeaderMap,
 ) -> Result<(common::token::Claims, Arc<Placement>), GatewayError> {
+    use common::metric_names as m;
+    use common::token::TokenError;
     let token = headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(common::token::bearer)
         .ok_or(GatewayError::MissingToken)?;
-    let claims = gw.tokens.verify(token).map_err(GatewayError::Token)?;
+    let claims = match gw.config.verifier.verify(token) {
+        Ok(claims) => claims,
+        Err(e) => {
+            let reason = match &e {
+                TokenError::Expired => "expired",
+                TokenError::Invalid => "invalid",
+                TokenError::Revoked { .. } => "revoked",
+            };
+            metrics::counter!(m::ACCESS_REFUSED, "component" => "gateway", "reason" => reason)
+                .increment(1);
+            if let TokenError::Revoked { user, clinic } = &e {
+                crate::server::note_caller(*clinic, *user);
+                refused(gw, ctx, *clinic, *user, "revoked").await?;
+            }
+            return Err(GatewayError::Token(e));
+        }
+    };
     crate::server::note_caller(claims.clinic, claims.sub);
-    let placement = gw.cache.active(claims.clinic).await?;
-    Ok((claims, placement))
+    match gw.cache.active(claims.clinic).await {
+        Ok(placement) => Ok((claims, placement)),
+        Err(GatewayError::ClinicUnavailable) => {
+            metrics::counter!(m::ACCESS_REFUSED, "component" => "gateway", "reason" => "clinic_unavailable")
+                .increment(1);
+            refused(gw, ctx, claims.clinic, claims.sub, "clinic_unavailable").await?;
+            Err(GatewayError::ClinicUnavailable)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Records a refused access in the clinic's trail.
+async fn refused(
+    gw: &Gateway,
+    ctx: &Ctx,
+    clinic: ClinicId,
+    user: common::UserId,
+    outcome: &str,
+) -> Result<(), GatewayError> {
+    let mut record = common::audit::Record::now("access", "api", outcome);
+    record.user_id = Some(*user.as_uuid());
+    record.client_ip = Some(ctx.client_ip);
+    record.request_id = Some(ctx.request_id.to_string());
+    crate::auth::record(gw, clinic, &record).await
 }
 
 /// Forwards an authenticated clinic request to its worker and streams the answer back.
@@ -184,7 +228,7 @@ pub async fn forward(
     ctx: &Ctx,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, GatewayError> {
-    let (claims, placement) = active_caller(gw, req.headers()).await?;
+    let (claims, placement) = active_caller(gw, ctx, req.headers()).await?;
     if placement.read_only && !req.method().is_safe() {
         return Err(GatewayError::ClinicRelocating);
     }
@@ -192,7 +236,13 @@ pub async fn forward(
     // Bodies are bounded (MAX_BODY_BYTES) and read whole before forwarding, so an
     // oversized chunked body is a clean 413 and a worker that answers before reading
     // the body (a 400 for a bad path) cannot break the exchange. Responses stream.
-    let bytes = read_body(&parts.headers, body, gw.config.max_body_bytes).await?;
+    let bytes = read_body(
+        &parts.headers,
+        body,
+        gw.config.max_body_bytes,
+        gw.config.connections.body_read_timeout,
+    )
+    .await?;
     let path_and_query = parts
         .uri
         .path_and_query()

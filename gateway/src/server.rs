@@ -2,17 +2,16 @@
 //! admin listener, and the binary's entry point.
 
 use crate::auth;
+use anyhow::Context;
 use crate::config::Config;
 use crate::error::GatewayError;
 use crate::http::{self as h, Body};
 use crate::password::Hasher;
-use crate::placement::{self, PlacementCache};
+use crate::placement::PlacementCache;
 use crate::proxy::{self, Ctx, UpstreamClient};
-use crate::throttle::Throttle;
 use bytes::Bytes;
 use common::internal::InternalKey;
 use common::metric_names as m;
-use common::token::TokenService;
 use common::RequestId;
 use deadpool_postgres::Pool;
 use futures_util::FutureExt;
@@ -20,7 +19,7 @@ use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -36,20 +35,20 @@ use tracing::Instrument;
 pub struct Gateway {
     pub config: Config,
     pub central: Pool,
-    pub tokens: TokenService,
     pub internal: InternalKey,
     pub hasher: Hasher,
-    pub throttle: Throttle,
     pub cache: Arc<PlacementCache>,
     pub client: UpstreamClient,
     openapi: Bytes,
+    jwks: Bytes,
     /// Set once shutdown began: `/readyz` turns 503 so load balancers stop sending.
     draining: std::sync::atomic::AtomicBool,
 }
 
 fn central_pool(config: &Config) -> anyhow::Result<Pool> {
     Ok(pgconn::pool(
-        pgconn::config(&config.central, "medicalpro-gateway"),
+        &config.central,
+        pgconn::limited(&config.central, "medicalpro-gateway", pgconn::SessionLimits::SERVICE),
         16,
         Duration::from_secs(5),
     )?)
@@ -92,27 +91,28 @@ async fn route(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, GatewayError> {
     let limit = gw.config.max_body_bytes;
+    let timeout = gw.config.connections.body_read_timeout;
     let path = req.uri().path().to_owned();
     match (req.method().clone(), path.as_str()) {
         (Method::POST, "/api/v1/auth/register") => {
-            let body = h::read_json(req, limit).await?;
+            let body = h::read_json(req, limit, timeout).await?;
             let out = auth::register(gw, ctx, body).await?;
             Ok(h::json(StatusCode::CREATED, &out))
         }
         (Method::POST, "/api/v1/auth/login") => {
-            let body = h::read_json(req, limit).await?;
+            let body = h::read_json(req, limit, timeout).await?;
             Ok(h::json(StatusCode::OK, &auth::login(gw, ctx, body).await?))
         }
         (Method::POST, "/api/v1/auth/refresh") => {
-            let body = h::read_json(req, limit).await?;
+            let body = h::read_json(req, limit, timeout).await?;
             Ok(h::json(
                 StatusCode::OK,
                 &auth::refresh(gw, ctx, body).await?,
             ))
         }
         (Method::POST, "/api/v1/auth/logout") => {
-            let body = h::read_json(req, limit).await?;
-            auth::logout(gw, body).await?;
+            let body = h::read_json(req, limit, timeout).await?;
+            auth::logout(gw, ctx, body).await?;
             Ok(h::empty(StatusCode::NO_CONTENT))
         }
         (_, p) if p.starts_with("/api/v1/auth/") => match p {
@@ -122,8 +122,15 @@ async fn route(
             | "/api/v1/auth/logout" => Err(GatewayError::MethodNotAllowed),
             _ => Err(GatewayError::NotFound),
         },
+        (Method::GET, "/.well-known/jwks.json") => {
+            let mut r = Response::new(h::full(gw.jwks.clone()));
+            r.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/jwk-set+json"));
+            Ok(r)
+        }
+        (_, "/.well-known/jwks.json") => Err(GatewayError::MethodNotAllowed),
         (Method::GET, "/api/v1/audit-logs") => {
-            let (claims, _) = proxy::active_caller(gw, req.headers()).await?;
+            let (claims, _) = proxy::active_caller(gw, ctx, req.headers()).await?;
             let query = req.uri().query().unwrap_or("").to_owned();
             Ok(h::json(
                 StatusCode::OK,
@@ -132,7 +139,7 @@ async fn route(
         }
         (_, "/api/v1/audit-logs") => Err(GatewayError::MethodNotAllowed),
         (_, p) if p == "/api/v1/users" || p.starts_with("/api/v1/users/") => {
-            let (claims, _) = proxy::active_caller(gw, req.headers()).await?;
+            let (claims, _) = proxy::active_caller(gw, ctx, req.headers()).await?;
             let segments: Vec<String> = p
                 .trim_start_matches("/api/v1/users")
                 .split('/')
@@ -140,27 +147,40 @@ async fn route(
                 .map(str::to_owned)
                 .collect();
             let method = req.method().clone();
+            use crate::users::{self, Change};
             match (method, segments.as_slice()) {
-                (Method::GET, []) => Ok(h::json(
-                    StatusCode::OK,
-                    &crate::users::list(gw, &claims).await?,
-                )),
+                (Method::GET, []) => Ok(h::json(StatusCode::OK, &users::list(gw, &claims).await?)),
                 (Method::POST, []) => {
                     // The role first: a non-admin learns nothing from body checks.
-                    crate::users::admin_only(&claims)?;
-                    let body = h::read_json(req, limit).await?;
+                    users::admin_only(&claims)?;
+                    let body = h::read_json(req, limit, timeout).await?;
                     Ok(h::json(
                         StatusCode::CREATED,
-                        &crate::users::create(gw, ctx, &claims, body).await?,
+                        &users::create(gw, ctx, &claims, body).await?,
                     ))
                 }
-                (Method::POST, [id, action]) if action == "disable" || action == "enable" => {
-                    let user =
-                        crate::users::set_disabled(gw, ctx, &claims, id, action == "disable")
-                            .await?;
+                (Method::PATCH, [id]) => {
+                    users::admin_only(&claims)?;
+                    let body = h::read_json(req, limit, timeout).await?;
+                    Ok(h::json(
+                        StatusCode::OK,
+                        &users::patch(gw, ctx, &claims, id, body).await?,
+                    ))
+                }
+                (Method::POST, [id, action]) => {
+                    let change = match action.as_str() {
+                        "disable" => Change::Disable,
+                        "enable" => Change::Enable,
+                        "sign-out" => Change::SignOut,
+                        _ => return Err(GatewayError::NotFound),
+                    };
+                    let user = users::change(gw, ctx, &claims, id, change).await?;
                     Ok(h::json(StatusCode::OK, &user))
                 }
-                (_, []) => Err(GatewayError::MethodNotAllowed),
+                (_, []) | (_, [_]) => Err(GatewayError::MethodNotAllowed),
+                (_, [_, action]) if matches!(action.as_str(), "disable" | "enable" | "sign-out") => {
+                    Err(GatewayError::MethodNotAllowed)
+                }
                 _ => Err(GatewayError::NotFound),
             }
         }
@@ -294,19 +314,40 @@ const LINGER: Duration = Duration::from_secs(1);
 /// `connection: close` (the connection ends after it and the client knows not to
 /// send another on it), and idle connections get a moment (`LINGER`) to bring a
 /// request before the remaining ones are shut down.
+///
+/// Against slow and greedy clients: at most `limits.max_connections` connections
+/// are open at once (past it, new ones are closed as soon as accepted); a request
+/// head must arrive within `limits.header_read_timeout` (which also ends a
+/// kept-alive connection idle for that long); heads are at most 64 KiB; HTTP/2
+/// connections carry at most 128 concurrent streams; a TLS handshake must finish
+/// within 10 s.
 async fn serve<S, F>(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: CancellationToken,
     grace: Duration,
+    limits: crate::config::ConnectionLimits,
     service: S,
 ) where
     S: Fn(SocketAddr, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: std::future::Future<Output = Result<Response<Body>, hyper::Error>> + Send + 'static,
 {
     let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(64 * 1024);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(128)
+        .max_header_list_size(64 * 1024)
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(10));
     let closing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -318,6 +359,12 @@ async fn serve<S, F>(
                     continue;
                 }
             },
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            metrics::counter!(m::CLIENTS_CUT_OFF, "component" => "gateway", "reason" => "connection_cap")
+                .increment(1);
+            drop(stream);
+            continue;
         };
         let _ = stream.set_nodelay(true);
         let service = service.clone();
@@ -339,6 +386,7 @@ async fn serve<S, F>(
         let watcher = graceful.watcher();
         let tls = tls.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             match tls {
                 None => {
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
@@ -382,9 +430,12 @@ pub async fn run(
     for reason in ["bad_credentials", "throttled"] {
         metrics::counter!(m::LOGIN_FAILURES, "reason" => reason).increment(0);
     }
+    metrics::counter!(m::PASSWORD_HASH_SHED).increment(0);
     {
-        let mut client = pgconn::connect(&config.central, "medicalpro-migrate").await?;
-        migrations::apply(&mut client, migrations::CENTRAL).await?;
+        let client = pgconn::connect(&config.central, "medicalpro-gateway")
+            .await
+            .with_context(|| pgconn::describe(&config.central, "the central database", "DB_"))?;
+        migrations::require_current(&client, migrations::CENTRAL).await?;
     }
     let central = central_pool(&config)?;
     let tls = match &config.tls {
@@ -396,12 +447,20 @@ pub async fn run(
         config.cache_size,
         config.cache_ttl,
     ));
+    let events = Arc::new(crate::events::CentralEvents {
+        cache: cache.clone(),
+        revocations: pgconn::revocations::Follow {
+            state: config.verifier.revocations().clone(),
+            horizon_secs: config.verifier.revocation_horizon_secs(),
+        },
+    });
+    // Revocations are in place before the first request is served.
+    let listening =
+        pgconn::notify::start(&config.central, "medicalpro-gateway-listen", events.as_ref()).await?;
     let gw = Arc::new(Gateway {
         central,
-        tokens: config.tokens.clone(),
         internal: config.internal.clone(),
-        hasher: Hasher::new()?,
-        throttle: Throttle::default(),
+        hasher: Hasher::new(config.limits.hash_queue)?,
         cache: cache.clone(),
         client: proxy::client(
             config
@@ -411,27 +470,47 @@ pub async fn run(
                 .transpose()?,
         )?,
         openapi: Bytes::from(serde_json::to_vec(&common::openapi::document())?),
+        jwks: Bytes::from(serde_json::to_vec(&config.verifier.jwks())?),
         draining: std::sync::atomic::AtomicBool::new(false),
         config,
     });
 
     let mut tasks = JoinSet::new();
     let stop_accepting = CancellationToken::new();
-    tasks.spawn(placement::listen(
-        cache,
+    tasks.spawn(pgconn::notify::run(
+        listening,
         gw.config.central.clone(),
+        "medicalpro-gateway-listen".into(),
+        events,
         shutdown.clone(),
     ));
+    {
+        // Spent attempt counters are deleted now and then.
+        let gw = gw.clone();
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(300));
+            while tokio::select! { _ = shutdown.cancelled() => false, _ = tick.tick() => true } {
+                if let Ok(client) = gw.central.get().await {
+                    if let Err(e) = crate::throttle::prune(&client).await {
+                        tracing::debug!(error = %e, "could not prune attempt counters");
+                    }
+                }
+            }
+        });
+    }
     {
         let gw = gw.clone();
         let stop_accepting = stop_accepting.clone();
         tasks.spawn(async move {
+            let limits = gw.config.connections;
             let service = move |_peer: SocketAddr, req| admin(prometheus.clone(), gw.clone(), req);
             serve(
                 admin_listener,
                 None,
                 stop_accepting,
                 Duration::from_secs(1),
+                limits,
                 service,
             )
             .await;
@@ -457,7 +536,8 @@ pub async fn run(
         let gw = gw.clone();
         move |peer: SocketAddr, req| handle(gw.clone(), peer, req)
     };
-    serve(listener, tls, stop_accepting, grace, service).await;
+    let limits = gw.config.connections;
+    serve(listener, tls, stop_accepting, grace, limits, service).await;
     shutdown.cancel();
     while tasks.join_next().await.is_some() {}
     Ok(())

@@ -30,7 +30,9 @@ fn timestamp(name: &str, v: &str) -> Result<DateTime<Utc>, GatewayError> {
 fn filters(query: &str, params: &mut Vec<Param>) -> Result<(Vec<String>, i64), GatewayError> {
     let mut conditions = vec!["clinic_id = $1".to_owned()];
     let mut limit = DEFAULT_LIMIT;
-    for (key, value) in common::query::pairs(query) {
+    let pairs = common::query::strict_pairs(query)
+        .map_err(|e| GatewayError::BadRequest(e.to_string()))?;
+    for (key, value) in pairs {
         if value.len() > 200 || value.contains('\0') {
             return Err(bad(&key, "at most 200 characters without NUL"));
         }
@@ -92,6 +94,7 @@ fn entry(row: &tokio_postgres::Row) -> Result<Value, tokio_postgres::Error> {
         "outcome": row.try_get::<_, String>(6)?,
         "occurred_at": occurred.to_rfc3339_opts(SecondsFormat::Micros, true),
         "request_id": row.try_get::<_, Option<String>>(8)?,
+        "resource_ids": row.try_get::<_, Option<Vec<Uuid>>>(9)?,
     }))
 }
 
@@ -111,7 +114,7 @@ pub async fn list(
     let (conditions, limit) = filters(query, &mut params)?;
     params.push(Box::new(limit + 1));
     let sql = format!(
-        "SELECT chain_seq, user_id, action, resource, resource_id, client_ip, outcome, occurred_at, request_id \
+        "SELECT chain_seq, user_id, action, resource, resource_id, client_ip, outcome, occurred_at, request_id, resource_ids \
          FROM audit_logs WHERE {} ORDER BY chain_seq DESC LIMIT ${}",
         conditions.join(" AND "),
         params.len()
@@ -139,14 +142,12 @@ pub async fn list(
     } else {
         None
     };
-    client
-        .execute(
-            "INSERT INTO audit_logs (clinic_id, user_id, action, resource, client_ip, request_id, outcome, occurred_at) \
-             VALUES ($1, $2, 'list', 'audit-logs', $3, $4, 'success', now())",
-            &[claims.clinic.as_uuid(), claims.sub.as_uuid(), &ctx.client_ip, &ctx.request_id.as_str()],
-        )
-        .await
-        .map_err(GatewayError::from_db)?;
+    drop(client);
+    let mut record = common::audit::Record::now("list", "audit-logs", "success");
+    record.user_id = Some(*claims.sub.as_uuid());
+    record.client_ip = Some(ctx.client_ip);
+    record.request_id = Some(ctx.request_id.to_string());
+    crate::auth::record(gw, claims.clinic, &record).await?;
     Ok(json!({"data": data, "next_cursor": next}))
 }
 

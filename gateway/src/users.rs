@@ -1,25 +1,41 @@
-//! Users of a clinic, managed by its admins: `GET/POST /api/v1/users` and
-//! `POST /api/v1/users/{id}/disable|enable`. A disabled user can no longer log in
-//! or refresh; their refresh tokens are revoked at once, and their last access
-//! token expires within `JWT_EXPIRE`. Every change is audited.
+//! Users of a clinic, managed by its admins: `GET/POST /api/v1/users`,
+//! `PATCH /api/v1/users/{id}` (role), `POST /api/v1/users/{id}/disable|enable` and
+//! `POST /api/v1/users/{id}/sign-out` (every session of the user; any user may sign
+//! itself out everywhere).
+//!
+//! Disabling a user, changing its role or signing it out raises its token version:
+//! every gateway and worker refuses its older access tokens within a second
+//! (`medicalpro_users` notifications), and its refresh tokens are revoked where the
+//! change calls for it. Nobody changes its own role or enables or disables itself,
+//! and the last active admin of a clinic stays one. Each change is checked against
+//! the acting admin's current state and committed together with its audit record,
+//! under a lock on the clinic so two admins cannot race past the last-admin rule.
 
 use crate::error::GatewayError;
 use crate::password;
 use crate::proxy::Ctx;
 use crate::server::Gateway;
 use chrono::{DateTime, SecondsFormat, Utc};
+use common::audit::Record;
 use common::token::{Claims, Role};
 use common::{Email, UserId};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio_postgres::error::SqlState;
 use uuid::Uuid;
+use zeroize::Zeroizing;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
     email: String,
-    password: String,
+    password: Zeroizing<String>,
+    role: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserChange {
     role: String,
 }
 
@@ -50,23 +66,18 @@ fn user_json(row: &tokio_postgres::Row) -> Result<Value, GatewayError> {
     }))
 }
 
-async fn audit(
-    gw: &Gateway,
-    ctx: &Ctx,
-    claims: &Claims,
-    action: &str,
-    user: Uuid,
-) -> Result<(), GatewayError> {
-    let client = gw.central.get().await?;
-    client
-        .execute(
-            "INSERT INTO audit_logs (clinic_id, user_id, action, resource, resource_id, client_ip, request_id, outcome, occurred_at) \
-             VALUES ($1, $2, $3, 'users', $4, $5, $6, 'success', now())",
-            &[claims.clinic.as_uuid(), claims.sub.as_uuid(), &action, &user, &ctx.client_ip, &ctx.request_id.as_str()],
-        )
-        .await
-        .map_err(db)?;
-    Ok(())
+fn record(ctx: &Ctx, claims: &Claims, action: &str, user: Uuid) -> Record {
+    let mut r = Record::now(action, "users", "success");
+    r.user_id = Some(*claims.sub.as_uuid());
+    r.resource_id = Some(user);
+    r.client_ip = Some(ctx.client_ip);
+    r.request_id = Some(ctx.request_id.to_string());
+    r
+}
+
+fn parse_id(raw: &str) -> Result<Uuid, GatewayError> {
+    Uuid::parse_str(raw)
+        .map_err(|_| GatewayError::BadRequest("The id in the path must be a UUID.".into()))
 }
 
 /// `GET /api/v1/users`: every user of the caller's clinic.
@@ -82,6 +93,46 @@ pub async fn list(gw: &Gateway, claims: &Claims) -> Result<Value, GatewayError> 
         .map_err(db)?;
     let data = rows.iter().map(user_json).collect::<Result<Vec<_>, _>>()?;
     Ok(json!({"data": data, "next_cursor": null}))
+}
+
+/// Locks the clinic (one user change at a time) and checks that the caller is
+/// still what its token says: the same token version, not disabled, and an admin
+/// when `admin` is asked for.
+async fn lock_and_check_caller(
+    tx: &deadpool_postgres::Transaction<'_>,
+    claims: &Claims,
+    admin: bool,
+) -> Result<(), GatewayError> {
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('users:' || $1::uuid::text, 0))",
+        &[claims.clinic.as_uuid()],
+    )
+    .await
+    .map_err(db)?;
+    let caller = tx
+        .query_opt(
+            "SELECT role, disabled_at IS NOT NULL, token_version FROM users \
+             WHERE id = $1 AND company_id = $2 FOR SHARE",
+            &[claims.sub.as_uuid(), claims.clinic.as_uuid()],
+        )
+        .await
+        .map_err(db)?;
+    let revoked = || {
+        GatewayError::Token(common::token::TokenError::Revoked {
+            user: claims.sub,
+            clinic: claims.clinic,
+        })
+    };
+    let Some(caller) = caller else {
+        return Err(revoked());
+    };
+    if caller.get::<_, bool>(1) || caller.get::<_, i64>(2) != claims.ver {
+        return Err(revoked());
+    }
+    if admin && caller.get::<_, &str>(0) != "admin" {
+        return Err(GatewayError::Forbidden("Only a clinic admin can manage users."));
+    }
+    Ok(())
 }
 
 /// `POST /api/v1/users`: a new user of the caller's clinic.
@@ -100,8 +151,10 @@ pub async fn create(
     })?;
     let hash = gw.hasher.hash(&body.password).await?;
     let id = UserId::generate();
-    let client = gw.central.get().await?;
-    let row = client
+    let mut client = gw.central.get().await?;
+    let tx = client.transaction().await.map_err(db)?;
+    lock_and_check_caller(&tx, claims, true).await?;
+    let row = tx
         .query_one(
             &format!(
                 "INSERT INTO users (id, company_id, email, password_hash, role) VALUES ($1, $2, $3, $4, $5) RETURNING {COLUMNS}"
@@ -113,40 +166,132 @@ pub async fn create(
             Some(c) if *c == SqlState::UNIQUE_VIOLATION => GatewayError::EmailTaken,
             _ => db(e),
         })?;
-    audit(gw, ctx, claims, "create", *id.as_uuid()).await?;
+    let r = record(ctx, claims, "create", *id.as_uuid());
+    pgconn::audit::append(&*tx, &gw.config.audit_keys, claims.clinic, &[r])
+        .await
+        .map_err(db)?;
+    tx.commit().await.map_err(db)?;
     user_json(&row)
 }
 
-/// `POST /api/v1/users/{id}/disable|enable`.
-pub async fn set_disabled(
+/// What a change does to a user.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    Disable,
+    Enable,
+    Role(Role),
+    /// Every session ends: access tokens stop working, refresh tokens are revoked.
+    SignOut,
+}
+
+impl Change {
+    fn action(self) -> &'static str {
+        match self {
+            Change::Disable => "disable",
+            Change::Enable => "enable",
+            Change::Role(_) => "change_role",
+            Change::SignOut => "sign_out",
+        }
+    }
+}
+
+/// `PATCH /api/v1/users/{id}`: `{"role": …}`.
+pub async fn patch(
     gw: &Gateway,
     ctx: &Ctx,
     claims: &Claims,
     id: &str,
-    disabled: bool,
+    body: UserChange,
 ) -> Result<Value, GatewayError> {
-    admin_only(claims)?;
-    let id = Uuid::parse_str(id)
-        .map_err(|_| GatewayError::BadRequest("The id in the path must be a UUID.".into()))?;
-    if disabled && id == *claims.sub.as_uuid() {
-        return Err(GatewayError::BadRequest(
-            "You cannot disable your own account.".into(),
+    let role = Role::parse(&body.role).ok_or_else(|| {
+        GatewayError::BadRequest("`role` must be one of admin, practitioner, staff.".into())
+    })?;
+    change(gw, ctx, claims, id, Change::Role(role)).await
+}
+
+/// Applies `change` to user `id` of the caller's clinic (see the module docs).
+pub async fn change(
+    gw: &Gateway,
+    ctx: &Ctx,
+    claims: &Claims,
+    id: &str,
+    change: Change,
+) -> Result<Value, GatewayError> {
+    let own = id == claims.sub.to_string();
+    if change != Change::SignOut || !own {
+        admin_only(claims)?;
+    }
+    let id = parse_id(id)?;
+    let own = own || id == *claims.sub.as_uuid();
+    if own && change != Change::SignOut {
+        return Err(GatewayError::Forbidden(
+            "You cannot enable, disable or change the role of your own account; ask another admin.",
         ));
     }
     let mut client = gw.central.get().await?;
     let tx = client.transaction().await.map_err(db)?;
-    let row = tx
+    lock_and_check_caller(&tx, claims, !own).await?;
+    let target = tx
         .query_opt(
-            &format!(
-                "UPDATE users SET disabled_at = CASE WHEN $3 THEN coalesce(disabled_at, now()) END \
-                 WHERE id = $1 AND company_id = $2 RETURNING {COLUMNS}"
-            ),
-            &[&id, claims.clinic.as_uuid(), &disabled],
+            "SELECT role, disabled_at IS NOT NULL FROM users WHERE id = $1 AND company_id = $2 FOR UPDATE",
+            &[&id, claims.clinic.as_uuid()],
         )
         .await
         .map_err(db)?
         .ok_or(GatewayError::NotFound)?;
-    if disabled {
+    let (role, disabled): (String, bool) = (target.get(0), target.get(1));
+    let stops_being_admin = role == "admin"
+        && !disabled
+        && matches!(change, Change::Disable | Change::Role(Role::Practitioner | Role::Staff));
+    if stops_being_admin {
+        let others: i64 = tx
+            .query_one(
+                "SELECT count(*) FROM users WHERE company_id = $1 AND id <> $2 AND role = 'admin' AND disabled_at IS NULL",
+                &[claims.clinic.as_uuid(), &id],
+            )
+            .await
+            .map_err(db)?
+            .get(0);
+        if others == 0 {
+            return Err(GatewayError::Conflict(
+                "This is the clinic's last active admin: make another user an admin first.",
+            ));
+        }
+    }
+    let (sql, revoke_refresh): (String, bool) = match change {
+        Change::Disable => (
+            "disabled_at = coalesce(disabled_at, now()), token_version = token_version + 1, token_version_at = now()".into(),
+            true,
+        ),
+        Change::Enable => ("disabled_at = NULL".into(), false),
+        Change::Role(new) if new.as_str() == role => (String::new(), false),
+        Change::Role(new) => (
+            format!(
+                "role = '{}', token_version = token_version + 1, token_version_at = now()",
+                new.as_str()
+            ),
+            false,
+        ),
+        Change::SignOut => (
+            "token_version = token_version + 1, token_version_at = now()".into(),
+            true,
+        ),
+    };
+    let row = if sql.is_empty() {
+        tx.query_one(
+            &format!("SELECT {COLUMNS} FROM users WHERE id = $1"),
+            &[&id],
+        )
+        .await
+    } else {
+        tx.query_one(
+            &format!("UPDATE users SET {sql} WHERE id = $1 RETURNING {COLUMNS}"),
+            &[&id],
+        )
+        .await
+    }
+    .map_err(db)?;
+    if revoke_refresh {
         tx.execute(
             "UPDATE refresh_tokens SET revoked_at = coalesce(revoked_at, now()) WHERE user_id = $1",
             &[&id],
@@ -154,14 +299,10 @@ pub async fn set_disabled(
         .await
         .map_err(db)?;
     }
+    let r = record(ctx, claims, change.action(), id);
+    pgconn::audit::append(&*tx, &gw.config.audit_keys, claims.clinic, &[r])
+        .await
+        .map_err(db)?;
     tx.commit().await.map_err(db)?;
-    audit(
-        gw,
-        ctx,
-        claims,
-        if disabled { "disable" } else { "enable" },
-        id,
-    )
-    .await?;
     user_json(&row)
 }

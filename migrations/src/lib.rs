@@ -43,6 +43,10 @@ pub const CENTRAL: &[Migration] = &[
     migration!("central", 5, "005_clinic_backups"),
     migration!("central", 6, "006_relocation"),
     migration!("central", 7, "007_region_notify"),
+    migration!("central", 8, "008_token_versions"),
+    migration!("central", 9, "009_signup_and_throttle"),
+    migration!("central", 10, "010_keyed_audit_chain"),
+    migration!("central", 11, "011_service_roles"),
 ];
 
 /// Every clinic database (and the template they are cloned from).
@@ -58,6 +62,8 @@ pub const CLINIC: &[Migration] = &[
     migration!("clinic", 9, "009_consents"),
     migration!("clinic", 10, "010_patient_erasure"),
     migration!("clinic", 11, "011_money_limits"),
+    migration!("clinic", 12, "012_audit_record_ids"),
+    migration!("clinic", 13, "013_sealed_notes_and_erasure"),
 ];
 
 /// The group role every clinic role belongs to; clinic tables are granted to it.
@@ -74,6 +80,8 @@ pub enum MigrationError {
     ChecksumMismatch { version: i32, name: &'static str },
     #[error("database error while migrating: {0}")]
     Db(#[from] tokio_postgres::Error),
+    #[error("the database is at schema version {have}, this build needs {want}: run `medicalpro-admin migrate-central` first")]
+    Behind { have: i32, want: i32 },
 }
 
 /// Applies every pending migration of `set`, holding an advisory lock so concurrent
@@ -150,6 +158,18 @@ async fn apply_locked(
         reached = m.version;
     }
     Ok(reached)
+}
+
+/// Checks that a database has every migration of `set` (services never migrate
+/// the central database themselves: the admin tool does, as its owner). Returns
+/// the version found.
+pub async fn require_current(client: &Client, set: &[Migration]) -> Result<i32, MigrationError> {
+    let have = current_version(client).await?;
+    let want = latest_version(set);
+    if have < want {
+        return Err(MigrationError::Behind { have, want });
+    }
+    Ok(have)
 }
 
 /// The highest version recorded in a database (0 when none).

@@ -7,9 +7,24 @@ use std::time::Duration;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Error};
 
+/// Server-side limits every clinic role's sessions run under, whoever connects with
+/// it: a runaway statement is cancelled, and a session idle inside a transaction
+/// (an export whose client stopped reading) is ended.
+pub const ROLE_SETTINGS: &[(&str, &str)] = &[
+    ("statement_timeout", "30s"),
+    ("idle_in_transaction_session_timeout", "60s"),
+];
+
+/// The SCRAM-SHA-256 verifier PostgreSQL stores for `password`, computed here so the
+/// password itself never appears in SQL text (nor in the server's logs or
+/// `pg_stat_activity`).
+pub fn scram_verifier(password: &str) -> String {
+    postgres_protocol::password::scram_sha_256(password.as_bytes())
+}
+
 /// Creates the clinic's login role in the clinic group role if it is missing, and
-/// sets its password (converging on `password` even if an earlier attempt set
-/// another).
+/// sets its password as a SCRAM verifier (converging on `password` even if an
+/// earlier attempt set another) and its session limits ([`ROLE_SETTINGS`]).
 pub async fn ensure_role(admin: &Client, role: &str, password: &str) -> Result<(), Error> {
     let exists = admin
         .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&role])
@@ -20,7 +35,7 @@ pub async fn ensure_role(admin: &Client, role: &str, password: &str) -> Result<(
             .batch_execute(&format!(
                 "CREATE ROLE {} LOGIN PASSWORD {} IN ROLE {}",
                 ident(role),
-                literal(password),
+                literal(&scram_verifier(password)),
                 ident(CLINIC_APP_ROLE)
             ))
             .await;
@@ -34,13 +49,19 @@ pub async fn ensure_role(admin: &Client, role: &str, password: &str) -> Result<(
             }
         }
     }
-    admin
-        .batch_execute(&format!(
-            "ALTER ROLE {} WITH LOGIN PASSWORD {}",
+    let mut sql = format!(
+        "ALTER ROLE {} WITH LOGIN PASSWORD {};",
+        ident(role),
+        literal(&scram_verifier(password))
+    );
+    for (name, value) in ROLE_SETTINGS {
+        sql.push_str(&format!(
+            " ALTER ROLE {} SET {name} = {};",
             ident(role),
-            literal(password)
-        ))
-        .await
+            literal(value)
+        ));
+    }
+    admin.batch_execute(&sql).await
 }
 
 /// Whether a database of that name exists on the server.

@@ -1,17 +1,18 @@
 //! The audit shipper: moves committed outbox rows from clinic databases to the
-//! central `audit_logs`. Shipping is idempotent — rows already recorded for
-//! (clinic, outbox sequence) are skipped under a per-clinic lock — so a crash
-//! between insert and delete only re-ships, and the clinic's hash chain stays whole.
-//! Only the rows shipped are deleted from the outbox, never a range: outbox sequence
-//! numbers are not in commit order.
+//! central `audit_logs` through [`pgconn::audit::append`]. Shipping is idempotent —
+//! rows already recorded under their outbox id are skipped under the clinic's chain
+//! lock — so a crash between insert and delete only re-ships, and the clinic's
+//! keyed chain stays whole. Records are recognised by their id, never by their
+//! sequence number, which a restore or a relocation can hand out again. Only the
+//! rows shipped are deleted from the outbox, never a range: outbox sequence numbers
+//! are not in commit order.
 
 use crate::error::WorkerError;
 use crate::registry::Registry;
-use chrono::{DateTime, Utc};
+use common::audit::{AuditKeys, Record};
 use common::metric_names as m;
 use common::ClinicId;
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -31,6 +32,7 @@ const OPEN_AFTER: Duration = Duration::from_secs(10);
 /// database.
 async fn ship_from(
     registry: &Registry,
+    keys: &AuditKeys,
     clinic: ClinicId,
     source: &deadpool_postgres::Object,
 ) -> Result<u64, WorkerError> {
@@ -38,7 +40,7 @@ async fn ship_from(
     loop {
         let rows = source
             .query(
-                "SELECT seq, user_id, action, resource, resource_id, client_ip, request_id, outcome, occurred_at \
+                "SELECT id, user_id, action, resource, resource_id, client_ip, request_id, outcome, occurred_at, resource_ids \
                  FROM audit_outbox ORDER BY seq LIMIT $1",
                 &[&BATCH],
             )
@@ -47,55 +49,36 @@ async fn ship_from(
         if rows.is_empty() {
             break;
         }
-        let seqs: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
-        let users: Vec<Option<Uuid>> = rows.iter().map(|r| r.get(1)).collect();
-        let actions: Vec<String> = rows.iter().map(|r| r.get(2)).collect();
-        let resources: Vec<String> = rows.iter().map(|r| r.get(3)).collect();
-        let ids: Vec<Option<Uuid>> = rows.iter().map(|r| r.get(4)).collect();
-        let ips: Vec<Option<IpAddr>> = rows.iter().map(|r| r.get(5)).collect();
-        let request_ids: Vec<Option<String>> = rows.iter().map(|r| r.get(6)).collect();
-        let outcomes: Vec<String> = rows.iter().map(|r| r.get(7)).collect();
-        let times: Vec<DateTime<Utc>> = rows.iter().map(|r| r.get(8)).collect();
-        // Under a per-clinic lock, rows already shipped are skipped before they
-        // reach the chaining trigger, so shipping twice can never fork the chain.
+        let ids: Vec<Uuid> = rows.iter().map(|r| r.get(0)).collect();
+        let records: Vec<Record> = rows
+            .iter()
+            .map(|r| Record {
+                source_id: Some(r.get(0)),
+                user_id: r.get(1),
+                action: r.get(2),
+                resource: r.get(3),
+                resource_id: r.get(4),
+                client_ip: r.get(5),
+                request_id: r.get(6),
+                outcome: r.get(7),
+                occurred_at: r.get(8),
+                resource_ids: r.get(9),
+            })
+            .collect();
         let mut central = registry.central().get().await?;
         let tx = central.transaction().await.map_err(WorkerError::from_db)?;
-        tx.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended('audit-ship:' || $1::uuid::text, 0))",
-            &[clinic.as_uuid()],
-        )
-        .await
-        .map_err(WorkerError::from_db)?;
-        tx.execute(
-            "INSERT INTO audit_logs (clinic_id, source_seq, user_id, action, resource, resource_id, client_ip, request_id, outcome, occurred_at) \
-             SELECT $1, u.* FROM unnest($2::bigint[], $3::uuid[], $4::text[], $5::text[], $6::uuid[], $7::inet[], $8::text[], $9::text[], $10::timestamptz[]) \
-                 AS u(seq, user_id, action, resource, resource_id, client_ip, request_id, outcome, occurred_at) \
-             WHERE NOT EXISTS (SELECT 1 FROM audit_logs a WHERE a.clinic_id = $1 AND a.source_seq = u.seq) \
-             ORDER BY u.seq",
-            &[
-                clinic.as_uuid(),
-                &seqs,
-                &users,
-                &actions,
-                &resources,
-                &ids,
-                &ips,
-                &request_ids,
-                &outcomes,
-                &times,
-            ],
-        )
-        .await
-        .map_err(WorkerError::from_db)?;
+        pgconn::audit::append(&*tx, keys, clinic, &records)
+            .await
+            .map_err(WorkerError::from_db)?;
         tx.commit().await.map_err(WorkerError::from_db)?;
         // Exactly the shipped rows: sequence numbers are taken before commit, so a
         // row with a lower number can commit after this batch was read.
         source
-            .execute("DELETE FROM audit_outbox WHERE seq = ANY($1)", &[&seqs])
+            .execute("DELETE FROM audit_outbox WHERE id = ANY($1)", &[&ids])
             .await
             .map_err(WorkerError::from_db)?;
-        shipped += seqs.len() as u64;
-        metrics::counter!(m::AUDIT_SHIPPED).increment(seqs.len() as u64);
+        shipped += ids.len() as u64;
+        metrics::counter!(m::AUDIT_SHIPPED).increment(ids.len() as u64);
         if (rows.len() as i64) < BATCH {
             break;
         }
@@ -106,6 +89,7 @@ async fn ship_from(
 /// Runs until cancelled: ships clinics as requests wake it, and sweeps open ones.
 pub async fn run_shipper(
     registry: Arc<Registry>,
+    keys: AuditKeys,
     mut wake: mpsc::UnboundedReceiver<ClinicId>,
     shutdown: CancellationToken,
 ) {
@@ -129,13 +113,13 @@ pub async fn run_shipper(
             // Clinics still waiting (no idle connection, or a failure): retry soon.
             _ = tokio::time::sleep(Duration::from_millis(500)), if !dirty.is_empty() => {}
         }
-        ship_dirty(&registry, &mut dirty, &swept, false).await;
+        ship_dirty(&registry, &keys, &mut dirty, &swept, false).await;
     }
     // Ship what is left before the process exits.
     while let Ok(more) = wake.try_recv() {
         dirty.entry(more).or_insert_with(Instant::now);
     }
-    ship_dirty(&registry, &mut dirty, &[], true).await;
+    ship_dirty(&registry, &keys, &mut dirty, &[], true).await;
 }
 
 /// What a clinic's outbox still holds: rows, and the age of the oldest in seconds.
@@ -165,6 +149,7 @@ fn not_ours(e: &WorkerError) -> bool {
 /// answers — the rows their outboxes hold and the age of the oldest.
 async fn ship_dirty(
     registry: &Registry,
+    keys: &AuditKeys,
     dirty: &mut HashMap<ClinicId, Instant>,
     swept: &[ClinicId],
     finally: bool,
@@ -199,7 +184,7 @@ async fn ship_dirty(
                 continue;
             }
         };
-        match ship_from(registry, clinic, &source).await {
+        match ship_from(registry, keys, clinic, &source).await {
             Ok(_) => {}
             Err(e) if not_ours(&e) => {}
             Err(e) => {

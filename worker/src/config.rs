@@ -4,7 +4,8 @@ use common::config::{ConfigError, DbSettings, Source};
 use common::crypto::KeyRing;
 use common::internal::InternalKey;
 use common::tls::MutualTls;
-use common::token::TokenService;
+use common::audit::AuditKeys;
+use common::token::TokenVerifier;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,6 +44,14 @@ impl Default for PoolSettings {
     }
 }
 
+/// Bounds on streamed clinic exports (each holds a connection and a snapshot).
+#[derive(Clone, Copy, Debug)]
+pub struct ExportLimits {
+    pub per_clinic: usize,
+    pub total: usize,
+    pub idle: Duration,
+}
+
 #[derive(Clone, Debug)]
 pub struct Config {
     /// `LISTEN_ADDR`, default `0.0.0.0:8081`.
@@ -63,7 +72,15 @@ pub struct Config {
     /// `REGION_DB_HOST`, `REGION_DB_PORT`, `REGION_DB_USER`, `REGION_DB_PASSWORD`:
     /// the region's PostgreSQL server, as a role that may create roles and databases.
     pub regional: DbSettings,
-    pub tokens: TokenService,
+    /// `JWT_PUBLIC_KEYS`: the gateways' public keys access tokens are checked with
+    /// (workers hold no signing key).
+    pub tokens: Arc<TokenVerifier>,
+    /// `AUDIT_KEY`, `AUDIT_KEY_ID`: the audit chain's key.
+    pub audit_keys: AuditKeys,
+    /// `EXPORTS_PER_CLINIC` (default 1) and `EXPORTS_MAX` (default 4): streamed
+    /// clinic exports running at once, per clinic and on this worker; a client that
+    /// reads nothing for `EXPORT_IDLE_SECS` (default 20) is cut off.
+    pub exports: ExportLimits,
     pub internal: InternalKey,
     pub keys: Arc<KeyRing>,
     /// `MAX_BODY_BYTES`, default 1 MiB.
@@ -157,7 +174,13 @@ impl Config {
             region,
             central: DbSettings::central(source)?,
             regional: DbSettings::regional(source)?,
-            tokens: TokenService::from_source(source)?,
+            tokens: Arc::new(TokenVerifier::from_source(source)?),
+            audit_keys: AuditKeys::from_source(source)?,
+            exports: ExportLimits {
+                per_clinic: source.parse_or("EXPORTS_PER_CLINIC", 1)?,
+                total: source.parse_or("EXPORTS_MAX", 4)?,
+                idle: Duration::from_secs(source.parse_or("EXPORT_IDLE_SECS", 20)?),
+            },
             internal: InternalKey::from_source(source)?,
             keys: Arc::new(KeyRing::from_source(source)?),
             max_body_bytes: source.parse_or("MAX_BODY_BYTES", 1 << 20)?,

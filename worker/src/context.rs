@@ -84,7 +84,16 @@ impl FromRequestParts<AppState> for Caller {
         let token = header(parts, "authorization")
             .and_then(token::bearer)
             .ok_or(WorkerError::Token(token::TokenError::Invalid))?;
-        let claims = state.tokens.verify(token).map_err(WorkerError::Token)?;
+        let claims = state.tokens.verify(token).map_err(|e| {
+            let reason = match &e {
+                token::TokenError::Expired => "expired",
+                token::TokenError::Invalid => "invalid",
+                token::TokenError::Revoked { .. } => "revoked",
+            };
+            metrics::counter!(common::metric_names::ACCESS_REFUSED, "component" => "worker", "reason" => reason)
+                .increment(1);
+            WorkerError::Token(e)
+        })?;
         // The request's log lines name the verified clinic and user from here on.
         let span = tracing::Span::current();
         span.record("clinic", tracing::field::display(claims.clinic));

@@ -21,6 +21,9 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
+/// The first byte of a value read from a sealed field's plaintext column of before.
+const LEGACY_PLAINTEXT: u8 = 0;
+
 /// Default and maximum page sizes of a list.
 pub const DEFAULT_LIMIT: i64 = 20;
 pub const MAX_LIMIT: i64 = 100;
@@ -142,6 +145,12 @@ fn select_list(r: &Resource) -> String {
             } => format!(
                 "(SELECT coalesce(array_agg(l.{target_column} ORDER BY l.{target_column}), '{{}}') FROM {link_table} l WHERE l.{owner_column} = t.id)"
             ),
+            // A value from before the field was sealed is marked with a 0 byte
+            // (sealed values start with their format version, 1).
+            _ if f.legacy_plaintext => format!(
+                "CASE WHEN t.{n}_enc IS NULL AND t.{n} IS NOT NULL THEN '\\x00'::bytea || convert_to(t.{n}, 'UTF8') ELSE t.{n}_enc END",
+                n = f.name
+            ),
             _ => format!("t.{}", f.stored_column()),
         });
     }
@@ -161,10 +170,24 @@ fn audited(
     outcome: &str,
     tail: &str,
 ) -> String {
+    audited_showing(body, r, action, resource_id, "NULL::uuid[]", outcome, tail)
+}
+
+/// [`audited`], also recording `resource_ids`: the ids of the rows shown (an SQL
+/// expression that may refer to `w`).
+fn audited_showing(
+    body: &str,
+    r: &Resource,
+    action: Action,
+    resource_id: &str,
+    resource_ids: &str,
+    outcome: &str,
+    tail: &str,
+) -> String {
     format!(
         "WITH w AS ({body}), a AS (INSERT INTO audit_outbox \
-         (user_id, action, resource, resource_id, client_ip, request_id, outcome) \
-         SELECT $2::uuid, '{action}', '{resource}', {resource_id}, $3::inet, $4::text, {outcome}) \
+         (user_id, action, resource, resource_id, resource_ids, client_ip, request_id, outcome) \
+         SELECT $2::uuid, '{action}', '{resource}', {resource_id}, {resource_ids}, $3::inet, $4::text, {outcome}) \
          SELECT * FROM w{tail}",
         action = action.as_str(),
         resource = r.name,
@@ -292,6 +315,9 @@ fn row_to_json(
         let value = if f.encrypted {
             match col::<Option<Vec<u8>>>(row, idx)? {
                 None => Value::Null,
+                Some(legacy) if legacy.first() == Some(&LEGACY_PLAINTEXT) => {
+                    Value::String(String::from_utf8_lossy(&legacy[1..]).into_owned())
+                }
                 Some(sealed) => {
                     let ctx = FieldContext {
                         clinic,
@@ -686,6 +712,12 @@ fn parse_body(
                     f.stored_column(),
                     Box::new(v.as_deref().map(|s| keys.seal_field(&ctx, s.as_bytes()))),
                 ));
+                if f.legacy_plaintext {
+                    // Written sealed now: no plaintext of before stays behind.
+                    input
+                        .columns
+                        .push((f.name.to_owned(), Box::new(None::<String>)));
+                }
                 if f.filterable {
                     let index = v.as_deref().map(|s| keys.blind_index(r.table, f.name, s));
                     input
@@ -1018,9 +1050,14 @@ pub async fn act(
     let i = sql.bind(id);
     let fresh = sql.bind(Uuid::now_v7());
     let call = format!(
-        "SELECT {f}({i}, {fresh}) AS id FROM {t} WHERE company_id = $1 AND id = {i} AND deleted_at IS NULL",
+        "SELECT {f}({i}, {fresh}) AS id FROM {t} WHERE company_id = $1 AND id = {i}{live}",
         f = action.function,
-        t = r.table
+        t = r.table,
+        live = if action.on_deleted {
+            ""
+        } else {
+            " AND deleted_at IS NULL"
+        },
     );
     let text = audited(
         &call,
@@ -1036,12 +1073,72 @@ pub async fn act(
         Some(row) => col(row, 0)?,
         None => None,
     };
+    if let Some(new_id) = result.filter(|n| *n != id) {
+        carry_sealed(&tx, keys, r, action, actor, id, new_id).await?;
+    }
     let value = match result {
         Some(result) => Some(reread(&tx, keys, r, actor, result).await?),
         None => None,
     };
     tx.commit().await.map_err(WorkerError::from_db)?;
     value.ok_or(WorkerError::NotFound)
+}
+
+/// Seals the `carries` fields of `from` again for the row `to` an action made
+/// (a sealed value only opens on the row it was sealed for).
+async fn carry_sealed(
+    tx: &deadpool_postgres::Transaction<'_>,
+    keys: &ClinicKeyCache,
+    r: &Resource,
+    action: &RowAction,
+    actor: &Actor,
+    from: Uuid,
+    to: Uuid,
+) -> Result<(), WorkerError> {
+    for f in action.carries.iter().filter_map(|name| r.field(name)) {
+        if !f.encrypted {
+            continue;
+        }
+        let column = f.stored_column();
+        let mut sql = Sql::default();
+        let (c, i) = (sql.bind(*actor.clinic.as_uuid()), sql.bind(from));
+        let read = format!("SELECT {column} FROM {} WHERE company_id = {c} AND id = {i}", r.table);
+        let rows = run(tx, Op::new(actor, r, action.name), &read, &sql).await?;
+        let Some(sealed) = rows.first().map(|row| col::<Option<Vec<u8>>>(row, 0)).transpose()?.flatten() else {
+            continue;
+        };
+        let version = sealed_key_id(&sealed).ok();
+        let keys = keys.covering(version).await?;
+        let plain = keys
+            .open_field(
+                &FieldContext {
+                    clinic: actor.clinic,
+                    table: r.table,
+                    row: &from,
+                    column: f.name,
+                },
+                &sealed,
+            )
+            .map_err(|e| WorkerError::Integrity(format!("{}.{} of {from}: {e}", r.table, f.name)))?;
+        let resealed = keys.seal_field(
+            &FieldContext {
+                clinic: actor.clinic,
+                table: r.table,
+                row: &to,
+                column: f.name,
+            },
+            &plain,
+        );
+        let mut sql = Sql::default();
+        let (c, i, v) = (
+            sql.bind(*actor.clinic.as_uuid()),
+            sql.bind(to),
+            sql.bind(resealed),
+        );
+        let write = format!("UPDATE {} SET {column} = {v} WHERE company_id = {c} AND id = {i}", r.table);
+        run(tx, Op::new(actor, r, action.name), &write, &sql).await?;
+    }
+    Ok(())
 }
 
 /// Everything the clinic holds about one patient (GDPR access and portability):
@@ -1120,7 +1217,9 @@ impl ListQuery {
             limit: DEFAULT_LIMIT,
             ..ListQuery::default()
         };
-        for (key, value) in common::query::pairs(raw.unwrap_or("")) {
+        let pairs = common::query::strict_pairs(raw.unwrap_or(""))
+            .map_err(|e| WorkerError::BadRequest(e.to_string()))?;
+        for (key, value) in pairs {
             if value.len() > MAX_QUERY_LEN || value.contains('\0') {
                 return Err(WorkerError::BadRequest(format!(
                     "`{key}` must be at most {MAX_QUERY_LEN} characters without NUL."
@@ -1263,11 +1362,16 @@ pub async fn list(
         r.table,
         conditions.join(" AND ")
     );
-    let text = audited(
+    // The page shows the first `limit` rows (one more is read to tell if more follow).
+    let shown = format!(
+        "(SELECT coalesce(array_agg(s.id ORDER BY s.id), '{{}}') FROM (SELECT id FROM w ORDER BY id LIMIT {limit}::bigint - 1) s)"
+    );
+    let text = audited_showing(
         &body,
         r,
         Action::List,
         "NULL::uuid",
+        &shown,
         "'success'",
         " ORDER BY id",
     );

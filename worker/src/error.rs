@@ -32,6 +32,12 @@ pub enum WorkerError {
     Conflict(String),
     #[error("timed out waiting for a clinic connection")]
     PoolTimeout,
+    #[error("clinic is being relocated; writes are frozen")]
+    ClinicRelocating,
+    #[error("too many exports running: {0}")]
+    TooManyExports(&'static str),
+    #[error("statement ran past statement_timeout")]
+    StatementTimeout,
     #[error("clinic database unavailable: {0}")]
     Unavailable(String),
     #[error("stored value failed to decrypt: {0}")]
@@ -56,6 +62,9 @@ impl WorkerError {
             WorkerError::PayloadTooLarge(_) => "payload_too_large",
             WorkerError::Conflict(_) => "conflict",
             WorkerError::PoolTimeout => "pool_timeout",
+            WorkerError::ClinicRelocating => "clinic_relocating",
+            WorkerError::TooManyExports(_) => "too_many_exports",
+            WorkerError::StatementTimeout => "statement_timeout",
             WorkerError::Unavailable(_) => "db_unavailable",
             WorkerError::Integrity(_) => "integrity",
             WorkerError::Internal(_) => "internal",
@@ -75,6 +84,9 @@ impl WorkerError {
             WorkerError::Token(common::token::TokenError::Invalid) => {
                 Problem::unauthorized("A valid bearer access token is required.")
             }
+            WorkerError::Token(common::token::TokenError::Revoked { .. }) => Problem::unauthorized(
+                "This access token was revoked (the account was disabled, its role changed or it was signed out everywhere); sign in again.",
+            ),
             WorkerError::ClinicUnknown | WorkerError::ClinicInactive(_) => {
                 Problem::new(403, "clinic-unavailable", "Clinic not available")
                     .with_detail("Your clinic is unknown, suspended or not yet provisioned.")
@@ -93,6 +105,17 @@ impl WorkerError {
             WorkerError::PoolTimeout => {
                 Problem::unavailable("Your clinic's database is busy; retry shortly.", 1)
             }
+            WorkerError::ClinicRelocating => Problem::unavailable(
+                "Your clinic's data is being moved; reading works, changes can be sent again in a few seconds.",
+                2,
+            ),
+            WorkerError::TooManyExports(detail) => {
+                Problem::new(429, "too-many-exports", "Too many exports").with_detail(*detail).with_retry_after(30)
+            }
+            WorkerError::StatementTimeout => Problem::unavailable(
+                "The request took too long and was stopped; narrow it down or retry shortly.",
+                2,
+            ),
             WorkerError::Unavailable(_) => Problem::unavailable(
                 "Your clinic's database is temporarily unavailable; retry shortly.",
                 2,
@@ -141,6 +164,14 @@ impl WorkerError {
             WorkerError::BadRequest(detail(
                 "A value is out of range or inconsistent with the others.",
             ))
+        } else if *code == SqlState::INSUFFICIENT_PRIVILEGE
+            || *code == SqlState::READ_ONLY_SQL_TRANSACTION
+        {
+            // The clinic's role may always write its own tables, except while its
+            // database is frozen for the final switch of a relocation.
+            WorkerError::ClinicRelocating
+        } else if *code == SqlState::QUERY_CANCELED {
+            WorkerError::StatementTimeout
         } else if c.starts_with("08") || c.starts_with("57P") || c.starts_with("53") {
             WorkerError::Unavailable(format!("{c}: {}", db.message()))
         } else {

@@ -11,8 +11,15 @@
 //! reads it. A failure midway aborts the body (the client sees a truncated chunked
 //! response, never a short "complete" one) and is recorded as `error`; a client
 //! that goes away leaves no connection mid-transaction in the pool.
+//!
+//! Exports hold a connection and a snapshot for as long as they run, so they are
+//! bounded ([`ExportGate`]): at most `EXPORTS_PER_CLINIC` per clinic and
+//! `EXPORTS_MAX` per worker at once (past either, `429` + `retry-after`), and a
+//! client that reads nothing for `EXPORT_IDLE_SECS` is cut off — its transaction
+//! rolled back, its connection closed, the export recorded as `abandoned`.
 
 use crate::api;
+use crate::config::ExportLimits;
 use crate::context::Caller;
 use crate::data::{self, Action, Actor, ListQuery};
 use crate::error::WorkerError;
@@ -22,11 +29,79 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use common::metric_names as m;
 use common::resource::{Resource, RESOURCES};
 use common::token::Role;
+use common::ClinicId;
 use serde_json::{json, Value};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use tokio::sync::mpsc::error::SendTimeoutError;
 use uuid::Uuid;
+
+/// Exports running, per clinic and in all.
+pub struct ExportGate {
+    limits: ExportLimits,
+    running: Mutex<(usize, HashMap<ClinicId, usize>)>,
+}
+
+/// One running export's place; given back when dropped.
+pub struct ExportPermit {
+    gate: Arc<ExportGate>,
+    clinic: ClinicId,
+}
+
+impl ExportGate {
+    pub fn new(limits: ExportLimits) -> Self {
+        Self {
+            limits,
+            running: Mutex::new((0, HashMap::new())),
+        }
+    }
+
+    /// A place for one more export of `clinic`, or `TooManyExports`.
+    pub fn try_enter(self: &Arc<Self>, clinic: ClinicId) -> Result<ExportPermit, WorkerError> {
+        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        let (total, per_clinic) = &mut *running;
+        let mine = per_clinic.get(&clinic).copied().unwrap_or(0);
+        let refusal = if mine >= self.limits.per_clinic {
+            Some("Your clinic's previous export is still running; wait for it to finish.")
+        } else if *total >= self.limits.total {
+            Some("Too many exports are running on this server; retry in a little while.")
+        } else {
+            None
+        };
+        if let Some(detail) = refusal {
+            metrics::counter!(m::CLIENTS_CUT_OFF, "component" => "worker", "reason" => "export_cap")
+                .increment(1);
+            return Err(WorkerError::TooManyExports(detail));
+        }
+        *total += 1;
+        per_clinic.insert(clinic, mine + 1);
+        Ok(ExportPermit {
+            gate: self.clone(),
+            clinic,
+        })
+    }
+}
+
+impl Drop for ExportPermit {
+    fn drop(&mut self) {
+        let mut running = self
+            .gate
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let (total, per_clinic) = &mut *running;
+        *total = total.saturating_sub(1);
+        if let Some(n) = per_clinic.get_mut(&self.clinic) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                per_clinic.remove(&self.clinic);
+            }
+        }
+    }
+}
 
 /// The media type of the stream.
 pub const MEDIA_TYPE: &str = "application/x-ndjson";
@@ -52,24 +127,33 @@ pub async fn clinic(
     let (client, keys) = state.registry.session(caller.clinic).await?;
     let actor = api::actor(&caller);
     let clinic_id = Some(*caller.clinic.as_uuid());
-    if caller.role != Role::Admin {
-        let recorded =
-            data::record_access(&client, &actor, &CLINIC, EXPORT, clinic_id, "rejected").await;
-        if let Err(e) = recorded {
-            tracing::error!(error = %e, "could not record a refused clinic export");
-        }
-        state.wake_shipper(caller.clinic);
-        return Err(WorkerError::Forbidden(
+    let permit = if caller.role != Role::Admin {
+        Err(WorkerError::Forbidden(
             "Only a clinic admin can export the clinic's data.".into(),
-        ));
-    }
+        ))
+    } else {
+        state.exports.try_enter(caller.clinic)
+    };
+    let permit = match permit {
+        Ok(permit) => permit,
+        Err(refusal) => {
+            let recorded =
+                data::record_access(&client, &actor, &CLINIC, EXPORT, clinic_id, "rejected").await;
+            if let Err(e) = recorded {
+                tracing::error!(error = %e, "could not record a refused clinic export");
+            }
+            state.wake_shipper(caller.clinic);
+            return Err(refusal);
+        }
+    };
     data::record_access(&client, &actor, &CLINIC, EXPORT, clinic_id, "success").await?;
     state.wake_shipper(caller.clinic);
     client
         .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
         .await
         .map_err(WorkerError::from_db)?;
-    let pages = Pages {
+    let idle = state.exports.limits.idle;
+    let mut pages = Pages {
         snapshot: Snapshot(Some(client)),
         keys,
         state,
@@ -77,8 +161,29 @@ pub async fn clinic(
         resource: 0,
         after: None,
     };
-    let stream = futures_util::stream::unfold(pages, |mut pages| async move {
-        pages.next_chunk().await.map(|chunk| (chunk, pages))
+    // The pages are read by a task of their own, one chunk ahead of the client: a
+    // client that stops reading is noticed (the chunk waits unread) and cut off.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, WorkerError>>(1);
+    tokio::spawn(async move {
+        let _permit = permit;
+        while let Some(chunk) = pages.next_chunk().await {
+            let failed = chunk.is_err();
+            match tx.send_timeout(chunk, idle).await {
+                Ok(()) if failed => break,
+                Ok(()) => {}
+                Err(SendTimeoutError::Timeout(_)) => {
+                    metrics::counter!(m::CLIENTS_CUT_OFF, "component" => "worker", "reason" => "export_idle")
+                        .increment(1);
+                    pages.stop("abandoned").await;
+                    break;
+                }
+                // The client went away: the snapshot's connection is closed on drop.
+                Err(SendTimeoutError::Closed(_)) => break,
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (chunk, rx))
     });
     Ok((
         [(header::CONTENT_TYPE, MEDIA_TYPE)],
@@ -168,6 +273,12 @@ impl Pages {
     /// Ends the export after `e`: rolls back, records the failure, logs it once.
     async fn fail(&mut self, e: WorkerError) -> WorkerError {
         tracing::error!(error = %e, kind = e.kind(), "clinic export failed midway");
+        self.stop("error").await;
+        e
+    }
+
+    /// Ends the export early: rolls back and records it with `outcome`.
+    async fn stop(&mut self, outcome: &str) {
         let clinic = self.actor.clinic;
         let usable = match self.snapshot.0.take() {
             Some(client) if client.batch_execute("ROLLBACK").await.is_ok() => Some(client),
@@ -185,15 +296,14 @@ impl Pages {
         let recorded = match client {
             Ok(client) => {
                 let id = Some(*clinic.as_uuid());
-                data::record_access(&client, &self.actor, &CLINIC, EXPORT, id, "error").await
+                data::record_access(&client, &self.actor, &CLINIC, EXPORT, id, outcome).await
             }
             Err(e) => Err(e),
         };
         if let Err(audit_error) = recorded {
-            tracing::error!(error = %audit_error, "could not record a failed clinic export");
+            tracing::error!(error = %audit_error, "could not record the end of a clinic export");
         }
         self.state.wake_shipper(clinic);
-        e
     }
 }
 

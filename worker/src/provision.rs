@@ -9,8 +9,7 @@ use common::crypto::KeyRing;
 use common::metric_names as m;
 use common::ClinicId;
 use deadpool_postgres::Pool;
-use migrations::{ident, provisioning, CLINIC_APP_ROLE, CLINIC_TEMPLATE_DB};
-use rand::RngCore;
+use migrations::{ident, CLINIC_APP_ROLE, CLINIC_TEMPLATE_DB};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio_postgres::error::SqlState;
@@ -126,77 +125,28 @@ impl Provisioner {
         if record.status == "suspended" {
             return Err(WorkerError::ClinicInactive(record.status));
         }
-        let password = self.role_password(clinic, record.sealed_password).await?;
         let admin = self.admin.get().await?;
-
-        provisioning::ensure_role(&admin, &record.db_role, &password)
-            .await
-            .map_err(WorkerError::from_db)?;
-        if !provisioning::database_exists(&admin, &record.db_name)
-            .await
-            .map_err(WorkerError::from_db)?
-        {
-            let _guard = self.clone_lock.lock().await;
-            let cloned = provisioning::clone_template(&admin, &record.db_name)
-                .await
-                .map_err(WorkerError::from_db)?;
-            if !cloned {
-                return Err(WorkerError::Unavailable(
-                    "the clinic template stayed busy".into(),
-                ));
-            }
-        }
-        provisioning::restrict_connect(&admin, &record.db_name, &record.db_role)
-            .await
-            .map_err(WorkerError::from_db)?;
-        drop(admin);
-
         let central = self.registry.central().get().await?;
-        // The clinic's first data key, wrapped by the master key (kept if it exists).
-        pgconn::keystore::load_or_create(&central, &self.keys, clinic).await?;
-        central
-            .execute(
-                "UPDATE companies SET status = 'active', placement_version = placement_version + 1, updated_at = now() \
-                 WHERE id = $1 AND status = 'provisioning'",
-                &[clinic.as_uuid()],
-            )
+        let target = pgconn::provision::ClinicDb {
+            clinic,
+            db_name: record.db_name,
+            db_role: record.db_role,
+            sealed_password: record.sealed_password,
+        };
+        pgconn::provision::provision(&central, &admin, &self.keys, &target, &self.clone_lock)
             .await
-            .map_err(WorkerError::from_db)?;
+            .map_err(|e| match e {
+                pgconn::provision::ProvisionError::Db(e) => WorkerError::from_db(e),
+                pgconn::provision::ProvisionError::KeyStore(e) => e.into(),
+                pgconn::provision::ProvisionError::Integrity(e) => {
+                    WorkerError::Integrity(format!("clinic role password: {e}"))
+                }
+                pgconn::provision::ProvisionError::TemplateBusy => {
+                    WorkerError::Unavailable("the clinic template stayed busy".into())
+                }
+            })?;
         tracing::info!(%clinic, "clinic provisioned");
         Ok(())
-    }
-
-    /// The clinic's role password: generated and sealed into the central database
-    /// once, then always read back from there so retries agree on it.
-    async fn role_password(
-        &self,
-        clinic: ClinicId,
-        sealed: Option<Vec<u8>>,
-    ) -> Result<String, WorkerError> {
-        let purpose = common::crypto::role_password_purpose(clinic);
-        let sealed = match sealed {
-            Some(s) => s,
-            None => {
-                let mut raw = [0u8; 24];
-                rand::rng().fill_bytes(&mut raw);
-                let fresh = self.keys.seal_secret(&purpose, hex::encode(raw).as_bytes());
-                let central = self.registry.central().get().await?;
-                let row = central
-                    .query_one(
-                        "UPDATE companies SET db_role_password = coalesce(db_role_password, $2) WHERE id = $1 RETURNING db_role_password",
-                        &[clinic.as_uuid(), &fresh],
-                    )
-                    .await
-                    .map_err(WorkerError::from_db)?;
-                row.get(0)
-            }
-        };
-        let plain = self
-            .keys
-            .open_secret(&purpose, &sealed)
-            .map_err(|e| WorkerError::Integrity(format!("clinic role password: {e}")))?;
-        String::from_utf8(plain)
-            .map_err(|_| WorkerError::Integrity("clinic role password is not UTF-8".into()))
     }
 
     /// Completes every provisioning of this region that was cut short.

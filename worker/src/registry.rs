@@ -23,6 +23,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// Prepared statements a clinic connection keeps at most.
+const STATEMENT_CACHE_MAX: usize = 256;
+
 /// One clinic's pool and data keys.
 pub struct ClinicPool {
     pub clinic: ClinicId,
@@ -218,7 +221,8 @@ impl Registry {
             ..self.server.clone()
         };
         let pool = pgconn::pool(
-            pgconn::config(&settings, "medicalpro-worker"),
+            &settings,
+            pgconn::limited(&settings, "medicalpro-worker", pgconn::SessionLimits::SERVICE),
             self.settings.max_size,
             self.settings.acquire_timeout,
         )
@@ -255,6 +259,14 @@ impl Registry {
         self.waiting.fetch_add(1, Ordering::Relaxed);
         let result = self.checkout(&entry, started).await;
         self.waiting.fetch_sub(1, Ordering::Relaxed);
+        if let Ok(client) = &result {
+            // Prepared statements are cached per connection; the cache stays bounded
+            // whatever statements requests produced (each cleared one is closed on
+            // the server too).
+            if client.statement_cache.size() > STATEMENT_CACHE_MAX {
+                client.statement_cache.clear();
+            }
+        }
         metrics::histogram!(m::POOL_ACQUIRE, "server" => self.region.clone())
             .record(started.elapsed().as_secs_f64());
         Ok((result?, entry.keys.clone()))

@@ -2,6 +2,7 @@
 //! under one cancellation token until shutdown.
 
 use crate::api;
+use anyhow::Context;
 use crate::audit;
 use crate::config::Config;
 use crate::error::WorkerError;
@@ -16,7 +17,7 @@ use axum::Router;
 use common::crypto::KeyRing;
 use common::internal::InternalKey;
 use common::metric_names as m;
-use common::token::TokenService;
+use common::token::TokenVerifier;
 use common::ClinicId;
 use futures_util::FutureExt;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -33,10 +34,12 @@ use tracing::Instrument;
 pub struct AppState {
     pub registry: Arc<Registry>,
     pub provisioner: Arc<Provisioner>,
-    pub tokens: TokenService,
+    pub tokens: Arc<TokenVerifier>,
     pub internal: InternalKey,
     pub keys: Arc<KeyRing>,
     pub max_body_bytes: usize,
+    /// Streamed exports running, bounded per clinic and per worker.
+    pub exports: Arc<crate::export::ExportGate>,
     audit_wake: mpsc::UnboundedSender<ClinicId>,
 }
 
@@ -208,20 +211,37 @@ pub async fn run(
     let (starting, refusing) = refuse_while_starting(&listener)?;
     let metrics = common::service::metrics_handle();
     let central = pgconn::pool(
-        pgconn::config(&config.central, "medicalpro-worker"),
+        &config.central,
+        pgconn::limited(&config.central, "medicalpro-worker", pgconn::SessionLimits::SERVICE),
         8,
         Duration::from_secs(5),
     )?;
     {
-        let mut conn = pgconn::connect(&config.central, "medicalpro-migrate").await?;
-        migrations::apply(&mut conn, migrations::CENTRAL).await?;
+        let conn = pgconn::connect(&config.central, "medicalpro-worker")
+            .await
+            .with_context(|| pgconn::describe(&config.central, "the central database", "DB_"))?;
+        migrations::require_current(&conn, migrations::CENTRAL).await?;
     }
+    // Token revocations are in place before the first request is served.
+    let revocations = Arc::new(pgconn::revocations::Follow {
+        state: config.tokens.revocations().clone(),
+        horizon_secs: config.tokens.revocation_horizon_secs(),
+    });
+    let listening = pgconn::notify::start(
+        &config.central,
+        "medicalpro-worker-listen",
+        revocations.as_ref(),
+    )
+    .await?;
     let admin = pgconn::pool(
+        &config.regional,
         pgconn::config(&config.regional, "medicalpro-worker-admin"),
         4,
         Duration::from_secs(10),
     )?;
-    let version = provision::prepare_region(&admin, &config.regional).await?;
+    let version = provision::prepare_region(&admin, &config.regional)
+        .await
+        .with_context(|| pgconn::describe(&config.regional, "the region's server", "REGION_DB_"))?;
     tracing::info!(region = %config.region, template_version = version, "region template ready");
 
     central
@@ -260,12 +280,21 @@ pub async fn run(
         internal: config.internal.clone(),
         keys: config.keys.clone(),
         max_body_bytes: config.max_body_bytes,
+        exports: Arc::new(crate::export::ExportGate::new(config.exports)),
         audit_wake: wake_tx,
     };
 
     let mut tasks = JoinSet::new();
+    tasks.spawn(pgconn::notify::run(
+        listening,
+        config.central.clone(),
+        "medicalpro-worker-listen".into(),
+        revocations,
+        shutdown.clone(),
+    ));
     tasks.spawn(audit::run_shipper(
         registry.clone(),
+        config.audit_keys.clone(),
         wake_rx,
         shutdown.clone(),
     ));

@@ -17,6 +17,12 @@ pub fn stack() -> &'static Stack {
 /// counts, so a binary that needs settings of its own reaches the stack through
 /// this on every path (see `export.rs`).
 pub fn stack_with(extra_env: &[(&str, &str)]) -> &'static Stack {
+    stack_configured(extra_env, &[])
+}
+
+/// [`stack_with`], also with `server_conf` in every PostgreSQL server's
+/// configuration.
+pub fn stack_configured(extra_env: &[(&str, &str)], server_conf: &[(&str, &str)]) -> &'static Stack {
     static STACK: OnceLock<Stack> = OnceLock::new();
     STACK.get_or_init(|| {
         clean_stale_dirs();
@@ -29,12 +35,21 @@ pub fn stack_with(extra_env: &[(&str, &str)]) -> &'static Stack {
         options.extra_env = vec![
             ("CLINIC_POOL_IDLE_SECS".into(), "1".into()),
             ("CLINIC_POOL_INACTIVE_SECS".into(), "4".into()),
+            // Test binaries register many clinics from one address; the sign-up
+            // limits themselves are tested on stacks of their own (`abuse.rs`).
+            ("SIGNUPS_PER_ADDRESS_PER_HOUR".into(), "100000".into()),
+            ("SIGNUPS_PER_HOUR".into(), "100000".into()),
+            ("SIGNUPS_PROVISIONING_MAX".into(), "1000".into()),
         ];
         options.extra_env.extend(
             extra_env
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
         );
+        options.server_conf = server_conf
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         // Stack::start blocks on its own runtime: run it off any test runtime.
         std::thread::spawn(move || Stack::start(options))
             .join()
@@ -168,16 +183,80 @@ pub async fn wait_audit(clinic: &Clinic, filter: &str) -> Vec<tokio_postgres::Ro
 pub fn admin_settings(region: &str) -> admin::AdminSettings {
     let stack = stack();
     let server = &stack.region(region).expect("region").server;
+    let ca = stack.central.ca_file().display().to_string();
     let source = common::config::Source::from_pairs([
         ("DB_HOST", "127.0.0.1".to_owned()),
         ("DB_PORT", stack.central.port.to_string()),
         ("DB_USER", devstack::pg::SUPERUSER.to_owned()),
         ("DB_PASSWORD", stack.central.password.clone()),
+        ("DB_SSLROOTCERT", ca.clone()),
         ("CENTRAL_DB_NAME", devstack::stack::CENTRAL_DB.to_owned()),
         ("REGION_DB_HOST", "127.0.0.1".to_owned()),
         ("REGION_DB_PORT", server.port.to_string()),
         ("REGION_DB_USER", devstack::pg::SUPERUSER.to_owned()),
         ("REGION_DB_PASSWORD", server.password.clone()),
+        ("REGION_DB_SSLROOTCERT", ca),
+        ("AUDIT_KEY", stack.secrets.audit_key.clone()),
     ]);
     admin::AdminSettings::from_source(&source).expect("admin settings")
+}
+
+/// Sends `method path` straight to a region's worker as a gateway would (its
+/// client certificate and a valid gateway signature), with `token`: what a
+/// gateway that missed a notification, or a stale route, would forward.
+pub async fn signed_worker_send(
+    region: &str,
+    method: http::Method,
+    token: &str,
+    path: &str,
+    body: Option<Value>,
+) -> devstack::Reply {
+    let stack = stack();
+    let worker = stack.worker_client(region).expect("worker client");
+    let key = common::internal::InternalKey::new(stack.secrets.internal_secret.as_bytes())
+        .expect("internal key");
+    let timestamp = common::token::now_secs();
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let client_ip: std::net::IpAddr = "192.0.2.10".parse().expect("ip");
+    let signature = key.sign(&common::internal::Forwarded {
+        timestamp,
+        request_id: &request_id,
+        client_ip,
+        method: method.as_str(),
+        path_and_query: path,
+    });
+    let auth = format!("Bearer {token}");
+    let timestamp = timestamp.to_string();
+    let ip = client_ip.to_string();
+    let headers = [
+        ("authorization", auth.as_str()),
+        (common::internal::HEADER_TIMESTAMP, timestamp.as_str()),
+        (common::internal::HEADER_CLIENT_IP, ip.as_str()),
+        (common::internal::HEADER_REQUEST_ID, request_id.as_str()),
+        (common::internal::HEADER_SIGNATURE, signature.as_str()),
+    ];
+    let body = body.map(|b| bytes::Bytes::from(serde_json::to_vec(&b).expect("json")));
+    worker
+        .send(method, path, &headers, body)
+        .await
+        .expect("worker answers")
+}
+
+/// [`signed_worker_send`] of a GET, in the clinic's region.
+pub async fn signed_worker_get(clinic: &Clinic, token: &str, path: &str) -> devstack::Reply {
+    signed_worker_send(&clinic.region, http::Method::GET, token, path, None).await
+}
+
+/// [`wait_audit`] by clinic id.
+pub async fn wait_audit_for(clinic_id: &str, filter: &str) -> Vec<tokio_postgres::Row> {
+    let clinic = Clinic {
+        id: clinic_id.to_owned(),
+        user_id: String::new(),
+        region: String::new(),
+        email: String::new(),
+        password: String::new(),
+        token: String::new(),
+        refresh_token: String::new(),
+    };
+    wait_audit(&clinic, filter).await
 }
