@@ -207,6 +207,7 @@ fn resource_paths(r: &Resource, paths: &mut Map<String, Value>) {
             ok: ok_body,
             "400": problem_response("Malformed JSON, invalid fields or references."),
             "404": problem_response("No such object in your clinic."),
+            "408": problem_response("The body did not arrive in time."),
             "409": problem_response("The change conflicts with the object's state or other data."),
             "413": problem_response("Body too large.")
         })
@@ -312,11 +313,20 @@ fn auth_paths(paths: &mut Map<String, Value>) {
             Some("RegisterResponse"),
             &[
                 ("400", "Invalid input."),
+                (
+                    "403",
+                    "Sign-up is by invitation here (send `invite_code`), or closed.",
+                ),
+                ("408", "The body did not arrive in time."),
                 ("409", "The e-mail address is already registered."),
                 ("413", "Body too large."),
                 (
+                    "429",
+                    "Too many sign-ups from your address or in all, or too many attempts on this e-mail; see retry-after.",
+                ),
+                (
                     "503",
-                    "Provisioning could not finish; retry the same request.",
+                    "Provisioning could not finish, or many clinics are being set up; retry the same request after retry-after.",
                 ),
             ],
         ),
@@ -331,8 +341,14 @@ fn auth_paths(paths: &mut Map<String, Value>) {
             &[
                 ("400", "Invalid input."),
                 ("401", "Bad credentials."),
+                ("403", "Your clinic is suspended or not provisioned."),
+                ("408", "The body did not arrive in time."),
                 ("413", "Body too large."),
-                ("429", "Too many failed attempts; see retry-after."),
+                ("429", "Too many attempts; see retry-after."),
+                (
+                    "503",
+                    "Too many sign-ins are being checked, or sign-in is unavailable; see retry-after.",
+                ),
             ],
         ),
     );
@@ -349,7 +365,9 @@ fn auth_paths(paths: &mut Map<String, Value>) {
                     "401",
                     "The refresh token is invalid, expired or already used.",
                 ),
+                ("408", "The body did not arrive in time."),
                 ("413", "Body too large."),
+                ("503", "Sign-in is unavailable; see retry-after."),
             ],
         ),
     );
@@ -360,8 +378,23 @@ fn auth_paths(paths: &mut Map<String, Value>) {
             "RefreshRequest",
             "204",
             None,
-            &[("400", "Invalid input."), ("413", "Body too large.")],
+            &[
+                ("400", "Invalid input."),
+                ("408", "The body did not arrive in time."),
+                ("413", "Body too large."),
+                ("503", "Sign-in is unavailable; see retry-after."),
+            ],
         ),
+    );
+    paths.insert(
+        "/.well-known/jwks.json".into(),
+        json!({"get": {
+            "operationId": "jwks",
+            "tags": ["auth"],
+            "security": [],
+            "description": "The public keys access tokens are signed with (EdDSA, Ed25519; JSON Web Key Set, keys named by `kid`).",
+            "responses": {"200": {"description": "The key set.", "content": {"application/jwk-set+json": {"schema": {"$ref": "#/components/schemas/JwkSet"}}}}}
+        }}),
     );
     paths.insert(
         "/api/v1/openapi.json".into(),
@@ -383,7 +416,8 @@ fn auth_schemas(schemas: &mut Map<String, Value>) {
                 "clinic_name": {"type": "string", "minLength": 1, "maxLength": 200},
                 "email": {"type": "string", "format": "email", "maxLength": 254},
                 "password": {"type": "string", "minLength": 12, "maxLength": 128},
-                "region": {"type": ["string", "null"], "maxLength": 64}
+                "region": {"type": ["string", "null"], "maxLength": 64},
+                "invite_code": {"type": ["string", "null"], "maxLength": 200, "description": "The single-use sign-up code of an invitation (where sign-up is by invitation)."}
             }),
             &["clinic_name", "email", "password"],
         ),
@@ -429,6 +463,25 @@ fn auth_schemas(schemas: &mut Map<String, Value>) {
         ),
     );
     schemas.insert(
+        "JwkSet".into(),
+        json!({
+            "type": "object",
+            "properties": {"keys": {"type": "array", "items": {
+                "type": "object",
+                "properties": {
+                    "kty": {"type": "string", "enum": ["OKP"]},
+                    "crv": {"type": "string", "enum": ["Ed25519"]},
+                    "x": {"type": "string"},
+                    "kid": {"type": "string"},
+                    "alg": {"type": "string", "enum": ["EdDSA"]},
+                    "use": {"type": "string", "enum": ["sig"]}
+                },
+                "required": ["kty", "crv", "x", "kid", "alg", "use"]
+            }}},
+            "required": ["keys"]
+        }),
+    );
+    schemas.insert(
         "Problem".into(),
         s(
             json!({
@@ -457,9 +510,10 @@ fn audit_paths(paths: &mut Map<String, Value>, schemas: &mut Map<String, Value>)
                 "client_ip": {"type": ["string", "null"]},
                 "outcome": {"type": "string"},
                 "occurred_at": {"type": "string", "format": "date-time"},
-                "request_id": {"type": ["string", "null"]}
+                "request_id": {"type": ["string", "null"]},
+                "resource_ids": {"type": ["array", "null"], "items": {"type": "string", "format": "uuid"}, "description": "The rows a list or search showed."}
             },
-            "required": ["chain_seq", "user_id", "action", "resource", "resource_id", "client_ip", "outcome", "occurred_at", "request_id"]
+            "required": ["chain_seq", "user_id", "action", "resource", "resource_id", "client_ip", "outcome", "occurred_at", "request_id", "resource_ids"]
         }),
     );
     schemas.insert(
@@ -579,26 +633,64 @@ fn users_paths(paths: &mut Map<String, Value>, schemas: &mut Map<String, Value>)
             }
         }),
     );
+    schemas.insert(
+        "UserChange".into(),
+        json!({
+            "type": "object",
+            "properties": {"role": {"type": "string", "enum": ["admin", "practitioner", "staff"]}},
+            "required": ["role"],
+            "additionalProperties": false
+        }),
+    );
     let id_param = json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string", "format": "uuid"}});
-    for (action, description) in [
+    paths.insert(
+        "/api/v1/users/{id}".into(),
+        json!({
+            "parameters": [id_param.clone()],
+            "patch": {
+                "operationId": "change_user",
+                "tags": ["users"],
+                "description": "Changes a user's role (clinic admins; never your own). The user's access tokens stop working at once; it signs in again for the new role. The last active admin cannot be demoted.",
+                "requestBody": with_description(json_body("UserChange"), "The change."),
+                "responses": responses("200", with_description(json_body("User"), "The user."), &[
+                    ("400", "Invalid input or malformed id."),
+                    ("404", "No such user in your clinic."),
+                    ("408", "The body did not arrive in time."),
+                    ("409", "The clinic's last active admin."),
+                    ("413", "Body too large.")
+                ])
+            }
+        }),
+    );
+    for (action, description, conflict) in [
         (
             "disable",
-            "Disables a user: no more logins or refreshes; refresh tokens revoked.",
+            "Disables a user (never your own account): no more logins or refreshes, its refresh tokens revoked and its access tokens refused at once. The last active admin cannot be disabled.",
+            true,
         ),
-        ("enable", "Enables a disabled user again."),
+        ("enable", "Enables a disabled user again (never your own account).", false),
+        (
+            "sign-out",
+            "Ends every session of a user: its access tokens are refused at once and its refresh tokens revoked. Any user may sign itself out everywhere; admins may sign out anyone of the clinic.",
+            false,
+        ),
     ] {
+        let mut extra = vec![
+            ("400", "Malformed id."),
+            ("404", "No such user in your clinic."),
+        ];
+        if conflict {
+            extra.push(("409", "The clinic's last active admin."));
+        }
         paths.insert(
             format!("/api/v1/users/{{id}}/{action}"),
             json!({
                 "parameters": [id_param.clone()],
                 "post": {
-                    "operationId": format!("{action}_user"),
+                    "operationId": format!("{}_user", action.replace('-', "_")),
                     "tags": ["users"],
                     "description": description,
-                    "responses": responses("200", with_description(json_body("User"), "The user."), &[
-                        ("400", "Malformed id, or your own account."),
-                        ("404", "No such user in your clinic.")
-                    ])
+                    "responses": responses("200", with_description(json_body("User"), "The user."), &extra)
                 }
             }),
         );
@@ -701,12 +793,16 @@ fn export_paths(paths: &mut Map<String, Value>, schemas: &mut Map<String, Value>
         "403".into(),
         problem_response("Only a clinic admin can export the clinic's data."),
     );
+    responses.insert(
+        "429".into(),
+        problem_response("An export of your clinic is running, or too many on this server; see retry-after."),
+    );
     paths.insert(
         "/api/v1/export".into(),
         json!({"get": {
             "operationId": "export_clinic",
             "tags": ["export"],
-            "description": "Everything the clinic holds (portability, backup), streamed. Clinic admins only; recorded in the audit trail as `export` on `clinic`.",
+            "description": "Everything the clinic holds (portability, backup), streamed. Clinic admins only; one export per clinic at a time; a client that stops reading for a while is cut off. Recorded in the audit trail as `export` on `clinic`.",
             "responses": responses
         }}),
     );

@@ -60,9 +60,15 @@ async fn the_audit_trail_is_append_only_and_tampering_is_detected() {
     for c in [&edited, &removed, &untouched] {
         activity(c).await;
     }
-    let report = verify(None, None).await;
-    assert!(report.is_intact(), "{:?}", report.breaks);
-    assert!(report.rows >= 18, "{}", report.summary());
+    // (Other tests of this binary tamper with clinics of their own: each check here
+    // looks at this test's clinics only.)
+    let mut rows = 0;
+    for c in [&edited, &removed, &untouched] {
+        let report = verify(Some(c.id.parse().unwrap()), None).await;
+        assert!(report.is_intact(), "{:?}", report.breaks);
+        rows += report.rows;
+    }
+    assert!(rows >= 18, "{rows}");
 
     // The application cannot rewrite history.
     let db = central_db().await;
@@ -90,7 +96,10 @@ async fn the_audit_trail_is_append_only_and_tampering_is_detected() {
         &removed,
     )
     .await;
-    let report = verify(None, None).await;
+    let mut report = admin::audit::AuditReport::default();
+    for c in [&edited, &removed, &untouched] {
+        report.breaks.extend(verify(Some(c.id.parse().unwrap()), None).await.breaks);
+    }
     let broken: Vec<(String, i64)> = report
         .breaks
         .iter()
@@ -213,4 +222,165 @@ async fn clinic_admins_read_their_own_audit_trail_with_filters() {
     assert_eq!(refused.status, 403);
     // Reading the trail is itself on the trail.
     wait_audit(&a, "resource = 'audit-logs' AND action = 'list'").await;
+}
+
+/// Connects to the central database as one of the services' login roles.
+async fn as_service(role: &(String, String)) -> tokio_postgres::Client {
+    let stack = stack();
+    let (client, conn) = stack
+        .central
+        .config(devstack::stack::CENTRAL_DB)
+        .user(&role.0)
+        .password(role.1.as_bytes())
+        .connect(stack.central.tls())
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+}
+
+#[tokio::test]
+async fn the_services_credentials_cannot_rewrite_the_trail() {
+    let http = http();
+    let c = register(&http, None).await;
+    activity(&c).await;
+    let id: uuid::Uuid = c.id.parse().unwrap();
+    let stack = stack();
+    for role in [&stack.secrets.gateway_role, &stack.secrets.worker_role] {
+        let db = as_service(role).await;
+        // Reading and appending is theirs; rewriting, disabling the guards, taking
+        // ownership or moving the chain head is not.
+        for sql in [
+            "UPDATE audit_logs SET outcome = 'success' WHERE clinic_id = $1",
+            "DELETE FROM audit_logs WHERE clinic_id = $1",
+            "UPDATE audit_chain_heads SET last_seq = 0 WHERE clinic_id = $1",
+            "DELETE FROM audit_chain_heads WHERE clinic_id = $1",
+        ] {
+            let err = db.execute(sql, &[&id]).await.unwrap_err();
+            assert!(format!("{err:?}").contains("permission denied"), "{} may: {sql}: {err:?}", role.0);
+        }
+        for sql in [
+            "TRUNCATE audit_logs",
+            "ALTER TABLE audit_logs DISABLE TRIGGER audit_logs_append_only",
+            "ALTER TABLE audit_logs DISABLE TRIGGER audit_logs_chain",
+            "DROP TRIGGER audit_logs_chain ON audit_logs",
+            "CREATE OR REPLACE FUNCTION audit_chain() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$",
+            "ALTER TABLE audit_logs OWNER TO CURRENT_USER",
+            "DROP TABLE audit_logs",
+            "CREATE TABLE forged (x int)",
+            "ALTER ROLE CURRENT_USER SUPERUSER",
+        ] {
+            let err = db.batch_execute(sql).await.unwrap_err();
+            let text = format!("{err:?}");
+            assert!(
+                text.contains("permission denied")
+                    || text.contains("must be owner")
+                    || text.contains("must be superuser"),
+                "{} may: {sql}: {text}",
+                role.0
+            );
+        }
+        // A row that does not extend the chain (no key, or a forged position) is
+        // refused by the table itself.
+        let forged = db
+            .execute(
+                "INSERT INTO audit_logs (clinic_id, action, resource, outcome, occurred_at, chain_seq, prev_hash, hash, mac_key) \
+                 VALUES ($1, 'read', 'patients', 'success', now(), 1, '\\x'::bytea, '\\x00'::bytea, 'a1')",
+                &[&id],
+            )
+            .await
+            .unwrap_err();
+        assert!(format!("{forged:?}").contains("does not extend its chain"), "{forged:?}");
+        let unkeyed = db
+            .execute(
+                "INSERT INTO audit_logs (clinic_id, action, resource, outcome, occurred_at) VALUES ($1, 'read', 'patients', 'success', now())",
+                &[&id],
+            )
+            .await
+            .unwrap_err();
+        assert!(format!("{unkeyed:?}").contains("keyed chain fields"), "{unkeyed:?}");
+    }
+    assert!(verify(Some(id.into()), None).await.is_intact());
+}
+
+#[tokio::test]
+async fn the_owner_cannot_rewrite_cut_short_or_drop_a_chain_unnoticed() {
+    let http = http();
+    let rewritten = register(&http, None).await;
+    let cut = register(&http, None).await;
+    let dropped = register(&http, None).await;
+    for c in [&rewritten, &cut, &dropped] {
+        activity(c).await;
+    }
+    let dir = std::env::temp_dir().join(format!("medicalpro-test-{}-anchors", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let anchors = dir.join("anchors.json");
+    let ours = [&rewritten, &cut, &dropped];
+    let each = |anchors: Option<std::path::PathBuf>| async move {
+        let mut report = admin::audit::AuditReport::default();
+        for c in ours {
+            report
+                .breaks
+                .extend(verify(Some(c.id.parse().unwrap()), anchors.as_deref()).await.breaks);
+        }
+        report
+    };
+    let first = each(Some(anchors.clone())).await;
+    assert!(first.is_intact(), "{:?}", first.breaks);
+    assert!(anchors.exists(), "the anchors were written");
+
+    let db = central_db().await;
+    db.batch_execute("ALTER TABLE audit_logs DISABLE TRIGGER audit_logs_append_only")
+        .await
+        .unwrap();
+    // Rewritten, with the unkeyed digest recomputed as the owner could: still seen.
+    let id: uuid::Uuid = rewritten.id.parse().unwrap();
+    db.execute(
+        "UPDATE audit_logs a SET outcome = 'denied', hash = audit_row_digest(a.prev_hash, a) \
+         WHERE clinic_id = $1 AND chain_seq = 2",
+        &[&id],
+    )
+    .await
+    .unwrap();
+    // Cut short: the last rows gone and the head moved back consistently.
+    let id_cut: uuid::Uuid = cut.id.parse().unwrap();
+    db.execute(
+        "DELETE FROM audit_logs WHERE clinic_id = $1 AND chain_seq > 2",
+        &[&id_cut],
+    )
+    .await
+    .unwrap();
+    db.execute(
+        "UPDATE audit_chain_heads h SET last_seq = 2, last_hash = (SELECT hash FROM audit_logs WHERE clinic_id = $1 AND chain_seq = 2) WHERE h.clinic_id = $1",
+        &[&id_cut],
+    )
+    .await
+    .unwrap();
+    // Dropped whole: every row and the head.
+    let id_dropped: uuid::Uuid = dropped.id.parse().unwrap();
+    db.execute("DELETE FROM audit_logs WHERE clinic_id = $1", &[&id_dropped])
+        .await
+        .unwrap();
+    db.execute("DELETE FROM audit_chain_heads WHERE clinic_id = $1", &[&id_dropped])
+        .await
+        .unwrap();
+    db.batch_execute("ALTER TABLE audit_logs ENABLE TRIGGER audit_logs_append_only")
+        .await
+        .unwrap();
+
+    let without = each(None).await;
+    let broken = |report: &admin::audit::AuditReport, who: &Clinic| {
+        report.breaks.iter().any(|b| b.clinic.to_string() == who.id)
+    };
+    assert!(broken(&without, &rewritten), "{:?}", without.breaks);
+    // A consistent cut or drop leaves a valid chain: only the anchors tell.
+    assert!(!broken(&without, &cut) && !broken(&without, &dropped));
+    let with = each(Some(anchors.clone())).await;
+    for who in [&rewritten, &cut, &dropped] {
+        assert!(broken(&with, who), "{} not caught: {:?}", who.id, with.breaks);
+    }
+    // The anchors are not moved past a broken verification.
+    let again = each(Some(anchors.clone())).await;
+    assert!(broken(&again, &cut));
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -110,12 +110,15 @@ enum Kind {
     CreateUser,
     DisableUser,
     EnableUser,
+    ChangeUserRole,
+    SignOutUser,
     AuditLogs,
     Login,
     Refresh,
     Logout,
     Register,
     OpenApi,
+    Jwks,
 }
 
 /// How a caller's request must be answered.
@@ -159,12 +162,15 @@ const RULES: &[(Kind, [Rule; 4])] = &[
     (Kind::CreateUser,             [A,    D,           D,    U]),
     (Kind::DisableUser,            [A,    D,           D,    U]),
     (Kind::EnableUser,             [A,    D,           D,    U]),
+    (Kind::ChangeUserRole,         [A,    D,           D,    U]),
+    (Kind::SignOutUser,            [A,    D,           D,    U]),
     (Kind::AuditLogs,              [A,    D,           D,    U]),
     (Kind::Login,                  [A,    A,           A,    A]),
     (Kind::Refresh,                [A,    A,           A,    A]),
     (Kind::Logout,                 [A,    A,           A,    A]),
     (Kind::Register,               [A,    A,           A,    A]),
     (Kind::OpenApi,                [A,    A,           A,    A]),
+    (Kind::Jwks,                   [A,    A,           A,    A]),
 ];
 
 /// Fields outside staff's minimum necessary (README, "Minimum necessary"): absent
@@ -213,6 +219,9 @@ struct Op {
 
 /// The kind of an operation from its method and path template.
 fn classify(method: &str, path: &str) -> Option<(Kind, Option<&'static Resource>)> {
+    if (method, path) == ("GET", "/.well-known/jwks.json") {
+        return Some((Kind::Jwks, None));
+    }
     let segments: Vec<&str> = path.strip_prefix("/api/v1/")?.split('/').collect();
     let fixed = match (method, segments.as_slice()) {
         ("POST", ["auth", "login"]) => Some(Kind::Login),
@@ -226,6 +235,8 @@ fn classify(method: &str, path: &str) -> Option<(Kind, Option<&'static Resource>
         ("POST", ["users"]) => Some(Kind::CreateUser),
         ("POST", ["users", "{id}", "disable"]) => Some(Kind::DisableUser),
         ("POST", ["users", "{id}", "enable"]) => Some(Kind::EnableUser),
+        ("PATCH", ["users", "{id}"]) => Some(Kind::ChangeUserRole),
+        ("POST", ["users", "{id}", "sign-out"]) => Some(Kind::SignOutUser),
         _ => None,
     };
     if let Some(kind) = fixed {
@@ -319,6 +330,9 @@ fn rank(op: &Op) -> usize {
         Kind::CreateUser => 101,
         Kind::DisableUser => 102,
         Kind::EnableUser => 103,
+        Kind::ChangeUserRole => 111,
+        Kind::SignOutUser => 112,
+        Kind::Jwks => 113,
         Kind::AuditLogs => 104,
         Kind::Login => 105,
         Kind::Refresh => 106,
@@ -869,13 +883,36 @@ async fn counts(db: &tokio_postgres::Client, r: &Resource) -> String {
 /// How many rows of `r` hold the first text value of `body` (sample text values are
 /// distinct).
 async fn stored_like(db: &tokio_postgres::Client, r: &Resource, body: &Value) -> i64 {
+    let plain = |f: &&Field| matches!(f.ty, FieldType::Text { .. }) && !f.encrypted;
+    if let Some((name, value)) = r
+        .fields
+        .iter()
+        .filter(plain)
+        .find_map(|f| Some((f.name, body.get(f.name)?.as_str()?)))
+    {
+        let sql = format!("SELECT count(*) FROM {} WHERE {name} = $1", r.table);
+        return db.query_one(sql.as_str(), &[&value]).await.unwrap().get(0);
+    }
+    // Its only free text is sealed: the rows holding the child rows' text…
+    if let Some((c, name, value)) = r.children.iter().find_map(|c| {
+        let f = c.fields.iter().find(plain)?;
+        let value = body.get(c.name)?.get(0)?.get(f.name)?.as_str()?;
+        Some((c, f.name, value))
+    }) {
+        let sql = format!(
+            "SELECT count(*) FROM {} t WHERE EXISTS (SELECT 1 FROM {} c WHERE c.{} = t.id AND c.{name} = $1)",
+            r.table, c.table, c.parent_column
+        );
+        return db.query_one(sql.as_str(), &[&value]).await.unwrap().get(0);
+    }
+    // …or its (distinct) sample instant.
     let (name, value) = r
         .fields
         .iter()
-        .filter(|f| matches!(f.ty, FieldType::Text { .. }) && !f.encrypted)
+        .filter(|f| f.ty == FieldType::Timestamp)
         .find_map(|f| Some((f.name, body.get(f.name)?.as_str()?)))
-        .expect("a body with a text value");
-    let sql = format!("SELECT count(*) FROM {} WHERE {name} = $1", r.table);
+        .expect("a body with a text value or an instant");
+    let sql = format!("SELECT count(*) FROM {} WHERE {name} = $1::text::timestamptz", r.table);
     db.query_one(sql.as_str(), &[&value]).await.unwrap().get(0)
 }
 
@@ -1436,6 +1473,58 @@ impl Pass {
                     .await
                 {
                     api.check(v["openapi"].is_string(), || format!("{label}: no document"));
+                }
+            }
+            Kind::Jwks => {
+                if let Some(v) = self
+                    .attempt(op, "", rule, Method::GET, "/.well-known/jwks.json", Body::Empty)
+                    .await
+                {
+                    api.check(v["keys"].as_array().is_some_and(|k| !k.is_empty()), || {
+                        format!("{label}: no keys")
+                    });
+                }
+            }
+            Kind::ChangeUserRole | Kind::SignOutUser => {
+                let id: Uuid = victim.id.parse().unwrap();
+                let state = || async {
+                    let row = central
+                        .query_one("SELECT role, token_version FROM users WHERE id = $1", &[&id])
+                        .await
+                        .unwrap();
+                    (row.get::<_, String>(0), row.get::<_, i64>(1))
+                };
+                let before = state().await;
+                let (method, path, body) = if op.kind == Kind::ChangeUserRole {
+                    (
+                        Method::PATCH,
+                        format!("/api/v1/users/{}", victim.id),
+                        Body::Json(json!({"role": "practitioner"})),
+                    )
+                } else {
+                    (Method::POST, format!("/api/v1/users/{}/sign-out", victim.id), Body::Empty)
+                };
+                let served = self.attempt(op, "", rule, method, &path, body).await;
+                let after = state().await;
+                match served {
+                    Some(v) => {
+                        api.check(after.1 > before.1, || {
+                            format!("{label}: the user's tokens were not revoked")
+                        });
+                        if op.kind == Kind::ChangeUserRole {
+                            api.check(v["role"] == "practitioner" && after.0 == "practitioner", || {
+                                format!("{label}: {v}")
+                            });
+                            let back = format!("/api/v1/users/{}", victim.id);
+                            let r = api
+                                .send(self.site.owner(), Method::PATCH, &back, Body::Json(json!({"role": "staff"})))
+                                .await;
+                            assert_eq!(r.status, 200, "{}", r.text());
+                        }
+                    }
+                    None => api.check(after == before, || {
+                        format!("{label}: refused, yet the user changed: {before:?} → {after:?}")
+                    }),
                 }
             }
             _ => unreachable!("{op:?} is a resource operation"),
