@@ -224,7 +224,8 @@ pub async fn verify(
         let last_seq: i64 = row.try_get(1)?;
         let last_hash: Vec<u8> = row.try_get(2)?;
         let walked = report.heads.get(&clinic);
-        let whole = walked.is_some_and(|a| a.chain_seq == last_seq && a.hash == hex::encode(&last_hash))
+        let whole = walked
+            .is_some_and(|a| a.chain_seq == last_seq && a.hash == hex::encode(&last_hash))
             || (walked.is_none() && last_seq == 0);
         if !whole {
             report.broken(

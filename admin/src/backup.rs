@@ -290,8 +290,8 @@ pub async fn restore_clinic(
         .await?;
 
     // The switch: no request reaches the clinic while its database is swapped.
-    let suspended =
-        status == "active" && ops::set_status_with(&central, keys, clinic, ops::Change::Suspend).await?;
+    let suspended = status == "active"
+        && ops::set_status_with(&central, keys, clinic, ops::Change::Suspend).await?;
     let swapped = swap(&server, &db_name, &restoring, &previous).await;
     if suspended {
         ops::set_status_with(&central, keys, clinic, ops::Change::Resume).await?;

@@ -273,7 +273,8 @@ pub async fn run(command: Command, settings: &AdminSettings) -> anyhow::Result<E
             Ok(ExitCode::SUCCESS)
         }
         Command::CreateServiceRole { kind, name } => {
-            let password = read_secret_line()?.context("give the role's password on standard input")?;
+            let password =
+                read_secret_line()?.context("give the role's password on standard input")?;
             crate::roles::create_service_role(&settings.central, kind, &name, &password).await?;
             println!("service role {name} ready (member of {})", kind.group());
             Ok(ExitCode::SUCCESS)
@@ -299,7 +300,11 @@ pub async fn run(command: Command, settings: &AdminSettings) -> anyhow::Result<E
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::CreateClinic { name, email, region } => {
+        Command::CreateClinic {
+            name,
+            email,
+            region,
+        } => {
             let ring = master_keys()?;
             let (password, generated) = match read_secret_line()? {
                 Some(p) => (p, false),
@@ -340,7 +345,9 @@ pub async fn run(command: Command, settings: &AdminSettings) -> anyhow::Result<E
             } else {
                 crate::ops::Change::Resume
             };
-            let changed = crate::ops::set_status(&settings.central, settings.audit_keys()?, clinic, change).await?;
+            let changed =
+                crate::ops::set_status(&settings.central, settings.audit_keys()?, clinic, change)
+                    .await?;
             println!(
                 "clinic {clinic}: {}",
                 match (change, changed) {

@@ -119,8 +119,14 @@ mod tests {
             ("REGION_DB_SSLMODE", "disable"),
         ]);
         let err = AdminSettings::from_source(&src).unwrap_err().to_string();
-        assert!(err.contains("DB_SSLROOTCERT") && err.contains("/nonexistent/ca.pem"), "{err}");
+        assert!(
+            err.contains("DB_SSLROOTCERT") && err.contains("/nonexistent/ca.pem"),
+            "{err}"
+        );
         let src = Source::from_pairs([("DB_SSLMODE", "prefer")]);
-        assert!(AdminSettings::from_source(&src).is_err(), "no silent downgrade modes");
+        assert!(
+            AdminSettings::from_source(&src).is_err(),
+            "no silent downgrade modes"
+        );
     }
 }

@@ -377,7 +377,12 @@ async fn reencrypt_column(
 
 /// Seals the values a field held in plaintext before it was sealed (`<name>` →
 /// `<name>_enc`), in batches; each row is swapped only if unchanged since read.
-async fn seal_legacy(db: &Client, keys: &ClinicKeys, r: &Resource, f: &Field) -> anyhow::Result<u64> {
+async fn seal_legacy(
+    db: &Client,
+    keys: &ClinicKeys,
+    r: &Resource,
+    f: &Field,
+) -> anyhow::Result<u64> {
     let (plain_col, sealed_col) = (f.name, f.stored_column());
     let table = r.table;
     db.execute(

@@ -4,8 +4,8 @@
 //! PostgreSQL as a SCRAM verifier only, never as plaintext SQL.
 
 use crate::db;
-use common::config::DbSettings;
 use anyhow::{bail, Context};
+use common::config::DbSettings;
 use migrations::{ident, literal, provisioning};
 
 /// Which service a login role is for.
@@ -42,16 +42,23 @@ pub async fn create_service_role(
         bail!("a role name is 1 to 63 lowercase letters, digits and underscores");
     }
     if password.len() < 16 {
-        bail!("a service role's password is at least 16 characters (e.g. `openssl rand -base64 32`)");
+        bail!(
+            "a service role's password is at least 16 characters (e.g. `openssl rand -base64 32`)"
+        );
     }
     let central = db::connect(central).await.context("the central database")?;
     migrations::require_current(&central, migrations::CENTRAL).await?;
     let verifier = literal(&provisioning::scram_verifier(password));
     let exists = central
-        .query_opt("SELECT rolsuper OR rolcreaterole OR rolcreatedb FROM pg_roles WHERE rolname = $1", &[&name])
+        .query_opt(
+            "SELECT rolsuper OR rolcreaterole OR rolcreatedb FROM pg_roles WHERE rolname = $1",
+            &[&name],
+        )
         .await?;
     if exists.as_ref().is_some_and(|r| r.get::<_, bool>(0)) {
-        bail!("role {name} exists with superuser or create privileges; a service role must have none");
+        bail!(
+            "role {name} exists with superuser or create privileges; a service role must have none"
+        );
     }
     let mut sql = if exists.is_some() {
         format!("ALTER ROLE {} WITH LOGIN PASSWORD {verifier};", ident(name))

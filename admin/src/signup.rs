@@ -93,7 +93,8 @@ pub async fn create_clinic(
     if name.is_empty() || name.chars().count() > 200 {
         bail!("the clinic name must be 1 to 200 characters");
     }
-    let email = Email::parse(email).with_context(|| format!("{email:?} is not an e-mail address"))?;
+    let email =
+        Email::parse(email).with_context(|| format!("{email:?} is not an e-mail address"))?;
     if !common::password::acceptable(password) {
         bail!(
             "the password must be {} to {} characters long",
@@ -103,9 +104,14 @@ pub async fn create_clinic(
     }
     let mut central = db::central(settings).await?;
     let server = central
-        .query_opt("SELECT pg_host, pg_port FROM regions WHERE name = $1", &[&region])
+        .query_opt(
+            "SELECT pg_host, pg_port FROM regions WHERE name = $1",
+            &[&region],
+        )
         .await?
-        .with_context(|| format!("unknown region {region:?} (its worker registers it at start-up)"))?;
+        .with_context(|| {
+            format!("unknown region {region:?} (its worker registers it at start-up)")
+        })?;
     let (host, port): (String, i32) = (server.get(0), server.get(1));
     if host != settings.regional.host || port != i32::from(settings.regional.port) {
         bail!(
@@ -125,9 +131,15 @@ pub async fn create_clinic(
         Some(row) => {
             let (status, placed): (String, String) = (row.get(2), row.get(3));
             if status != "provisioning" || placed != region {
-                bail!("an account with the e-mail {} exists already", email.as_str());
+                bail!(
+                    "an account with the e-mail {} exists already",
+                    email.as_str()
+                );
             }
-            (ClinicId::from_uuid(row.get(1)), UserId::from_uuid(row.get(0)))
+            (
+                ClinicId::from_uuid(row.get(1)),
+                UserId::from_uuid(row.get(0)),
+            )
         }
         None => {
             let hash = {
@@ -172,9 +184,15 @@ pub async fn create_clinic(
     let admin = db::connect(&settings.regional)
         .await
         .context("the region's server")?;
-    pgconn::provision::provision(&central, &admin, ring, &target, &tokio::sync::Mutex::new(()))
-        .await
-        .context("provisioning the clinic's database (run the same command again to resume)")?;
+    pgconn::provision::provision(
+        &central,
+        &admin,
+        ring,
+        &target,
+        &tokio::sync::Mutex::new(()),
+    )
+    .await
+    .context("provisioning the clinic's database (run the same command again to resume)")?;
     Ok(Created {
         clinic,
         user,

@@ -65,8 +65,14 @@ pub fn start(settings: &Settings) -> anyhow::Result<Product> {
         // The bench registers its clinics from one address, far more than open
         // sign-up allows a stranger.
         extra_env: [
-            ("CLINIC_POOL_BUDGET".to_owned(), settings.pool_budget.to_string()),
-            ("SIGNUPS_PER_ADDRESS_PER_HOUR".to_owned(), "100000".to_owned()),
+            (
+                "CLINIC_POOL_BUDGET".to_owned(),
+                settings.pool_budget.to_string(),
+            ),
+            (
+                "SIGNUPS_PER_ADDRESS_PER_HOUR".to_owned(),
+                "100000".to_owned(),
+            ),
             ("SIGNUPS_PER_HOUR".to_owned(), "100000".to_owned()),
             ("SIGNUPS_PROVISIONING_MAX".to_owned(), "1000".to_owned()),
         ]

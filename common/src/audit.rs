@@ -78,14 +78,21 @@ impl std::fmt::Debug for AuditKeys {
 }
 
 fn decode(name: &'static str, b64: &str) -> Result<Zeroizing<[u8; 32]>, ConfigError> {
-    let bytes = Zeroizing::new(STANDARD.decode(b64.trim()).map_err(|_| ConfigError::Invalid {
-        name,
-        reason: "must be base64 (e.g. `openssl rand -base64 32`)".into(),
-    })?);
-    let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| ConfigError::Invalid {
-        name,
-        reason: "must decode to exactly 32 bytes".into(),
-    })?;
+    let bytes = Zeroizing::new(
+        STANDARD
+            .decode(b64.trim())
+            .map_err(|_| ConfigError::Invalid {
+                name,
+                reason: "must be base64 (e.g. `openssl rand -base64 32`)".into(),
+            })?,
+    );
+    let key: [u8; 32] = bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| ConfigError::Invalid {
+            name,
+            reason: "must decode to exactly 32 bytes".into(),
+        })?;
     Ok(Zeroizing::new(key))
 }
 
@@ -108,7 +115,11 @@ impl AuditKeys {
             });
         }
         let mut keys = Self {
-            keys: [(id.clone(), decode("AUDIT_KEY", &source.required("AUDIT_KEY")?)?)].into(),
+            keys: [(
+                id.clone(),
+                decode("AUDIT_KEY", &source.required("AUDIT_KEY")?)?,
+            )]
+            .into(),
             current: id,
         };
         for item in source
@@ -171,10 +182,16 @@ fn canonical(prev: &[u8], clinic: ClinicId, chain_seq: i64, r: &Record) -> Vec<u
     put(&mut out, Some(prev));
     put(&mut out, Some(clinic.as_uuid().as_bytes()));
     put(&mut out, Some(&chain_seq.to_be_bytes()));
-    put(&mut out, r.user_id.as_ref().map(|u| u.as_bytes().as_slice()));
+    put(
+        &mut out,
+        r.user_id.as_ref().map(|u| u.as_bytes().as_slice()),
+    );
     put(&mut out, Some(r.action.as_bytes()));
     put(&mut out, Some(r.resource.as_bytes()));
-    put(&mut out, r.resource_id.as_ref().map(|u| u.as_bytes().as_slice()));
+    put(
+        &mut out,
+        r.resource_id.as_ref().map(|u| u.as_bytes().as_slice()),
+    );
     let ids: Option<Vec<u8>> = r
         .resource_ids
         .as_ref()
@@ -184,8 +201,14 @@ fn canonical(prev: &[u8], clinic: ClinicId, chain_seq: i64, r: &Record) -> Vec<u
     put(&mut out, ip.as_deref().map(str::as_bytes));
     put(&mut out, r.request_id.as_deref().map(str::as_bytes));
     put(&mut out, Some(r.outcome.as_bytes()));
-    put(&mut out, Some(&r.occurred_at.timestamp_micros().to_be_bytes()));
-    put(&mut out, r.source_id.as_ref().map(|u| u.as_bytes().as_slice()));
+    put(
+        &mut out,
+        Some(&r.occurred_at.timestamp_micros().to_be_bytes()),
+    );
+    put(
+        &mut out,
+        r.source_id.as_ref().map(|u| u.as_bytes().as_slice()),
+    );
     out
 }
 

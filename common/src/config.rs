@@ -169,7 +169,10 @@ pub struct DbTls {
 
 impl DbTls {
     /// TLS verified against the CA in `ca_file`; `name` labels errors.
-    pub fn verify_full(name: &'static str, ca_file: std::path::PathBuf) -> Result<Self, ConfigError> {
+    pub fn verify_full(
+        name: &'static str,
+        ca_file: std::path::PathBuf,
+    ) -> Result<Self, ConfigError> {
         Ok(Self {
             config: crate::tls::verifying_client(name, &ca_file)?,
             ca_file: Some(ca_file),

@@ -795,7 +795,9 @@ fn export_paths(paths: &mut Map<String, Value>, schemas: &mut Map<String, Value>
     );
     responses.insert(
         "429".into(),
-        problem_response("An export of your clinic is running, or too many on this server; see retry-after."),
+        problem_response(
+            "An export of your clinic is running, or too many on this server; see retry-after.",
+        ),
     );
     paths.insert(
         "/api/v1/export".into(),

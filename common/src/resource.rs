@@ -373,9 +373,13 @@ pub const APPOINTMENTS: Resource = Resource {
         )
         .default("booked")
         .filterable(),
-        Field::text("notes", 2000, "Clinical notes. Not shown to staff; stored encrypted.")
-            .restricted()
-            .sealed_since_plaintext(),
+        Field::text(
+            "notes",
+            2000,
+            "Clinical notes. Not shown to staff; stored encrypted.",
+        )
+        .restricted()
+        .sealed_since_plaintext(),
     ],
     children: &[Child {
         name: "items",

@@ -168,7 +168,11 @@ pub fn main_entry<S: Service>() {
         config.run(listener, admin, shutdown).await
     });
     if let Err(e) = result {
-        tracing::error!(error = format!("{e:#}"), "{} stopped with an error", S::NAME);
+        tracing::error!(
+            error = format!("{e:#}"),
+            "{} stopped with an error",
+            S::NAME
+        );
         std::process::exit(1);
     }
 }

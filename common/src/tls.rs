@@ -143,7 +143,10 @@ impl MutualTls {
 
 /// A client (to a PostgreSQL server) that accepts only a server certificate chaining
 /// to the CA in `ca_file` and naming the host it dialled; `name` labels errors.
-pub fn verifying_client(name: &'static str, ca_file: &Path) -> Result<Arc<ClientConfig>, ConfigError> {
+pub fn verifying_client(
+    name: &'static str,
+    ca_file: &Path,
+) -> Result<Arc<ClientConfig>, ConfigError> {
     let invalid = |e: &dyn Display| ConfigError::Invalid {
         name,
         reason: format!("{}: {e}", ca_file.display()),

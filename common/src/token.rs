@@ -209,13 +209,7 @@ impl TokenSigner {
         let path = source.required("JWT_SIGNING_KEY_FILE")?;
         let pem = read_file("JWT_SIGNING_KEY_FILE", &path)?;
         let (issuer, audience, ttl) = claims_settings(source)?;
-        Self::from_pem(
-            &source.or("JWT_KID", "k1"),
-            &pem,
-            &issuer,
-            &audience,
-            ttl,
-        )
+        Self::from_pem(&source.or("JWT_KID", "k1"), &pem, &issuer, &audience, ttl)
     }
 
     pub fn kid(&self) -> &str {
@@ -268,7 +262,10 @@ impl TokenSigner {
 fn claims_settings(source: &Source) -> Result<(String, String, i64), ConfigError> {
     let ttl: i64 = source.parse_or("JWT_EXPIRE", 900)?;
     if !(30..=86_400).contains(&ttl) {
-        return Err(invalid("JWT_EXPIRE", "must be between 30 and 86400 seconds"));
+        return Err(invalid(
+            "JWT_EXPIRE",
+            "must be between 30 and 86400 seconds",
+        ));
     }
     Ok((
         source.or("JWT_ISSUER", "medicalpro"),
@@ -278,7 +275,10 @@ fn claims_settings(source: &Source) -> Result<(String, String, i64), ConfigError
 }
 
 /// Reads public keys named `kid:path-to-PEM` from setting `name`.
-fn public_keys(source: &Source, name: &'static str) -> Result<Vec<(String, [u8; 32])>, ConfigError> {
+fn public_keys(
+    source: &Source,
+    name: &'static str,
+) -> Result<Vec<(String, [u8; 32])>, ConfigError> {
     kid_paths(name, &source.or(name, ""))?
         .into_iter()
         .map(|(kid, path)| {
@@ -471,7 +471,10 @@ impl Revocations {
 
     /// A user's version is now `version` (never lowered).
     pub fn raise(&self, user: UserId, version: i64) {
-        let mut map = self.versions.write().unwrap_or_else(PoisonError::into_inner);
+        let mut map = self
+            .versions
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
         let entry = map.entry(user).or_insert(version);
         *entry = (*entry).max(version);
     }
@@ -479,7 +482,10 @@ impl Revocations {
     /// Replaces the whole state with what the central database holds.
     pub fn replace(&self, versions: impl IntoIterator<Item = (UserId, i64)>) {
         let fresh: HashMap<UserId, i64> = versions.into_iter().collect();
-        *self.versions.write().unwrap_or_else(PoisonError::into_inner) = fresh;
+        *self
+            .versions
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = fresh;
     }
 
     /// Applies a notification payload `user-id:version`; false when malformed.
@@ -547,7 +553,11 @@ mod tests {
         let t = issue(&s);
         let c = v.verify(&t).unwrap();
         assert_eq!(c.typ, ACCESS);
-        assert_eq!(v.verify(&t).unwrap(), c, "a remembered token verifies again");
+        assert_eq!(
+            v.verify(&t).unwrap(),
+            c,
+            "a remembered token verifies again"
+        );
     }
 
     #[test]
@@ -615,7 +625,10 @@ mod tests {
         let new = signer("k2");
         let old_token = issue(&old);
         let rotated = new.verifier(&[("k1".into(), old.public)]);
-        assert!(rotated.verify(&old_token).is_ok(), "a retired key still verifies");
+        assert!(
+            rotated.verify(&old_token).is_ok(),
+            "a retired key still verifies"
+        );
         assert!(rotated.verify(&issue(&new)).is_ok());
         let jwks = rotated.jwks();
         let kids: Vec<&str> = jwks["keys"]

@@ -313,8 +313,14 @@ impl Stack {
             internal_secret: random_b64(48),
             master_key: random_b64(32),
             audit_key: random_b64(32),
-            gateway_role: ("medicalpro_gateway_svc".into(), hex_string(&random_bytes(24))),
-            worker_role: ("medicalpro_worker_svc".into(), hex_string(&random_bytes(24))),
+            gateway_role: (
+                "medicalpro_gateway_svc".into(),
+                hex_string(&random_bytes(24)),
+            ),
+            worker_role: (
+                "medicalpro_worker_svc".into(),
+                hex_string(&random_bytes(24)),
+            ),
         };
         // The central schema and the services' least-privilege roles, made by its
         // owner as an operator would with `medicalpro-admin migrate-central`.
@@ -474,7 +480,11 @@ impl Stack {
             ("LISTEN_ADDR".to_owned(), addr.to_string()),
             ("ADMIN_ADDR".to_owned(), admin_addr.to_string()),
         ]);
-        env.extend(overrides.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        env.extend(
+            overrides
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
         let mut gateway = Service {
             name: name.to_owned(),
             addr,
@@ -531,7 +541,8 @@ impl Stack {
 
     /// The audit chain's keys the services use.
     pub fn audit_keys(&self) -> anyhow::Result<common::audit::AuditKeys> {
-        let src = common::config::Source::from_pairs([("AUDIT_KEY", self.secrets.audit_key.clone())]);
+        let src =
+            common::config::Source::from_pairs([("AUDIT_KEY", self.secrets.audit_key.clone())]);
         Ok(common::audit::AuditKeys::from_source(&src)?)
     }
 

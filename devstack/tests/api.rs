@@ -316,12 +316,20 @@ async fn token_attacks_are_refused() {
     let hs = |alg: jsonwebtoken::Algorithm, key: &[u8]| {
         let mut header = jsonwebtoken::Header::new(alg);
         header.kid = Some(devstack::stack::JWT_KID.into());
-        jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_secret(key))
-            .unwrap()
+        jsonwebtoken::encode(
+            &header,
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(key),
+        )
+        .unwrap()
     };
     // The classic confusion: HS256 keyed with the gateway's public key, which the
     // JWKS publishes to everyone.
-    let jwks = http.get("/.well-known/jwks.json", None).await.unwrap().json();
+    let jwks = http
+        .get("/.well-known/jwks.json", None)
+        .await
+        .unwrap()
+        .json();
     let public = URL_SAFE_NO_PAD
         .decode(jwks["keys"][0]["x"].as_str().unwrap())
         .unwrap();
@@ -337,9 +345,18 @@ async fn token_attacks_are_refused() {
     let mut cases: Vec<(&str, String)> = vec![
         ("tampered payload", tampered),
         ("alg none", none),
-        ("HS512 with a guessed key", hs(jsonwebtoken::Algorithm::HS512, &[7u8; 48])),
-        ("HS256 keyed with the public key", hs(jsonwebtoken::Algorithm::HS256, &public)),
-        ("another Ed25519 key under the same kid", other.sign(&claims).unwrap()),
+        (
+            "HS512 with a guessed key",
+            hs(jsonwebtoken::Algorithm::HS512, &[7u8; 48]),
+        ),
+        (
+            "HS256 keyed with the public key",
+            hs(jsonwebtoken::Algorithm::HS256, &public),
+        ),
+        (
+            "another Ed25519 key under the same kid",
+            other.sign(&claims).unwrap(),
+        ),
         ("garbage", "not.a.token".into()),
     ];
     type Mutation = fn(&mut Value);

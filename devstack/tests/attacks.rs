@@ -164,7 +164,12 @@ where
 }
 
 async fn central_count(sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> i64 {
-    central_db().await.query_one(sql, params).await.unwrap().get(0)
+    central_db()
+        .await
+        .query_one(sql, params)
+        .await
+        .unwrap()
+        .get(0)
 }
 
 // ---------------------------------------------------------------------------
@@ -179,7 +184,12 @@ async fn a_disabled_admin_loses_every_power_within_a_second_everywhere() {
     let second = stack.add_gateway("gateway-revocation").unwrap();
     let g2 = Http::new(&second.url());
     let from = address();
-    assert_eq!(get(&g2, &from, "/api/v1/patients", Some(&b_token)).await.status, 200);
+    assert_eq!(
+        get(&g2, &from, "/api/v1/patients", Some(&b_token))
+            .await
+            .status,
+        200
+    );
 
     let disabled = post(
         &gateway(),
@@ -203,11 +213,17 @@ async fn a_disabled_admin_loses_every_power_within_a_second_everywhere() {
     );
     let g1 = gateway();
     let on_first = answers_within(401, Duration::from_secs(1), || async {
-        get(&g1, &from, "/api/v1/patients", Some(&b_token)).await.status.as_u16()
+        get(&g1, &from, "/api/v1/patients", Some(&b_token))
+            .await
+            .status
+            .as_u16()
     })
     .await;
     let on_second = answers_within(401, Duration::from_secs(1), || async {
-        get(&g2, &from, "/api/v1/patients", Some(&b_token)).await.status.as_u16()
+        get(&g2, &from, "/api/v1/patients", Some(&b_token))
+            .await
+            .status
+            .as_u16()
     })
     .await;
     let on_worker = answers_within(401, Duration::from_secs(1), || async {
@@ -217,7 +233,9 @@ async fn a_disabled_admin_loses_every_power_within_a_second_everywhere() {
             .as_u16()
     })
     .await;
-    eprintln!("revoked after: gateway {on_first:?}, second gateway {on_second:?}, worker {on_worker:?}");
+    eprintln!(
+        "revoked after: gateway {on_first:?}, second gateway {on_second:?}, worker {on_worker:?}"
+    );
 
     // What the stolen admin token tried on 2026-12-03, now refused with nothing changed.
     let users_before = central_count(
@@ -226,7 +244,14 @@ async fn a_disabled_admin_loses_every_power_within_a_second_everywhere() {
     )
     .await;
     problem(
-        &post(&g1, &from, &format!("/api/v1/users/{b_id}/enable"), Some(&b_token), json!({})).await,
+        &post(
+            &g1,
+            &from,
+            &format!("/api/v1/users/{b_id}/enable"),
+            Some(&b_token),
+            json!({}),
+        )
+        .await,
         401,
     );
     problem(
@@ -240,13 +265,27 @@ async fn a_disabled_admin_loses_every_power_within_a_second_everywhere() {
         .await,
         401,
     );
-    problem(&get(&g1, &from, "/api/v1/patients", Some(&b_token)).await, 401);
     problem(
-        &post(&g1, &from, "/api/v1/auth/refresh", None, json!({"refresh_token": b_refresh})).await,
+        &get(&g1, &from, "/api/v1/patients", Some(&b_token)).await,
+        401,
+    );
+    problem(
+        &post(
+            &g1,
+            &from,
+            "/api/v1/auth/refresh",
+            None,
+            json!({"refresh_token": b_refresh}),
+        )
+        .await,
         401,
     );
     assert_eq!(
-        central_count("SELECT count(*) FROM users WHERE company_id = $1", &[&clinic_uuid]).await,
+        central_count(
+            "SELECT count(*) FROM users WHERE company_id = $1",
+            &[&clinic_uuid]
+        )
+        .await,
         users_before
     );
     assert_eq!(
@@ -281,40 +320,84 @@ async fn a_role_change_and_a_sign_out_everywhere_take_effect_at_once() {
     assert_eq!(demoted.status, 200, "{}", demoted.text());
     assert_eq!(demoted.json()["role"], "staff");
     answers_within(401, Duration::from_secs(1), || async {
-        get(&http, &from, "/api/v1/users", Some(&c_token)).await.status.as_u16()
+        get(&http, &from, "/api/v1/users", Some(&c_token))
+            .await
+            .status
+            .as_u16()
     })
     .await;
     let again = sign_in(&http, &from, &c_email, "another long password").await;
     let staff_token = again["access_token"].as_str().unwrap();
-    problem(&get(&http, &from, "/api/v1/users", Some(staff_token)).await, 403);
-    for bad in [json!({"role": "owner"}), json!({"role": "admin", "company_id": Uuid::nil()})] {
-        let r = send(&http, &from, Method::PATCH, &format!("/api/v1/users/{c_id}"), Some(&owner.token), Some(&bad)).await;
+    problem(
+        &get(&http, &from, "/api/v1/users", Some(staff_token)).await,
+        403,
+    );
+    for bad in [
+        json!({"role": "owner"}),
+        json!({"role": "admin", "company_id": Uuid::nil()}),
+    ] {
+        let r = send(
+            &http,
+            &from,
+            Method::PATCH,
+            &format!("/api/v1/users/{c_id}"),
+            Some(&owner.token),
+            Some(&bad),
+        )
+        .await;
         problem(&r, 400);
     }
 
     // Signed out everywhere by itself: its access and refresh tokens stop.
     let (d_id, _, d_token, d_refresh) = user(&owner, "practitioner").await;
-    let out = post(&http, &from, &format!("/api/v1/users/{d_id}/sign-out"), Some(&d_token), json!({})).await;
+    let out = post(
+        &http,
+        &from,
+        &format!("/api/v1/users/{d_id}/sign-out"),
+        Some(&d_token),
+        json!({}),
+    )
+    .await;
     assert_eq!(out.status, 200, "{}", out.text());
     answers_within(401, Duration::from_secs(1), || async {
-        get(&http, &from, "/api/v1/patients", Some(&d_token)).await.status.as_u16()
+        get(&http, &from, "/api/v1/patients", Some(&d_token))
+            .await
+            .status
+            .as_u16()
     })
     .await;
     problem(
-        &post(&http, &from, "/api/v1/auth/refresh", None, json!({"refresh_token": d_refresh})).await,
+        &post(
+            &http,
+            &from,
+            "/api/v1/auth/refresh",
+            None,
+            json!({"refresh_token": d_refresh}),
+        )
+        .await,
         401,
     );
     // A non-admin signs out only itself.
     let (e_id, _, _, _) = user(&owner, "staff").await;
     problem(
-        &post(&http, &from, &format!("/api/v1/users/{e_id}/sign-out"), Some(staff_token), json!({})).await,
+        &post(
+            &http,
+            &from,
+            &format!("/api/v1/users/{e_id}/sign-out"),
+            Some(staff_token),
+            json!({}),
+        )
+        .await,
         403,
     );
-    let actions: Vec<String> = wait_audit(&owner, "resource = 'users' AND action IN ('change_role', 'sign_out')")
-        .await
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let actions: Vec<String> = wait_audit(
+        &owner,
+        "resource = 'users' AND action IN ('change_role', 'sign_out')",
+    )
+    .await
+    .iter()
+    .map(|r| r.get(0))
+    .collect();
     assert!(actions.contains(&"change_role".to_owned()), "{actions:?}");
 }
 
@@ -325,9 +408,21 @@ async fn nobody_changes_their_own_account_and_the_last_admin_stays() {
     let from = address();
     let own = owner.user_id.clone();
     for (method, path, body) in [
-        (Method::POST, format!("/api/v1/users/{own}/disable"), json!({})),
-        (Method::POST, format!("/api/v1/users/{own}/enable"), json!({})),
-        (Method::PATCH, format!("/api/v1/users/{own}"), json!({"role": "staff"})),
+        (
+            Method::POST,
+            format!("/api/v1/users/{own}/disable"),
+            json!({}),
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/users/{own}/enable"),
+            json!({}),
+        ),
+        (
+            Method::PATCH,
+            format!("/api/v1/users/{own}"),
+            json!({"role": "staff"}),
+        ),
     ] {
         let r = send(&http, &from, method, &path, Some(&owner.token), Some(&body)).await;
         problem(&r, 403);
@@ -354,16 +449,43 @@ async fn nobody_changes_their_own_account_and_the_last_admin_stays() {
             let from = from.clone();
             async move {
                 if demote {
-                    send(&http, &from, Method::PATCH, &format!("/api/v1/users/{target}"), Some(&actor), Some(&json!({"role": "staff"}))).await
+                    send(
+                        &http,
+                        &from,
+                        Method::PATCH,
+                        &format!("/api/v1/users/{target}"),
+                        Some(&actor),
+                        Some(&json!({"role": "staff"})),
+                    )
+                    .await
                 } else {
-                    post(&http, &from, &format!("/api/v1/users/{target}/disable"), Some(&actor), json!({})).await
+                    post(
+                        &http,
+                        &from,
+                        &format!("/api/v1/users/{target}/disable"),
+                        Some(&actor),
+                        json!({}),
+                    )
+                    .await
                 }
             }
         };
-        let (x, y) = tokio::join!(hit(c.token.clone(), b_id.clone()), hit(b_token.clone(), c.user_id.clone()));
+        let (x, y) = tokio::join!(
+            hit(c.token.clone(), b_id.clone()),
+            hit(b_token.clone(), c.user_id.clone())
+        );
         let statuses = [x.status.as_u16(), y.status.as_u16()];
-        assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 1, "{statuses:?}: {} / {}", x.text(), y.text());
-        assert!(statuses.iter().all(|s| [200, 401, 409].contains(s)), "{statuses:?}");
+        assert_eq!(
+            statuses.iter().filter(|s| **s == 200).count(),
+            1,
+            "{statuses:?}: {} / {}",
+            x.text(),
+            y.text()
+        );
+        assert!(
+            statuses.iter().all(|s| [200, 401, 409].contains(s)),
+            "{statuses:?}"
+        );
         let clinic_uuid: Uuid = c.id.parse().unwrap();
         assert_eq!(
             central_count(
@@ -417,21 +539,42 @@ async fn a_sign_up_flood_from_one_address_is_refused_and_creates_nothing() {
         SIGNUPS_PER_ADDRESS,
         "{statuses:?}"
     );
-    assert!(statuses[SIGNUPS_PER_ADDRESS..].iter().all(|s| *s == 429), "{statuses:?}");
+    assert!(
+        statuses[SIGNUPS_PER_ADDRESS..].iter().all(|s| *s == 429),
+        "{statuses:?}"
+    );
     // Refused sign-ups made no database (other tests may add theirs meanwhile,
     // so compare against a count taken at the first refusal).
     let at_first_refusal = refused.unwrap();
     assert!(databases().await - at_first_refusal <= 3);
     // Another address, and another /64 of IPv6, still sign up; one /64 is one address.
-    let r = post(&http, &address(), "/api/v1/auth/register", None, signup_body()).await;
+    let r = post(
+        &http,
+        &address(),
+        "/api/v1/auth/register",
+        None,
+        signup_body(),
+    )
+    .await;
     assert_eq!(r.status, 201, "{}", r.text());
     let block = format!("2001:db8:{:x}:1", rand_suffix());
     let mut v6 = Vec::new();
     for host in 1..=(SIGNUPS_PER_ADDRESS + 1) {
-        let r = post(&http, &format!("{block}::{host:x}"), "/api/v1/auth/register", None, signup_body()).await;
+        let r = post(
+            &http,
+            &format!("{block}::{host:x}"),
+            "/api/v1/auth/register",
+            None,
+            signup_body(),
+        )
+        .await;
         v6.push(r.status.as_u16());
     }
-    assert_eq!(v6.iter().filter(|s| **s == 201).count(), SIGNUPS_PER_ADDRESS, "{v6:?}");
+    assert_eq!(
+        v6.iter().filter(|s| **s == 201).count(),
+        SIGNUPS_PER_ADDRESS,
+        "{v6:?}"
+    );
     assert_eq!(v6.last(), Some(&429));
 }
 
@@ -444,18 +587,32 @@ async fn sign_ups_are_bounded_fleet_wide_and_by_clinics_being_set_up() {
     let stack = the_stack();
     // A gateway whose fleet-wide hourly limit is 2: the counter is shared by every
     // gateway, so once it is past 2 this one refuses whatever the address.
-    let small = stack.add_gateway_with("gateway-fleet", &[("SIGNUPS_PER_HOUR", "2")]).unwrap();
+    let small = stack
+        .add_gateway_with("gateway-fleet", &[("SIGNUPS_PER_HOUR", "2")])
+        .unwrap();
     let http = Http::new(&small.url());
     let mut statuses = Vec::new();
     for _ in 0..5 {
-        let r = post(&http, &address(), "/api/v1/auth/register", None, signup_body()).await;
+        let r = post(
+            &http,
+            &address(),
+            "/api/v1/auth/register",
+            None,
+            signup_body(),
+        )
+        .await;
         statuses.push(r.status.as_u16());
     }
-    assert!(statuses.iter().filter(|s| **s == 201).count() <= 2, "{statuses:?}");
+    assert!(
+        statuses.iter().filter(|s| **s == 201).count() <= 2,
+        "{statuses:?}"
+    );
     assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
 
     // Clinics stuck in provisioning pause sign-ups (503 + retry-after).
-    let paused = stack.add_gateway_with("gateway-provisioning", &[("SIGNUPS_PROVISIONING_MAX", "1")]).unwrap();
+    let paused = stack
+        .add_gateway_with("gateway-provisioning", &[("SIGNUPS_PROVISIONING_MAX", "1")])
+        .unwrap();
     let central = central_db().await;
     let stuck = Uuid::now_v7();
     central
@@ -465,10 +622,20 @@ async fn sign_ups_are_bounded_fleet_wide_and_by_clinics_being_set_up() {
         )
         .await
         .unwrap();
-    let r = post(&Http::new(&paused.url()), &address(), "/api/v1/auth/register", None, signup_body()).await;
+    let r = post(
+        &Http::new(&paused.url()),
+        &address(),
+        "/api/v1/auth/register",
+        None,
+        signup_body(),
+    )
+    .await;
     let body = problem(&r, 503);
     assert!(retry_after(&r) > 0, "{body}");
-    central.execute("DELETE FROM companies WHERE id = $1", &[&stuck]).await.unwrap();
+    central
+        .execute("DELETE FROM companies WHERE id = $1", &[&stuck])
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -479,12 +646,24 @@ async fn registering_an_existing_email_is_throttled_like_a_sign_in() {
     let mut statuses = Vec::new();
     for i in 0..8 {
         let body = json!({"clinic_name": "Guess", "email": owner.email, "password": format!("wrong password {i}")});
-        statuses.push(post(&http, &from, "/api/v1/auth/register", None, body).await.status.as_u16());
+        statuses.push(
+            post(&http, &from, "/api/v1/auth/register", None, body)
+                .await
+                .status
+                .as_u16(),
+        );
     }
     assert_eq!(&statuses[..5], &[409; 5], "{statuses:?}");
     assert!(statuses[5..].iter().all(|s| *s == 429), "{statuses:?}");
     // The same counters as sign-in: the right password from that address waits too…
-    let r = post(&http, &from, "/api/v1/auth/login", None, json!({"email": owner.email, "password": owner.password})).await;
+    let r = post(
+        &http,
+        &from,
+        "/api/v1/auth/login",
+        None,
+        json!({"email": owner.email, "password": owner.password}),
+    )
+    .await;
     problem(&r, 429);
     // …while the owner signs in from elsewhere.
     sign_in(&http, &address(), &owner.email, &owner.password).await;
@@ -494,7 +673,9 @@ async fn registering_an_existing_email_is_throttled_like_a_sign_in() {
 async fn invitations_and_closed_registration() {
     let stack = the_stack();
     let settings = admin_settings("eu-west");
-    let invite_gw = stack.add_gateway_with("gateway-invite", &[("REGISTRATION", "invite")]).unwrap();
+    let invite_gw = stack
+        .add_gateway_with("gateway-invite", &[("REGISTRATION", "invite")])
+        .unwrap();
     let http = Http::new(&invite_gw.url());
     let from = address();
     let email = format!("{}@invited.example", unique("i"));
@@ -505,26 +686,92 @@ async fn invitations_and_closed_registration() {
         }
         b
     };
-    let r = post(&http, &from, "/api/v1/auth/register", None, body(None, &email)).await;
-    assert_eq!(problem(&r, 403)["type"], "urn:medicalpro:problem:invite-required");
-    problem(&post(&http, &from, "/api/v1/auth/register", None, body(Some("guessed-code"), &email)).await, 403);
-    let invitation = admin::signup::invite(&settings, Some(&email), Some("eu-central"), Some("test"), Duration::from_secs(600))
-        .await
-        .unwrap();
-    let code = invitation.code.as_str();
+    let r = post(
+        &http,
+        &from,
+        "/api/v1/auth/register",
+        None,
+        body(None, &email),
+    )
+    .await;
+    assert_eq!(
+        problem(&r, 403)["type"],
+        "urn:medicalpro:problem:invite-required"
+    );
     problem(
-        &post(&http, &from, "/api/v1/auth/register", None, body(Some(code), "someone-else@invited.example")).await,
+        &post(
+            &http,
+            &from,
+            "/api/v1/auth/register",
+            None,
+            body(Some("guessed-code"), &email),
+        )
+        .await,
         403,
     );
-    let made = post(&http, &from, "/api/v1/auth/register", None, body(Some(code), &email)).await;
+    let invitation = admin::signup::invite(
+        &settings,
+        Some(&email),
+        Some("eu-central"),
+        Some("test"),
+        Duration::from_secs(600),
+    )
+    .await
+    .unwrap();
+    let code = invitation.code.as_str();
+    problem(
+        &post(
+            &http,
+            &from,
+            "/api/v1/auth/register",
+            None,
+            body(Some(code), "someone-else@invited.example"),
+        )
+        .await,
+        403,
+    );
+    let made = post(
+        &http,
+        &from,
+        "/api/v1/auth/register",
+        None,
+        body(Some(code), &email),
+    )
+    .await;
     assert_eq!(made.status, 201, "{}", made.text());
-    assert_eq!(made.json()["region"], "eu-central", "the invitation's region");
+    assert_eq!(
+        made.json()["region"],
+        "eu-central",
+        "the invitation's region"
+    );
     let other = format!("{}@invited.example", unique("j"));
-    problem(&post(&http, &from, "/api/v1/auth/register", None, body(Some(code), &other)).await, 403);
+    problem(
+        &post(
+            &http,
+            &from,
+            "/api/v1/auth/register",
+            None,
+            body(Some(code), &other),
+        )
+        .await,
+        403,
+    );
 
-    let closed_gw = stack.add_gateway_with("gateway-closed", &[("REGISTRATION", "closed")]).unwrap();
-    let r = post(&Http::new(&closed_gw.url()), &from, "/api/v1/auth/register", None, body(None, &other)).await;
-    assert_eq!(problem(&r, 403)["type"], "urn:medicalpro:problem:registration-closed");
+    let closed_gw = stack
+        .add_gateway_with("gateway-closed", &[("REGISTRATION", "closed")])
+        .unwrap();
+    let r = post(
+        &Http::new(&closed_gw.url()),
+        &from,
+        "/api/v1/auth/register",
+        None,
+        body(None, &other),
+    )
+    .await;
+    assert_eq!(
+        problem(&r, 403)["type"],
+        "urn:medicalpro:problem:registration-closed"
+    );
     let created = admin::signup::create_clinic(
         &settings,
         &stack.keys().unwrap(),
@@ -537,7 +784,12 @@ async fn invitations_and_closed_registration() {
     .unwrap();
     let tokens = sign_in(&gateway(), &address(), &other, "operator chosen password").await;
     let token = tokens["access_token"].as_str().unwrap();
-    assert_eq!(get(&gateway(), &from, "/api/v1/patients", Some(token)).await.status, 200);
+    assert_eq!(
+        get(&gateway(), &from, "/api/v1/patients", Some(token))
+            .await
+            .status,
+        200
+    );
     let c = Clinic {
         id: created.clinic.to_string(),
         user_id: created.user.to_string(),
@@ -577,7 +829,11 @@ async fn a_burst_of_wrong_passwords_gets_no_more_guesses_than_the_limit() {
     }
     eprintln!("128 concurrent wrong logins over two gateways: {counts:?}");
     assert!(counts.get(&401).copied().unwrap_or(0) <= 5, "{counts:?}");
-    assert_eq!(counts.keys().copied().collect::<Vec<_>>(), vec![401, 429], "{counts:?}");
+    assert_eq!(
+        counts.keys().copied().collect::<Vec<_>>(),
+        vec![401, 429],
+        "{counts:?}"
+    );
     // The owner, elsewhere, is not locked out.
     sign_in(&gateways[1], &address(), &owner.email, &owner.password).await;
 
@@ -586,7 +842,18 @@ async fn a_burst_of_wrong_passwords_gets_no_more_guesses_than_the_limit() {
     let mut v6 = Vec::new();
     for host in 1..=7u32 {
         let body = json!({"email": owner.email, "password": "wrong again and again"});
-        v6.push(post(&gateways[0], &format!("{block}::{host:x}"), "/api/v1/auth/login", None, body).await.status.as_u16());
+        v6.push(
+            post(
+                &gateways[0],
+                &format!("{block}::{host:x}"),
+                "/api/v1/auth/login",
+                None,
+                body,
+            )
+            .await
+            .status
+            .as_u16(),
+        );
     }
     assert_eq!(&v6[..5], &[401; 5], "{v6:?}");
     assert_eq!(&v6[5..], &[429; 2], "{v6:?}");
@@ -595,7 +862,9 @@ async fn a_burst_of_wrong_passwords_gets_no_more_guesses_than_the_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn password_checks_past_the_queue_are_shed_with_503() {
     let stack = the_stack();
-    let shedding = stack.add_gateway_with("gateway-shed", &[("PASSWORD_HASH_QUEUE", "0")]).unwrap();
+    let shedding = stack
+        .add_gateway_with("gateway-shed", &[("PASSWORD_HASH_QUEUE", "0")])
+        .unwrap();
     let http = Http::new(&shedding.url());
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..24 {
@@ -669,11 +938,20 @@ async fn slow_and_greedy_clients_are_cut_off() {
 
     // A head sent a byte at a time, never finished: closed after the timeout.
     let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
-    slow.write_all(b"GET /api/v1/openapi.json HTTP/1.1\r\nHost: x\r\nX-Slow: ").await.unwrap();
+    slow.write_all(b"GET /api/v1/openapi.json HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .await
+        .unwrap();
     let started = Instant::now();
     let (_, closed) = read_until_closed(&mut slow, Duration::from_secs(4)).await;
-    assert!(closed, "a request head that never ends keeps its connection");
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(
+        closed,
+        "a request head that never ends keeps its connection"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
 
     // A body that stops halfway: 408 problem+json.
     let mut body = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -690,17 +968,24 @@ async fn slow_and_greedy_clients_are_cut_off() {
     let mut held = Vec::new();
     for _ in 0..6 {
         let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
-        c.write_all(b"GET /api/v1/openapi.json HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        c.write_all(b"GET /api/v1/openapi.json HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
         held.push(c);
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     let mut extra = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let _ = extra.write_all(b"GET /api/v1/openapi.json HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let _ = extra
+        .write_all(b"GET /api/v1/openapi.json HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
     let (answer, closed) = read_until_closed(&mut extra, Duration::from_millis(800)).await;
     assert!(closed && answer.is_empty(), "over the cap: {answer:?}");
     drop(held);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let ok = Http::new(&strict.url()).get("/api/v1/openapi.json", None).await.unwrap();
+    let ok = Http::new(&strict.url())
+        .get("/api/v1/openapi.json", None)
+        .await
+        .unwrap();
     assert_eq!(ok.status, 200);
 }
 
@@ -720,7 +1005,9 @@ async fn a_stalled_export_is_cut_off_and_exports_are_bounded_per_clinic() {
     )
     .await
     .unwrap();
-    let mut stalled = tokio::net::TcpStream::connect(stack.gateway.addr).await.unwrap();
+    let mut stalled = tokio::net::TcpStream::connect(stack.gateway.addr)
+        .await
+        .unwrap();
     let from = address();
     stalled
         .write_all(
@@ -753,7 +1040,10 @@ async fn a_stalled_export_is_cut_off_and_exports_are_bounded_per_clinic() {
         if open == 0 && started.elapsed() > Duration::from_secs(1) {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(15), "the stalled export still holds a transaction");
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the stalled export still holds a transaction"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     wait_audit(&c, "action = 'export' AND outcome = 'abandoned'").await;
@@ -782,7 +1072,10 @@ async fn clinic_roles_run_under_statement_limits_and_are_set_with_scram_verifier
         stack
             .keys()
             .unwrap()
-            .open_secret(&common::crypto::role_password_purpose(c.id.parse().unwrap()), &sealed)
+            .open_secret(
+                &common::crypto::role_password_purpose(c.id.parse().unwrap()),
+                &sealed,
+            )
             .unwrap(),
     )
     .unwrap();
@@ -797,7 +1090,10 @@ async fn clinic_roles_run_under_statement_limits_and_are_set_with_scram_verifier
         .await
         .unwrap();
     tokio::spawn(conn);
-    for (setting, want) in [("statement_timeout", "30s"), ("idle_in_transaction_session_timeout", "1min")] {
+    for (setting, want) in [
+        ("statement_timeout", "30s"),
+        ("idle_in_transaction_session_timeout", "1min"),
+    ] {
         let got: String = client
             .query_one(&format!("SHOW {setting}"), &[])
             .await
@@ -809,14 +1105,20 @@ async fn clinic_roles_run_under_statement_limits_and_are_set_with_scram_verifier
     // (role statements are logged on this stack).
     let server = region.server.connect("postgres").await.unwrap();
     let stored: String = server
-        .query_one("SELECT rolpassword FROM pg_authid WHERE rolname = $1", &[&role])
+        .query_one(
+            "SELECT rolpassword FROM pg_authid WHERE rolname = $1",
+            &[&role],
+        )
         .await
         .unwrap()
         .get(0);
     assert!(stored.starts_with("SCRAM-SHA-256$"), "{stored}");
     let log = std::fs::read_to_string(region.server.data_dir.with_extension("log")).unwrap();
     assert!(log.contains("CREATE ROLE"), "role statements are logged");
-    assert!(!log.contains(&password), "the role password is in the server log");
+    assert!(
+        !log.contains(&password),
+        "the role password is in the server log"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -827,7 +1129,12 @@ async fn clinic_roles_run_under_statement_limits_and_are_set_with_scram_verifier
 async fn every_service_connection_to_postgresql_is_tls_and_plain_ones_are_refused() {
     let stack = the_stack();
     let c = clinic().await;
-    assert_eq!(get(&gateway(), &address(), "/api/v1/patients", Some(&c.token)).await.status, 200);
+    assert_eq!(
+        get(&gateway(), &address(), "/api/v1/patients", Some(&c.token))
+            .await
+            .status,
+        200
+    );
     let mut servers = vec![("central", &stack.central)];
     servers.extend(stack.regions.iter().map(|r| (r.name.as_str(), &r.server)));
     for (name, server) in servers {
@@ -845,19 +1152,37 @@ async fn every_service_connection_to_postgresql_is_tls_and_plain_ones_are_refuse
             .iter()
             .filter(|r| r.get::<_, String>(0).starts_with("medicalpro"))
             .collect();
-        assert!(!services.is_empty() || name != "central", "no service connection on {name}");
+        assert!(
+            !services.is_empty() || name != "central",
+            "no service connection on {name}"
+        );
         for r in &services {
-            assert!(r.get::<_, bool>(2), "{name}: {} as {} without TLS", r.get::<_, String>(0), r.get::<_, String>(1));
+            assert!(
+                r.get::<_, bool>(2),
+                "{name}: {} as {} without TLS",
+                r.get::<_, String>(0),
+                r.get::<_, String>(1)
+            );
             assert!(r.get::<_, String>(3).starts_with("TLSv1."), "{name}");
         }
         // Plain TCP is rejected by the server.
-        let plain = server.config("postgres").ssl_mode(tokio_postgres::config::SslMode::Disable).connect(tokio_postgres::NoTls).await;
+        let plain = server
+            .config("postgres")
+            .ssl_mode(tokio_postgres::config::SslMode::Disable)
+            .connect(tokio_postgres::NoTls)
+            .await;
         assert!(plain.is_err(), "{name} accepted a plain connection");
     }
     // A server certificate from another CA is refused: a worker configured to
     // trust another CA does not start, and says why.
-    let other_ca = std::env::temp_dir().join(format!("medicalpro-test-{}-other-ca.pem", std::process::id()));
-    devstack::certs::Authority::new("Someone else's CA").unwrap().write_cert(&other_ca).unwrap();
+    let other_ca = std::env::temp_dir().join(format!(
+        "medicalpro-test-{}-other-ca.pem",
+        std::process::id()
+    ));
+    devstack::certs::Authority::new("Someone else's CA")
+        .unwrap()
+        .write_cert(&other_ca)
+        .unwrap();
     let worker = &stack.regions[0].worker;
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_devstack"))
         .args([devstack::process::COMPONENT_ARG, "worker"])
@@ -871,7 +1196,10 @@ async fn every_service_connection_to_postgresql_is_tls_and_plain_ones_are_refuse
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).to_lowercase();
     assert!(!out.status.success());
-    assert!(stderr.contains("certificate") && stderr.contains("db_sslrootcert"), "{stderr}");
+    assert!(
+        stderr.contains("certificate") && stderr.contains("db_sslrootcert"),
+        "{stderr}"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -885,18 +1213,32 @@ async fn lists_record_the_rows_they_showed_and_sessions_are_recorded_at_once() {
     let from = address();
     let mut ids = Vec::new();
     for name in ["Ada", "Bob", "Cyd"] {
-        let r = post(&http, &from, "/api/v1/patients", Some(&c.token), patient_body(name, "Shown")).await;
+        let r = post(
+            &http,
+            &from,
+            "/api/v1/patients",
+            Some(&c.token),
+            patient_body(name, "Shown"),
+        )
+        .await;
         assert_eq!(r.status, 201);
         ids.push(r.json()["id"].as_str().unwrap().parse::<Uuid>().unwrap());
     }
     let listed = get(&http, &from, "/api/v1/patients?limit=2", Some(&c.token)).await;
     assert_eq!(listed.status, 200);
     let request_id = listed.header("x-request-id").unwrap().to_owned();
-    let rows = wait_audit(&c, &format!("action = 'list' AND request_id = '{request_id}'")).await;
+    let rows = wait_audit(
+        &c,
+        &format!("action = 'list' AND request_id = '{request_id}'"),
+    )
+    .await;
     assert_eq!(rows.len(), 1);
     let central = central_db().await;
     let shown: Vec<Uuid> = central
-        .query_one("SELECT resource_ids FROM audit_logs WHERE request_id = $1", &[&request_id])
+        .query_one(
+            "SELECT resource_ids FROM audit_logs WHERE request_id = $1",
+            &[&request_id],
+        )
         .await
         .unwrap()
         .get(0);
@@ -920,11 +1262,25 @@ async fn lists_record_the_rows_they_showed_and_sessions_are_recorded_at_once() {
         }
     };
     assert_eq!(count("login").await, 2);
-    let r = post(&http, &from, "/api/v1/auth/refresh", None, json!({"refresh_token": tokens["refresh_token"]})).await;
+    let r = post(
+        &http,
+        &from,
+        "/api/v1/auth/refresh",
+        None,
+        json!({"refresh_token": tokens["refresh_token"]}),
+    )
+    .await;
     assert_eq!(r.status, 200);
     assert_eq!(count("refresh").await, 1);
     // A failed sign-in against the account, too.
-    let r = post(&http, &from, "/api/v1/auth/login", None, json!({"email": c.email, "password": "not the password"})).await;
+    let r = post(
+        &http,
+        &from,
+        "/api/v1/auth/login",
+        None,
+        json!({"email": c.email, "password": "not the password"}),
+    )
+    .await;
     problem(&r, 401);
     let failures: i64 = central
         .query_one(
@@ -946,7 +1302,14 @@ async fn a_frozen_source_refuses_writes_from_a_stale_route_and_keeps_reading() {
     let c = clinic().await;
     let http = gateway();
     let from = address();
-    let p = post(&http, &from, "/api/v1/patients", Some(&c.token), patient_body("Frozen", "Source")).await;
+    let p = post(
+        &http,
+        &from,
+        "/api/v1/patients",
+        Some(&c.token),
+        patient_body("Frozen", "Source"),
+    )
+    .await;
     assert_eq!(p.status, 201);
     let path = format!("/api/v1/patients/{}", p.json()["id"].as_str().unwrap());
     let db = clinic_db(&c).await;
@@ -964,19 +1327,36 @@ async fn a_frozen_source_refuses_writes_from_a_stale_route_and_keeps_reading() {
     .await;
     let body = problem(&write, 503);
     assert!(retry_after(&write) > 0, "{body}");
-    let update = signed_worker_send(&c.region, Method::PATCH, &c.token, &path, Some(json!({"last_name": "Changed"}))).await;
+    let update = signed_worker_send(
+        &c.region,
+        Method::PATCH,
+        &c.token,
+        &path,
+        Some(json!({"last_name": "Changed"})),
+    )
+    .await;
     problem(&update, 503);
     let read = signed_worker_get(&c, &c.token, &path).await;
     assert_eq!(read.status, 200);
     assert_eq!(read.json()["last_name"], "Source", "nothing changed");
     let stale: i64 = db
-        .query_one("SELECT count(*) FROM patients WHERE last_name = 'Route'", &[])
+        .query_one(
+            "SELECT count(*) FROM patients WHERE last_name = 'Route'",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
     assert_eq!(stale, 0);
     admin::relocate::thaw_writes(&db, &grants).await.unwrap();
-    let after = post(&http, &from, "/api/v1/patients", Some(&c.token), patient_body("After", "Thaw")).await;
+    let after = post(
+        &http,
+        &from,
+        "/api/v1/patients",
+        Some(&c.token),
+        patient_body("After", "Thaw"),
+    )
+    .await;
     assert_eq!(after.status, 201, "{}", after.text());
 }
 
@@ -993,20 +1373,30 @@ async fn workers_hold_no_signing_key_and_gateways_publish_their_public_keys() {
         let pid = region.worker.pid().unwrap();
         let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
         let environ = String::from_utf8_lossy(&environ);
-        assert!(!environ.contains("JWT_SIGNING_KEY_FILE"), "worker {} may sign", region.name);
+        assert!(
+            !environ.contains("JWT_SIGNING_KEY_FILE"),
+            "worker {} may sign",
+            region.name
+        );
         assert!(!environ.contains("JWT_SECRET"));
         assert!(!environ.contains(&key_line));
         for (k, v) in region.worker.env() {
             if k == "JWT_PUBLIC_KEYS" {
                 let path = v.split_once(':').unwrap().1;
                 let text = std::fs::read_to_string(path).unwrap();
-                assert!(text.contains("PUBLIC KEY") && !text.contains("PRIVATE"), "{text}");
+                assert!(
+                    text.contains("PUBLIC KEY") && !text.contains("PRIVATE"),
+                    "{text}"
+                );
             }
         }
     }
     let jwks = gateway().get("/.well-known/jwks.json", None).await.unwrap();
     assert_eq!(jwks.status, 200);
-    assert_eq!(jwks.header("content-type"), Some("application/jwk-set+json"));
+    assert_eq!(
+        jwks.header("content-type"),
+        Some("application/jwk-set+json")
+    );
     let keys = jwks.json()["keys"].clone();
     assert_eq!(keys[0]["kid"], devstack::stack::JWT_KID);
     assert_eq!(keys[0]["alg"], "EdDSA");
@@ -1026,8 +1416,26 @@ async fn erasure_reaches_a_deleted_patient_and_every_free_text_about_them() {
         assert_eq!(r.status, 201, "{}", r.text());
         r.json()["id"].as_str().unwrap().to_owned()
     };
-    let patient = made(post(&http, &from, "/api/v1/patients", Some(&c.token), patient_body("Forgotten", "Person")).await);
-    let doctor = made(post(&http, &from, "/api/v1/practitioners", Some(&c.token), json!({"first_name": "Doc", "last_name": "Tor"})).await);
+    let patient = made(
+        post(
+            &http,
+            &from,
+            "/api/v1/patients",
+            Some(&c.token),
+            patient_body("Forgotten", "Person"),
+        )
+        .await,
+    );
+    let doctor = made(
+        post(
+            &http,
+            &from,
+            "/api/v1/practitioners",
+            Some(&c.token),
+            json!({"first_name": "Doc", "last_name": "Tor"}),
+        )
+        .await,
+    );
     let secret = "Forgotten Person's depression and HIV status";
     made(
         post(
@@ -1066,26 +1474,58 @@ async fn erasure_reaches_a_deleted_patient_and_every_free_text_about_them() {
     };
     let before = dump().await;
     let notes_plain: i64 = db
-        .query_one("SELECT count(*) FROM appointments WHERE notes IS NOT NULL OR notes_enc IS NULL", &[])
+        .query_one(
+            "SELECT count(*) FROM appointments WHERE notes IS NOT NULL OR notes_enc IS NULL",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
     assert_eq!(notes_plain, 0, "appointment notes are stored sealed");
-    assert_eq!(before.matches("HIV").count(), 1, "only the line description is plaintext: {before}");
+    assert_eq!(
+        before.matches("HIV").count(),
+        1,
+        "only the line description is plaintext: {before}"
+    );
     // Converting the quote carries its notes, sealed again for the invoice.
-    let invoice = post(&http, &from, &format!("/api/v1/documents/{quote}/convert"), Some(&c.token), json!({})).await;
+    let invoice = post(
+        &http,
+        &from,
+        &format!("/api/v1/documents/{quote}/convert"),
+        Some(&c.token),
+        json!({}),
+    )
+    .await;
     assert_eq!(invoice.status, 201, "{}", invoice.text());
     assert_eq!(invoice.json()["notes"], secret);
 
     // Deleted first, then erased: the erasure still reaches it.
-    let deleted = send(&http, &from, Method::DELETE, &format!("/api/v1/patients/{patient}"), Some(&c.token), None).await;
+    let deleted = send(
+        &http,
+        &from,
+        Method::DELETE,
+        &format!("/api/v1/patients/{patient}"),
+        Some(&c.token),
+        None,
+    )
+    .await;
     assert_eq!(deleted.status, 204);
-    let erased = post(&http, &from, &format!("/api/v1/patients/{patient}/erase"), Some(&c.token), json!({})).await;
+    let erased = post(
+        &http,
+        &from,
+        &format!("/api/v1/patients/{patient}/erase"),
+        Some(&c.token),
+        json!({}),
+    )
+    .await;
     assert_eq!(erased.status, 200, "{}", erased.text());
     assert_eq!(erased.json()["first_name"], "Erased");
     let after = dump().await;
     for word in ["Forgotten", "HIV", "depression"] {
-        assert!(!after.contains(word), "{word} is still in the clinic database: {after}");
+        assert!(
+            !after.contains(word),
+            "{word} is still in the clinic database: {after}"
+        );
     }
     let sealed_left: i64 = db
         .query_one(
@@ -1095,6 +1535,13 @@ async fn erasure_reaches_a_deleted_patient_and_every_free_text_about_them() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(sealed_left, 0, "sealed notes about the patient are gone too");
-    wait_audit(&c, &format!("action = 'erase' AND resource_id = '{patient}' AND outcome = 'success'")).await;
+    assert_eq!(
+        sealed_left, 0,
+        "sealed notes about the patient are gone too"
+    );
+    wait_audit(
+        &c,
+        &format!("action = 'erase' AND resource_id = '{patient}' AND outcome = 'success'"),
+    )
+    .await;
 }

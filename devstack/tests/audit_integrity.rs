@@ -14,7 +14,10 @@ fn central_settings() -> DbSettings {
     stack().central.superuser(devstack::stack::CENTRAL_DB)
 }
 
-async fn verify(clinic: Option<ClinicId>, anchors: Option<&std::path::Path>) -> admin::audit::AuditReport {
+async fn verify(
+    clinic: Option<ClinicId>,
+    anchors: Option<&std::path::Path>,
+) -> admin::audit::AuditReport {
     let keys = stack().audit_keys().unwrap();
     admin::audit::verify(&central_settings(), Some(&keys), clinic, anchors)
         .await
@@ -98,7 +101,9 @@ async fn the_audit_trail_is_append_only_and_tampering_is_detected() {
     .await;
     let mut report = admin::audit::AuditReport::default();
     for c in [&edited, &removed, &untouched] {
-        report.breaks.extend(verify(Some(c.id.parse().unwrap()), None).await.breaks);
+        report
+            .breaks
+            .extend(verify(Some(c.id.parse().unwrap()), None).await.breaks);
     }
     let broken: Vec<(String, i64)> = report
         .breaks
@@ -257,7 +262,11 @@ async fn the_services_credentials_cannot_rewrite_the_trail() {
             "DELETE FROM audit_chain_heads WHERE clinic_id = $1",
         ] {
             let err = db.execute(sql, &[&id]).await.unwrap_err();
-            assert!(format!("{err:?}").contains("permission denied"), "{} may: {sql}: {err:?}", role.0);
+            assert!(
+                format!("{err:?}").contains("permission denied"),
+                "{} may: {sql}: {err:?}",
+                role.0
+            );
         }
         for sql in [
             "TRUNCATE audit_logs",
@@ -290,7 +299,10 @@ async fn the_services_credentials_cannot_rewrite_the_trail() {
             )
             .await
             .unwrap_err();
-        assert!(format!("{forged:?}").contains("does not extend its chain"), "{forged:?}");
+        assert!(
+            format!("{forged:?}").contains("does not extend its chain"),
+            "{forged:?}"
+        );
         let unkeyed = db
             .execute(
                 "INSERT INTO audit_logs (clinic_id, action, resource, outcome, occurred_at) VALUES ($1, 'read', 'patients', 'success', now())",
@@ -298,7 +310,10 @@ async fn the_services_credentials_cannot_rewrite_the_trail() {
             )
             .await
             .unwrap_err();
-        assert!(format!("{unkeyed:?}").contains("keyed chain fields"), "{unkeyed:?}");
+        assert!(
+            format!("{unkeyed:?}").contains("keyed chain fields"),
+            "{unkeyed:?}"
+        );
     }
     assert!(verify(Some(id.into()), None).await.is_intact());
 }
@@ -319,9 +334,11 @@ async fn the_owner_cannot_rewrite_cut_short_or_drop_a_chain_unnoticed() {
     let each = |anchors: Option<std::path::PathBuf>| async move {
         let mut report = admin::audit::AuditReport::default();
         for c in ours {
-            report
-                .breaks
-                .extend(verify(Some(c.id.parse().unwrap()), anchors.as_deref()).await.breaks);
+            report.breaks.extend(
+                verify(Some(c.id.parse().unwrap()), anchors.as_deref())
+                    .await
+                    .breaks,
+            );
         }
         report
     };
@@ -358,12 +375,18 @@ async fn the_owner_cannot_rewrite_cut_short_or_drop_a_chain_unnoticed() {
     .unwrap();
     // Dropped whole: every row and the head.
     let id_dropped: uuid::Uuid = dropped.id.parse().unwrap();
-    db.execute("DELETE FROM audit_logs WHERE clinic_id = $1", &[&id_dropped])
-        .await
-        .unwrap();
-    db.execute("DELETE FROM audit_chain_heads WHERE clinic_id = $1", &[&id_dropped])
-        .await
-        .unwrap();
+    db.execute(
+        "DELETE FROM audit_logs WHERE clinic_id = $1",
+        &[&id_dropped],
+    )
+    .await
+    .unwrap();
+    db.execute(
+        "DELETE FROM audit_chain_heads WHERE clinic_id = $1",
+        &[&id_dropped],
+    )
+    .await
+    .unwrap();
     db.batch_execute("ALTER TABLE audit_logs ENABLE TRIGGER audit_logs_append_only")
         .await
         .unwrap();
@@ -377,7 +400,12 @@ async fn the_owner_cannot_rewrite_cut_short_or_drop_a_chain_unnoticed() {
     assert!(!broken(&without, &cut) && !broken(&without, &dropped));
     let with = each(Some(anchors.clone())).await;
     for who in [&rewritten, &cut, &dropped] {
-        assert!(broken(&with, who), "{} not caught: {:?}", who.id, with.breaks);
+        assert!(
+            broken(&with, who),
+            "{} not caught: {:?}",
+            who.id,
+            with.breaks
+        );
     }
     // The anchors are not moved past a broken verification.
     let again = each(Some(anchors.clone())).await;

@@ -335,7 +335,11 @@ fn key_files() -> &'static KeyFiles {
         let dir = std::env::temp_dir().join(format!("medicalpro-test-{}-keys", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let (private, public) = common::token::generate_key_pair().unwrap();
-        let (signing, public_path, db_ca) = (dir.join("jwt.pem"), dir.join("jwt.pub.pem"), dir.join("db-ca.pem"));
+        let (signing, public_path, db_ca) = (
+            dir.join("jwt.pem"),
+            dir.join("jwt.pub.pem"),
+            dir.join("db-ca.pem"),
+        );
         std::fs::write(&signing, private.as_bytes()).unwrap();
         std::fs::write(&public_path, public).unwrap();
         devstack::certs::Authority::new("check CA")
@@ -383,25 +387,75 @@ fn security_settings_are_checked_at_start_up() {
     };
     for component in ["gateway", "worker"] {
         let out = check(component, &[]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        refused(&check(component, &[("DB_SSLROOTCERT", String::new())]), "DB_SSLROOTCERT");
-        refused(&check(component, &[("DB_SSLMODE", "prefer".into())]), "DB_SSLMODE");
-        refused(&check(component, &[("DB_SSLROOTCERT", "/nonexistent/ca.pem".into())]), "DB_SSLROOTCERT");
-        refused(&check(component, &[("AUDIT_KEY", "c2hvcnQ=".into())]), "AUDIT_KEY");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        refused(
+            &check(component, &[("DB_SSLROOTCERT", String::new())]),
+            "DB_SSLROOTCERT",
+        );
+        refused(
+            &check(component, &[("DB_SSLMODE", "prefer".into())]),
+            "DB_SSLMODE",
+        );
+        refused(
+            &check(
+                component,
+                &[("DB_SSLROOTCERT", "/nonexistent/ca.pem".into())],
+            ),
+            "DB_SSLROOTCERT",
+        );
+        refused(
+            &check(component, &[("AUDIT_KEY", "c2hvcnQ=".into())]),
+            "AUDIT_KEY",
+        );
     }
     let keys = key_files();
     // The gateway signs: a public key, or nothing, is no signing key.
     let public_path = keys.public.trim_start_matches("k1:").to_owned();
-    refused(&check("gateway", &[("JWT_SIGNING_KEY_FILE", public_path.clone())]), "JWT_SIGNING_KEY_FILE");
-    refused(&check("gateway", &[("JWT_SIGNING_KEY_FILE", String::new())]), "JWT_SIGNING_KEY_FILE");
-    refused(&check("gateway", &[("REGISTRATION", "anyone".into())]), "REGISTRATION");
+    refused(
+        &check("gateway", &[("JWT_SIGNING_KEY_FILE", public_path.clone())]),
+        "JWT_SIGNING_KEY_FILE",
+    );
+    refused(
+        &check("gateway", &[("JWT_SIGNING_KEY_FILE", String::new())]),
+        "JWT_SIGNING_KEY_FILE",
+    );
+    refused(
+        &check("gateway", &[("REGISTRATION", "anyone".into())]),
+        "REGISTRATION",
+    );
     // Workers only verify: they need public keys, and a private key is none.
-    refused(&check("worker", &[("JWT_PUBLIC_KEYS", String::new())]), "JWT_PUBLIC_KEYS");
-    refused(&check("worker", &[("JWT_PUBLIC_KEYS", format!("k1:{}", keys.signing))]), "JWT_PUBLIC_KEYS");
-    refused(&check("worker", &[("JWT_PUBLIC_KEYS", public_path)]), "JWT_PUBLIC_KEYS");
+    refused(
+        &check("worker", &[("JWT_PUBLIC_KEYS", String::new())]),
+        "JWT_PUBLIC_KEYS",
+    );
+    refused(
+        &check(
+            "worker",
+            &[("JWT_PUBLIC_KEYS", format!("k1:{}", keys.signing))],
+        ),
+        "JWT_PUBLIC_KEYS",
+    );
+    refused(
+        &check("worker", &[("JWT_PUBLIC_KEYS", public_path)]),
+        "JWT_PUBLIC_KEYS",
+    );
     // Plain TCP to PostgreSQL only when said explicitly.
-    let out = check("worker", &[("DB_SSLMODE", "disable".into()), ("DB_SSLROOTCERT", String::new())]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = check(
+        "worker",
+        &[
+            ("DB_SSLMODE", "disable".into()),
+            ("DB_SSLROOTCERT", String::new()),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

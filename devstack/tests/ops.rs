@@ -46,14 +46,24 @@ async fn suspend_and_resume_take_effect_at_once() {
         200
     );
 
-    assert!(ops::set_status(&settings.central, settings.audit_keys.as_ref().unwrap(), id, Change::Suspend)
-        .await
-        .unwrap());
+    assert!(ops::set_status(
+        &settings.central,
+        settings.audit_keys.as_ref().unwrap(),
+        id,
+        Change::Suspend
+    )
+    .await
+    .unwrap());
     assert!(status_within(&http, &clinic, path, 403).await < Duration::from_secs(1));
     // Twice is harmless; resuming an active clinic is not a thing.
-    assert!(!ops::set_status(&settings.central, settings.audit_keys.as_ref().unwrap(), id, Change::Suspend)
-        .await
-        .unwrap());
+    assert!(!ops::set_status(
+        &settings.central,
+        settings.audit_keys.as_ref().unwrap(),
+        id,
+        Change::Suspend
+    )
+    .await
+    .unwrap());
     let login = http
         .post(
             "/api/v1/auth/login",
@@ -69,15 +79,31 @@ async fn suspend_and_resume_take_effect_at_once() {
         login.text()
     );
 
-    assert!(ops::set_status(&settings.central, settings.audit_keys.as_ref().unwrap(), id, Change::Resume)
-        .await
-        .unwrap());
+    assert!(ops::set_status(
+        &settings.central,
+        settings.audit_keys.as_ref().unwrap(),
+        id,
+        Change::Resume
+    )
+    .await
+    .unwrap());
     assert!(status_within(&http, &clinic, path, 200).await < Duration::from_secs(1));
-    let err = ops::set_status(&settings.central, settings.audit_keys.as_ref().unwrap(), id, Change::Resume)
-        .await
-        .unwrap();
+    let err = ops::set_status(
+        &settings.central,
+        settings.audit_keys.as_ref().unwrap(),
+        id,
+        Change::Resume,
+    )
+    .await
+    .unwrap();
     assert!(!err);
-    let unknown = ops::set_status(&settings.central, settings.audit_keys.as_ref().unwrap(), ClinicId::generate(), Change::Suspend).await;
+    let unknown = ops::set_status(
+        &settings.central,
+        settings.audit_keys.as_ref().unwrap(),
+        ClinicId::generate(),
+        Change::Suspend,
+    )
+    .await;
     assert!(unknown.unwrap_err().to_string().contains("no clinic"));
     let actions: Vec<String> = central_db()
         .await
@@ -172,7 +198,10 @@ async fn a_region_is_backed_up_resumably_and_a_clinic_restored() {
     // out sequence numbers already shipped before, but records are known by id.
     for _ in 0..5 {
         let r = http
-            .get(&format!("/api/v1/patients/{}", kept["id"].as_str().unwrap()), Some(&clinic.token))
+            .get(
+                &format!("/api/v1/patients/{}", kept["id"].as_str().unwrap()),
+                Some(&clinic.token),
+            )
             .await
             .unwrap();
         assert_eq!(r.status, 200);
@@ -182,9 +211,14 @@ async fn a_region_is_backed_up_resumably_and_a_clinic_restored() {
         wait_audit(&clinic, &format!("request_id = '{request_id}'")).await;
     }
     let keys = settings.audit_keys.as_ref().unwrap();
-    let report = admin::audit::verify(&settings.central, Some(keys), Some(ClinicId::from_uuid(clinic_id)), None)
-        .await
-        .unwrap();
+    let report = admin::audit::verify(
+        &settings.central,
+        Some(keys),
+        Some(ClinicId::from_uuid(clinic_id)),
+        None,
+    )
+    .await
+    .unwrap();
     assert!(report.is_intact(), "{:?}", report.breaks);
     // The other clinic was not touched; the clinic is active again.
     let list = http

@@ -293,8 +293,13 @@ async fn a_clinic_moves_region_readable_throughout_with_nothing_lost() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let settings = admin_settings("eu-west");
-    let report = admin::audit::verify(&settings.central, settings.audit_keys.as_ref(), Some(id), None)
-        .await
-        .unwrap();
+    let report = admin::audit::verify(
+        &settings.central,
+        settings.audit_keys.as_ref(),
+        Some(id),
+        None,
+    )
+    .await
+    .unwrap();
     assert!(report.is_intact(), "{}", report.summary());
 }

@@ -912,7 +912,10 @@ async fn stored_like(db: &tokio_postgres::Client, r: &Resource, body: &Value) ->
         .filter(|f| f.ty == FieldType::Timestamp)
         .find_map(|f| Some((f.name, body.get(f.name)?.as_str()?)))
         .expect("a body with a text value or an instant");
-    let sql = format!("SELECT count(*) FROM {} WHERE {name} = $1::text::timestamptz", r.table);
+    let sql = format!(
+        "SELECT count(*) FROM {} WHERE {name} = $1::text::timestamptz",
+        r.table
+    );
     db.query_one(sql.as_str(), &[&value]).await.unwrap().get(0)
 }
 
@@ -1477,7 +1480,14 @@ impl Pass {
             }
             Kind::Jwks => {
                 if let Some(v) = self
-                    .attempt(op, "", rule, Method::GET, "/.well-known/jwks.json", Body::Empty)
+                    .attempt(
+                        op,
+                        "",
+                        rule,
+                        Method::GET,
+                        "/.well-known/jwks.json",
+                        Body::Empty,
+                    )
                     .await
                 {
                     api.check(v["keys"].as_array().is_some_and(|k| !k.is_empty()), || {
@@ -1489,7 +1499,10 @@ impl Pass {
                 let id: Uuid = victim.id.parse().unwrap();
                 let state = || async {
                     let row = central
-                        .query_one("SELECT role, token_version FROM users WHERE id = $1", &[&id])
+                        .query_one(
+                            "SELECT role, token_version FROM users WHERE id = $1",
+                            &[&id],
+                        )
                         .await
                         .unwrap();
                     (row.get::<_, String>(0), row.get::<_, i64>(1))
@@ -1502,7 +1515,11 @@ impl Pass {
                         Body::Json(json!({"role": "practitioner"})),
                     )
                 } else {
-                    (Method::POST, format!("/api/v1/users/{}/sign-out", victim.id), Body::Empty)
+                    (
+                        Method::POST,
+                        format!("/api/v1/users/{}/sign-out", victim.id),
+                        Body::Empty,
+                    )
                 };
                 let served = self.attempt(op, "", rule, method, &path, body).await;
                 let after = state().await;
@@ -1512,12 +1529,18 @@ impl Pass {
                             format!("{label}: the user's tokens were not revoked")
                         });
                         if op.kind == Kind::ChangeUserRole {
-                            api.check(v["role"] == "practitioner" && after.0 == "practitioner", || {
-                                format!("{label}: {v}")
-                            });
+                            api.check(
+                                v["role"] == "practitioner" && after.0 == "practitioner",
+                                || format!("{label}: {v}"),
+                            );
                             let back = format!("/api/v1/users/{}", victim.id);
                             let r = api
-                                .send(self.site.owner(), Method::PATCH, &back, Body::Json(json!({"role": "staff"})))
+                                .send(
+                                    self.site.owner(),
+                                    Method::PATCH,
+                                    &back,
+                                    Body::Json(json!({"role": "staff"})),
+                                )
                                 .await;
                             assert_eq!(r.status, 200, "{}", r.text());
                         }
@@ -2017,7 +2040,8 @@ impl Prober {
             // Sealed: the database holds ciphertext, never the text sent.
             let sql = format!("SELECT {}_enc FROM {} WHERE id = $1", f.name, r.table);
             let uuid: Uuid = id.parse().unwrap();
-            let sealed: Option<Vec<u8>> = db.query_one(sql.as_str(), &[&uuid]).await.unwrap().get(0);
+            let sealed: Option<Vec<u8>> =
+                db.query_one(sql.as_str(), &[&uuid]).await.unwrap().get(0);
             let plain = stored.as_bytes();
             api.check(
                 sealed
@@ -2241,15 +2265,27 @@ async fn probe_queries(
         let reply = api
             .get(token, &format!("{collection}?{}=1", p.encoded))
             .await;
-        let expected = if p.encoded.len() > common::query::MAX_QUERY_BYTES { 400 } else { 200 };
+        let expected = if p.encoded.len() > common::query::MAX_QUERY_BYTES {
+            400
+        } else {
+            200
+        };
         api.check(reply.status == expected, || {
             format!("GET {}?<{}>=1: {}", r.name, p.label, reply.status)
         });
     }
-    for twice in ["limit=5&limit=6", "q=a&q=b", "cursor=x&cursor=y", "q=a&%71=b"] {
+    for twice in [
+        "limit=5&limit=6",
+        "q=a&q=b",
+        "cursor=x&cursor=y",
+        "q=a&%71=b",
+    ] {
         let reply = api.get(token, &format!("{collection}?{twice}")).await;
         api.check(reply.status == 400, || {
-            format!("GET {}?{twice}: {} (a repeated parameter)", r.name, reply.status)
+            format!(
+                "GET {}?{twice}: {} (a repeated parameter)",
+                r.name, reply.status
+            )
         });
     }
 

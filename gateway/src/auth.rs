@@ -210,8 +210,16 @@ async fn create(
     clinic_name: &str,
     email: &Email,
 ) -> Result<(ClinicId, UserId, String), GatewayError> {
-    let mut asked = body.region.as_deref().filter(|r| !r.is_empty()).map(str::to_owned);
-    let code = body.invite_code.as_deref().map(str::trim).filter(|c| !c.is_empty());
+    let mut asked = body
+        .region
+        .as_deref()
+        .filter(|r| !r.is_empty())
+        .map(str::to_owned);
+    let code = body
+        .invite_code
+        .as_deref()
+        .map(str::trim)
+        .filter(|c| !c.is_empty());
     match gw.config.registration {
         Registration::Closed => {
             refused_signup("closed");
@@ -227,7 +235,9 @@ async fn create(
             // Guessing codes is throttled like guessing passwords.
             let client = gw.central.get().await?;
             let checks = throttle::sign_up_checks(&gw.config.limits, ctx.client_ip);
-            throttle::hit(&client, &checks[..1]).await.inspect_err(|_| refused_signup("throttled"))?;
+            throttle::hit(&client, &checks[..1])
+                .await
+                .inspect_err(|_| refused_signup("throttled"))?;
             let invite = client
                 .query_opt(
                     "SELECT email, region FROM signup_invites \
@@ -256,7 +266,9 @@ async fn create(
         Registration::Open => {
             let client = gw.central.get().await?;
             let checks = throttle::sign_up_checks(&gw.config.limits, ctx.client_ip);
-            throttle::hit(&client, &checks).await.inspect_err(|_| refused_signup("throttled"))?;
+            throttle::hit(&client, &checks)
+                .await
+                .inspect_err(|_| refused_signup("throttled"))?;
             let setting_up: i64 = client
                 .query_one(
                     "SELECT count(*) FROM companies WHERE status = 'provisioning' AND created_at > now() - interval '1 hour'",
@@ -322,9 +334,14 @@ async fn create(
         .map_err(db)?;
     }
     let record = session_record(ctx, Some(user), "register", "success");
-    pgconn::audit::append(&*tx, &gw.config.audit_keys, clinic, std::slice::from_ref(&record))
-        .await
-        .map_err(db)?;
+    pgconn::audit::append(
+        &*tx,
+        &gw.config.audit_keys,
+        clinic,
+        std::slice::from_ref(&record),
+    )
+    .await
+    .map_err(db)?;
     tx.commit().await.map_err(db)?;
     Ok((clinic, user, region))
 }
@@ -406,7 +423,12 @@ pub async fn login(gw: &Gateway, ctx: &Ctx, body: LoginRequest) -> Result<Value,
         metrics::counter!(m::LOGIN_FAILURES, "reason" => "bad_credentials").increment(1);
         // A failure against a real account lands in that clinic's audit trail.
         if let Some((clinic, user)) = known {
-            record(gw, clinic, &session_record(ctx, Some(user), "login", "failure")).await?;
+            record(
+                gw,
+                clinic,
+                &session_record(ctx, Some(user), "login", "failure"),
+            )
+            .await?;
         }
         return Err(GatewayError::BadCredentials);
     };
@@ -426,9 +448,14 @@ pub async fn login(gw: &Gateway, ctx: &Ctx, body: LoginRequest) -> Result<Value,
     let tx = client.transaction().await.map_err(db)?;
     let tokens = issue_tokens(gw, &tx, &who, uuid::Uuid::new_v4()).await?;
     let record = session_record(ctx, Some(who.user), "login", "success");
-    pgconn::audit::append(&*tx, &gw.config.audit_keys, who.clinic, std::slice::from_ref(&record))
-        .await
-        .map_err(db)?;
+    pgconn::audit::append(
+        &*tx,
+        &gw.config.audit_keys,
+        who.clinic,
+        std::slice::from_ref(&record),
+    )
+    .await
+    .map_err(db)?;
     tx.commit().await.map_err(db)?;
     Ok(tokens)
 }
@@ -483,7 +510,12 @@ pub async fn refresh(gw: &Gateway, ctx: &Ctx, body: RefreshRequest) -> Result<Va
         || !matches!(row.get::<_, &str>(7), "active" | "relocating")
     {
         drop(tx);
-        record(gw, clinic, &session_record(ctx, Some(user), "refresh", "refused")).await?;
+        record(
+            gw,
+            clinic,
+            &session_record(ctx, Some(user), "refresh", "refused"),
+        )
+        .await?;
         return Err(GatewayError::BadRefreshToken);
     }
     let who = Principal {
@@ -525,11 +557,19 @@ pub async fn logout(gw: &Gateway, ctx: &Ctx, body: RefreshRequest) -> Result<(),
         .await
         .map_err(db)?;
     if let Some(row) = rows.first() {
-        let (user, clinic) = (UserId::from_uuid(row.get(0)), ClinicId::from_uuid(row.get(1)));
+        let (user, clinic) = (
+            UserId::from_uuid(row.get(0)),
+            ClinicId::from_uuid(row.get(1)),
+        );
         let record = session_record(ctx, Some(user), "logout", "success");
-        pgconn::audit::append(&*tx, &gw.config.audit_keys, clinic, std::slice::from_ref(&record))
-            .await
-            .map_err(db)?;
+        pgconn::audit::append(
+            &*tx,
+            &gw.config.audit_keys,
+            clinic,
+            std::slice::from_ref(&record),
+        )
+        .await
+        .map_err(db)?;
     }
     tx.commit().await.map_err(db)?;
     Ok(())

@@ -178,7 +178,9 @@ impl Config {
         }
         let connections = ConnectionLimits {
             max_connections: source.parse_or("MAX_CONNECTIONS", 10_000)?,
-            header_read_timeout: Duration::from_secs(source.parse_or("HEADER_READ_TIMEOUT_SECS", 10)?),
+            header_read_timeout: Duration::from_secs(
+                source.parse_or("HEADER_READ_TIMEOUT_SECS", 10)?,
+            ),
             body_read_timeout: Duration::from_secs(source.parse_or("BODY_READ_TIMEOUT_SECS", 30)?),
         };
         if connections.max_connections == 0

@@ -128,7 +128,9 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_burst_past_the_queue_is_shed_not_queued() {
         let h = Hasher::new(0).unwrap();
-        let parallel = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let parallel = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
         let tasks: Vec<_> = (0..parallel * 4)
             .map(|_| {
                 let h = h.clone();
@@ -141,7 +143,13 @@ mod tests {
                 shed += 1;
             }
         }
-        assert!(shed > 0, "with no queue, concurrent checks beyond the threads are shed");
-        assert!(h.hash("correct horse battery").await.is_ok(), "slots are given back");
+        assert!(
+            shed > 0,
+            "with no queue, concurrent checks beyond the threads are shed"
+        );
+        assert!(
+            h.hash("correct horse battery").await.is_ok(),
+            "slots are given back"
+        );
     }
 }

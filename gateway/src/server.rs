@@ -2,13 +2,13 @@
 //! admin listener, and the binary's entry point.
 
 use crate::auth;
-use anyhow::Context;
 use crate::config::Config;
 use crate::error::GatewayError;
 use crate::http::{self as h, Body};
 use crate::password::Hasher;
 use crate::placement::PlacementCache;
 use crate::proxy::{self, Ctx, UpstreamClient};
+use anyhow::Context;
 use bytes::Bytes;
 use common::internal::InternalKey;
 use common::metric_names as m;
@@ -48,7 +48,11 @@ pub struct Gateway {
 fn central_pool(config: &Config) -> anyhow::Result<Pool> {
     Ok(pgconn::pool(
         &config.central,
-        pgconn::limited(&config.central, "medicalpro-gateway", pgconn::SessionLimits::SERVICE),
+        pgconn::limited(
+            &config.central,
+            "medicalpro-gateway",
+            pgconn::SessionLimits::SERVICE,
+        ),
         16,
         Duration::from_secs(5),
     )?)
@@ -124,8 +128,10 @@ async fn route(
         },
         (Method::GET, "/.well-known/jwks.json") => {
             let mut r = Response::new(h::full(gw.jwks.clone()));
-            r.headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static("application/jwk-set+json"));
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/jwk-set+json"),
+            );
             Ok(r)
         }
         (_, "/.well-known/jwks.json") => Err(GatewayError::MethodNotAllowed),
@@ -178,7 +184,9 @@ async fn route(
                     Ok(h::json(StatusCode::OK, &user))
                 }
                 (_, []) | (_, [_]) => Err(GatewayError::MethodNotAllowed),
-                (_, [_, action]) if matches!(action.as_str(), "disable" | "enable" | "sign-out") => {
+                (_, [_, action])
+                    if matches!(action.as_str(), "disable" | "enable" | "sign-out") =>
+                {
                     Err(GatewayError::MethodNotAllowed)
                 }
                 _ => Err(GatewayError::NotFound),
@@ -455,8 +463,12 @@ pub async fn run(
         },
     });
     // Revocations are in place before the first request is served.
-    let listening =
-        pgconn::notify::start(&config.central, "medicalpro-gateway-listen", events.as_ref()).await?;
+    let listening = pgconn::notify::start(
+        &config.central,
+        "medicalpro-gateway-listen",
+        events.as_ref(),
+    )
+    .await?;
     let gw = Arc::new(Gateway {
         central,
         internal: config.internal.clone(),

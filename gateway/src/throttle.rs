@@ -42,7 +42,11 @@ pub fn address_key(ip: IpAddr) -> String {
 /// in the order they are counted: first those bound to this address, then the
 /// account's own. A flood from one address stops at its first group, so it never
 /// uses up the account's allowance: its owner still signs in from elsewhere.
-pub fn sign_in_checks(limits: &crate::config::Limits, account: &str, ip: IpAddr) -> [Vec<Check>; 2] {
+pub fn sign_in_checks(
+    limits: &crate::config::Limits,
+    account: &str,
+    ip: IpAddr,
+) -> [Vec<Check>; 2] {
     let address = address_key(ip);
     let window = limits.login_window;
     [
@@ -52,7 +56,11 @@ pub fn sign_in_checks(limits: &crate::config::Limits, account: &str, ip: IpAddr)
                 window,
                 limits.login_per_account_address,
             ),
-            Check::new(format!("login:addr:{address}"), window, limits.login_per_address),
+            Check::new(
+                format!("login:addr:{address}"),
+                window,
+                limits.login_per_address,
+            ),
         ],
         vec![Check::new(
             format!("login:acct:{account}"),
@@ -172,6 +180,9 @@ mod tests {
         assert!(first.iter().all(|c| c.key.contains("198.51.100.1")));
         assert_eq!(second.len(), 1);
         assert_eq!(second[0].key, "login:acct:a@x.org");
-        assert_eq!(sign_up_checks(&limits, "2001:db8::1".parse().unwrap())[0].key, "signup:addr:2001:db8:0:0::/64");
+        assert_eq!(
+            sign_up_checks(&limits, "2001:db8::1".parse().unwrap())[0].key,
+            "signup:addr:2001:db8:0:0::/64"
+        );
     }
 }

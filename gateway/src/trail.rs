@@ -30,8 +30,8 @@ fn timestamp(name: &str, v: &str) -> Result<DateTime<Utc>, GatewayError> {
 fn filters(query: &str, params: &mut Vec<Param>) -> Result<(Vec<String>, i64), GatewayError> {
     let mut conditions = vec!["clinic_id = $1".to_owned()];
     let mut limit = DEFAULT_LIMIT;
-    let pairs = common::query::strict_pairs(query)
-        .map_err(|e| GatewayError::BadRequest(e.to_string()))?;
+    let pairs =
+        common::query::strict_pairs(query).map_err(|e| GatewayError::BadRequest(e.to_string()))?;
     for (key, value) in pairs {
         if value.len() > 200 || value.contains('\0') {
             return Err(bad(&key, "at most 200 characters without NUL"));

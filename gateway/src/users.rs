@@ -130,7 +130,9 @@ async fn lock_and_check_caller(
         return Err(revoked());
     }
     if admin && caller.get::<_, &str>(0) != "admin" {
-        return Err(GatewayError::Forbidden("Only a clinic admin can manage users."));
+        return Err(GatewayError::Forbidden(
+            "Only a clinic admin can manage users.",
+        ));
     }
     Ok(())
 }
@@ -242,7 +244,10 @@ pub async fn change(
     let (role, disabled): (String, bool) = (target.get(0), target.get(1));
     let stops_being_admin = role == "admin"
         && !disabled
-        && matches!(change, Change::Disable | Change::Role(Role::Practitioner | Role::Staff));
+        && matches!(
+            change,
+            Change::Disable | Change::Role(Role::Practitioner | Role::Staff)
+        );
     if stops_being_admin {
         let others: i64 = tx
             .query_one(

@@ -14,7 +14,8 @@ use tokio_postgres::{Client, GenericClient};
 use uuid::Uuid;
 
 /// Serialises appends to one clinic's chain until the transaction ends.
-const LOCK: &str = "SELECT pg_advisory_xact_lock(hashtextextended('audit-chain:' || $1::uuid::text, 0))";
+const LOCK: &str =
+    "SELECT pg_advisory_xact_lock(hashtextextended('audit-chain:' || $1::uuid::text, 0))";
 
 /// Appends `records` to `clinic`'s chain within `tx` (a transaction: the chain lock
 /// lasts until it ends); records whose `source_id` is already in the trail are

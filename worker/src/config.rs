@@ -1,10 +1,10 @@
 //! The worker's typed configuration, read from the environment at start-up.
 
+use common::audit::AuditKeys;
 use common::config::{ConfigError, DbSettings, Source};
 use common::crypto::KeyRing;
 use common::internal::InternalKey;
 use common::tls::MutualTls;
-use common::audit::AuditKeys;
 use common::token::TokenVerifier;
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1102,9 +1102,17 @@ async fn carry_sealed(
         let column = f.stored_column();
         let mut sql = Sql::default();
         let (c, i) = (sql.bind(*actor.clinic.as_uuid()), sql.bind(from));
-        let read = format!("SELECT {column} FROM {} WHERE company_id = {c} AND id = {i}", r.table);
+        let read = format!(
+            "SELECT {column} FROM {} WHERE company_id = {c} AND id = {i}",
+            r.table
+        );
         let rows = run(tx, Op::new(actor, r, action.name), &read, &sql).await?;
-        let Some(sealed) = rows.first().map(|row| col::<Option<Vec<u8>>>(row, 0)).transpose()?.flatten() else {
+        let Some(sealed) = rows
+            .first()
+            .map(|row| col::<Option<Vec<u8>>>(row, 0))
+            .transpose()?
+            .flatten()
+        else {
             continue;
         };
         let version = sealed_key_id(&sealed).ok();
@@ -1119,7 +1127,9 @@ async fn carry_sealed(
                 },
                 &sealed,
             )
-            .map_err(|e| WorkerError::Integrity(format!("{}.{} of {from}: {e}", r.table, f.name)))?;
+            .map_err(|e| {
+                WorkerError::Integrity(format!("{}.{} of {from}: {e}", r.table, f.name))
+            })?;
         let resealed = keys.seal_field(
             &FieldContext {
                 clinic: actor.clinic,
@@ -1135,7 +1145,10 @@ async fn carry_sealed(
             sql.bind(to),
             sql.bind(resealed),
         );
-        let write = format!("UPDATE {} SET {column} = {v} WHERE company_id = {c} AND id = {i}", r.table);
+        let write = format!(
+            "UPDATE {} SET {column} = {v} WHERE company_id = {c} AND id = {i}",
+            r.table
+        );
         run(tx, Op::new(actor, r, action.name), &write, &sql).await?;
     }
     Ok(())

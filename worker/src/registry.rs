@@ -222,7 +222,11 @@ impl Registry {
         };
         let pool = pgconn::pool(
             &settings,
-            pgconn::limited(&settings, "medicalpro-worker", pgconn::SessionLimits::SERVICE),
+            pgconn::limited(
+                &settings,
+                "medicalpro-worker",
+                pgconn::SessionLimits::SERVICE,
+            ),
             self.settings.max_size,
             self.settings.acquire_timeout,
         )

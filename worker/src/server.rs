@@ -2,13 +2,13 @@
 //! under one cancellation token until shutdown.
 
 use crate::api;
-use anyhow::Context;
 use crate::audit;
 use crate::config::Config;
 use crate::error::WorkerError;
 use crate::export;
 use crate::provision::{self, Provisioner};
 use crate::registry::Registry;
+use anyhow::Context;
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -212,7 +212,11 @@ pub async fn run(
     let metrics = common::service::metrics_handle();
     let central = pgconn::pool(
         &config.central,
-        pgconn::limited(&config.central, "medicalpro-worker", pgconn::SessionLimits::SERVICE),
+        pgconn::limited(
+            &config.central,
+            "medicalpro-worker",
+            pgconn::SessionLimits::SERVICE,
+        ),
         8,
         Duration::from_secs(5),
     )?;

@@ -22,7 +22,10 @@ pub fn stack_with(extra_env: &[(&str, &str)]) -> &'static Stack {
 
 /// [`stack_with`], also with `server_conf` in every PostgreSQL server's
 /// configuration.
-pub fn stack_configured(extra_env: &[(&str, &str)], server_conf: &[(&str, &str)]) -> &'static Stack {
+pub fn stack_configured(
+    extra_env: &[(&str, &str)],
+    server_conf: &[(&str, &str)],
+) -> &'static Stack {
     static STACK: OnceLock<Stack> = OnceLock::new();
     STACK.get_or_init(|| {
         clean_stale_dirs();
