@@ -80,10 +80,10 @@ impl std::fmt::Debug for KeyRing {
 
 fn wrapping_cipher(master: &[u8; 32]) -> Aes256Gcm {
     let hk = Hkdf::<Sha256>::new(Some(b"medicalpro"), master);
-    let mut key = [0u8; 32];
+    let mut key = zeroize::Zeroizing::new([0u8; 32]);
     // HKDF-SHA256 can expand up to 8160 bytes; 32 always succeeds.
-    let _ = hk.expand(b"secret-box", &mut key);
-    Aes256Gcm::new(&key.into())
+    let _ = hk.expand(b"secret-box", key.as_mut());
+    Aes256Gcm::new(key.as_ref().into())
 }
 
 impl KeyRing {
@@ -170,7 +170,10 @@ impl KeyRing {
         version: u32,
         material: &DataKeyMaterial,
     ) -> Vec<u8> {
-        self.seal_secret(&data_key_purpose(clinic, version), &material.to_bytes())
+        self.seal_secret(
+            &data_key_purpose(clinic, version),
+            material.to_bytes().as_slice(),
+        )
     }
 
     pub fn unwrap_data_key(
@@ -179,7 +182,8 @@ impl KeyRing {
         version: u32,
         wrapped: &[u8],
     ) -> Result<DataKeyMaterial, CryptoError> {
-        let plain = self.open_secret(&data_key_purpose(clinic, version), wrapped)?;
+        let plain =
+            zeroize::Zeroizing::new(self.open_secret(&data_key_purpose(clinic, version), wrapped)?);
         DataKeyMaterial::from_bytes(&plain)
     }
 }
@@ -201,8 +205,9 @@ pub fn data_key_purpose(clinic: ClinicId, version: u32) -> String {
     format!("clinic-data-key:{clinic}:v{version}")
 }
 
-/// One version of a clinic's data key, in the clear (only ever in memory).
-#[derive(Clone, PartialEq, Eq)]
+/// One version of a clinic's data key, in the clear (only ever in memory, and
+/// wiped when dropped).
+#[derive(Clone, PartialEq, Eq, zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
 pub struct DataKeyMaterial {
     field: [u8; 32],
     index: [u8; 32],
@@ -235,8 +240,8 @@ impl DataKeyMaterial {
         }
     }
 
-    fn to_bytes(&self) -> [u8; 64] {
-        let mut out = [0u8; 64];
+    fn to_bytes(&self) -> zeroize::Zeroizing<[u8; 64]> {
+        let mut out = zeroize::Zeroizing::new([0u8; 64]);
         out[..32].copy_from_slice(&self.field);
         out[32..].copy_from_slice(&self.index);
         out
@@ -348,15 +353,20 @@ fn normalise(value: &str) -> String {
         .collect()
 }
 
-fn decode_key(name: &'static str, b64: &str) -> Result<[u8; 32], ConfigError> {
-    let bytes = STANDARD.decode(b64).map_err(|_| ConfigError::Invalid {
-        name,
-        reason: "must be base64 (e.g. `openssl rand -base64 32`)".into(),
-    })?;
-    bytes.try_into().map_err(|_| ConfigError::Invalid {
-        name,
-        reason: "must decode to exactly 32 bytes".into(),
-    })
+fn decode_key(name: &'static str, b64: &str) -> Result<zeroize::Zeroizing<[u8; 32]>, ConfigError> {
+    let bytes =
+        zeroize::Zeroizing::new(STANDARD.decode(b64).map_err(|_| ConfigError::Invalid {
+            name,
+            reason: "must be base64 (e.g. `openssl rand -base64 32`)".into(),
+        })?);
+    let key: [u8; 32] = bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| ConfigError::Invalid {
+            name,
+            reason: "must decode to exactly 32 bytes".into(),
+        })?;
+    Ok(zeroize::Zeroizing::new(key))
 }
 
 fn seal(cipher: &Aes256Gcm, key_id: u32, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {

@@ -328,7 +328,7 @@ const LINGER: Duration = Duration::from_secs(1);
 /// head must arrive within `limits.header_read_timeout` (which also ends a
 /// kept-alive connection idle for that long); heads are at most 64 KiB; HTTP/2
 /// connections carry at most 128 concurrent streams; a TLS handshake must finish
-/// within 10 s.
+/// within 5 s.
 async fn serve<S, F>(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
@@ -402,7 +402,7 @@ async fn serve<S, F>(
                 }
                 Some(acceptor) => {
                     let Ok(Ok(tls_stream)) =
-                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
+                        tokio::time::timeout(Duration::from_secs(5), acceptor.accept(stream))
                             .await
                     else {
                         return;

@@ -22,7 +22,7 @@ pub const SETTINGS: [&str; 3] = [
 ];
 
 /// How long a peer may take to complete its handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Handshakes in progress at once; past this, new connections wait in the backlog.
 const MAX_HANDSHAKES: usize = 1024;
 
