@@ -1,17 +1,23 @@
 //! The compose topology (`deploy/compose`): every gateway and worker service, with
 //! its image's environment, its env files and its `${SECRET}` references, is
 //! accepted by the binary's configuration; database settings name the PostgreSQL
-//! services they mean; HAProxy sends traffic to the gateways' public port and checks
-//! `/readyz` on their admin port, fast enough for the shutdown delay; Prometheus
-//! scrapes every admin listener.
+//! services they mean, over TLS, and those servers admit TLS connections only; the
+//! one-shot migration service migrates the central database as its owner and makes
+//! the login roles gateways and workers use, before they start; only gateways see
+//! the token signing key; HAProxy sends traffic to the gateways' public port and
+//! checks `/readyz` on their admin port, fast enough for the shutdown delay;
+//! Prometheus scrapes every admin listener.
 
-use crate::config::{configure, Binary, Env, Loaded, Val};
+use crate::config::{
+    configure, configure_admin, job_script, literals, Binary, Env, JobScript, Loaded, Val,
+};
 use crate::formats::{deploy_dir, haproxy, read, text, yaml_docs, yaml_file, EnvFile};
-use crate::image::image_env;
+use crate::image::{image_env, stage_named, ADMIN_JOB};
+use common::config::DbSettings;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Connections a worker holds on its regional server besides the clinic pools: its
 /// admin pool (`worker/src/server.rs`, 4) and the one-off connections of start-up.
@@ -158,8 +164,13 @@ impl Compose {
     /// What a service's container starts with: the image's environment, then its env
     /// files in order (with their optional settings if asked), then its `environment`.
     pub fn env(&self, name: &str, binary: Binary) -> Env {
+        self.env_over(name, image_env(binary))
+    }
+
+    /// Like [`Compose::env`], over the environment `image` sets.
+    pub fn env_over(&self, name: &str, image: Env) -> Env {
         let svc = &self.services()[name];
-        let mut env = image_env(binary);
+        let mut env = image;
         for f in svc["env_file"].as_array().into_iter().flatten() {
             let path = f.as_str().or_else(|| f["path"].as_str()).unwrap();
             let file = EnvFile::load(&dir().join(path));
@@ -223,17 +234,22 @@ impl Compose {
     /// The host path a container path of a service comes from (a bind mount).
     pub fn host_path(&self, name: &str, container_path: &str) -> Option<PathBuf> {
         self.volumes(name).into_iter().find_map(|(source, target)| {
-            let rest = container_path.strip_prefix(&target)?;
-            let rest = rest.trim_start_matches('/');
+            // Whole path components: /etc/medicalpro/jwt is not under /etc/medicalpro/j.
+            let rest = Path::new(container_path).strip_prefix(&target).ok()?;
             let host = dir().join(&source);
             (source.starts_with('.') || source.starts_with('/')).then(|| {
-                if rest.is_empty() {
+                if rest.as_os_str().is_empty() {
                     host
                 } else {
                     host.join(rest)
                 }
             })
         })
+    }
+
+    /// Whether a service waits for `other` to reach `condition`.
+    pub fn waits_for(&self, name: &str, other: &str, condition: &str) -> bool {
+        self.services()[name]["depends_on"][other]["condition"] == condition
     }
 
     /// The container ports a service publishes.
@@ -255,25 +271,79 @@ fn postgres_env(c: &Compose, name: &str) -> Env {
 }
 
 fn max_connections(svc: &Value) -> usize {
+    postgres_settings(svc)
+        .get("max_connections")
+        .map_or(100, |n| n.parse().unwrap())
+}
+
+/// The `-c name=value` settings of a PostgreSQL service's `command`.
+fn postgres_settings(svc: &Value) -> BTreeMap<String, String> {
     let cmd: Vec<String> = svc["command"]
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(text)
         .collect();
-    cmd.iter()
-        .find_map(|a| a.strip_prefix("max_connections="))
-        .map_or(100, |n| n.parse().unwrap())
+    cmd.windows(2)
+        .filter(|w| w[0] == "-c")
+        .filter_map(|w| w[1].split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
 }
 
-/// A database setting of one of our services names a PostgreSQL service it can
-/// reach, waits for, and logs into with that server's own user and password.
-fn check_database(c: &Compose, ours: &Ours, which: &str) {
-    let what = format!("compose {}: {which} database", ours.name);
-    let (db, password_name) = match which {
-        "central" => (&ours.loaded.central, "DB_PASSWORD"),
-        _ => (ours.loaded.regional.as_ref().unwrap(), "REGION_DB_PASSWORD"),
-    };
+/// A PostgreSQL service runs with TLS on, its certificate and key mounted, and a
+/// `pg_hba.conf` (a file of this folder) that admits TCP connections over TLS with
+/// SCRAM only and rejects the rest.
+fn check_postgres_tls(c: &Compose, host: &str, what: &str) {
+    let settings = postgres_settings(&c.services()[host]);
+    assert_eq!(
+        settings.get("ssl").map(String::as_str),
+        Some("on"),
+        "{what}: {host} must run with -c ssl=on"
+    );
+    for file in ["ssl_cert_file", "ssl_key_file", "hba_file"] {
+        let path = settings
+            .get(file)
+            .unwrap_or_else(|| panic!("{what}: {host} sets no -c {file}=…"));
+        assert!(
+            c.host_path(host, path).is_some(),
+            "{what}: {host}'s {file} {path} is on no volume mounted into it"
+        );
+    }
+    let hba = c.host_path(host, &settings["hba_file"]).unwrap();
+    let mut over_tls = false;
+    for line in read(&hba).lines() {
+        let line = line.split('#').next().unwrap_or_default().trim();
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.first() {
+            None | Some(&"local") => {}
+            Some(&"hostssl") => {
+                assert_eq!(
+                    words.last(),
+                    Some(&"scram-sha-256"),
+                    "{}: `{line}`: authenticate with scram-sha-256",
+                    hba.display()
+                );
+                over_tls = true;
+            }
+            Some(&"hostnossl") => assert_eq!(
+                words.last(),
+                Some(&"reject"),
+                "{}: `{line}`: connections without TLS must be rejected",
+                hba.display()
+            ),
+            Some(other) => panic!(
+                "{}: `{line}`: a `{other}` line admits connections without TLS; use hostssl",
+                hba.display()
+            ),
+        }
+    }
+    assert!(over_tls, "{}: no hostssl line", hba.display());
+}
+
+/// A database setting names a PostgreSQL service that the process can reach and
+/// waits for, over TLS verified against a CA (not `…SSLMODE=disable`).
+fn check_server(c: &Compose, service: &str, db: &DbSettings, what: &str) {
     let svc = c
         .services()
         .get(&db.host)
@@ -290,33 +360,195 @@ fn check_database(c: &Compose, ours: &Ours, which: &str) {
         "{what}: PostgreSQL listens on 5432 in its container"
     );
     assert!(
-        c.share_network(&ours.name, &db.host),
+        c.share_network(service, &db.host),
         "{what}: no shared network"
     );
-    assert_eq!(
-        c.services()[&ours.name]["depends_on"][&db.host]["condition"],
-        "service_healthy",
+    assert!(
+        c.waits_for(service, &db.host, "service_healthy"),
         "{what}: wait for {} to be healthy",
         db.host
     );
+    assert!(
+        db.tls.is_enabled(),
+        "{what}: connect over TLS verified against the server's CA (…SSLMODE verify-full \
+         with …SSLROOTCERT), not in plain TCP"
+    );
+    check_postgres_tls(c, &db.host, what);
+}
+
+/// A database setting of one of our services names a PostgreSQL service it can
+/// reach over TLS and waits for. Regional servers: it logs in with that server's own
+/// user and password (a role that may create roles and databases). The central
+/// database: as a login role of its kind that the migration service makes, with the
+/// same password secret, never as the database's owner; and only once that
+/// service has completed.
+fn check_database(c: &Compose, ours: &Ours, which: &str, migration: &Migration) {
+    let what = format!("compose {}: {which} database", ours.name);
+    let (db, password_name) = match which {
+        "central" => (&ours.loaded.central, "DB_PASSWORD"),
+        _ => (ours.loaded.regional.as_ref().unwrap(), "REGION_DB_PASSWORD"),
+    };
+    check_server(c, &ours.name, db, &what);
+    let pg = postgres_env(c, &db.host);
+    if which != "central" {
+        assert_eq!(
+            pg.get("POSTGRES_USER").and_then(Val::literal),
+            Some(db.user.as_str()),
+            "{what}: user"
+        );
+        assert_eq!(
+            ours.env.get(password_name),
+            pg.get("POSTGRES_PASSWORD"),
+            "{what}: {password_name} and the server's POSTGRES_PASSWORD must be the same secret"
+        );
+        return;
+    }
+    assert_eq!(
+        pg.get("POSTGRES_DB").and_then(Val::literal),
+        Some(db.dbname.as_str()),
+        "{what}: the central database must exist (POSTGRES_DB)"
+    );
+    assert_ne!(
+        pg.get("POSTGRES_USER").and_then(Val::literal),
+        Some(db.user.as_str()),
+        "{what}: {} owns the database; log in as a service role (create-service-role)",
+        db.user
+    );
+    let m = &migration.settings.central;
+    assert_eq!(
+        (&m.host, m.port, &m.dbname),
+        (&db.host, db.port, &db.dbname),
+        "{what}: {} migrates another database",
+        migration.name
+    );
+    let role = migration
+        .script
+        .roles
+        .iter()
+        .find(|r| r.name == db.user)
+        .unwrap_or_else(|| {
+            panic!(
+                "{what}: DB_USER {} is made by no `create-service-role` of {}",
+                db.user, migration.name
+            )
+        });
+    assert_eq!(
+        role.kind,
+        ours.loaded.binary.name(),
+        "{what}: role {} is made for another kind of service",
+        role.name
+    );
+    assert_eq!(
+        migration.env.get(&role.password_var),
+        ours.env.get(password_name),
+        "{what}: the password role {} is given and {password_name} must be the same secret",
+        role.name
+    );
+    assert!(
+        c.waits_for(
+            &ours.name,
+            &migration.name,
+            "service_completed_successfully"
+        ),
+        "{what}: start only once {} has completed (depends_on … \
+         condition: service_completed_successfully)",
+        migration.name
+    );
+}
+
+/// The one-shot service that migrates the central database as its owner and makes
+/// the services' login roles (`medicalpro-admin` from the job image, in a script).
+struct Migration {
+    name: String,
+    env: Env,
+    settings: admin::config::AdminSettings,
+    script: JobScript,
+}
+
+fn is_admin_job(svc: &Value) -> bool {
+    svc["build"]["target"] == ADMIN_JOB
+        || svc["image"]
+            .as_str()
+            .is_some_and(|i| i.starts_with(&format!("medicalpro/{ADMIN_JOB}")))
+}
+
+fn check_migration(c: &Compose, what: &str) -> Migration {
+    let jobs: Vec<&String> = c
+        .services()
+        .iter()
+        .filter(|(_, s)| is_admin_job(s))
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(
+        jobs.len(),
+        1,
+        "{what}: one service runs the {ADMIN_JOB} image (the central migration)"
+    );
+    let name = jobs[0].clone();
+    let w = format!("{what}: {name}");
+    let svc = &c.services()[&name];
+    let argv: Vec<String> = [&svc["entrypoint"], &svc["command"]]
+        .into_iter()
+        .flat_map(|v| v.as_array().cloned().unwrap_or_default())
+        .filter_map(|v| text(&v))
+        .collect();
+    assert!(
+        argv.len() == 3 && argv[0].ends_with("/sh") && argv[1] == "-c",
+        "{w}: run a script with the image's shell: entrypoint [/busybox/sh, -c], command [script]; \
+         got {argv:?}"
+    );
+    let script = job_script(&argv[2].replace("$$", "$"), &w);
+    assert!(
+        script.migrates,
+        "{w}: must run medicalpro-admin migrate-central"
+    );
+    assert!(
+        !["always", "unless-stopped"].contains(&svc["restart"].as_str().unwrap_or("no")),
+        "{w}: a one-shot service must not be restarted once it completed"
+    );
+    let env = c.env_over(&name, literals(&stage_named(ADMIN_JOB).env));
+    let own: Vec<String> = script
+        .roles
+        .iter()
+        .map(|r| r.password_var.clone())
+        .collect();
+    for var in &own {
+        assert!(
+            matches!(env.get(var), Some(Val::Secret(_))),
+            "{w}: ${var} must be a secret from .env"
+        );
+    }
+    let (settings, files) = configure_admin(&env, &own, &w);
+    for (setting, path) in &files {
+        assert!(
+            c.host_path(&name, path).is_some(),
+            "{w}: {setting}={path} is on no volume mounted into the container"
+        );
+    }
+    let db = &settings.central;
+    check_server(c, &name, db, &format!("{w}: central database"));
     let pg = postgres_env(c, &db.host);
     assert_eq!(
         pg.get("POSTGRES_USER").and_then(Val::literal),
         Some(db.user.as_str()),
-        "{what}: user"
+        "{w}: migrate as the central database's owner"
     );
-    if which == "central" {
-        assert_eq!(
-            pg.get("POSTGRES_DB").and_then(Val::literal),
-            Some(db.dbname.as_str()),
-            "{what}: the central database must exist (POSTGRES_DB)"
-        );
-    }
     assert_eq!(
-        ours.env.get(password_name),
+        env.get("DB_PASSWORD"),
         pg.get("POSTGRES_PASSWORD"),
-        "{what}: {password_name} and the server's POSTGRES_PASSWORD must be the same secret"
+        "{w}: DB_PASSWORD and the server's POSTGRES_PASSWORD must be the same secret"
     );
+    assert_eq!(
+        pg.get("POSTGRES_DB").and_then(Val::literal),
+        Some(db.dbname.as_str()),
+        "{w}: the central database must exist (POSTGRES_DB)"
+    );
+    Migration {
+        name,
+        env,
+        settings,
+        script,
+    }
 }
 
 /// Checks the compose files merged in order; `mutual_tls` is what they should
@@ -325,6 +557,7 @@ fn check_compose(files: &[&str], mutual_tls: bool) {
     let what = format!("compose {}", files.join(" + "));
     let c = Compose::load(files, mutual_tls);
     let ours = c.ours(&what);
+    let migration = check_migration(&c, &what);
 
     // Every secret reference is defined in secrets.env.example, and every one there used.
     let mut used = BTreeSet::new();
@@ -390,7 +623,7 @@ fn check_compose(files: &[&str], mutual_tls: bool) {
             "{w}: listeners must bind every address"
         );
         assert_eq!(o.loaded.mutual_tls, mutual_tls, "{w}: mutual TLS");
-        check_database(&c, o, "central");
+        check_database(&c, o, "central", &migration);
         for (setting, path) in &o.loaded.files {
             assert!(
                 c.host_path(&o.name, path).is_some(),
@@ -400,7 +633,7 @@ fn check_compose(files: &[&str], mutual_tls: bool) {
         let svc = &c.services()[&o.name];
         match o.loaded.binary {
             Binary::Worker => {
-                check_database(&c, o, "regional");
+                check_database(&c, o, "regional", &migration);
                 let url = o.loaded.worker_url.as_deref().unwrap();
                 let scheme = if mutual_tls { "https" } else { "http" };
                 assert_eq!(
@@ -437,6 +670,35 @@ fn check_compose(files: &[&str], mutual_tls: bool) {
         }
     }
 
+    // Only gateways see the token signing key: no worker mounts it, or a folder
+    // holding it.
+    let signing_keys: Vec<PathBuf> = gateways
+        .iter()
+        .filter_map(|g| {
+            let (_, path) = g
+                .loaded
+                .files
+                .iter()
+                .find(|(k, _)| k == "JWT_SIGNING_KEY_FILE")?;
+            c.host_path(&g.name, path)
+        })
+        .collect();
+    assert_eq!(
+        signing_keys.len(),
+        gateways.len(),
+        "{what}: every gateway's JWT_SIGNING_KEY_FILE is a file mounted from the host"
+    );
+    for w in &workers {
+        for (source, _) in c.volumes(&w.name) {
+            let host = dir().join(&source);
+            assert!(
+                !signing_keys.iter().any(|k| k.starts_with(&host)),
+                "{what}: {} mounts {source}, which holds the gateways' signing key",
+                w.name
+            );
+        }
+    }
+
     // The connection budget of each regional server.
     let mut per_server: BTreeMap<String, usize> = BTreeMap::new();
     for w in &workers {
@@ -453,16 +715,20 @@ fn check_compose(files: &[&str], mutual_tls: bool) {
     }
 
     // Bind mounts point at files that exist (those the operator makes are ignored by
-    // the folder's .gitignore: ./tls).
+    // the folder's .gitignore: ./tls, ./pg-tls, ./jwt and what is in them).
     let ignored = read(&dir().join(".gitignore"));
     for name in c.services().keys() {
         for (source, _) in c.volumes(name) {
             if !(source.starts_with('.') || source.starts_with('/')) {
                 continue;
             }
-            let operator_made = ignored.lines().any(|l| {
-                !l.starts_with('#') && source.trim_start_matches("./") == l.trim_end_matches('/')
-            });
+            let source_rel = source.trim_start_matches("./");
+            let operator_made = ignored
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(|l| l.trim_end_matches('/'))
+                .any(|l| source_rel == l || source_rel.starts_with(&format!("{l}/")));
             let path = dir().join(&source);
             assert!(
                 operator_made || path.exists(),

@@ -12,11 +12,20 @@ pub fn stages() -> Vec<Stage> {
 
 /// The stage (build target) of a binary's image.
 pub fn stage(binary: Binary) -> Stage {
+    stage_named(binary.name())
+}
+
+/// The stage (build target) named `name`.
+pub fn stage_named(name: &str) -> Stage {
     stages()
         .into_iter()
-        .find(|s| s.name == binary.name())
-        .unwrap_or_else(|| panic!("deploy/Dockerfile has no target {}", binary.name()))
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| panic!("deploy/Dockerfile has no target {name}"))
 }
+
+/// The target of the image that runs one-shot `medicalpro-admin` jobs from a shell
+/// script (migrating the central database, making the services' roles).
+pub const ADMIN_JOB: &str = "admin-job";
 
 /// The environment a binary's image sets (what a container starts with).
 pub fn image_env(binary: Binary) -> Env {
@@ -89,6 +98,10 @@ fn every_runtime_image_runs_unprivileged() {
         .find(|s| s.name == "admin")
         .expect("an admin target");
     let entry = admin.entrypoint.clone().expect("admin ENTRYPOINT");
+    assert!(entry[0].ends_with("/medicalpro-admin"), "{entry:?}");
+    // The job image: the same tool, with a shell to hand it secrets on stdin.
+    let job = stage_named(ADMIN_JOB);
+    let entry = job.entrypoint.clone().expect("admin-job ENTRYPOINT");
     assert!(entry[0].ends_with("/medicalpro-admin"), "{entry:?}");
     for s in stages.iter().filter(|s| s.name != "build") {
         assert_ne!(image_uid(s), 0, "target {} runs as root", s.name);

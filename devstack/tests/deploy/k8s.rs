@@ -5,14 +5,20 @@
 //! Services, HPA, PDB, network policy, shutdown timing and WORKER_URL must agree with
 //! where that configuration listens; the example Secrets must cover every reference
 //! and be refused as they stand. The same again with every commented-out optional
-//! setting of the env files switched on (mutual TLS). Without `kubectl`, only the
-//! checks that need no rendering run.
+//! setting of the env files switched on (mutual TLS). Files named by settings come
+//! from Secrets mounted into the pod; workers never mount the gateways' signing
+//! key. The central migration Job (`k8s/migrate`) runs the admin tool as the
+//! database's owner, and makes the login role every gateway and worker uses, with
+//! the same password Secret. Without `kubectl`, only the checks that need no
+//! rendering run.
 
-use crate::config::{configure, refused, Binary, Env, Loaded, Val};
+use crate::config::{
+    configure, configure_admin, job_script, literals, refused, Binary, Env, Loaded, Val,
+};
 use crate::formats::{
     deploy_dir, enable_optional, read, text, walk, yaml_docs, yaml_file, EnvFile,
 };
-use crate::image::{image_env, image_uid, stage};
+use crate::image::{image_env, image_uid, stage, stage_named, ADMIN_JOB};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -129,16 +135,10 @@ impl Fleet {
             .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
     }
 
-    /// A container's environment as Kubernetes builds it: the image's, then
-    /// `envFrom` in order, then `env`. Records the Secret keys it refers to.
-    fn env(
-        &self,
-        binary: Binary,
-        c: &Value,
-        what: &str,
-        refs: &mut BTreeSet<(String, String)>,
-    ) -> Env {
-        let mut env = image_env(binary);
+    /// A container's environment as Kubernetes builds it: the image's (`image`),
+    /// then `envFrom` in order, then `env`. Records the Secret keys it refers to.
+    fn env(&self, image: Env, c: &Value, what: &str, refs: &mut BTreeSet<(String, String)>) -> Env {
+        let mut env = image;
         for from in c["envFrom"].as_array().into_iter().flatten() {
             if let Some(name) = from["configMapRef"]["name"].as_str() {
                 let cm = self
@@ -203,7 +203,7 @@ impl Fleet {
                 let binary = Binary::named(image)
                     .unwrap_or_else(|| panic!("{what}: {workload} runs {image}, not ours"));
                 let w_what = format!("{what}: {workload}/{}", c["name"].as_str().unwrap());
-                let env = self.env(binary, c, &w_what, refs);
+                let env = self.env(image_env(binary), c, &w_what, refs);
                 let loaded = configure(binary, &env, &w_what);
                 pods.push(Pod {
                     workload: workload.clone(),
@@ -221,6 +221,91 @@ impl Fleet {
         }
         pods
     }
+}
+
+/// Files named by settings are on volumes mounted into the container, from Secrets
+/// (in secrets.example.yaml) that have them, and every Secret the pod mounts is in
+/// secrets.example.yaml. Returns each setting with the Secret its file comes from.
+fn check_files(
+    fleet: &Fleet,
+    spec: &Value,
+    container: &Value,
+    files: &[(String, String)],
+    refs: &mut BTreeSet<(String, String)>,
+    w: &str,
+) -> Vec<(String, String)> {
+    let mut from = Vec::new();
+    for (setting, path) in files {
+        let mount = container["volumeMounts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| {
+                // Whole path components: /etc/medicalpro/jwt is not under /etc/medicalpro/j.
+                m["mountPath"]
+                    .as_str()
+                    .is_some_and(|mp| Path::new(path).starts_with(mp))
+            })
+            .unwrap_or_else(|| panic!("{w}: {setting}={path} is on no mounted volume"));
+        let volume = spec["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == mount["name"])
+            .unwrap();
+        let secret = volume["secret"]["secretName"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{w}: {setting}={path}: the volume is no Secret"));
+        let key = path
+            .strip_prefix(mount["mountPath"].as_str().unwrap())
+            .unwrap()
+            .trim_start_matches('/');
+        assert!(
+            fleet
+                .secrets
+                .get(secret)
+                .is_some_and(|k| k.contains_key(key)),
+            "{w}: {setting} reads {key} of Secret {secret}, not in secrets.example.yaml"
+        );
+        refs.insert((secret.to_owned(), key.to_owned()));
+        from.push((setting.clone(), secret.to_owned()));
+    }
+    for s in secret_volumes(spec) {
+        assert!(
+            fleet.secrets.contains_key(&s),
+            "{w}: volume of Secret {s}, not in secrets.example.yaml"
+        );
+    }
+    from
+}
+
+/// The Secrets a pod template mounts as volumes.
+fn secret_volumes(spec: &Value) -> BTreeSet<String> {
+    spec["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v["secret"]["secretName"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Unprivileged, as the image's user, read-only, without capabilities.
+fn check_unprivileged(spec: &Value, container: &Value, image: &crate::formats::Stage, w: &str) {
+    assert_eq!(spec["securityContext"]["runAsNonRoot"], true, "{w}");
+    assert_eq!(
+        spec["securityContext"]["runAsUser"],
+        image_uid(image),
+        "{w}: runAsUser is the image's user"
+    );
+    let sc = &container["securityContext"];
+    assert_eq!(sc["allowPrivilegeEscalation"], false, "{w}");
+    assert_eq!(sc["readOnlyRootFilesystem"], true, "{w}");
+    assert!(
+        sc["capabilities"]["drop"]
+            .as_array()
+            .is_some_and(|d| d.contains(&"ALL".into())),
+        "{w}: drop all capabilities"
+    );
 }
 
 fn check_probe(pod: &Pod<'_>, probe: &str, path: &str, what: &str) {
@@ -246,6 +331,9 @@ fn check_fleet(objects: Vec<Value>, mutual_tls: bool) -> BTreeSet<(String, Strin
     };
     let mut refs = BTreeSet::new();
     let pods = fleet.pods(what, &mut refs);
+    // The Secrets gateways read their signing key from, and those workers mount.
+    let mut signing: BTreeSet<String> = BTreeSet::new();
+    let mut worker_volumes: BTreeSet<String> = BTreeSet::new();
     let regions: BTreeSet<String> = pods
         .iter()
         .filter_map(|p| p.loaded.region.clone())
@@ -300,60 +388,26 @@ fn check_fleet(objects: Vec<Value>, mutual_tls: bool) -> BTreeSet<(String, Strin
         }
         // Unprivileged, as the image's user.
         let spec = &pod.workload_doc["spec"]["template"]["spec"];
-        assert_eq!(spec["securityContext"]["runAsNonRoot"], true, "{w}");
-        assert_eq!(
-            spec["securityContext"]["runAsUser"],
-            image_uid(&stage(l.binary)),
-            "{w}: runAsUser is the image's user"
-        );
-        let sc = &pod.container["securityContext"];
-        assert_eq!(sc["allowPrivilegeEscalation"], false, "{w}");
-        assert_eq!(sc["readOnlyRootFilesystem"], true, "{w}");
+        check_unprivileged(spec, pod.container, &stage(l.binary), &w);
+        // The central database over TLS, as a login role that owns nothing.
         assert!(
-            sc["capabilities"]["drop"]
-                .as_array()
-                .is_some_and(|d| d.contains(&"ALL".into())),
-            "{w}: drop all capabilities"
+            l.central.tls.is_enabled(),
+            "{w}: connect to the central database over TLS (DB_SSLROOTCERT, not DB_SSLMODE=disable)"
         );
-        // Files named by settings are on volumes, from Secrets that have them.
-        for (setting, path) in &l.files {
-            let mount = pod.container["volumeMounts"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|m| {
-                    m["mountPath"]
-                        .as_str()
-                        .is_some_and(|mp| path.starts_with(mp))
-                })
-                .unwrap_or_else(|| panic!("{w}: {setting}={path} is on no mounted volume"));
-            let volume = spec["volumes"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|v| v["name"] == mount["name"])
-                .unwrap();
-            let secret = volume["secret"]["secretName"].as_str().unwrap();
-            let key = path
-                .strip_prefix(mount["mountPath"].as_str().unwrap())
-                .unwrap()
-                .trim_start_matches('/');
+        if let Some(regional) = &l.regional {
             assert!(
-                fleet
-                    .secrets
-                    .get(secret)
-                    .is_some_and(|k| k.contains_key(key)),
-                "{w}: {setting} reads {key} of Secret {secret}, not in secrets.example.yaml"
+                regional.tls.is_enabled(),
+                "{w}: connect to the regional server over TLS (REGION_DB_SSLROOTCERT)"
             );
-            refs.insert((secret.to_owned(), key.to_owned()));
         }
-        for v in spec["volumes"].as_array().into_iter().flatten() {
-            if let Some(s) = v["secret"]["secretName"].as_str() {
-                assert!(
-                    fleet.secrets.contains_key(s),
-                    "{w}: volume of Secret {s}, not in secrets.example.yaml"
-                );
-            }
+        let from = check_files(&fleet, spec, pod.container, &l.files, &mut refs, &w);
+        match l.binary {
+            Binary::Gateway => signing.extend(
+                from.into_iter()
+                    .filter(|(k, _)| k == "JWT_SIGNING_KEY_FILE")
+                    .map(|(_, s)| s),
+            ),
+            Binary::Worker => worker_volumes.extend(secret_volumes(spec)),
         }
         // A PodDisruptionBudget.
         assert!(
@@ -515,7 +569,131 @@ fn check_fleet(objects: Vec<Value>, mutual_tls: bool) -> BTreeSet<(String, Strin
             }
         }
     }
+    assert!(
+        !signing.is_empty(),
+        "{what}: gateways read JWT_SIGNING_KEY_FILE from a Secret volume"
+    );
+    assert!(
+        signing.is_disjoint(&worker_volumes),
+        "{what}: workers mount {:?}, which holds the gateways' signing key",
+        signing.intersection(&worker_volumes).collect::<Vec<_>>()
+    );
     check_prometheus_discovery(&fleet, &pods, what);
+    refs
+}
+
+/// The central migration Job (`k8s/migrate`): the admin job image runs a script
+/// that migrates the central database as its owner (over TLS, from Secrets that
+/// exist) and then makes the login role of every gateway and worker of the fleet,
+/// with the Secret each reads its DB_PASSWORD from. Returns the Secret keys it
+/// refers to.
+fn check_migration_job(
+    objects: Vec<Value>,
+    fleet_pods: &[Pod<'_>],
+    secrets: BTreeMap<String, BTreeMap<String, String>>,
+) -> BTreeSet<(String, String)> {
+    let what = "k8s migrate";
+    let job_fleet = Fleet { objects, secrets };
+    let jobs: Vec<&Value> = job_fleet.of_kind("Job").collect();
+    assert_eq!(jobs.len(), 1, "{what}: one Job");
+    let job = jobs[0];
+    assert_eq!(
+        job["metadata"]["namespace"], "medicalpro",
+        "{what}: namespace"
+    );
+    let spec = &job["spec"]["template"]["spec"];
+    let containers = spec["containers"].as_array().unwrap();
+    assert_eq!(containers.len(), 1, "{what}: one container");
+    let c = &containers[0];
+    let w = format!("{what}: {}", job["metadata"]["name"].as_str().unwrap());
+    let image = c["image"].as_str().unwrap();
+    assert!(
+        image.starts_with(&format!("medicalpro/{ADMIN_JOB}:")),
+        "{w}: runs {image}, not the {ADMIN_JOB} image"
+    );
+    assert!(
+        ["Never", "OnFailure"].contains(&spec["restartPolicy"].as_str().unwrap_or("Always")),
+        "{w}: restartPolicy"
+    );
+    let stage = stage_named(ADMIN_JOB);
+    check_unprivileged(spec, c, &stage, &w);
+    let argv: Vec<String> = [&c["command"], &c["args"]]
+        .into_iter()
+        .flat_map(|v| v.as_array().cloned().unwrap_or_default())
+        .filter_map(|v| text(&v))
+        .collect();
+    assert!(
+        argv.len() == 3 && argv[0].ends_with("/sh") && argv[1] == "-c",
+        "{w}: run a script with the image's shell: command [/busybox/sh, -c], args [script]; \
+         got {argv:?}"
+    );
+    let script = job_script(&argv[2], &w);
+    assert!(
+        script.migrates,
+        "{w}: must run medicalpro-admin migrate-central"
+    );
+    let mut refs = BTreeSet::new();
+    let env = job_fleet.env(literals(&stage.env), c, &w, &mut refs);
+    let own: Vec<String> = script
+        .roles
+        .iter()
+        .map(|r| r.password_var.clone())
+        .collect();
+    let (settings, files) = configure_admin(&env, &own, &w);
+    check_files(&job_fleet, spec, c, &files, &mut refs, &w);
+    assert!(
+        settings.central.tls.is_enabled(),
+        "{w}: connect to the central database over TLS"
+    );
+    assert!(
+        matches!(env.get("DB_PASSWORD"), Some(Val::Secret(_))),
+        "{w}: the owner's DB_PASSWORD comes from a Secret"
+    );
+    for pod in fleet_pods {
+        let db = &pod.loaded.central;
+        let pw = format!("{w}: {}", pod.workload);
+        assert_eq!(
+            (
+                &settings.central.host,
+                settings.central.port,
+                &settings.central.dbname
+            ),
+            (&db.host, db.port, &db.dbname),
+            "{pw}: the Job migrates another database"
+        );
+        assert_ne!(
+            settings.central.user, db.user,
+            "{pw}: DB_USER is the database's owner; log in as a service role"
+        );
+        let role = script
+            .roles
+            .iter()
+            .find(|r| r.name == db.user)
+            .unwrap_or_else(|| {
+                panic!(
+                    "{pw}: DB_USER {} is made by no create-service-role",
+                    db.user
+                )
+            });
+        assert_eq!(
+            role.kind,
+            pod.loaded.binary.name(),
+            "{pw}: role {} kind",
+            role.name
+        );
+        let given = env.get(&role.password_var);
+        assert!(
+            matches!(given, Some(Val::Secret(_))),
+            "{pw}: ${} must come from a Secret",
+            role.password_var
+        );
+        assert_eq!(
+            given,
+            pod.env.get("DB_PASSWORD"),
+            "{pw}: role {} gets another password than its DB_PASSWORD",
+            role.name
+        );
+    }
     refs
 }
 
@@ -608,9 +786,19 @@ fn kubernetes_fleet_matches_the_configuration() {
     refs.extend(check_fleet(render(&kubectl, &optional.join("fleet")), true));
     let _ = std::fs::remove_dir_all(&optional);
 
+    let fleet = Fleet {
+        objects: plain,
+        secrets: example_secrets(),
+    };
+    let pods = fleet.pods("k8s fleet", &mut BTreeSet::new());
+    refs.extend(check_migration_job(
+        render(&kubectl, &k8s_dir().join("migrate")),
+        &pods,
+        example_secrets(),
+    ));
+
     // Every example Secret and key is referred to, and the examples are refused.
-    let secrets = example_secrets();
-    for (name, keys) in &secrets {
+    for (name, keys) in &fleet.secrets {
         for key in keys.keys() {
             assert!(
                 refs.contains(&(name.clone(), key.clone())),
@@ -618,11 +806,7 @@ fn kubernetes_fleet_matches_the_configuration() {
             );
         }
     }
-    let fleet = Fleet {
-        objects: plain,
-        secrets,
-    };
-    for pod in fleet.pods("k8s fleet", &mut BTreeSet::new()) {
+    for pod in &pods {
         let with_examples: BTreeMap<String, String> = pod
             .env
             .iter()

@@ -68,7 +68,11 @@ fn the_generic_environment_example_names_only_settings_that_are_read() {
     for (binary, files) in [
         (
             Binary::Gateway,
-            vec!["gateway.env.example", "secrets.env.example"],
+            vec![
+                "gateway.env.example",
+                "secrets.env.example",
+                "gateway.secrets.env.example",
+            ],
         ),
         (
             Binary::Worker,

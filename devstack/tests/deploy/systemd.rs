@@ -1,11 +1,14 @@
 //! The systemd units (`deploy/systemd`): each runs a binary with environment files
 //! whose examples sit beside it; those examples (secrets files: placeholders only),
 //! with and without their commented optional settings, are accepted by the binary
-//! and every name is read; the units are hardened, give the gateway time to drain,
-//! and do not restart a process that refused its configuration. Where
-//! `systemd-analyze` is installed, it verifies the units too.
+//! and every name is read; files handed over as credentials (`/run/credentials/…`,
+//! the gateway's signing key) are loaded by the unit itself; the units are
+//! hardened, give the gateway time to drain, and do not restart a process that
+//! refused its configuration. Where `systemd-analyze` is installed, it verifies the
+//! units too. `admin.env.example`, the admin tool's settings on a server, is
+//! accepted by its configuration code as well.
 
-use crate::config::{configure, Binary, Env, Loaded, Val};
+use crate::config::{configure, configure_admin, Binary, Env, Loaded, Val};
 use crate::formats::{deploy_dir, read, systemd_seconds, walk, EnvFile, Unit};
 use common::config::EXIT_BAD_CONFIG;
 use std::collections::BTreeMap;
@@ -160,6 +163,25 @@ fn systemd_units_are_hardened_and_their_examples_configure_the_binary() {
                     l.mutual_tls, optional,
                     "{w}: mutual TLS is the optional part"
                 );
+                let unit_name = name.replace("@.", &format!("@{instance}."));
+                for (setting, path) in &l.files {
+                    let Some(rest) = path.strip_prefix("/run/credentials/") else {
+                        continue;
+                    };
+                    let (owner, id) = rest
+                        .split_once('/')
+                        .unwrap_or_else(|| panic!("{w}: {setting}={path}"));
+                    assert_eq!(
+                        owner, unit_name,
+                        "{w}: {setting}={path} names another unit's credentials"
+                    );
+                    assert!(
+                        unit.all("Service", "LoadCredential")
+                            .iter()
+                            .any(|c| c.split_once(':').is_some_and(|(i, _)| i == id)),
+                        "{w}: {setting}={path}, but the unit has no LoadCredential={id}:…"
+                    );
+                }
                 if let Some(region) = &l.region {
                     assert_eq!(*region, instance, "{w}: REGION is the instance name");
                     let url = l.worker_url.as_deref().unwrap();
@@ -235,7 +257,7 @@ fn verify_with_systemd_analyze() {
 #[test]
 fn every_systemd_file_belongs_to_a_unit() {
     let units = units();
-    let mut used: Vec<String> = vec!["medicalpro.sysusers.conf".into()];
+    let mut used: Vec<String> = vec!["medicalpro.sysusers.conf".into(), ADMIN_ENV.into()];
     for (name, unit, instances) in &units {
         used.push(name.clone());
         for i in instances {
@@ -263,5 +285,75 @@ fn every_systemd_file_belongs_to_a_unit() {
             used.iter().any(|u| u == name),
             "deploy/systemd/{name} is used by no unit"
         );
+    }
+}
+
+/// The admin tool's settings on a server, read through
+/// `MEDICALPRO_CONFIG=/etc/medicalpro/admin.env medicalpro-admin …`.
+const ADMIN_ENV: &str = "admin.env.example";
+
+/// Secrets the admin tool's settings hold (empty in the example).
+fn admin_secret(name: &str) -> bool {
+    name.ends_with("_PASSWORD")
+        || [
+            "MASTER_KEY",
+            "MASTER_KEYS_RETIRED",
+            "AUDIT_KEY",
+            "AUDIT_KEYS_RETIRED",
+        ]
+        .contains(&name)
+}
+
+#[test]
+fn the_admin_environment_example_configures_the_admin_tool() {
+    let path = dir().join(ADMIN_ENV);
+    let file = EnvFile::load(&path);
+    for (k, v) in file.active.iter().chain(&file.optional) {
+        assert!(
+            !admin_secret(k) || v.is_empty(),
+            "{}: {k} has a value; examples hold no secrets",
+            path.display()
+        );
+    }
+    for optional in [false, true] {
+        let what = format!(
+            "systemd {ADMIN_ENV}{}",
+            if optional {
+                " (optional settings on)"
+            } else {
+                ""
+            }
+        );
+        let env: Env = file
+            .settings(optional)
+            .into_iter()
+            .map(|(k, v)| {
+                let val = if admin_secret(&k) {
+                    Val::Secret(format!("{ADMIN_ENV}: {k}"))
+                } else {
+                    Val::Literal(v)
+                };
+                (k, val)
+            })
+            .collect();
+        assert!(
+            env.contains_key("MASTER_KEY"),
+            "{what}: the key commands need MASTER_KEY"
+        );
+        let (settings, _) = configure_admin(&env, &[], &what);
+        assert!(
+            settings.central.tls.is_enabled() && settings.regional.tls.is_enabled(),
+            "{what}: every connection over TLS"
+        );
+        assert!(
+            settings.audit_keys.is_some(),
+            "{what}: AUDIT_KEY, for the commands that write or verify the audit trail"
+        );
+        if optional {
+            assert!(
+                settings.target.as_ref().is_some_and(|t| t.tls.is_enabled()),
+                "{what}: the relocation target, over TLS"
+            );
+        }
     }
 }
