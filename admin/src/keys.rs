@@ -12,7 +12,8 @@
 //!   Workers seal with the new version from their next placement check (≤ 30 s) or
 //!   as soon as they read a value sealed with it; a value a worker sealed with the
 //!   old version meanwhile stays readable (retired versions are kept) and is
-//!   re-encrypted by the next run.
+//!   re-encrypted by the next run. Fields sealed since a migration that held them in
+//!   plaintext before (clinical notes) have their plaintext values sealed too.
 //! - With `shred_after`, retired versions retired at least that long ago and used by
 //!   no stored value are deleted: from then on nothing can open data sealed with them.
 

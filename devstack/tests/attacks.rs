@@ -1545,3 +1545,80 @@ async fn erasure_reaches_a_deleted_patient_and_every_free_text_about_them() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notes_written_before_they_were_sealed_are_shown_then_sealed_by_rotation() {
+    let stack = the_stack();
+    let c = clinic().await;
+    let http = gateway();
+    let from = address();
+    let patient = post(
+        &http,
+        &from,
+        "/api/v1/patients",
+        Some(&c.token),
+        patient_body("Legacy", "Notes"),
+    )
+    .await;
+    let doctor = post(
+        &http,
+        &from,
+        "/api/v1/practitioners",
+        Some(&c.token),
+        json!({"first_name": "L", "last_name": "N"}),
+    )
+    .await;
+    let appt = post(
+        &http,
+        &from,
+        "/api/v1/appointments",
+        Some(&c.token),
+        json!({"patient_id": patient.json()["id"], "practitioner_id": doctor.json()["id"],
+               "starts_at": "2032-01-05T10:00:00Z", "ends_at": "2032-01-05T10:30:00Z"}),
+    )
+    .await;
+    assert_eq!(appt.status, 201, "{}", appt.text());
+    let id: Uuid = appt.json()["id"].as_str().unwrap().parse().unwrap();
+    let path = format!("/api/v1/appointments/{id}");
+    // As a database from before sealing holds it.
+    let db = clinic_db(&c).await;
+    db.execute(
+        "UPDATE appointments SET notes = 'written in plaintext before' WHERE id = $1",
+        &[&id],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        get(&http, &from, &path, Some(&c.token)).await.json()["notes"],
+        "written in plaintext before"
+    );
+    let report = admin::keys::rotate_data_keys(
+        &admin_settings(&c.region),
+        &stack.keys().unwrap(),
+        &admin::keys::Scope::Clinic(c.id.parse().unwrap()),
+        None,
+        false,
+    )
+    .await
+    .unwrap();
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    let row = db
+        .query_one(
+            "SELECT notes, notes_enc IS NOT NULL FROM appointments WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, Option<String>>(0), None, "no plaintext left");
+    assert!(row.get::<_, bool>(1), "sealed");
+    let shown = answers_within(200, Duration::from_secs(5), || async {
+        let r = get(&http, &from, &path, Some(&c.token)).await;
+        if r.json()["notes"] == "written in plaintext before" {
+            200
+        } else {
+            r.status.as_u16() + 1000
+        }
+    })
+    .await;
+    eprintln!("sealed notes shown again after {shown:?}");
+}
