@@ -11,6 +11,11 @@
 //! variables (see [`settings`]); the stack re-executes this binary as
 //! `bench __component gateway|worker`.
 
+/// mimalloc: the services allocate and free many small objects per request, which
+/// glibc's allocator spent a tenth of the worker's CPU on (see `bench/README.md`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod baseline;
 mod breakdown;
 mod budget;

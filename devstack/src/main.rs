@@ -1,5 +1,10 @@
 //! `cargo run --release -p devstack`: the whole stack on one machine.
 
+/// mimalloc: the services allocate and free many small objects per request, which
+/// glibc's allocator spent a tenth of the worker's CPU on (see `bench/README.md`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -289,18 +289,20 @@ async fn the_services_credentials_cannot_rewrite_the_trail() {
                 role.0
             );
         }
-        // A row that does not extend the chain (no key, or a forged position) is
-        // refused by the table itself.
-        let forged = db
-            .execute(
+        // A row that does not extend the chain (no key, a position taken, or the
+        // next position with a made-up predecessor) is refused by the table itself.
+        let forge = |seq: &'static str| {
+            format!(
                 "INSERT INTO audit_logs (clinic_id, action, resource, outcome, occurred_at, chain_seq, prev_hash, hash, mac_key) \
-                 VALUES ($1, 'read', 'patients', 'success', now(), 1, '\\x'::bytea, '\\x00'::bytea, 'a1')",
-                &[&id],
+                 SELECT $1, 'read', 'patients', 'success', now(), {seq}, '\\x01'::bytea, '\\x00'::bytea, 'a1' \
+                 FROM audit_chain_heads WHERE clinic_id = $1"
             )
-            .await
-            .unwrap_err();
+        };
+        let taken = db.execute(&forge("1"), &[&id]).await.unwrap_err();
+        assert!(format!("{taken:?}").contains("audit_logs_chain_key"), "{taken:?}");
+        let forged = db.execute(&forge("last_seq + 1"), &[&id]).await.unwrap_err();
         assert!(
-            format!("{forged:?}").contains("does not extend its chain"),
+            format!("{forged:?}").contains("extend its chain"),
             "{forged:?}"
         );
         let unkeyed = db

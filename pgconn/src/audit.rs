@@ -34,8 +34,11 @@ pub async fn append(
     let recorded: HashSet<Uuid> = if sources.is_empty() {
         HashSet::new()
     } else {
+        // One probe of the (clinic, source id) index per record, whatever the
+        // trail's size.
         tx.query(
-            "SELECT source_id FROM audit_logs WHERE clinic_id = $1 AND source_id = ANY($2)",
+            "SELECT u.id FROM unnest($2::uuid[]) AS u(id) CROSS JOIN LATERAL \
+             (SELECT 1 FROM audit_logs a WHERE a.clinic_id = $1 AND a.source_id = u.id LIMIT 1) found",
             &[clinic.as_uuid(), &sources],
         )
         .await?

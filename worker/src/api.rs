@@ -52,8 +52,32 @@ fn content_length(req: &Request) -> Option<usize> {
         .and_then(|v| v.parse().ok())
 }
 
-/// Runs one audited access. A failure is recorded in the outbox too (best effort
-/// for refusals; an unrecordable failure becomes a 503), and the shipper is woken.
+/// Records a failed access in the outbox over `client` (best effort for refusals;
+/// an unrecordable failure is logged). `NotFound` was recorded by its statement.
+async fn record_failure(
+    client: &deadpool_postgres::Object,
+    caller: &Caller,
+    r: &'static Resource,
+    action: Action,
+    resource_id: Option<Uuid>,
+    e: &WorkerError,
+) {
+    let outcome = match e {
+        WorkerError::NotFound => return,
+        WorkerError::BadRequest(_)
+        | WorkerError::Conflict(_)
+        | WorkerError::PayloadTooLarge(_)
+        | WorkerError::Forbidden(_) => "rejected",
+        _ => "error",
+    };
+    let record = data::record_access(client, &actor(caller), r, action, resource_id, outcome).await;
+    if let Err(audit_error) = record {
+        tracing::error!(error = %audit_error, "could not record a failed access");
+    }
+}
+
+/// Runs one audited access whose statement records it (writes, actions). A
+/// failure is recorded in the outbox too, and the shipper is woken.
 async fn audited<T, F, Fut>(
     state: &AppState,
     caller: &Caller,
@@ -67,36 +91,67 @@ where
     Fut: std::future::Future<Output = (deadpool_postgres::Object, Result<T, WorkerError>)>,
 {
     let (client, keys) = state.registry.session(caller.clinic).await?;
-    let actor = actor(caller);
-    let (client, result) = op(client, actor, keys).await;
+    let (client, result) = op(client, actor(caller), keys).await;
     if let Err(e) = &result {
-        let outcome = match e {
-            WorkerError::NotFound => None, // already recorded by the statement
-            WorkerError::BadRequest(_)
-            | WorkerError::Conflict(_)
-            | WorkerError::PayloadTooLarge(_)
-            | WorkerError::Forbidden(_) => Some("rejected"),
-            _ => Some("error"),
-        };
-        if let Some(outcome) = outcome {
-            let record = data::record_access(
-                &client,
-                &self::actor(caller),
-                r,
-                action,
-                resource_id,
-                outcome,
-            )
-            .await;
-            if let Err(audit_error) = record {
-                tracing::error!(error = %audit_error, "could not record a failed access");
-            }
-        }
+        record_failure(&client, caller, r, action, resource_id, e).await;
     }
     // Back to the pool first, so the shipper finds the connection idle.
     drop(client);
     state.wake_shipper(caller.clinic);
     result
+}
+
+/// Runs one read whose record is group-committed ([`crate::commit`]): the
+/// statement reads, its connection goes back to the pool, then the record — with
+/// the rows `shown` — commits with the clinic's other reads, and only then is the
+/// answer given.
+async fn read_audited<T, F, Fut>(
+    state: &AppState,
+    caller: &Caller,
+    r: &'static Resource,
+    action: Action,
+    resource_id: Option<Uuid>,
+    shown: fn(&T) -> Option<Vec<Uuid>>,
+    op: F,
+) -> Result<T, WorkerError>
+where
+    F: FnOnce(deadpool_postgres::Object, Actor, Arc<ClinicKeyCache>) -> Fut,
+    Fut: std::future::Future<Output = (deadpool_postgres::Object, Result<T, WorkerError>)>,
+{
+    let entry = state.registry.pool(caller.clinic).await?;
+    let client = state.registry.connection(&entry).await?;
+    let (client, result) = op(client, actor(caller), entry.keys.clone()).await;
+    let outcome = match &result {
+        Ok(_) => "success",
+        Err(WorkerError::NotFound) => "not_found",
+        Err(e) => {
+            record_failure(&client, caller, r, action, resource_id, e).await;
+            drop(client);
+            state.wake_shipper(caller.clinic);
+            return result;
+        }
+    };
+    drop(client);
+    let record = crate::commit::OutboxRecord {
+        user_id: *caller.user.as_uuid(),
+        action: action.as_str(),
+        resource: r.name,
+        resource_id,
+        resource_ids: result.as_ref().ok().and_then(shown),
+        client_ip: caller.client_ip,
+        request_id: caller.request_id.to_string(),
+        outcome,
+    };
+    crate::commit::record(&state.registry, &entry, record).await?;
+    state.wake_shipper(caller.clinic);
+    result
+}
+
+/// The ids of listed rows (what a list showed).
+pub(crate) fn row_ids(rows: &[serde_json::Value]) -> Vec<Uuid> {
+    rows.iter()
+        .filter_map(|row| row.get("id")?.as_str()?.parse().ok())
+        .collect()
 }
 
 pub async fn list(
@@ -106,15 +161,16 @@ pub async fn list(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, WorkerError> {
     let r = resource(&name)?;
-    let (data, next) = audited(
+    let (data, next) = read_audited(
         &state,
         &caller,
         r,
         Action::List,
         None,
+        |(rows, _): &(Vec<serde_json::Value>, Option<String>)| Some(row_ids(rows)),
         |client, actor, keys| async move {
             let result = match ListQuery::parse(r, raw.as_deref()) {
-                Ok(q) => data::list(&client, &keys, r, &actor, &q).await,
+                Ok(q) => data::list(&client, &keys, r, &actor, &q, data::Audit::Deferred).await,
                 Err(e) => Err(e),
             };
             (client, result)
@@ -178,14 +234,15 @@ pub async fn get_one(
 ) -> Result<Response, WorkerError> {
     let r = resource(&name)?;
     let id = parse_id(&id)?;
-    let found = audited(
+    let found = read_audited(
         &state,
         &caller,
         r,
         Action::Read,
         Some(id),
+        |_| None,
         |client, actor, keys| async move {
-            let result = data::get(&client, &keys, r, &actor, id).await;
+            let result = data::get(&client, &keys, r, &actor, id, data::Audit::Deferred).await;
             (client, result)
         },
     )

@@ -20,6 +20,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 const BATCH: i64 = 500;
+/// How long a woken shipper gathers more records before shipping.
+const COALESCE: Duration = Duration::from_millis(25);
 /// Every open clinic is swept this often, in case a wake-up was missed; a sweep
 /// only uses connections that are idle anyway.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
@@ -38,12 +40,15 @@ async fn ship_from(
 ) -> Result<u64, WorkerError> {
     let mut shipped = 0u64;
     loop {
-        let rows = source
-            .query(
+        let select = source
+            .prepare_cached(
                 "SELECT id, user_id, action, resource, resource_id, client_ip, request_id, outcome, occurred_at, resource_ids \
                  FROM audit_outbox ORDER BY seq LIMIT $1",
-                &[&BATCH],
             )
+            .await
+            .map_err(WorkerError::from_db)?;
+        let rows = source
+            .query(&select, &[&BATCH])
             .await
             .map_err(WorkerError::from_db)?;
         if rows.is_empty() {
@@ -73,8 +78,12 @@ async fn ship_from(
         tx.commit().await.map_err(WorkerError::from_db)?;
         // Exactly the shipped rows: sequence numbers are taken before commit, so a
         // row with a lower number can commit after this batch was read.
+        let delete = source
+            .prepare_cached("DELETE FROM audit_outbox WHERE id = ANY($1)")
+            .await
+            .map_err(WorkerError::from_db)?;
         source
-            .execute("DELETE FROM audit_outbox WHERE id = ANY($1)", &[&ids])
+            .execute(&delete, &[&ids])
             .await
             .map_err(WorkerError::from_db)?;
         shipped += ids.len() as u64;
@@ -103,6 +112,13 @@ pub async fn run_shipper(
             woken = wake.recv() => match woken {
                 Some(clinic) => {
                     dirty.entry(clinic).or_insert_with(Instant::now);
+                    // Records arrive with every request: gather a batch's worth
+                    // (COALESCE) so shipping costs a few statements per batch, not
+                    // per record.
+                    tokio::select! {
+                        _ = shutdown.cancelled() => {}
+                        _ = tokio::time::sleep(COALESCE) => {}
+                    }
                     while let Ok(more) = wake.try_recv() {
                         dirty.entry(more).or_insert_with(Instant::now);
                     }

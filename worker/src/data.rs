@@ -51,6 +51,18 @@ impl Sql {
         sql
     }
 
+    /// Starts with the clinic only, as `$1` (a statement recorded by its caller).
+    fn for_clinic(actor: &Actor) -> Self {
+        let mut sql = Self::default();
+        sql.bind(*actor.clinic.as_uuid());
+        sql
+    }
+
+    /// The clinic's parameter: `$1` in every statement.
+    fn clinic_param(&self) -> &'static str {
+        "$1"
+    }
+
     fn bind<T: ToSql + Sync + Send + 'static>(&mut self, value: T) -> String {
         self.push(Box::new(value))
     }
@@ -815,6 +827,16 @@ async fn reread(
     first_to_json(r, keys, actor, &rows).await
 }
 
+/// How a read's access is recorded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Audit {
+    /// By the statement itself: the outbox row commits with it.
+    Inline,
+    /// By the caller, once it knows what the read showed, through the clinic's
+    /// group commit ([`crate::commit`]) and before it answers.
+    Deferred,
+}
+
 /// Reads one live row.
 pub async fn get(
     client: &deadpool_postgres::Object,
@@ -822,22 +844,30 @@ pub async fn get(
     r: &Resource,
     actor: &Actor,
     id: Uuid,
+    audit: Audit,
 ) -> Result<Value, WorkerError> {
-    let mut sql = Sql::for_actor(actor);
+    let mut sql = match audit {
+        Audit::Inline => Sql::for_actor(actor),
+        Audit::Deferred => Sql::for_clinic(actor),
+    };
+    let c = sql.clinic_param();
     let i = sql.bind(id);
     let body = format!(
-        "SELECT {} FROM {} t WHERE t.company_id = $1 AND t.id = {i} AND t.deleted_at IS NULL",
+        "SELECT {} FROM {} t WHERE t.company_id = {c} AND t.id = {i} AND t.deleted_at IS NULL",
         select_list(r),
         r.table
     );
-    let text = audited(
-        &body,
-        r,
-        Action::Read,
-        &format!("{i}::uuid"),
-        FOUND_OUTCOME,
-        "",
-    );
+    let text = match audit {
+        Audit::Inline => audited(
+            &body,
+            r,
+            Action::Read,
+            &format!("{i}::uuid"),
+            FOUND_OUTCOME,
+            "",
+        ),
+        Audit::Deferred => body,
+    };
     let rows = run(
         client,
         Op::new(actor, r, Action::Read.as_str()),
@@ -1163,7 +1193,7 @@ pub async fn export_patient(
     actor: &Actor,
     id: Uuid,
 ) -> Result<Value, WorkerError> {
-    let patient = get(client, keys, &resource::PATIENTS, actor, id).await?;
+    let patient = get(client, keys, &resource::PATIENTS, actor, id, Audit::Inline).await?;
     let mut out = Map::new();
     out.insert("patient".into(), patient);
     for r in resource::RESOURCES {
@@ -1181,7 +1211,7 @@ pub async fn export_patient(
             ..ListQuery::default()
         };
         loop {
-            let (page, next) = list(client, keys, r, actor, &query).await?;
+            let (page, next) = list(client, keys, r, actor, &query, Audit::Inline).await?;
             rows.extend(page);
             match next {
                 Some(cursor) => {
@@ -1322,8 +1352,12 @@ pub async fn list(
     r: &Resource,
     actor: &Actor,
     query: &ListQuery,
+    audit: Audit,
 ) -> Result<(Vec<Value>, Option<String>), WorkerError> {
-    let mut sql = Sql::for_actor(actor);
+    let mut sql = match audit {
+        Audit::Inline => Sql::for_actor(actor),
+        Audit::Deferred => Sql::for_clinic(actor),
+    };
     let mut conditions = vec![
         "t.company_id = $1".to_owned(),
         "t.deleted_at IS NULL".to_owned(),
@@ -1379,15 +1413,18 @@ pub async fn list(
     let shown = format!(
         "(SELECT coalesce(array_agg(s.id ORDER BY s.id), '{{}}') FROM (SELECT id FROM w ORDER BY id LIMIT {limit}::bigint - 1) s)"
     );
-    let text = audited_showing(
-        &body,
-        r,
-        Action::List,
-        "NULL::uuid",
-        &shown,
-        "'success'",
-        " ORDER BY id",
-    );
+    let text = match audit {
+        Audit::Inline => audited_showing(
+            &body,
+            r,
+            Action::List,
+            "NULL::uuid",
+            &shown,
+            "'success'",
+            " ORDER BY id",
+        ),
+        Audit::Deferred => body,
+    };
     let mut rows = run(
         client,
         Op::new(actor, r, Action::List.as_str()),

@@ -242,11 +242,17 @@ impl Pages {
                 after: self.after,
                 ..ListQuery::default()
             };
-            let page = data::list(client, &self.keys, r, &self.actor, &query).await;
+            let page = data::list(client, &self.keys, r, &self.actor, &query, data::Audit::Deferred).await;
             let (rows, next) = match page {
                 Ok(page) => page,
                 Err(e) => return Some(Err(self.fail(e).await)),
             };
+            // The page's record is durable before the page is sent.
+            if !rows.is_empty() {
+                if let Err(e) = self.record_page(r, &rows).await {
+                    return Some(Err(self.fail(e).await));
+                }
+            }
             self.after = match next {
                 Some(_) => match rows.last().and_then(row_id) {
                     Some(id) => Some(id),
@@ -268,6 +274,22 @@ impl Pages {
                 Err(e) => Err(self.fail(e).await),
             });
         }
+    }
+
+    /// Group-commits the record of one page (a list of `r` showing `rows`).
+    async fn record_page(&self, r: &Resource, rows: &[Value]) -> Result<(), WorkerError> {
+        let entry = self.state.registry.pool(self.actor.clinic).await?;
+        let record = crate::commit::OutboxRecord {
+            user_id: self.actor.user,
+            action: Action::List.as_str(),
+            resource: r.name,
+            resource_id: None,
+            resource_ids: Some(api::row_ids(rows)),
+            client_ip: self.actor.client_ip,
+            request_id: self.actor.request_id.clone(),
+            outcome: "success",
+        };
+        crate::commit::record(&self.state.registry, &entry, record).await
     }
 
     /// Ends the export after `e`: rolls back, records the failure, logs it once.

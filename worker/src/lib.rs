@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod audit;
+pub mod commit;
 pub mod config;
 pub mod context;
 pub mod data;

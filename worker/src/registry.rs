@@ -31,6 +31,8 @@ pub struct ClinicPool {
     pub clinic: ClinicId,
     pub pool: Pool,
     pub keys: Arc<ClinicKeyCache>,
+    /// Read audit records waiting for their group commit.
+    pub audit: crate::commit::AuditQueue,
     opened: Instant,
     last_used_ms: AtomicU64,
     validated_ms: AtomicU64,
@@ -236,6 +238,7 @@ impl Registry {
             clinic,
             pool,
             keys,
+            audit: crate::commit::AuditQueue::default(),
             opened: Instant::now(),
             last_used_ms: AtomicU64::new(0),
             validated_ms: AtomicU64::new(0),
@@ -258,6 +261,12 @@ impl Registry {
         clinic: ClinicId,
     ) -> Result<(Object, Arc<ClinicKeyCache>), WorkerError> {
         let entry = self.pool(clinic).await?;
+        let client = self.connection(&entry).await?;
+        Ok((client, entry.keys.clone()))
+    }
+
+    /// Borrows a connection of an open clinic pool, within the server budget.
+    pub async fn connection(&self, entry: &ClinicPool) -> Result<Object, WorkerError> {
         entry.touch();
         let started = Instant::now();
         self.waiting.fetch_add(1, Ordering::Relaxed);
@@ -273,7 +282,7 @@ impl Registry {
         }
         metrics::histogram!(m::POOL_ACQUIRE, "server" => self.region.clone())
             .record(started.elapsed().as_secs_f64());
-        Ok((result?, entry.keys.clone()))
+        result
     }
 
     /// A connection for background work (audit shipping) that does not count as use
