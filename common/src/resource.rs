@@ -184,6 +184,20 @@ pub struct Resource {
     pub fields: &'static [Field],
     pub children: &'static [Child],
     pub actions: &'static [RowAction],
+    /// How `q` searches a large resource: one lowercased column of its searchable
+    /// text under a trigram index, results in a name order with an index of its
+    /// own (`None`: `q` matches each searchable field, results in id order).
+    pub search: Option<SearchIndex>,
+}
+
+/// A resource's search column and result order (see [`Resource::search`]).
+#[derive(Debug)]
+pub struct SearchIndex {
+    /// The generated column `q` is matched against (lowercased text).
+    pub column: &'static str,
+    /// The columns results are ordered by, then `id`; a search's cursor carries
+    /// their values.
+    pub order: &'static [&'static str],
 }
 
 impl Resource {
@@ -218,6 +232,10 @@ pub const PATIENTS: Resource = Resource {
     name: "patients",
     table: "patients",
     title: "Patient",
+    search: Some(SearchIndex {
+        column: "search_name",
+        order: &["last_name", "first_name"],
+    }),
     fields: &[
         Field::text("first_name", 100, "Given name.")
             .required()
@@ -252,6 +270,7 @@ pub const PRACTITIONERS: Resource = Resource {
     name: "practitioners",
     table: "practitioners",
     title: "Practitioner",
+    search: None,
     fields: &[
         Field::text("first_name", 100, "Given name.")
             .required()
@@ -279,6 +298,7 @@ pub const CATEGORIES: Resource = Resource {
     name: "categories",
     table: "categories",
     title: "Category",
+    search: None,
     fields: &[
         Field::text("name", 100, "Category name, unique in the clinic.")
             .required()
@@ -293,6 +313,7 @@ pub const PRODUCTS: Resource = Resource {
     name: "products",
     table: "product_services",
     title: "Product",
+    search: None,
     fields: &[
         Field::text("name", 200, "What is sold or performed.")
             .required()
@@ -343,6 +364,7 @@ pub const APPOINTMENTS: Resource = Resource {
     name: "appointments",
     table: "appointments",
     title: "Appointment",
+    search: None,
     fields: &[
         Field::new(
             "patient_id",
@@ -411,6 +433,7 @@ pub const DOCUMENTS: Resource = Resource {
     name: "documents",
     table: "documents",
     title: "Document",
+    search: None,
     fields: &[
         Field::new("kind", FieldType::Enum(&["quote", "invoice"]), "A quote or an invoice.").required().filterable(),
         Field::new(
@@ -472,6 +495,7 @@ pub const CONSENT_TEMPLATES: Resource = Resource {
     name: "consent-templates",
     table: "consent_templates",
     title: "ConsentTemplate",
+    search: None,
     fields: &[
         Field::text("name", 200, "Template name; versions share it.")
             .required()
@@ -501,6 +525,7 @@ pub const CONSENTS: Resource = Resource {
     name: "consents",
     table: "consents",
     title: "Consent",
+    search: None,
     fields: &[
         Field::new(
             "patient_id",

@@ -299,8 +299,14 @@ async fn the_services_credentials_cannot_rewrite_the_trail() {
             )
         };
         let taken = db.execute(&forge("1"), &[&id]).await.unwrap_err();
-        assert!(format!("{taken:?}").contains("audit_logs_chain_key"), "{taken:?}");
-        let forged = db.execute(&forge("last_seq + 1"), &[&id]).await.unwrap_err();
+        assert!(
+            format!("{taken:?}").contains("audit_logs_chain_key"),
+            "{taken:?}"
+        );
+        let forged = db
+            .execute(&forge("last_seq + 1"), &[&id])
+            .await
+            .unwrap_err();
         assert!(
             format!("{forged:?}").contains("extend its chain"),
             "{forged:?}"

@@ -1194,3 +1194,74 @@ async fn a_patient_export_holds_everything_about_them_and_nobody_else() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn patient_search_comes_in_name_order_and_pages_through_every_match() {
+    let http = http();
+    let c = register(&http, None).await;
+    for (first, last) in [
+        ("Zoe", "Alvarez"),
+        ("Ann", "Alvarez"),
+        ("Bob", "Calvin"),
+        ("Eve", "Adams"),
+        ("Hal", "Valverde"),
+    ] {
+        create(&http, &c, "patients", patient_body(first, last)).await;
+    }
+    // "alv" is in four names; the fifth (Adams) does not match.
+    let mut seen = Vec::new();
+    let mut path = "/api/v1/patients?q=ALV&limit=1".to_owned();
+    loop {
+        let page = status(&send(&http, &c, Method::GET, &path, None).await, 200);
+        for p in page["data"].as_array().unwrap() {
+            seen.push(format!(
+                "{} {}",
+                p["last_name"].as_str().unwrap(),
+                p["first_name"].as_str().unwrap()
+            ));
+        }
+        match page["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/api/v1/patients?q=ALV&limit=1&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(
+        seen,
+        ["Alvarez Ann", "Alvarez Zoe", "Calvin Bob", "Valverde Hal"]
+    );
+    // A search's cursor belongs to its search.
+    let first = status(
+        &send(
+            &http,
+            &c,
+            Method::GET,
+            "/api/v1/patients?q=alv&limit=1",
+            None,
+        )
+        .await,
+        200,
+    );
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let other = send(
+        &http,
+        &c,
+        Method::GET,
+        &format!("/api/v1/patients?cursor={cursor}"),
+        None,
+    )
+    .await;
+    status(&other, 400);
+    // Searching by the whole name works too.
+    let full = status(
+        &send(
+            &http,
+            &c,
+            Method::GET,
+            "/api/v1/patients?q=alvarez%20zo",
+            None,
+        )
+        .await,
+        200,
+    );
+    assert_eq!(full["data"].as_array().unwrap().len(), 1);
+}

@@ -64,6 +64,7 @@ pub const CLINIC: &[Migration] = &[
     migration!("clinic", 11, "011_money_limits"),
     migration!("clinic", 12, "012_audit_record_ids"),
     migration!("clinic", 13, "013_sealed_notes_and_erasure"),
+    migration!("clinic", 14, "014_patient_search"),
 ];
 
 /// The group role every clinic role belongs to; clinic tables are granted to it.

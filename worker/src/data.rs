@@ -1215,10 +1215,7 @@ pub async fn export_patient(
             rows.extend(page);
             match next {
                 Some(cursor) => {
-                    query.after = URL_SAFE_NO_PAD
-                        .decode(cursor.as_bytes())
-                        .ok()
-                        .and_then(|b| Uuid::from_slice(&b).ok());
+                    query.after = Cursor::decode(&cursor);
                     if query.after.is_none() {
                         break;
                     }
@@ -1240,12 +1237,45 @@ pub async fn export_patient(
     Ok(Value::Object(out))
 }
 
+/// Where a page starts: after a row, by its id (lists, in creation order) or by
+/// its place in a search's order (the order columns' values, then the id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cursor {
+    Id(Uuid),
+    Ordered { keys: Vec<String>, id: Uuid },
+}
+
+impl Cursor {
+    /// URL-safe base64: the id's 16 bytes, or a JSON array of the keys then the id.
+    pub fn encode(&self) -> String {
+        match self {
+            Cursor::Id(id) => URL_SAFE_NO_PAD.encode(id.as_bytes()),
+            Cursor::Ordered { keys, id } => {
+                let mut items: Vec<&str> = keys.iter().map(String::as_str).collect();
+                let id = id.to_string();
+                items.push(&id);
+                URL_SAFE_NO_PAD.encode(serde_json::to_vec(&items).unwrap_or_default())
+            }
+        }
+    }
+
+    pub fn decode(raw: &str) -> Option<Self> {
+        let bytes = URL_SAFE_NO_PAD.decode(raw.as_bytes()).ok()?;
+        if bytes.len() == 16 {
+            return Uuid::from_slice(&bytes).ok().map(Cursor::Id);
+        }
+        let mut items: Vec<String> = serde_json::from_slice(&bytes).ok()?;
+        let id = items.pop()?.parse().ok()?;
+        (!items.is_empty() && items.len() <= 4).then_some(Cursor::Ordered { keys: items, id })
+    }
+}
+
 /// A parsed list request.
 #[derive(Debug, Default)]
 pub struct ListQuery {
     pub q: Option<String>,
     pub limit: i64,
-    pub after: Option<Uuid>,
+    pub after: Option<Cursor>,
     /// Exact-match filters (blind-indexed when the field is encrypted).
     pub filters: Vec<(&'static Field, String)>,
     /// Range filters: field, inclusive lower bound, exclusive upper bound.
@@ -1282,17 +1312,11 @@ impl ListQuery {
                         })?
                 }
                 "cursor" => {
-                    out.after = Some(
-                        URL_SAFE_NO_PAD
-                            .decode(value.as_bytes())
-                            .ok()
-                            .and_then(|b| Uuid::from_slice(&b).ok())
-                            .ok_or_else(|| {
-                                WorkerError::BadRequest(
-                                    "`cursor` is not a cursor this API returned.".into(),
-                                )
-                            })?,
-                    )
+                    out.after = Some(Cursor::decode(&value).ok_or_else(|| {
+                        WorkerError::BadRequest(
+                            "`cursor` is not a cursor this API returned.".into(),
+                        )
+                    })?)
                 }
                 other => {
                     if let Some(f) = r.field(other).filter(|f| f.filterable) {
@@ -1362,10 +1386,39 @@ pub async fn list(
         "t.company_id = $1".to_owned(),
         "t.deleted_at IS NULL".to_owned(),
     ];
-    if let Some(after) = query.after {
-        conditions.push(format!("t.id > {}", sql.bind(after)));
+    // A search of a resource with a search index comes in its name order.
+    let search = query
+        .q
+        .as_ref()
+        .and_then(|q| r.search.as_ref().map(|index| (q, index)));
+    match (&query.after, search) {
+        (None, _) => {}
+        (Some(Cursor::Id(after)), None) => {
+            conditions.push(format!("t.id > {}", sql.bind(*after)));
+        }
+        (Some(Cursor::Ordered { keys, id }), Some((_, index)))
+            if keys.len() == index.order.len() =>
+        {
+            let mut columns: Vec<String> = index.order.iter().map(|c| format!("t.{c}")).collect();
+            columns.push("t.id".into());
+            let mut values: Vec<String> = keys.iter().map(|k| sql.bind(k.clone())).collect();
+            values.push(sql.bind(*id));
+            conditions.push(format!(
+                "({}) > ({})",
+                columns.join(", "),
+                values.join(", ")
+            ));
+        }
+        (Some(_), _) => {
+            return Err(WorkerError::BadRequest(
+                "`cursor` belongs to another query: send it with the same `q` it came with.".into(),
+            ))
+        }
     }
-    if let Some(q) = &query.q {
+    if let Some((q, index)) = search {
+        let p = sql.bind(like_pattern(q));
+        conditions.push(format!("t.{} LIKE lower({p})", index.column));
+    } else if let Some(q) = &query.q {
         let searchable: Vec<&Field> = r.fields.iter().filter(|f| f.searchable).collect();
         if !searchable.is_empty() {
             let p = sql.bind(like_pattern(q));
@@ -1403,15 +1456,32 @@ pub async fn list(
         }
     }
     let limit = sql.bind(query.limit + 1);
-    let body = format!(
-        "SELECT {} FROM {} t WHERE {} ORDER BY t.id LIMIT {limit}",
-        select_list(r),
-        r.table,
-        conditions.join(" AND ")
-    );
+    let order: Vec<&str> = match search {
+        Some((_, index)) => index.order.iter().copied().chain(["id"]).collect(),
+        None => vec!["id"],
+    };
+    let body = match search {
+        // The page's keys come from the order index alone (its entries carry the
+        // search column), then its rows are read.
+        Some(_) => format!(
+            "SELECT {select} FROM {table} t JOIN (SELECT {keys} FROM {table} t WHERE {conditions} ORDER BY {keys} LIMIT {limit}) k ON k.id = t.id ORDER BY {outer}",
+            select = select_list(r),
+            table = r.table,
+            keys = order.iter().map(|c| format!("t.{c}")).collect::<Vec<_>>().join(", "),
+            conditions = conditions.join(" AND "),
+            outer = order.iter().map(|c| format!("k.{c}")).collect::<Vec<_>>().join(", "),
+        ),
+        None => format!(
+            "SELECT {} FROM {} t WHERE {} ORDER BY t.id LIMIT {limit}",
+            select_list(r),
+            r.table,
+            conditions.join(" AND ")
+        ),
+    };
     // The page shows the first `limit` rows (one more is read to tell if more follow).
     let shown = format!(
-        "(SELECT coalesce(array_agg(s.id ORDER BY s.id), '{{}}') FROM (SELECT id FROM w ORDER BY id LIMIT {limit}::bigint - 1) s)"
+        "(SELECT coalesce(array_agg(s.id ORDER BY s.n), '{{}}') FROM (SELECT id, row_number() OVER (ORDER BY {o}) AS n FROM w ORDER BY {o} LIMIT {limit}::bigint - 1) s)",
+        o = order.join(", ")
     );
     let text = match audit {
         Audit::Inline => audited_showing(
@@ -1421,7 +1491,7 @@ pub async fn list(
             "NULL::uuid",
             &shown,
             "'success'",
-            " ORDER BY id",
+            &format!(" ORDER BY {}", order.join(", ")),
         ),
         Audit::Deferred => body,
     };
@@ -1434,13 +1504,30 @@ pub async fn list(
     .await?;
     let more = rows.len() as i64 > query.limit;
     rows.truncate(query.limit as usize);
-    let next = if more {
-        rows.last()
-            .map(|row| URL_SAFE_NO_PAD.encode(row.get::<_, Uuid>(0).as_bytes()))
-    } else {
-        None
+    let page = rows_to_json(r, keys, actor, &rows).await?;
+    let next = match (more, rows.last(), search) {
+        (false, _, _) | (_, None, _) => None,
+        (true, Some(last), None) => Some(Cursor::Id(col(last, 0)?).encode()),
+        (true, Some(last), Some((_, index))) => {
+            let values = page.last().and_then(Value::as_object);
+            let keys = index
+                .order
+                .iter()
+                .map(|c| values.and_then(|v| v.get(*c)?.as_str()).map(str::to_owned))
+                .collect::<Option<Vec<String>>>()
+                .ok_or_else(|| {
+                    WorkerError::Internal("a search row without its order keys".into())
+                })?;
+            Some(
+                Cursor::Ordered {
+                    keys,
+                    id: col(last, 0)?,
+                }
+                .encode(),
+            )
+        }
     };
-    Ok((rows_to_json(r, keys, actor, &rows).await?, next))
+    Ok((page, next))
 }
 
 #[cfg(test)]
@@ -1448,6 +1535,29 @@ mod tests {
     use super::*;
     use common::crypto::DataKeyMaterial;
     use common::resource::{APPOINTMENTS, DOCUMENTS, PATIENTS, PRODUCTS};
+
+    #[test]
+    fn cursors_round_trip_and_refuse_garbage() {
+        let id = Uuid::now_v7();
+        for c in [
+            Cursor::Id(id),
+            Cursor::Ordered {
+                keys: vec!["Lovelace".into(), "Ada \"the first\"".into()],
+                id,
+            },
+        ] {
+            assert_eq!(Cursor::decode(&c.encode()), Some(c));
+        }
+        for bad in [
+            "",
+            "!!",
+            "AAAA",
+            &URL_SAFE_NO_PAD.encode(b"[\"x\"]"),
+            &URL_SAFE_NO_PAD.encode(b"[1,2]"),
+        ] {
+            assert_eq!(Cursor::decode(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn list_query_parsing() {

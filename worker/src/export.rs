@@ -115,6 +115,7 @@ const CLINIC: Resource = Resource {
     fields: &[],
     children: &[],
     actions: &[],
+    search: None,
 };
 
 const EXPORT: Action = Action::Named("export");
@@ -239,10 +240,18 @@ impl Pages {
             };
             let query = ListQuery {
                 limit: data::MAX_LIMIT,
-                after: self.after,
+                after: self.after.map(data::Cursor::Id),
                 ..ListQuery::default()
             };
-            let page = data::list(client, &self.keys, r, &self.actor, &query, data::Audit::Deferred).await;
+            let page = data::list(
+                client,
+                &self.keys,
+                r,
+                &self.actor,
+                &query,
+                data::Audit::Deferred,
+            )
+            .await;
             let (rows, next) = match page {
                 Ok(page) => page,
                 Err(e) => return Some(Err(self.fail(e).await)),

@@ -270,7 +270,7 @@ impl Registry {
         entry.touch();
         let started = Instant::now();
         self.waiting.fetch_add(1, Ordering::Relaxed);
-        let result = self.checkout(&entry, started).await;
+        let result = self.checkout(entry, started).await;
         self.waiting.fetch_sub(1, Ordering::Relaxed);
         if let Ok(client) = &result {
             // Prepared statements are cached per connection; the cache stays bounded
