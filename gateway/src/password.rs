@@ -1,6 +1,6 @@
 //! Password hashing with argon2id at OWASP parameters (m = 19 MiB, t = 2, p = 1),
-//! run on blocking threads behind a semaphore so a burst of logins cannot starve the
-//! proxy or exhaust memory. Past a bounded queue of waiting checks, new ones are
+//! run on blocking threads behind a semaphore, at a lower scheduling priority, so a
+//! burst of logins cannot starve the proxy or exhaust memory. Past a bounded queue of waiting checks, new ones are
 //! shed at once (`503` + `retry-after`, counted) instead of waiting behind it.
 
 use crate::error::GatewayError;
@@ -53,9 +53,12 @@ impl Hasher {
             .acquire()
             .await
             .map_err(|e| GatewayError::Internal(e.to_string()))?;
-        tokio::task::spawn_blocking(f)
-            .await
-            .map_err(|e| GatewayError::Internal(e.to_string()))
+        tokio::task::spawn_blocking(move || {
+            lower_priority();
+            f()
+        })
+        .await
+        .map_err(|e| GatewayError::Internal(e.to_string()))
     }
 
     pub async fn hash(&self, password: &str) -> Result<String, GatewayError> {
@@ -73,6 +76,25 @@ impl Hasher {
             .await?;
         Ok(ok && known)
     }
+}
+
+/// Runs the calling (blocking) thread at a lower scheduling priority (nice 10),
+/// once per thread: a burst of sign-ins then takes only the CPU that serving
+/// requests leaves, instead of delaying every request's answer.
+fn lower_priority() {
+    thread_local! {
+        static LOWERED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+    LOWERED.with(|lowered| {
+        if !lowered.replace(true) {
+            // SAFETY: setpriority(2) on this very thread (its kernel thread id);
+            // failure leaves the priority as it was.
+            unsafe {
+                let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+                libc::setpriority(libc::PRIO_PROCESS, tid, 10);
+            }
+        }
+    });
 }
 
 /// A place in the hashing queue, given back when dropped.
