@@ -402,8 +402,7 @@ async fn serve<S, F>(
                 }
                 Some(acceptor) => {
                     let Ok(Ok(tls_stream)) =
-                        tokio::time::timeout(Duration::from_secs(5), acceptor.accept(stream))
-                            .await
+                        tokio::time::timeout(Duration::from_secs(5), acceptor.accept(stream)).await
                     else {
                         return;
                     };

@@ -83,10 +83,17 @@ mod tests {
         // SCRAM-SHA-256$4096:<salt>$<stored>:<server>
         let salt_b64 = reference.split(['$', ':']).nth(2).unwrap();
         let salt = STANDARD.decode(salt_b64).unwrap();
-        assert_eq!(verifier_with_salt(password, &salt, 4096).unwrap(), reference);
+        assert_eq!(
+            verifier_with_salt(password, &salt, 4096).unwrap(),
+            reference
+        );
         let cheap = scram_verifier_random_password(password, CLINIC_ROLE_ITERATIONS);
         assert!(cheap.starts_with("SCRAM-SHA-256$1:"), "{cheap}");
-        assert_ne!(cheap, scram_verifier_random_password(password, 1), "fresh salt");
+        assert_ne!(
+            cheap,
+            scram_verifier_random_password(password, 1),
+            "fresh salt"
+        );
     }
 }
 
@@ -103,7 +110,10 @@ pub async fn ensure_role(admin: &Client, role: &str, password: &str) -> Result<(
             .batch_execute(&format!(
                 "CREATE ROLE {} LOGIN PASSWORD {} IN ROLE {}",
                 ident(role),
-                literal(&scram_verifier_random_password(password, CLINIC_ROLE_ITERATIONS)),
+                literal(&scram_verifier_random_password(
+                    password,
+                    CLINIC_ROLE_ITERATIONS
+                )),
                 ident(CLINIC_APP_ROLE)
             ))
             .await;
@@ -120,7 +130,10 @@ pub async fn ensure_role(admin: &Client, role: &str, password: &str) -> Result<(
     let mut sql = format!(
         "ALTER ROLE {} WITH LOGIN PASSWORD {};",
         ident(role),
-        literal(&scram_verifier_random_password(password, CLINIC_ROLE_ITERATIONS))
+        literal(&scram_verifier_random_password(
+            password,
+            CLINIC_ROLE_ITERATIONS
+        ))
     );
     for (name, value) in ROLE_SETTINGS {
         sql.push_str(&format!(
