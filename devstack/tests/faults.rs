@@ -441,6 +441,80 @@ fn a_regional_server_killed_fails_its_clinics_fast_and_recovers_by_itself() {
     );
 }
 
+/// Clinic connections cut by the server (an operator's `pg_terminate_backend`, an
+/// idle timeout, a failover) while reads keep coming: pooled connections are handed
+/// out without a round trip to check them, so a read may meet a connection that
+/// just died — it runs again on a fresh one, and every read answers 200.
+#[test]
+fn reads_survive_their_connections_being_cut() {
+    let _serial = serial();
+    let mut running = Running::start("conn-cut", &["eu-west"], &[]);
+    let rt = runtime();
+    let http = Http::new(&running.stack().gateway_url());
+    let region = running.stack().region("eu-west").unwrap();
+    let (clinic, patient) = rt.block_on(async {
+        let clinic = register(&http, None).await;
+        let patient = create_patient(&http, &clinic, patient_body("Cut", "Connection")).await;
+        (clinic, id(&patient))
+    });
+    let admin = rt.block_on(region.server.connect("postgres")).unwrap();
+    let database = format!("medicalpro_clinic_{}", clinic.id);
+    let worker_log = region.worker.log_path().to_owned();
+    let mut terminated = 0i64;
+    let mut reads = 0;
+    for _ in 0..40 {
+        let (cut, answers) = rt.block_on(async {
+            // Reads in flight while the clinic's backends are terminated.
+            let readers: Vec<_> = (0..4)
+                .map(|i| {
+                    let http = http.clone();
+                    let token = clinic.token.clone();
+                    let path = if i % 2 == 0 {
+                        format!("/api/v1/patients/{patient}")
+                    } else {
+                        "/api/v1/patients?limit=5".to_owned()
+                    };
+                    tokio::spawn(async move {
+                        let mut statuses = Vec::new();
+                        for _ in 0..3 {
+                            let r = http.get(&path, Some(&token)).await.unwrap();
+                            statuses.push((r.status, r.text()));
+                        }
+                        statuses
+                    })
+                })
+                .collect();
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            let cut: i64 = admin
+                .query_one(
+                    "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                     WHERE backend_type = 'client backend' AND datname = $1) t",
+                    &[&database],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            let mut answers = Vec::new();
+            for reader in readers {
+                answers.extend(reader.await.unwrap());
+            }
+            (cut, answers)
+        });
+        terminated += cut;
+        for (status, body) in answers {
+            assert_eq!(
+                status,
+                200,
+                "a read after its connection was cut: {body}\n{}",
+                std::fs::read_to_string(&worker_log).unwrap_or_default()
+            );
+            reads += 1;
+        }
+    }
+    assert!(terminated >= 40, "connections were cut ({terminated})");
+    eprintln!("{terminated} clinic connections terminated under {reads} reads, all answered 200");
+}
+
 fn id(v: &Value) -> String {
     v["id"].as_str().unwrap().to_owned()
 }

@@ -104,7 +104,11 @@ where
 /// Runs one read whose record is group-committed ([`crate::commit`]): the
 /// statement reads, its connection goes back to the pool, then the record — with
 /// the rows `shown` — commits with the clinic's other reads, and only then is the
-/// answer given.
+/// answer given. Pools hand out idle connections without a round trip to check
+/// them, so a read that meets connection trouble (its connection closed under it
+/// by a server restart or an idle timeout) runs once more on a fresh connection:
+/// reads change nothing, and a server that is really down refuses the new
+/// connection at once.
 async fn read_audited<T, F, Fut>(
     state: &AppState,
     caller: &Caller,
@@ -115,12 +119,18 @@ async fn read_audited<T, F, Fut>(
     op: F,
 ) -> Result<T, WorkerError>
 where
-    F: FnOnce(deadpool_postgres::Object, Actor, Arc<ClinicKeyCache>) -> Fut,
+    F: Fn(deadpool_postgres::Object, Actor, Arc<ClinicKeyCache>) -> Fut,
     Fut: std::future::Future<Output = (deadpool_postgres::Object, Result<T, WorkerError>)>,
 {
     let entry = state.registry.pool(caller.clinic).await?;
     let client = state.registry.connection(&entry).await?;
-    let (client, result) = op(client, actor(caller), entry.keys.clone()).await;
+    let (mut client, mut result) = op(client, actor(caller), entry.keys.clone()).await;
+    if matches!(result, Err(WorkerError::Unavailable(_))) {
+        // A closed connection is not recycled: dropping it forgets it.
+        drop(client);
+        let fresh = state.registry.working_connection(&entry).await?;
+        (client, result) = op(fresh, actor(caller), entry.keys.clone()).await;
+    }
     let outcome = match &result {
         Ok(_) => "success",
         Err(WorkerError::NotFound) => "not_found",
@@ -161,6 +171,7 @@ pub async fn list(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, WorkerError> {
     let r = resource(&name)?;
+    let raw = raw.as_deref();
     let (data, next) = read_audited(
         &state,
         &caller,
@@ -169,7 +180,7 @@ pub async fn list(
         None,
         |(rows, _): &(Vec<serde_json::Value>, Option<String>)| Some(row_ids(rows)),
         |client, actor, keys| async move {
-            let result = match ListQuery::parse(r, raw.as_deref()) {
+            let result = match ListQuery::parse(r, raw) {
                 Ok(q) => data::list(&client, &keys, r, &actor, &q, data::Audit::Deferred).await,
                 Err(e) => Err(e),
             };

@@ -98,16 +98,15 @@ async fn drain(registry: Arc<Registry>, entry: Arc<ClinicPool>) {
             let n = state.pending.len().min(MAX_BATCH);
             state.pending.drain(..n).collect()
         };
-        let result = async {
-            if client.is_none() {
-                client = Some(registry.connection(&entry).await?);
-            }
-            match &client {
-                Some(c) => insert(c, &batch).await,
-                None => Err(WorkerError::Internal("no connection".into())),
-            }
+        let mut result = write_batch(&registry, &entry, &mut client, &batch).await;
+        if let Err(WorkerError::Unavailable(_)) = result {
+            // Connection trouble: the pooled connection may have been closed under
+            // it (pools hand them out unchecked). Once more on a fresh connection:
+            // a record is never lost; if the trouble struck during the commit
+            // itself, the batch may be recorded twice, never zero times.
+            client = registry.working_connection(&entry).await.ok();
+            result = write_batch(&registry, &entry, &mut client, &batch).await;
         }
-        .await;
         if result.is_err() {
             // A broken connection is not used again.
             client = None;
@@ -117,6 +116,20 @@ async fn drain(registry: Arc<Registry>, entry: Arc<ClinicPool>) {
             let _ = p.done.send(shared.clone());
         }
     }
+}
+
+/// Writes `batch` over `client`, borrowing a connection first if there is none.
+async fn write_batch(
+    registry: &Registry,
+    entry: &ClinicPool,
+    client: &mut Option<deadpool_postgres::Object>,
+    batch: &[Pending],
+) -> Result<(), WorkerError> {
+    let c = match client {
+        Some(c) => c,
+        None => client.insert(registry.connection(entry).await?),
+    };
+    insert(c, batch).await
 }
 
 async fn insert(client: &deadpool_postgres::Object, batch: &[Pending]) -> Result<(), WorkerError> {

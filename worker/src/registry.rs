@@ -285,6 +285,22 @@ impl Registry {
         result
     }
 
+    /// A connection that answered a round trip: for the one retry after connection
+    /// trouble. Idle connections are handed out unchecked, and whatever closed one
+    /// (a server restart, an operator, a failover) may have closed its siblings too:
+    /// each one that fails the check is closed and never pooled again.
+    pub async fn working_connection(&self, entry: &ClinicPool) -> Result<Object, WorkerError> {
+        let mut last = WorkerError::Unavailable("no working connection".into());
+        for _ in 0..=entry.pool.status().max_size {
+            let client = self.connection(entry).await?;
+            match client.simple_query("").await {
+                Ok(_) => return Ok(client),
+                Err(e) => last = WorkerError::from_db(e),
+            }
+        }
+        Err(last)
+    }
+
     /// A connection for background work (audit shipping) that does not count as use
     /// of the clinic, so quiet pools still close: an idle connection of the clinic's
     /// open pool if there is one; otherwise, with `open_if_needed`, the pool is opened
