@@ -428,9 +428,13 @@ fn auth_schemas(schemas: &mut Map<String, Value>) {
             json!({
                 "clinic_id": {"type": "string", "format": "uuid"},
                 "user_id": {"type": "string", "format": "uuid"},
-                "region": {"type": "string"}
+                "region": {"type": "string"},
+                "access_token": {"type": "string", "description": "The new admin, signed in: the same tokens as a login's."},
+                "token_type": {"type": "string", "enum": ["Bearer"]},
+                "expires_in": {"type": "integer"},
+                "refresh_token": {"type": "string"}
             }),
-            &["clinic_id", "user_id", "region"],
+            &["clinic_id", "user_id", "region", "access_token", "token_type", "expires_in", "refresh_token"],
         ),
     );
     schemas.insert(

@@ -689,6 +689,7 @@ async fn every_access_is_audited_with_user_and_client_ip() {
     wait_audit(&c, "action = 'create' AND outcome = 'rejected'").await;
     http.get("/api/v1/patients", Some(&c.token)).await.unwrap();
     wait_audit(&c, "action = 'list'").await;
+    // The registration's session.
     wait_audit(&c, "action = 'login' AND outcome = 'success'").await;
     // Shipped rows leave the clinic's outbox.
     let db = clinic_db(&c).await;
@@ -937,6 +938,34 @@ async fn login_refresh_logout_and_throttling() {
         "same body for both"
     );
     wait_audit(&c, "action = 'login' AND outcome = 'failure'").await;
+
+    // The registration signed the admin in; a login starts another session.
+    let login = http
+        .post(
+            "/api/v1/auth/login",
+            None,
+            &json!({"email": c.email, "password": c.password}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(login.status, 200, "{}", login.text());
+    let login = login.json();
+    assert_ne!(
+        login["refresh_token"].as_str(),
+        Some(c.refresh_token.as_str())
+    );
+    for token in [login["access_token"].as_str().unwrap(), c.token.as_str()] {
+        let r = http.get("/api/v1/patients", Some(token)).await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    wait_audit(&c, "action = 'register' AND outcome = 'success'").await;
+    // Both sessions are in the trail (they are written as they start).
+    let sessions = wait_audit(&c, "action = 'login' AND outcome = 'success'").await;
+    assert_eq!(
+        sessions.len(),
+        2,
+        "the registration's session and the login's"
+    );
 
     // Rotation: the new refresh token works once; reusing the old one revokes the family.
     let r1 = http

@@ -189,7 +189,7 @@ pub async fn register(
             if status == "active" {
                 // A retry of a registration that was finished meanwhile (by the
                 // worker's reconciler, or an answer lost on the way): same answer.
-                return Ok(json!({"clinic_id": clinic, "user_id": user, "region": region}));
+                return registered(gw, ctx, clinic, user, &region).await;
             }
             (clinic, user, region)
         }
@@ -199,7 +199,42 @@ pub async fn register(
     crate::server::note_caller(clinic, user);
     crate::proxy::provision(gw, ctx, clinic, &region).await?;
     gw.cache.invalidate(clinic);
-    Ok(json!({"clinic_id": clinic, "user_id": user, "region": region}))
+    registered(gw, ctx, clinic, user, &region).await
+}
+
+/// The answer to a finished registration: the clinic, and the admin signed in (the
+/// password was just checked or hashed; a second hash to sign in would only cost).
+async fn registered(
+    gw: &Gateway,
+    ctx: &Ctx,
+    clinic: ClinicId,
+    user: UserId,
+    region: &str,
+) -> Result<Value, GatewayError> {
+    let row = gw
+        .central
+        .get()
+        .await?
+        .query_one(
+            "SELECT role, token_version FROM users WHERE id = $1 AND company_id = $2",
+            &[user.as_uuid(), clinic.as_uuid()],
+        )
+        .await
+        .map_err(db)?;
+    let who = Principal {
+        user,
+        clinic,
+        role: Role::parse(row.get::<_, &str>(0))
+            .ok_or_else(|| GatewayError::Internal("unknown role".into()))?,
+        version: row.get(1),
+    };
+    let mut answer = start_session(gw, ctx, &who).await?;
+    if let Some(fields) = answer.as_object_mut() {
+        fields.insert("clinic_id".into(), json!(clinic));
+        fields.insert("user_id".into(), json!(user));
+        fields.insert("region".into(), json!(region));
+    }
+    Ok(answer)
 }
 
 /// A new clinic and its admin, `provisioning`, within the sign-up policy.
@@ -443,10 +478,15 @@ pub async fn login(gw: &Gateway, ctx: &Ctx, body: LoginRequest) -> Result<Value,
         return Err(GatewayError::ClinicUnavailable);
     }
     crate::server::note_caller(who.clinic, who.user);
+    throttle::refund(&gw.central.get().await?, &counted).await?;
+    start_session(gw, ctx, &who).await
+}
+
+/// A new token family for `who`, committed with its `login` audit record.
+async fn start_session(gw: &Gateway, ctx: &Ctx, who: &Principal) -> Result<Value, GatewayError> {
     let mut client = gw.central.get().await?;
-    throttle::refund(&client, &counted).await?;
     let tx = client.transaction().await.map_err(db)?;
-    let tokens = issue_tokens(gw, &tx, &who, uuid::Uuid::new_v4()).await?;
+    let tokens = issue_tokens(gw, &tx, who, uuid::Uuid::new_v4()).await?;
     let record = session_record(ctx, Some(who.user), "login", "success");
     pgconn::audit::append(
         &*tx,
