@@ -367,6 +367,18 @@ pub async fn provision(
         .parse()
         .map_err(|_| WorkerError::BadRequest("The clinic id must be a UUID.".into()))?;
     state.provisioner.provision(clinic).await?;
+    // The new admin is signed in with the answer and works at once: open the
+    // clinic's pool (keys loaded, one connection within the budget) meanwhile.
+    let registry = state.registry.clone();
+    tokio::spawn(async move {
+        let warmed = async {
+            let entry = registry.pool(clinic).await?;
+            registry.connection(&entry).await.map(drop)
+        };
+        if let Err(e) = warmed.await {
+            tracing::warn!(%clinic, error = %e, "could not open a new clinic's pool ahead");
+        }
+    });
     Ok(Json(json!({"clinic_id": clinic, "status": "active"})).into_response())
 }
 
