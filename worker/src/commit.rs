@@ -30,6 +30,10 @@ pub struct OutboxRecord {
 }
 
 struct Pending {
+    /// The record's outbox id, chosen here: time-ordered (the central trail's
+    /// (clinic, source id) index grows at its end, not at random places), and the
+    /// same on a retry, so a batch already committed is recognised, not doubled.
+    id: Uuid,
     record: OutboxRecord,
     done: oneshot::Sender<Result<(), String>>,
 }
@@ -64,7 +68,11 @@ pub async fn record(
             .state
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        state.pending.push(Pending { record, done });
+        state.pending.push(Pending {
+            id: Uuid::now_v7(),
+            record,
+            done,
+        });
         !std::mem::replace(&mut state.draining, true)
     };
     if start {
@@ -101,11 +109,14 @@ async fn drain(registry: Arc<Registry>, entry: Arc<ClinicPool>) {
         let mut result = write_batch(&registry, &entry, &mut client, &batch).await;
         if let Err(WorkerError::Unavailable(_)) = result {
             // Connection trouble: the pooled connection may have been closed under
-            // it (pools hand them out unchecked). Once more on a fresh connection:
-            // a record is never lost; if the trouble struck during the commit
-            // itself, the batch may be recorded twice, never zero times.
+            // it (pools hand them out unchecked). Once more on a fresh connection,
+            // with the same ids: if the trouble struck after the commit, the ids
+            // are taken, and the batch is known to be recorded.
             client = registry.working_connection(&entry).await.ok();
-            result = write_batch(&registry, &entry, &mut client, &batch).await;
+            result = match write_batch(&registry, &entry, &mut client, &batch).await {
+                Err(WorkerError::Conflict(_)) => Ok(()),
+                other => other,
+            };
         }
         if result.is_err() {
             // A broken connection is not used again.
@@ -135,13 +146,14 @@ async fn write_batch(
 async fn insert(client: &deadpool_postgres::Object, batch: &[Pending]) -> Result<(), WorkerError> {
     let stmt = client
         .prepare_cached(
-            "INSERT INTO audit_outbox (user_id, action, resource, resource_id, resource_ids, client_ip, request_id, outcome) \
-             SELECT u.user_id, u.action, u.resource, u.resource_id, u.ids::uuid[], u.ip, u.request_id, u.outcome \
-             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::text[], $6::inet[], $7::text[], $8::text[]) \
-                 AS u(user_id, action, resource, resource_id, ids, ip, request_id, outcome)",
+            "INSERT INTO audit_outbox (id, user_id, action, resource, resource_id, resource_ids, client_ip, request_id, outcome) \
+             SELECT u.id, u.user_id, u.action, u.resource, u.resource_id, u.ids::uuid[], u.ip, u.request_id, u.outcome \
+             FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::uuid[], $6::text[], $7::inet[], $8::text[], $9::text[]) \
+                 AS u(id, user_id, action, resource, resource_id, ids, ip, request_id, outcome)",
         )
         .await
         .map_err(WorkerError::from_db)?;
+    let record_ids: Vec<Uuid> = batch.iter().map(|p| p.id).collect();
     let mut users = Vec::with_capacity(batch.len());
     let mut actions = Vec::with_capacity(batch.len());
     let mut resources = Vec::with_capacity(batch.len());
@@ -168,6 +180,7 @@ async fn insert(client: &deadpool_postgres::Object, batch: &[Pending]) -> Result
         .execute(
             &stmt,
             &[
+                &record_ids,
                 &users,
                 &actions,
                 &resources,
