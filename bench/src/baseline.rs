@@ -25,7 +25,7 @@ use tokio_postgres::{Client, Row, Statement};
 use tokio_postgres_rustls::MakeRustlsConnect;
 use uuid::Uuid;
 
-const SELECT_PATIENT: &str = "SELECT id, first_name, last_name, email, phone, birth_date \
+pub const SELECT_PATIENT: &str = "SELECT id, first_name, last_name, email, phone, birth_date \
                               FROM patients WHERE id = $1 AND deleted_at IS NULL";
 
 /// One connection and its prepared statement.
@@ -153,7 +153,7 @@ async fn answer(db: &Db, req: &Request<Incoming>) -> (StatusCode, Bytes) {
     }
 }
 
-fn patient_json(row: &Row) -> anyhow::Result<Bytes> {
+pub fn patient_json(row: &Row) -> anyhow::Result<Bytes> {
     let id: Uuid = row.try_get(0)?;
     let first_name: String = row.try_get(1)?;
     let last_name: String = row.try_get(2)?;

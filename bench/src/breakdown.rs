@@ -134,6 +134,33 @@ pub fn value(text: &str, name: &str, want: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
+/// Every sample of counter `name` by its label set (`{a="x",b="y"}`, or empty).
+pub fn series(text: &str, name: &str) -> std::collections::BTreeMap<String, f64> {
+    text.lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            if !(rest.starts_with('{') || rest.starts_with(' ')) {
+                return None;
+            }
+            let (labels, v) = rest.rsplit_once(' ')?;
+            Some((labels.trim().to_owned(), v.trim().parse::<f64>().ok()?))
+        })
+        .collect()
+}
+
+/// What grew in counter `name` between two scrapes, by label set, as
+/// `labels +n` (empty when nothing did).
+pub fn grown(before: &str, after: &str, name: &str) -> Vec<String> {
+    let earlier = series(before, name);
+    series(after, name)
+        .into_iter()
+        .filter_map(|(labels, v)| {
+            let d = v - earlier.get(&labels).copied().unwrap_or(0.0);
+            (d > 0.0).then(|| format!("{labels} +{d:.0}"))
+        })
+        .collect()
+}
+
 async fn scrape(client: &LoadClient, target: &Target) -> Option<String> {
     match load::fetch(client, target).await {
         Ok((StatusCode::OK, body)) => Some(String::from_utf8_lossy(&body).into_owned()),
@@ -224,5 +251,11 @@ medicalpro_placement_cache_entries_other 99
         );
         assert_eq!(value(text, "medicalpro_placement_cache_total", &[]), 44.0);
         assert_eq!(value(text, "medicalpro_placement_cache_entries", &[]), 12.0);
+        let later = text.replace("{result=\"miss\"} 3", "{result=\"miss\"} 5");
+        assert_eq!(
+            grown(text, &later, "medicalpro_placement_cache_total"),
+            vec!["{result=\"miss\"} +2".to_owned()]
+        );
+        assert!(grown(text, text, "medicalpro_placement_cache_total").is_empty());
     }
 }

@@ -39,6 +39,10 @@ pub struct PoolMemory {
 pub struct ManyClinics {
     /// `GET /api/v1/patients/{id}` with each clinic's token.
     pub targets: Vec<Target>,
+    /// Each clinic's registration (to forge fresh tokens) and patient, in the
+    /// order of `targets`.
+    pub registrations: Vec<Registration>,
+    pub patients: Vec<Uuid>,
     pub registered_in: Duration,
     pub patients_in: Duration,
     /// Attempts that failed and were retried, registrations and first writes.
@@ -110,6 +114,24 @@ async fn pools(client: &LoadClient, worker_admin: SocketAddr) -> anyhow::Result<
         breakdown::value(&text, m::POOLS_OPEN, &[]),
         breakdown::value(&text, m::POOL_CONNECTIONS, &[]),
     ))
+}
+
+/// `GET /api/v1/patients/{id}` of each clinic with a freshly forged token.
+pub fn targets(
+    stack: &Stack,
+    registrations: &[Registration],
+    patients: &[Uuid],
+) -> anyhow::Result<Vec<Target>> {
+    let tokens = stack.tokens()?;
+    let gateway = stack.gateway_url();
+    registrations
+        .iter()
+        .zip(patients)
+        .map(|(r, id)| {
+            let account = r.forge(&tokens)?;
+            Target::bearer(&format!("{gateway}/api/v1/patients/{id}"), &account.token)
+        })
+        .collect()
 }
 
 /// Registers `count` clinics and creates one patient in each, `concurrency` at a time.
@@ -190,6 +212,8 @@ pub async fn setup(
         .collect::<anyhow::Result<Vec<_>>>()?;
     Ok(ManyClinics {
         targets,
+        registrations,
+        patients,
         registered_in,
         patients_in,
         retried: reg_retries + patient_retries,

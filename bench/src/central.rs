@@ -20,9 +20,12 @@ pub struct Statements {
 /// Who issued a statement, as far as its text tells.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Origin {
-    /// The workers' audit shipper (transaction, lock, insert). The gateway's
-    /// proxy path opens no transactions, so every transaction statement is the
-    /// shipper's.
+    /// The workers' audit shipper (transaction, lock, the chain's head, the probe
+    /// for records already shipped, insert). The gateway's proxy path opens no
+    /// transactions and never touches the audit chain (its own session records
+    /// are written at login and logout, none of which happen during the placement
+    /// figure), so every transaction statement and every statement on
+    /// `audit_logs` or `audit_chain_heads` is the shipper's.
     AuditShipper,
     /// A worker re-checking or opening a clinic pool (placement, data keys).
     WorkerLookup,
@@ -48,7 +51,8 @@ impl Origin {
             || starts("commit")
             || starts("rollback")
             || q.contains("pg_advisory_xact_lock")
-            || starts("insert into audit_logs (clinic_id, source_seq")
+            || q.contains("audit_logs")
+            || q.contains("audit_chain_heads")
         {
             Origin::AuditShipper
         } else if starts("select region, db_name, db_role") || q.contains("from clinic_data_keys") {
@@ -126,6 +130,14 @@ mod tests {
         assert_eq!(Origin::of("START TRANSACTION"), Origin::AuditShipper);
         assert_eq!(
             Origin::of("SELECT pg_advisory_xact_lock(hashtextextended($1, $2))"),
+            Origin::AuditShipper
+        );
+        assert_eq!(
+            Origin::of("SELECT last_seq, last_hash FROM audit_chain_heads WHERE clinic_id = $1"),
+            Origin::AuditShipper
+        );
+        assert_eq!(
+            Origin::of("INSERT INTO audit_logs (clinic_id, chain_seq, prev_hash, hash) SELECT $1"),
             Origin::AuditShipper
         );
         assert_eq!(

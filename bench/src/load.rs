@@ -263,6 +263,56 @@ pub enum Pick {
     /// In turn over all tasks: with `Limit::Requests(targets.len())` every target
     /// is requested exactly once.
     InTurn(AtomicUsize),
+    /// Zipf-skewed: the `k`-th target (from 1) with a probability proportional to
+    /// `1 / k^s`, independently per request.
+    Zipf(Zipf),
+}
+
+/// The cumulative distribution of a Zipf law over `n` ranks, drawn from by
+/// inversion (a binary search per draw).
+#[derive(Clone, Debug)]
+pub struct Zipf {
+    cdf: Vec<f64>,
+}
+
+impl Zipf {
+    /// Ranks `1..=n` with exponent `s`.
+    pub fn new(n: usize, s: f64) -> Self {
+        let mut cdf = Vec::with_capacity(n);
+        let mut sum = 0.0;
+        for k in 1..=n {
+            sum += 1.0 / (k as f64).powf(s);
+            cdf.push(sum);
+        }
+        if sum > 0.0 {
+            for c in &mut cdf {
+                *c /= sum;
+            }
+        }
+        Self { cdf }
+    }
+
+    /// The share of draws the most requested target gets.
+    pub fn top_share(&self) -> f64 {
+        self.cdf.first().copied().unwrap_or(0.0)
+    }
+
+    /// The share of draws the first `k` targets get together.
+    pub fn share_of_first(&self, k: usize) -> f64 {
+        match k {
+            0 => 0.0,
+            k => self.cdf.get(k - 1).copied().unwrap_or(1.0),
+        }
+    }
+
+    /// An index in `0..n`.
+    pub fn draw(&self, rng: &mut Rng) -> usize {
+        // 53 random bits: a uniform number in [0, 1).
+        let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        self.cdf
+            .partition_point(|c| *c <= u)
+            .min(self.cdf.len().saturating_sub(1))
+    }
 }
 
 /// GETs over one or many fixed targets, optionally signed as a gateway signs:
@@ -325,6 +375,7 @@ impl Workload for Targets {
         let i = match &self.pick {
             Pick::Random => task.rng.below(self.targets.len()),
             Pick::InTurn(next) => next.fetch_add(1, Ordering::Relaxed),
+            Pick::Zipf(zipf) => zipf.draw(&mut task.rng),
         };
         Job {
             op: 0,
@@ -602,6 +653,27 @@ async fn request_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zipf_draws_follow_the_law() {
+        let zipf = Zipf::new(1000, 1.2);
+        let mut rng = Rng::new(11);
+        let mut counts = vec![0u32; 1000];
+        let draws = 200_000;
+        for _ in 0..draws {
+            if let Some(n) = counts.get_mut(zipf.draw(&mut rng)) {
+                *n += 1;
+            }
+        }
+        let share = |i: usize| f64::from(counts[i]) / f64::from(draws);
+        // Rank 1 over rank 2 is 2^1.2 = 2.30.
+        assert!((share(0) / share(1) - 2.3).abs() < 0.15, "{counts:?}");
+        assert!((share(0) - zipf.top_share()).abs() < 0.01);
+        assert!(counts.iter().all(|n| *n < draws));
+        assert!(zipf.share_of_first(1000) > 0.999);
+        let uniform = Zipf::new(4, 0.0);
+        assert!((uniform.share_of_first(2) - 0.5).abs() < 1e-9);
+    }
 
     #[test]
     fn rng_stays_below_its_bound() {

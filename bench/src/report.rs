@@ -73,6 +73,12 @@ impl Row {
         self.cpu.add(cpu);
     }
 
+    /// CPU microseconds per completed request of `group` (a [`cpu_table`] row),
+    /// if it ran at all.
+    pub fn cpu_us(&self, group: &str) -> Option<f64> {
+        self.cpu.ticks.get(group).map(|t| self.per_request(*t).0)
+    }
+
     /// CPU microseconds per completed request, and cores kept busy, of `ticks`.
     fn per_request(&self, ticks: u64) -> (f64, f64) {
         let cpu_secs = ticks as f64 / cpu::ticks_per_sec();
@@ -269,6 +275,12 @@ impl Line {
     pub fn at_most(mut self, max: f64) -> Self {
         let ok = self.ratio.is_some_and(|r| r <= max);
         self.goal = Some((format!("<= {max:.2}"), ok));
+        self
+    }
+
+    /// A goal judged by the caller: its text and whether this run met it.
+    pub fn judged(mut self, text: impl Into<String>, met: bool) -> Self {
+        self.goal = Some((text.into(), met));
         self
     }
 

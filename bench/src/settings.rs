@@ -2,15 +2,26 @@
 //!
 //! | variable                  | default   | meaning                                          |
 //! |---------------------------|-----------|--------------------------------------------------|
-//! | `BENCH_ONLY`              | all       | comma-separated figures to measure: `read`, `mixed`, `budget`, `placement`, `provisioning`, `gateway`, `memory` (`BENCH_SCENARIOS` is an older name for it) |
+//! | `BENCH_ONLY`              | all       | comma-separated figures to measure: `read`, `direct`, `latency`, `cpu`, `logins`, `connections`, `backlog`, `mixed`, `search`, `budget`, `zipf`, `sized`, `placement`, `provisioning`, `gateway`, `memory` (`BENCH_SCENARIOS` is an older name for it) |
 //! | `BENCH_SECS`              | 5         | measured seconds per round and throughput run    |
 //! | `BENCH_ROUNDS`            | 2         | rounds; each round runs the baseline, then each throughput run |
 //! | `BENCH_CONCURRENCY`       | 32        | concurrent request loops (and connections)       |
 //! | `BENCH_WARMUP_SECS`       | 1         | unmeasured load before every measured run        |
 //! | `BENCH_PG_CONNS`          | 4         | the baseline's PostgreSQL connections            |
 //! | `BENCH_CLINICS`           | 4         | clinics of the mixed scenario                    |
-//! | `BENCH_PATIENTS`          | 50        | patients seeded per clinic of the mixed scenario |
-//! | `BENCH_BUDGET_CLINICS`    | 1000      | clinics of the connection-budget figure          |
+//! | `BENCH_PATIENTS`          | 50        | patients created through the API per mixed clinic (the workload reads and updates these) |
+//! | `BENCH_MIXED_PATIENTS`    | 10000     | more patients per mixed clinic, put straight into its database with SQL |
+//! | `BENCH_SEARCH_PATIENTS`   | 100000    | patients of the search figure's clinic (SQL)     |
+//! | `BENCH_SEARCH_REQUESTS`   | 100       | sequential requests per search term              |
+//! | `BENCH_LOGIN_RATE`        | 10        | logins per second in the background of the logins figure |
+//! | `BENCH_LOGIN_ACCOUNTS`    | 10        | accounts those logins take in turn               |
+//! | `BENCH_WRK_CONNECTIONS`   | 4000      | client connections of the connections figure     |
+//! | `BENCH_WRK_BASE_CONNECTIONS` | 64     | client connections of its reference              |
+//! | `BENCH_WRK_SECS`          | 10        | seconds of each wrk run                          |
+//! | `BENCH_WRK_TIMEOUT`       | 30        | wrk's `--timeout` in seconds                     |
+//! | `BENCH_BACKLOG_SECS`      | 60        | seconds of full read load in the backlog figure  |
+//! | `BENCH_ZIPF_S`            | 1.2       | exponent of the Zipf-skewed run over the budget clinics |
+//! | `BENCH_BUDGET_CLINICS`    | 1000      | clinics of the connection-budget figures         |
 //! | `BENCH_MAX_CONNECTIONS`   | 100       | `max_connections` of every PostgreSQL server     |
 //! | `BENCH_POOL_BUDGET`       | 80        | the worker's `CLINIC_POOL_BUDGET`                |
 //! | `BENCH_SETUP_CONCURRENCY` | 8         | registrations and first writes in flight while setting up many clinics |
@@ -24,18 +35,39 @@
 use anyhow::{bail, Context};
 use std::time::Duration;
 
-/// One figure the bench can measure; `BENCH_ONLY` picks a subset.
+/// One figure the bench can measure; `BENCH_ONLY` picks a subset. The summary
+/// table lists them in the order of [`Figure::ALL`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Figure {
     /// One authenticated patient read, again and again, against the bare baseline.
     Read,
+    /// The read sent straight to the worker (signed by the bench) against the baseline.
+    Direct,
+    /// The read's p99 latency against the baseline's at the same concurrency.
+    Latency,
+    /// CPU per read of the worker and both PostgreSQL servers; the gateway's
+    /// against the bare proxy's.
+    Cpu,
+    /// The read's p99 with logins in the background against without.
+    Logins,
+    /// Read throughput with thousands of client connections (wrk) against 64.
+    Connections,
+    /// The audit outbox during a minute at the read's full load, and its drain.
+    Backlog,
     /// A weighted mix of clinic reads and writes over several clinics.
     Mixed,
-    /// Reads spread over many clinics on one server with few connections.
+    /// Patient search in a clinic of 100 000 patients.
+    Search,
+    /// Reads spread uniformly over many clinics on one server with few connections.
     Budget,
+    /// The same clinics, Zipf-skewed.
+    Zipf,
+    /// The same clinics, server and worker sized by the deployment rule.
+    Sized,
     /// Central-database statements per warm request.
     Placement,
-    /// Registration to first patient against a bare `CREATE DATABASE … TEMPLATE`.
+    /// Registration to first patient against a bare `CREATE DATABASE … TEMPLATE`
+    /// plus one argon2id hash.
     Provisioning,
     /// The read through the gateway, straight to the worker, and through a bare proxy.
     Gateway,
@@ -44,10 +76,19 @@ pub enum Figure {
 }
 
 impl Figure {
-    pub const ALL: [Figure; 7] = [
+    pub const ALL: [Figure; 16] = [
         Figure::Read,
+        Figure::Direct,
+        Figure::Latency,
+        Figure::Cpu,
+        Figure::Logins,
+        Figure::Connections,
+        Figure::Backlog,
         Figure::Mixed,
+        Figure::Search,
         Figure::Budget,
+        Figure::Zipf,
+        Figure::Sized,
         Figure::Placement,
         Figure::Provisioning,
         Figure::Gateway,
@@ -57,8 +98,17 @@ impl Figure {
     pub fn name(self) -> &'static str {
         match self {
             Figure::Read => "read",
+            Figure::Direct => "direct",
+            Figure::Latency => "latency",
+            Figure::Cpu => "cpu",
+            Figure::Logins => "logins",
+            Figure::Connections => "connections",
+            Figure::Backlog => "backlog",
             Figure::Mixed => "mixed",
+            Figure::Search => "search",
             Figure::Budget => "budget",
+            Figure::Zipf => "zipf",
+            Figure::Sized => "sized",
             Figure::Placement => "placement",
             Figure::Provisioning => "provisioning",
             Figure::Gateway => "gateway",
@@ -112,6 +162,27 @@ pub struct Settings {
     pub cached_placements: usize,
     /// Extra environment for the services (`BENCH_SERVICE_ENV`).
     pub service_env: Vec<(String, String)>,
+    /// Patients put straight into each mixed clinic's database with SQL.
+    pub mixed_patients: usize,
+    /// Patients of the search figure's clinic.
+    pub search_patients: usize,
+    /// Requests per search term (and for the point read beside them).
+    pub search_requests: usize,
+    /// Logins per second in the background of the logins figure.
+    pub login_rate: f64,
+    /// Accounts the background logins take in turn.
+    pub login_accounts: usize,
+    /// Client connections of the connections figure, and its reference.
+    pub wrk_connections: usize,
+    pub wrk_base_connections: usize,
+    /// Seconds of each wrk run.
+    pub wrk_duration: Duration,
+    /// wrk's `--timeout`.
+    pub wrk_timeout: Duration,
+    /// Seconds of full read load in the backlog figure.
+    pub backlog_duration: Duration,
+    /// Exponent of the Zipf-skewed run.
+    pub zipf_s: f64,
 }
 
 fn var(name: &str) -> anyhow::Result<Option<String>> {
@@ -217,6 +288,29 @@ impl Settings {
             provision_clinics: bounded("BENCH_PROVISION_CLINICS", 20, 1, 1000)?,
             cached_placements: bounded("BENCH_CACHED_PLACEMENTS", 100_000, 1, 10_000_000)?,
             service_env: pairs("BENCH_SERVICE_ENV")?,
+            mixed_patients: bounded("BENCH_MIXED_PATIENTS", 10_000, 0, 1_000_000)?,
+            search_patients: bounded("BENCH_SEARCH_PATIENTS", 100_000, 1_000, 10_000_000)?,
+            search_requests: bounded("BENCH_SEARCH_REQUESTS", 100, 1, 100_000)?,
+            login_rate: {
+                let rate: f64 = parsed("BENCH_LOGIN_RATE", 10.0)?;
+                if !rate.is_finite() || !(0.1..=1000.0).contains(&rate) {
+                    bail!("BENCH_LOGIN_RATE={rate}: must be between 0.1 and 1000 a second");
+                }
+                rate
+            },
+            login_accounts: bounded("BENCH_LOGIN_ACCOUNTS", 10, 1, 1000)?,
+            wrk_connections: bounded("BENCH_WRK_CONNECTIONS", 4000, 2, 60_000)?,
+            wrk_base_connections: bounded("BENCH_WRK_BASE_CONNECTIONS", 64, 2, 60_000)?,
+            wrk_duration: seconds("BENCH_WRK_SECS", 10.0, 1.0)?,
+            wrk_timeout: seconds("BENCH_WRK_TIMEOUT", 30.0, 1.0)?,
+            backlog_duration: seconds("BENCH_BACKLOG_SECS", 60.0, 3.0)?,
+            zipf_s: {
+                let s: f64 = parsed("BENCH_ZIPF_S", 1.2)?;
+                if !s.is_finite() || !(0.0..=10.0).contains(&s) {
+                    bail!("BENCH_ZIPF_S={s}: must be between 0 and 10");
+                }
+                s
+            },
         };
         if settings.regions.is_empty() {
             bail!("BENCH_REGIONS names no region");

@@ -363,6 +363,11 @@ impl PgServer {
         }
     }
 
+    /// Sets `max_connections` for the next start (see [`PgServer::restart`]).
+    pub fn set_max_connections(&mut self, max_connections: u32) {
+        self.settings.max_connections = max_connections;
+    }
+
     /// Starts a stopped server again on the same port and data.
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.stop();

@@ -179,6 +179,13 @@ impl Service {
         &self.env
     }
 
+    /// Sets `key` to `value` in the environment of the next start (see
+    /// [`Service::restart`]); a running process keeps its own.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_owned(), value.to_owned()));
+    }
+
     /// Starts the process again with the same configuration.
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.stop(Duration::from_secs(30));
