@@ -1,7 +1,8 @@
 //! The provisioning figure: how long a new clinic waits from sending its
 //! registration to its first patient being created — register (argon2, central
-//! transaction, the worker's role, `CREATE DATABASE … TEMPLATE`, grants, data key),
-//! login (argon2 again), first `POST /api/v1/patients` (the clinic pool opens) —
+//! transaction, the worker's role, `CREATE DATABASE … TEMPLATE`, grants, data key;
+//! it answers with the admin signed in), first `POST /api/v1/patients` with that
+//! token —
 //! against the two things no provisioning can skip: a bare `CREATE DATABASE …
 //! TEMPLATE` of the same template on the same server over an open superuser
 //! connection, then one argon2id hash (`common::password::hash`, the product's
@@ -83,7 +84,7 @@ pub async fn measure(
         .await
         .context("connecting to the regional server")?;
     let mut totals = Vec::with_capacity(count);
-    let (mut registers, mut logins, mut firsts) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut registers, mut firsts) = (Vec::new(), Vec::new());
     let mut clones = Vec::with_capacity(count);
     let mut hashes = Vec::with_capacity(count);
     let mut references = Vec::with_capacity(count);
@@ -114,13 +115,15 @@ pub async fn measure(
             let started = Instant::now();
             let reg = setup::register_only(&http, &format!("Bench Provisioned Clinic {i}")).await?;
             let registered = started.elapsed();
-            let account = setup::login(&http, &reg).await?;
-            let logged_in = started.elapsed();
+            let account = Account {
+                clinic_id: reg.clinic_id,
+                region: reg.region,
+                token: reg.token,
+            };
             let patient = setup::create(&http, &account.token, "patients", &setup::ada()).await?;
             let total = started.elapsed();
             registers.push(registered);
-            logins.push(logged_in - registered);
-            firsts.push(total - logged_in);
+            firsts.push(total - registered);
             totals.push(total);
             clinics.push(Provisioned { account, patient });
             Ok::<_, anyhow::Error>(())
@@ -154,10 +157,9 @@ pub async fn measure(
     let total = p50(&mut totals);
     let reference = p50(&mut references);
     let value = format!(
-        "p50 {} ms (register {}, login {}, first patient {})",
+        "p50 {} ms (register {}, first patient {})",
         report::num(ms(total), 0),
         report::num(ms(p50(&mut registers)), 0),
-        report::num(ms(p50(&mut logins)), 0),
         report::num(ms(p50(&mut firsts)), 0),
     );
     let line = Line::new(

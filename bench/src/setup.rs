@@ -156,6 +156,8 @@ pub struct Registration {
     pub region: String,
     pub email: String,
     pub password: String,
+    /// The access token the registration answered with (its admin signed in).
+    pub token: String,
 }
 
 impl Registration {
@@ -195,36 +197,21 @@ pub async fn register_only(http: &Http, label: &str) -> anyhow::Result<Registrat
         clinic_id: field(&reg, "clinic_id", "register")?.parse()?,
         user_id: field(&reg, "user_id", "register")?.parse()?,
         region: field(&reg, "region", "register")?.to_owned(),
+        token: field(&reg, "access_token", "register")?.to_owned(),
         email,
         password,
     })
 }
 
-/// Logs a registered clinic's administrator in through the gateway.
-pub async fn login(http: &Http, reg: &Registration) -> anyhow::Result<Account> {
-    let login = http
-        .post(
-            "/api/v1/auth/login",
-            None,
-            &json!({"email": reg.email, "password": reg.password}),
-        )
-        .await
-        .context("login")?;
-    if login.status.as_u16() != 200 {
-        bail!("login answered {}: {}", login.status, login.text());
-    }
-    Ok(Account {
-        clinic_id: reg.clinic_id,
-        region: reg.region.clone(),
-        token: field(&login.json(), "access_token", "login")?.to_owned(),
-    })
-}
-
-/// Registers a clinic named after `label` and logs its administrator in, through
-/// the gateway.
+/// Registers a clinic named after `label` through the gateway, its administrator
+/// signed in by the registration.
 pub async fn register(http: &Http, label: &str) -> anyhow::Result<Account> {
     let reg = register_only(http, label).await?;
-    login(http, &reg).await
+    Ok(Account {
+        clinic_id: reg.clinic_id,
+        region: reg.region,
+        token: reg.token,
+    })
 }
 
 /// Sends `body` to `POST path` and expects `expected`; the answer as JSON.
