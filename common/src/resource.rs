@@ -193,11 +193,9 @@ pub struct Resource {
 /// A resource's search column and result order (see [`Resource::search`]).
 #[derive(Debug)]
 pub struct SearchIndex {
-    /// The generated column `q` is matched against (lowercased text).
+    /// The generated column `q` is matched against (lowercased text); results
+    /// come in its order (under the "C" collation), rows starting with `q` first.
     pub column: &'static str,
-    /// The columns results are ordered by, then `id`; a search's cursor carries
-    /// their values.
-    pub order: &'static [&'static str],
 }
 
 impl Resource {
@@ -234,7 +232,6 @@ pub const PATIENTS: Resource = Resource {
     title: "Patient",
     search: Some(SearchIndex {
         column: "search_name",
-        order: &["last_name", "first_name"],
     }),
     fields: &[
         Field::text("first_name", 100, "Given name.")

@@ -1195,6 +1195,68 @@ async fn a_patient_export_holds_everything_about_them_and_nobody_else() {
     .await;
 }
 
+/// Searches come by relevance — names starting with the term, then names
+/// containing it — each in name order, and page through every match whichever
+/// way they are found: one range of the order index (starting with the term), a
+/// short walk of it (a common term), or the trigram index (a term whose matches
+/// all sort after a long run of other names).
+#[tokio::test]
+async fn patient_search_ranks_prefixes_first_and_finds_matches_far_down_the_order() {
+    let http = http();
+    let c = register(&http, None).await;
+    let clinic: uuid::Uuid = c.id.parse().unwrap();
+    let db = clinic_db(&c).await;
+    for (first, last, n) in [
+        ("Early", "Aaron", 1500),
+        ("Late", "Zzyzx", 30),
+        ("X", "Ronald", 2),
+    ] {
+        db.execute(
+            "INSERT INTO patients (id, company_id, first_name, last_name) \
+             SELECT gen_random_uuid(), $1, $2, $3 || lpad(i::text, 4, '0') FROM generate_series(1, $4) i",
+            &[&clinic, &first, &last, &n],
+        )
+        .await
+        .unwrap();
+    }
+    db.batch_execute("ANALYZE patients").await.unwrap();
+    let pages = |q: &'static str, limit: usize, max: usize| {
+        let http = http.clone();
+        let c = c.clone();
+        async move {
+            let mut seen = Vec::new();
+            let mut path = format!("/api/v1/patients?q={q}&limit={limit}");
+            while seen.len() < max {
+                let page = status(&send(&http, &c, Method::GET, &path, None).await, 200);
+                for p in page["data"].as_array().unwrap() {
+                    seen.push(p["last_name"].as_str().unwrap().to_owned());
+                }
+                match page["next_cursor"].as_str() {
+                    Some(cursor) => {
+                        path = format!("/api/v1/patients?q={q}&limit={limit}&cursor={cursor}")
+                    }
+                    None => break,
+                }
+            }
+            seen.truncate(max);
+            seen
+        }
+    };
+    let names = |last: &str, range: std::ops::RangeInclusive<u32>| -> Vec<String> {
+        range.map(|i| format!("{last}{i:04}")).collect()
+    };
+    // Starting with the term: one range of the index, every page.
+    assert_eq!(pages("zzyzx", 20, 100).await, names("Zzyzx", 1..=30));
+    // Containing it, common and early: the walk (`arly` is in every "… early").
+    assert_eq!(pages("arly", 7, 14).await, names("Aaron", 1..=14));
+    // Containing it, all after 1 500 other names: the trigram index, every page.
+    assert_eq!(pages("ate", 20, 100).await, names("Zzyzx", 1..=30));
+    // Both ranks, the page boundary between them crossed by a cursor.
+    let mut both = names("Ronald", 1..=2);
+    both.extend(names("Aaron", 1..=5));
+    assert_eq!(pages("ron", 3, 7).await, both);
+}
+
 #[tokio::test]
 async fn patient_search_comes_in_name_order_and_pages_through_every_match() {
     let http = http();

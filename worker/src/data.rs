@@ -140,6 +140,11 @@ fn child_json(child: &Child) -> String {
     )
 }
 
+/// Index entries a search walks in order before it asks the trigram index instead
+/// (see [`search_keys`]): a term matching one row in 50 fills a page of 20 within
+/// it; a rarer one is found faster through the trigram index.
+const SEARCH_WALK: u32 = 1000;
+
 /// The select list of a resource, over the alias `t`: built once per resource (it
 /// depends on nothing else), not per request.
 fn select_list(r: &Resource) -> std::borrow::Cow<'static, str> {
@@ -1354,6 +1359,88 @@ impl ListQuery {
     }
 }
 
+fn foreign_cursor() -> WorkerError {
+    WorkerError::BadRequest(
+        "`cursor` belongs to another query: send it with the same `q` it came with.".into(),
+    )
+}
+
+/// The keys (`search_rank`, `search_key`, `id`) of a search's next page, at most
+/// `limit` of them, in relevance order: first the rows whose search column starts
+/// with `q` (rank 0: a last name typed from its start), then the other rows that
+/// contain it (rank 1), each in the search column's order (lowercased names,
+/// code point order). The key is the search column under the "C" collation, which
+/// the order index (`patients_search_order`) is built on, so both ranks are read
+/// in order from it:
+/// - rank 0 is one range of the index, whatever the clinic's size;
+/// - rank 1 walks the index from the start (or the cursor) over at most
+///   [`SEARCH_WALK`] entries, which finds a page of a common term at once; when
+///   that walk found too few, the trigram index's matches are read and sorted
+///   instead — bounded work for a rare term, or one whose matches all sort late.
+///
+/// Each part runs only when the parts before it left the page short.
+fn search_keys(
+    sql: &mut Sql,
+    table: &str,
+    column: &str,
+    conditions: &[String],
+    q: &str,
+    after: Option<(bool, String, Uuid)>,
+    limit: &str,
+) -> String {
+    let key = format!("t.{column} COLLATE \"C\"");
+    let term = sql.bind(q.to_owned());
+    let contains = sql.bind(like_pattern(q));
+    // Starts with the term: the range [term, term + the last code point).
+    let prefix =
+        |k: &str| format!("({k} >= lower({term}) AND {k} < lower({term}) || chr(1114111))");
+    let base = conditions.join(" AND ");
+    let (skip_prefix, prefix_after, rest_after) = match after {
+        None => (false, String::new(), String::new()),
+        Some((rest, k, id)) => {
+            let seek = format!(
+                " AND ({key}, t.id) > ({} COLLATE \"C\", {})",
+                sql.bind(k),
+                sql.bind(id)
+            );
+            if rest {
+                (true, String::new(), seek)
+            } else {
+                (false, seek, String::new())
+            }
+        }
+    };
+    let prefix_part = if skip_prefix {
+        "SELECT 0 AS search_rank, NULL::text COLLATE \"C\" AS search_key, NULL::uuid AS id WHERE false".to_owned()
+    } else {
+        format!(
+            "SELECT 0 AS search_rank, {key} AS search_key, t.id FROM {table} t \
+             WHERE {base} AND {range}{prefix_after} ORDER BY 2, 3 LIMIT {limit}",
+            range = prefix(&key),
+        )
+    };
+    format!(
+        "WITH prefix AS ({prefix_part}), \
+         walk AS (SELECT 1 AS search_rank, w.search_key, w.id FROM \
+             (SELECT {key} AS search_key, t.id FROM {table} t WHERE {base}{rest_after} ORDER BY 1, 2 LIMIT {SEARCH_WALK}) w \
+             WHERE w.search_key LIKE lower({contains}) AND NOT {w_prefix} ORDER BY 2, 3 LIMIT {limit}) \
+         (SELECT * FROM prefix \
+          UNION ALL \
+          SELECT * FROM walk WHERE (SELECT count(*) FROM prefix) < {limit} \
+              AND (SELECT count(*) FROM walk) >= {limit} - (SELECT count(*) FROM prefix) \
+          UNION ALL \
+          (SELECT 1, f.search_key, f.id FROM \
+              (SELECT {key} AS search_key, t.id FROM {table} t WHERE {base}{rest_after} \
+                  AND t.{column} LIKE lower({contains}) AND NOT {t_prefix} OFFSET 0) f \
+           WHERE (SELECT count(*) FROM prefix) < {limit} \
+              AND (SELECT count(*) FROM walk) < {limit} - (SELECT count(*) FROM prefix) \
+           ORDER BY 2, 3 LIMIT {limit})) \
+         ORDER BY 1, 2, 3 LIMIT {limit}",
+        w_prefix = prefix("w.search_key"),
+        t_prefix = prefix(&key),
+    )
+}
+
 fn like_pattern(q: &str) -> String {
     let escaped = q
         .replace('\\', "\\\\")
@@ -1407,42 +1494,32 @@ pub async fn list(
         .q
         .as_ref()
         .and_then(|q| r.search.as_ref().map(|index| (q, index)));
+    // A search's cursor is its rank, its search key and the id (see `search_keys`).
+    let mut search_after = None;
     match (&query.after, search) {
         (None, _) => {}
         (Some(Cursor::Id(after)), None) => {
             conditions.push(format!("t.id > {}", sql.bind(*after)));
         }
-        (Some(Cursor::Ordered { keys, id }), Some((_, index)))
-            if keys.len() == index.order.len() =>
-        {
-            let mut columns: Vec<String> = index.order.iter().map(|c| format!("t.{c}")).collect();
-            columns.push("t.id".into());
-            let mut values: Vec<String> = keys.iter().map(|k| sql.bind(k.clone())).collect();
-            values.push(sql.bind(*id));
-            conditions.push(format!(
-                "({}) > ({})",
-                columns.join(", "),
-                values.join(", ")
-            ));
-        }
-        (Some(_), _) => {
-            return Err(WorkerError::BadRequest(
-                "`cursor` belongs to another query: send it with the same `q` it came with.".into(),
-            ))
-        }
+        (Some(Cursor::Ordered { keys, id }), Some(_)) => match keys.as_slice() {
+            [rank, key] if rank == "0" || rank == "1" => {
+                search_after = Some((rank == "1", key.clone(), *id));
+            }
+            _ => return Err(foreign_cursor()),
+        },
+        (Some(_), _) => return Err(foreign_cursor()),
     }
-    if let Some((q, index)) = search {
-        let p = sql.bind(like_pattern(q));
-        conditions.push(format!("t.{} LIKE lower({p})", index.column));
-    } else if let Some(q) = &query.q {
-        let searchable: Vec<&Field> = r.fields.iter().filter(|f| f.searchable).collect();
-        if !searchable.is_empty() {
-            let p = sql.bind(like_pattern(q));
-            let ors: Vec<String> = searchable
-                .iter()
-                .map(|f| format!("t.{} ILIKE {p}", f.name))
-                .collect();
-            conditions.push(format!("({})", ors.join(" OR ")));
+    if search.is_none() {
+        if let Some(q) = &query.q {
+            let searchable: Vec<&Field> = r.fields.iter().filter(|f| f.searchable).collect();
+            if !searchable.is_empty() {
+                let p = sql.bind(like_pattern(q));
+                let ors: Vec<String> = searchable
+                    .iter()
+                    .map(|f| format!("t.{} ILIKE {p}", f.name))
+                    .collect();
+                conditions.push(format!("({})", ors.join(" OR ")));
+            }
         }
     }
     for (f, value) in &query.filters {
@@ -1473,20 +1550,27 @@ pub async fn list(
     }
     let limit = sql.bind(query.limit + 1);
     let order: Vec<&str> = match search {
-        Some((_, index)) => index.order.iter().copied().chain(["id"]).collect(),
+        Some(_) => vec!["search_rank", "search_key", "id"],
         None => vec!["id"],
     };
     let body = match search {
-        // The page's keys come from the order index alone (its entries carry the
-        // search column), then its rows are read.
-        Some(_) => format!(
-            "SELECT {select} FROM {table} t JOIN (SELECT {keys} FROM {table} t WHERE {conditions} ORDER BY {keys} LIMIT {limit}) k ON k.id = t.id ORDER BY {outer}",
-            select = select_list(r),
-            table = r.table,
-            keys = order.iter().map(|c| format!("t.{c}")).collect::<Vec<_>>().join(", "),
-            conditions = conditions.join(" AND "),
-            outer = order.iter().map(|c| format!("k.{c}")).collect::<Vec<_>>().join(", "),
-        ),
+        Some((q, index)) => {
+            let keys = search_keys(
+                &mut sql,
+                r.table,
+                index.column,
+                &conditions,
+                q,
+                search_after,
+                &limit,
+            );
+            format!(
+                "SELECT {select}, k.search_rank, k.search_key FROM {table} t JOIN ({keys}) k ON k.id = t.id \
+                 ORDER BY k.search_rank, k.search_key, k.id",
+                select = select_list(r),
+                table = r.table,
+            )
+        }
         None => format!(
             "SELECT {} FROM {} t WHERE {} ORDER BY t.id LIMIT {limit}",
             select_list(r),
@@ -1524,19 +1608,13 @@ pub async fn list(
     let next = match (more, rows.last(), search) {
         (false, _, _) | (_, None, _) => None,
         (true, Some(last), None) => Some(Cursor::Id(col(last, 0)?).encode()),
-        (true, Some(last), Some((_, index))) => {
-            let values = page.last().and_then(Value::as_object);
-            let keys = index
-                .order
-                .iter()
-                .map(|c| values.and_then(|v| v.get(*c)?.as_str()).map(str::to_owned))
-                .collect::<Option<Vec<String>>>()
-                .ok_or_else(|| {
-                    WorkerError::Internal("a search row without its order keys".into())
-                })?;
+        (true, Some(last), Some(_)) => {
+            // The search's rank and key follow the select list.
+            let rank: i32 = col(last, last.len() - 2)?;
+            let key: String = col(last, last.len() - 1)?;
             Some(
                 Cursor::Ordered {
-                    keys,
+                    keys: vec![rank.to_string(), key],
                     id: col(last, 0)?,
                 }
                 .encode(),
