@@ -101,6 +101,45 @@ where
     result
 }
 
+/// The connection a read runs on: its own, or one shared with other point reads in
+/// flight ([`crate::registry::Registry::point_reader`]).
+pub(crate) enum ReadConn {
+    Own(deadpool_postgres::Object),
+    Shared(Arc<deadpool_postgres::Object>),
+}
+
+impl std::ops::Deref for ReadConn {
+    type Target = deadpool_postgres::Object;
+    fn deref(&self) -> &Self::Target {
+        match self {
+            ReadConn::Own(c) => c,
+            ReadConn::Shared(c) => c,
+        }
+    }
+}
+
+/// How a read borrows its connection.
+#[derive(Clone, Copy)]
+enum Lane {
+    /// A connection of its own (lists and searches: their time varies).
+    Own,
+    /// Pipelined with the clinic's other point reads (each one index probe).
+    Pipelined,
+}
+
+impl Lane {
+    async fn connect(
+        self,
+        state: &AppState,
+        entry: &crate::registry::ClinicPool,
+    ) -> Result<ReadConn, WorkerError> {
+        Ok(match self {
+            Lane::Own => ReadConn::Own(state.registry.connection(entry).await?),
+            Lane::Pipelined => ReadConn::Shared(state.registry.point_reader(entry).await?),
+        })
+    }
+}
+
 /// Runs one read whose record is group-committed ([`crate::commit`]): the
 /// statement reads, its connection goes back to the pool, then the record — with
 /// the rows `shown` — commits with the clinic's other reads, and only then is the
@@ -109,26 +148,28 @@ where
 /// by a server restart or an idle timeout) runs once more on a fresh connection:
 /// reads change nothing, and a server that is really down refuses the new
 /// connection at once.
+#[allow(clippy::too_many_arguments)]
 async fn read_audited<T, F, Fut>(
     state: &AppState,
     caller: &Caller,
     r: &'static Resource,
     action: Action,
     resource_id: Option<Uuid>,
+    lane: Lane,
     shown: fn(&T) -> Option<Vec<Uuid>>,
     op: F,
 ) -> Result<T, WorkerError>
 where
-    F: Fn(deadpool_postgres::Object, Actor, Arc<ClinicKeyCache>) -> Fut,
-    Fut: std::future::Future<Output = (deadpool_postgres::Object, Result<T, WorkerError>)>,
+    F: Fn(ReadConn, Actor, Arc<ClinicKeyCache>) -> Fut,
+    Fut: std::future::Future<Output = (ReadConn, Result<T, WorkerError>)>,
 {
     let entry = state.registry.pool(caller.clinic).await?;
-    let client = state.registry.connection(&entry).await?;
+    let client = lane.connect(state, &entry).await?;
     let (mut client, mut result) = op(client, actor(caller), entry.keys.clone()).await;
     if matches!(result, Err(WorkerError::Unavailable(_))) {
         // A closed connection is not recycled: dropping it forgets it.
         drop(client);
-        let fresh = state.registry.working_connection(&entry).await?;
+        let fresh = ReadConn::Own(state.registry.working_connection(&entry).await?);
         (client, result) = op(fresh, actor(caller), entry.keys.clone()).await;
     }
     let outcome = match &result {
@@ -178,6 +219,7 @@ pub async fn list(
         r,
         Action::List,
         None,
+        Lane::Own,
         |(rows, _): &(Vec<serde_json::Value>, Option<String>)| Some(row_ids(rows)),
         |client, actor, keys| async move {
             let result = match ListQuery::parse(r, raw) {
@@ -251,6 +293,7 @@ pub async fn get_one(
         r,
         Action::Read,
         Some(id),
+        Lane::Pipelined,
         |_| None,
         |client, actor, keys| async move {
             let result = data::get(&client, &keys, r, &actor, id, data::Audit::Deferred).await;

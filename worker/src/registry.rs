@@ -20,11 +20,14 @@ use common::ClinicId;
 use deadpool_postgres::{Object, Pool};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// Prepared statements a clinic connection keeps at most.
 const STATEMENT_CACHE_MAX: usize = 256;
+/// Point reads pipelined on one shared connection at most (see
+/// [`Registry::point_reader`]); past it, another connection is borrowed.
+pub const PIPELINE_MAX: usize = 8;
 
 /// One clinic's pool and data keys.
 pub struct ClinicPool {
@@ -33,6 +36,8 @@ pub struct ClinicPool {
     pub keys: Arc<ClinicKeyCache>,
     /// Read audit records waiting for their group commit.
     pub audit: crate::commit::AuditQueue,
+    /// The connection point reads in flight share (see [`Registry::point_reader`]).
+    reader: Mutex<std::sync::Weak<Object>>,
     opened: Instant,
     last_used_ms: AtomicU64,
     validated_ms: AtomicU64,
@@ -242,6 +247,7 @@ impl Registry {
             pool,
             keys,
             audit: crate::commit::AuditQueue::default(),
+            reader: Mutex::new(std::sync::Weak::new()),
             opened: Instant::now(),
             last_used_ms: AtomicU64::new(0),
             validated_ms: AtomicU64::new(0),
@@ -285,6 +291,28 @@ impl Registry {
         }
         self.acquire_seconds.record(started.elapsed().as_secs_f64());
         result
+    }
+
+    /// A connection for a point read, shared with the clinic's other point reads in
+    /// flight: their statements are pipelined on it (the server reads several at
+    /// once instead of waking per statement) up to [`PIPELINE_MAX`] at a time. The
+    /// connection goes back to the pool when the last of them is done, so it is
+    /// held only while reads are in flight, like any other.
+    pub async fn point_reader(&self, entry: &ClinicPool) -> Result<Arc<Object>, WorkerError> {
+        let shared = entry
+            .reader
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .upgrade();
+        if let Some(client) = shared {
+            if Arc::strong_count(&client) <= PIPELINE_MAX && !client.is_closed() {
+                entry.touch();
+                return Ok(client);
+            }
+        }
+        let client = Arc::new(self.connection(entry).await?);
+        *entry.reader.lock().unwrap_or_else(PoisonError::into_inner) = Arc::downgrade(&client);
+        Ok(client)
     }
 
     /// A connection that answered a round trip: for the one retry after connection
