@@ -103,20 +103,7 @@ where
 
 /// The connection a read runs on: its own, or one shared with other point reads in
 /// flight ([`crate::registry::Registry::point_reader`]).
-pub(crate) enum ReadConn {
-    Own(deadpool_postgres::Object),
-    Shared(Arc<deadpool_postgres::Object>),
-}
-
-impl std::ops::Deref for ReadConn {
-    type Target = deadpool_postgres::Object;
-    fn deref(&self) -> &Self::Target {
-        match self {
-            ReadConn::Own(c) => c,
-            ReadConn::Shared(c) => c,
-        }
-    }
-}
+pub(crate) type ReadConn = Arc<deadpool_postgres::Object>;
 
 /// How a read borrows its connection.
 #[derive(Clone, Copy)]
@@ -134,8 +121,8 @@ impl Lane {
         entry: &crate::registry::ClinicPool,
     ) -> Result<ReadConn, WorkerError> {
         Ok(match self {
-            Lane::Own => ReadConn::Own(state.registry.connection(entry).await?),
-            Lane::Pipelined => ReadConn::Shared(state.registry.point_reader(entry).await?),
+            Lane::Own => Arc::new(state.registry.connection(entry).await?),
+            Lane::Pipelined => state.registry.point_reader(entry).await?,
         })
     }
 }
@@ -169,7 +156,7 @@ where
     if matches!(result, Err(WorkerError::Unavailable(_))) {
         // A closed connection is not recycled: dropping it forgets it.
         drop(client);
-        let fresh = ReadConn::Own(state.registry.working_connection(&entry).await?);
+        let fresh = Arc::new(state.registry.working_connection(&entry).await?);
         (client, result) = op(fresh, actor(caller), entry.keys.clone()).await;
     }
     let outcome = match &result {
