@@ -92,8 +92,9 @@ async fn clinic() -> Clinic {
     let body = json!({"clinic_name": unique("Clinic"), "email": email, "password": password});
     let reg = post(&http, &from, "/api/v1/auth/register", None, body).await;
     assert_eq!(reg.status, 201, "register: {}", reg.text());
+    // Registration answers signed in (a session recorded as a `login`).
     let reg = reg.json();
-    let tokens = sign_in(&http, &from, &email, &password).await;
+    let tokens = reg.clone();
     Clinic {
         id: reg["clinic_id"].as_str().unwrap().to_owned(),
         user_id: reg["user_id"].as_str().unwrap().to_owned(),
@@ -1244,7 +1245,8 @@ async fn lists_record_the_rows_they_showed_and_sessions_are_recorded_at_once() {
         .get(0);
     assert_eq!(shown, ids[..2].to_vec());
 
-    // Sign-in and refresh are on the trail when they answer.
+    // Sign-in and refresh are on the trail when they answer: the session
+    // registration opened, then this sign-in.
     let tokens = sign_in(&http, &from, &c.email, &c.password).await;
     let clinic_id: Uuid = c.id.parse().unwrap();
     let count = |action: &'static str| {
