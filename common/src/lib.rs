@@ -14,6 +14,7 @@ pub mod problem;
 pub mod query;
 pub mod resource;
 pub mod service;
+pub mod source;
 pub mod tls;
 pub mod token;
 

@@ -4,7 +4,7 @@
 //! A file that cannot be read or holds nothing usable is a configuration error that
 //! names its setting, so a process refuses to start (exit 64) and `--check` tells.
 
-use crate::config::{ConfigError, Source};
+use crate::source::{ConfigError, Source};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
