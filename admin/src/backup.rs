@@ -21,7 +21,6 @@ use common::ClinicId;
 use migrations::{ident, literal};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tokio::task::JoinSet;
 use tokio_postgres::Client;
 use uuid::Uuid;
 
@@ -86,35 +85,18 @@ pub async fn backup_region(
         })
         .map(|r| (r.get(0), r.get(1)))
         .collect();
-    let bar = crate::fleet::progress_bar(progress, region);
-    bar.set_length(pending.len() as u64);
-    let mut tasks = JoinSet::new();
-    let mut queue = pending.into_iter();
-    loop {
-        while tasks.len() < jobs.max(1) {
-            let Some((id, db_name)) = queue.next() else {
-                break;
-            };
-            let (central_settings, regional) =
-                (settings.central.clone(), settings.regional.clone());
-            let (region, dir) = (region.to_owned(), dir.to_owned());
-            tasks.spawn(async move {
-                let result =
-                    backup_one(&central_settings, &regional, &region, id, &db_name, &dir).await;
-                (id, result)
-            });
+    let bar = crate::runner::progress_bar(progress, region);
+    let outcomes = crate::runner::run_bounded(pending, jobs, &bar, |(id, db_name)| {
+        let (central, regional) = (settings.central.clone(), settings.regional.clone());
+        let (region, dir) = (region.to_owned(), dir.to_owned());
+        async move { backup_one(&central, &regional, &region, id, &db_name, &dir).await }
+    })
+    .await;
+    for ((id, _), outcome) in outcomes {
+        match outcome {
+            Ok(done) => report.done.push(done),
+            Err(e) => report.failed.push((id, format!("{e:#}"))),
         }
-        let Some(joined) = tasks.join_next().await else {
-            break;
-        };
-        match joined {
-            Ok((_, Ok(done))) => report.done.push(done),
-            Ok((id, Err(e))) => report.failed.push((id, format!("{e:#}"))),
-            Err(e) => report
-                .failed
-                .push((Uuid::nil(), format!("backup task: {e}"))),
-        }
-        bar.inc(1);
     }
     bar.finish_and_clear();
     report.done.sort_by_key(|d| d.id);

@@ -22,13 +22,11 @@
 //! start there); such clinics are checked and recorded on the next run.
 
 use crate::config::AdminSettings;
-use crate::db;
+use crate::{db, runner};
 use anyhow::{bail, Context};
 use common::config::DbSettings;
-use indicatif::{ProgressBar, ProgressStyle};
 use migrations::{CLINIC, CLINIC_TEMPLATE_DB};
-use std::collections::HashMap;
-use tokio::task::{Id, JoinError, JoinSet};
+use std::sync::Arc;
 use tokio_postgres::Client;
 use uuid::Uuid;
 
@@ -124,7 +122,7 @@ pub async fn migrate_region(
         ));
     }
 
-    let bar = progress_bar(progress, region);
+    let bar = runner::progress_bar(progress, region);
     bar.set_message(format!("template {CLINIC_TEMPLATE_DB}"));
     let (from, to) = upgrade_database(settings.regional.with_dbname(CLINIC_TEMPLATE_DB))
         .await
@@ -168,90 +166,53 @@ pub async fn migrate_region(
         .map(|r| (r.get(0), r.get(1)))
         .collect();
 
-    bar.set_length(pending.len() as u64);
     bar.set_message("");
-    let mut run = Run {
-        central: &central,
-        target,
-        bar: &bar,
-        running: HashMap::new(),
-        report: &mut report,
-    };
-    let mut tasks = JoinSet::new();
-    for (id, db_name) in pending {
-        while tasks.len() >= jobs {
-            if let Some(joined) = tasks.join_next_with_id().await {
-                run.finish(joined).await;
+    let central = Arc::new(central);
+    let regional = &settings.regional;
+    let outcomes = runner::run_bounded(pending, jobs, &bar, |(id, db_name): (Uuid, String)| {
+        let (central, settings) = (central.clone(), regional.with_dbname(&db_name));
+        async move {
+            let (from, to) = upgrade_database(settings).await?;
+            if to < target {
+                bail!("reached version {to}, not {target}");
             }
+            record(&central, id, to).await?;
+            Ok((from, to))
         }
-        let handle = tasks.spawn(upgrade_database(settings.regional.with_dbname(&db_name)));
-        run.running.insert(handle.id(), (id, db_name));
-    }
-    while let Some(joined) = tasks.join_next_with_id().await {
-        run.finish(joined).await;
-    }
+    })
+    .await;
     bar.finish_and_clear();
-    report.upgraded.sort_by_key(|u| u.id);
-    report.failed.sort_by_key(|f| f.id);
-    Ok(report)
-}
-
-/// The bookkeeping of the clinic phase.
-struct Run<'a> {
-    central: &'a Client,
-    target: i32,
-    bar: &'a ProgressBar,
-    /// Spawned upgrades, by task.
-    running: HashMap<Id, (Uuid, String)>,
-    report: &'a mut FleetReport,
-}
-
-impl Run<'_> {
-    /// Records the outcome of one clinic's upgrade.
-    async fn finish(&mut self, joined: Result<(Id, anyhow::Result<(i32, i32)>), JoinError>) {
-        let (task, outcome) = match joined {
-            Ok((task, outcome)) => (task, outcome),
-            Err(e) => (e.id(), Err(anyhow::anyhow!("the upgrade task failed: {e}"))),
-        };
-        let Some((id, db_name)) = self.running.remove(&task) else {
-            return;
-        };
-        let outcome = match outcome {
-            Ok((from, to)) if to >= self.target => self.record(id, to).await.map(|()| (from, to)),
-            Ok((_, to)) => Err(anyhow::anyhow!("reached version {to}, not {}", self.target)),
-            Err(e) => Err(e),
-        };
+    for ((id, db_name), outcome) in outcomes {
         match outcome {
-            Ok((from_version, to_version)) => self.report.upgraded.push(ClinicUpgrade {
+            Ok((from_version, to_version)) => report.upgraded.push(ClinicUpgrade {
                 id,
                 db_name,
                 from_version,
                 to_version,
             }),
-            Err(e) => {
-                self.report.failed.push(ClinicFailure {
-                    id,
-                    db_name,
-                    error: format!("{e:#}"),
-                });
-                self.bar
-                    .set_message(format!("{} failed", self.report.failed.len()));
-            }
+            Err(e) => report.failed.push(ClinicFailure {
+                id,
+                db_name,
+                error: format!("{e:#}"),
+            }),
         }
-        self.bar.inc(1);
     }
+    report.upgraded.sort_by_key(|u| u.id);
+    report.failed.sort_by_key(|f| f.id);
+    Ok(report)
+}
 
-    async fn record(&self, id: Uuid, version: i32) -> anyhow::Result<()> {
-        self.central
-            .execute(
-                "UPDATE companies SET schema_version = GREATEST(schema_version, $2), schema_migrated_at = now() \
-                 WHERE id = $1",
-                &[&id, &version],
-            )
-            .await
-            .context("recording the clinic's version in the central database")?;
-        Ok(())
-    }
+/// Records a clinic's schema version in the central database (never lowering it).
+async fn record(central: &Client, id: Uuid, version: i32) -> anyhow::Result<()> {
+    central
+        .execute(
+            "UPDATE companies SET schema_version = GREATEST(schema_version, $2), schema_migrated_at = now() \
+             WHERE id = $1",
+            &[&id, &version],
+        )
+        .await
+        .context("recording the clinic's version in the central database")?;
+    Ok(())
 }
 
 /// Migrates one clinic (or template) database; its versions before and after.
@@ -262,20 +223,6 @@ async fn upgrade_database(settings: DbSettings) -> anyhow::Result<(i32, i32)> {
     // Closed here, before returning: a template in use cannot be cloned.
     drop(client);
     Ok((from, to))
-}
-
-pub(crate) fn progress_bar(enabled: bool, region: &str) -> ProgressBar {
-    if !enabled {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(0);
-    if let Ok(style) =
-        ProgressStyle::with_template("{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}")
-    {
-        bar.set_style(style);
-    }
-    bar.set_prefix(region.to_owned());
-    bar
 }
 
 /// One clinic as the central database records it.

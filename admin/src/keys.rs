@@ -78,7 +78,7 @@ pub async fn rewrap(
         )
         .await
         .context("reading clinic role passwords")?;
-    let bar = crate::fleet::progress_bar(progress, "rewrap");
+    let bar = crate::runner::progress_bar(progress, "rewrap");
     bar.set_length((keys.len() + passwords.len()) as u64);
     for row in &keys {
         let (clinic, version, stored): (Uuid, i32, Vec<u8>) = (row.get(0), row.get(1), row.get(2));
@@ -196,7 +196,7 @@ pub async fn rotate_data_keys(
             bail!("clinic {c} is not active or suspended (or does not exist)");
         }
     }
-    let bar = crate::fleet::progress_bar(progress, region.unwrap_or("rotate"));
+    let bar = crate::runner::progress_bar(progress, region.unwrap_or("rotate"));
     bar.set_length(clinics.len() as u64);
     let mut report = RotationReport::default();
     for (id, db_name) in clinics {

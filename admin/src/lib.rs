@@ -35,6 +35,7 @@ pub mod keys;
 pub mod ops;
 pub mod relocate;
 pub mod roles;
+pub mod runner;
 pub mod signup;
 
 pub use config::AdminSettings;
