@@ -8,15 +8,15 @@
 //! ([`crate::throttle`]). Every sign-in, refresh, sign-out and sign-up is recorded
 //! in the central audit trail in the same transaction as its effect.
 
+use crate::audit::{record, session_record};
 use crate::config::Registration;
 use crate::error::GatewayError;
 use crate::password;
-use crate::proxy::Ctx;
-use crate::server::Gateway;
+use crate::provision::provision;
+use crate::state::{note_caller, Ctx, Gateway};
 use crate::throttle;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use common::audit::Record;
 use common::metric_names as m;
 use common::token::Role;
 use common::{ClinicId, Email, UserId};
@@ -24,7 +24,6 @@ use rand::RngCore;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use std::time::Duration;
 use tokio_postgres::error::SqlState;
 use zeroize::Zeroizing;
 
@@ -58,29 +57,6 @@ fn db(e: tokio_postgres::Error) -> GatewayError {
 fn parse_email(raw: &str) -> Result<Email, GatewayError> {
     Email::parse(raw)
         .ok_or_else(|| GatewayError::BadRequest("`email` must be an e-mail address.".into()))
-}
-
-/// An audit record of an authentication event by `user`.
-pub(crate) fn session_record(
-    ctx: &Ctx,
-    user: Option<UserId>,
-    action: &str,
-    outcome: &str,
-) -> Record {
-    let mut r = Record::now(action, "session", outcome);
-    r.user_id = user.map(|u| *u.as_uuid());
-    r.client_ip = Some(ctx.client_ip);
-    r.request_id = Some(ctx.request_id.to_string());
-    r
-}
-
-/// Records one event in a transaction of its own; the caller answers only once it
-/// is recorded (an unrecordable event is a `503`, as for any clinic access).
-pub(crate) async fn record(gw: &Gateway, clinic: ClinicId, r: &Record) -> Result<(), GatewayError> {
-    let client = gw.central.get().await?;
-    pgconn::audit::record(&client, &gw.config.audit_keys, clinic, r)
-        .await
-        .map_err(db)
 }
 
 async fn choose_region(gw: &Gateway, asked: Option<&str>) -> Result<String, GatewayError> {
@@ -196,8 +172,8 @@ pub async fn register(
         None => create(gw, ctx, &body, &clinic_name, &email).await?,
     };
 
-    crate::server::note_caller(clinic, user);
-    crate::proxy::provision(gw, ctx, clinic, &region).await?;
+    note_caller(clinic, user);
+    provision(gw, ctx, clinic, &region).await?;
     gw.cache.invalidate(clinic);
     registered(gw, ctx, clinic, user, &region).await
 }
@@ -477,7 +453,7 @@ pub async fn login(gw: &Gateway, ctx: &Ctx, body: LoginRequest) -> Result<Value,
     if !matches!(row.get::<_, &str>(5), "active" | "relocating") {
         return Err(GatewayError::ClinicUnavailable);
     }
-    crate::server::note_caller(who.clinic, who.user);
+    note_caller(who.clinic, who.user);
     throttle::refund(&gw.central.get().await?, &counted).await?;
     start_session(gw, ctx, &who).await
 }
@@ -529,7 +505,7 @@ pub async fn refresh(gw: &Gateway, ctx: &Ctx, body: RefreshRequest) -> Result<Va
     let family: uuid::Uuid = row.get(0);
     let user = UserId::from_uuid(row.get(1));
     let clinic = ClinicId::from_uuid(row.get(2));
-    crate::server::note_caller(clinic, user);
+    note_caller(clinic, user);
     let keys = &gw.config.audit_keys;
     if row.get::<_, bool>(4) {
         tx.execute(
@@ -614,6 +590,3 @@ pub async fn logout(gw: &Gateway, ctx: &Ctx, body: RefreshRequest) -> Result<(),
     tx.commit().await.map_err(db)?;
     Ok(())
 }
-
-/// How long a registration may wait for its clinic's provisioning.
-pub const PROVISION_TIMEOUT: Duration = Duration::from_secs(60);

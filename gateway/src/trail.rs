@@ -1,9 +1,9 @@
 //! `GET /api/v1/audit-logs`: a clinic admin reads their own clinic's audit trail
 //! from the central database, newest first, with filters. Reading it is audited too.
 
+use crate::audit;
 use crate::error::GatewayError;
-use crate::proxy::Ctx;
-use crate::server::Gateway;
+use crate::state::{Ctx, Gateway};
 use chrono::{DateTime, SecondsFormat, Utc};
 use common::token::{Claims, Role};
 use serde_json::{json, Value};
@@ -143,11 +143,8 @@ pub async fn list(
         None
     };
     drop(client);
-    let mut record = common::audit::Record::now("list", "audit-logs", "success");
-    record.user_id = Some(*claims.sub.as_uuid());
-    record.client_ip = Some(ctx.client_ip);
-    record.request_id = Some(ctx.request_id.to_string());
-    crate::auth::record(gw, claims.clinic, &record).await?;
+    let record = audit::request_record(ctx, claims.sub, "list", "audit-logs", "success");
+    audit::record(gw, claims.clinic, &record).await?;
     Ok(json!({"data": data, "next_cursor": next}))
 }
 

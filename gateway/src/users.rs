@@ -13,8 +13,7 @@
 
 use crate::error::GatewayError;
 use crate::password;
-use crate::proxy::Ctx;
-use crate::server::Gateway;
+use crate::state::{Ctx, Gateway};
 use chrono::{DateTime, SecondsFormat, Utc};
 use common::audit::Record;
 use common::token::{Claims, Role};
