@@ -1,13 +1,12 @@
 //! The HTTP handlers of the clinic API: one set for every resource, each a thin
 //! shell around the generic data layer that also records failed accesses.
 
+use crate::access::{self, audited, parse_id, read_audited, resource, row_ids, Lane};
 use crate::context::{Caller, Forward};
-use crate::data::{self, Action, Actor, ListQuery};
+use crate::data::{self, Action, ListQuery};
 use crate::error::WorkerError;
 use crate::fhir;
-use crate::keys::ClinicKeyCache;
-use crate::server::AppState;
-use axum::body::{Body, Bytes};
+use crate::state::AppState;
 use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -15,182 +14,7 @@ use axum::Json;
 use common::resource::{self, Resource};
 use common::ClinicId;
 use serde_json::json;
-use std::sync::Arc;
 use uuid::Uuid;
-
-fn resource(name: &str) -> Result<&'static Resource, WorkerError> {
-    resource::find(name).ok_or(WorkerError::UnknownResource)
-}
-
-fn parse_id(raw: &str) -> Result<Uuid, WorkerError> {
-    Uuid::parse_str(raw)
-        .map_err(|_| WorkerError::BadRequest("The id in the path must be a UUID.".into()))
-}
-
-/// The audited actor of a caller's statements.
-pub(crate) fn actor(caller: &Caller) -> Actor {
-    Actor {
-        clinic: caller.clinic,
-        user: *caller.user.as_uuid(),
-        role: caller.role,
-        client_ip: caller.client_ip,
-        request_id: caller.request_id.to_string(),
-    }
-}
-
-/// Reads a body up to the configured limit.
-async fn read_body(state: &AppState, body: Body) -> Result<Bytes, WorkerError> {
-    axum::body::to_bytes(body, state.max_body_bytes)
-        .await
-        .map_err(|_| WorkerError::PayloadTooLarge(state.max_body_bytes))
-}
-
-fn content_length(req: &Request) -> Option<usize> {
-    req.headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-}
-
-/// Records a failed access in the outbox over `client` (best effort for refusals;
-/// an unrecordable failure is logged). `NotFound` was recorded by its statement.
-async fn record_failure(
-    client: &deadpool_postgres::Object,
-    caller: &Caller,
-    r: &'static Resource,
-    action: Action,
-    resource_id: Option<Uuid>,
-    e: &WorkerError,
-) {
-    let outcome = match e {
-        WorkerError::NotFound => return,
-        WorkerError::BadRequest(_)
-        | WorkerError::Conflict(_)
-        | WorkerError::PayloadTooLarge(_)
-        | WorkerError::Forbidden(_) => "rejected",
-        _ => "error",
-    };
-    let record = data::record_access(client, &actor(caller), r, action, resource_id, outcome).await;
-    if let Err(audit_error) = record {
-        tracing::error!(error = %audit_error, "could not record a failed access");
-    }
-}
-
-/// Runs one audited access whose statement records it (writes, actions). A
-/// failure is recorded in the outbox too, and the shipper is woken.
-async fn audited<T, F, Fut>(
-    state: &AppState,
-    caller: &Caller,
-    r: &'static Resource,
-    action: Action,
-    resource_id: Option<Uuid>,
-    op: F,
-) -> Result<T, WorkerError>
-where
-    F: FnOnce(deadpool_postgres::Object, Actor, Arc<ClinicKeyCache>) -> Fut,
-    Fut: std::future::Future<Output = (deadpool_postgres::Object, Result<T, WorkerError>)>,
-{
-    let (client, keys) = state.registry.session(caller.clinic).await?;
-    let (client, result) = op(client, actor(caller), keys).await;
-    if let Err(e) = &result {
-        record_failure(&client, caller, r, action, resource_id, e).await;
-    }
-    // Back to the pool first, so the shipper finds the connection idle.
-    drop(client);
-    state.wake_shipper(caller.clinic);
-    result
-}
-
-/// The connection a read runs on: its own, or one shared with other point reads in
-/// flight ([`crate::registry::Registry::point_reader`]).
-pub(crate) type ReadConn = Arc<deadpool_postgres::Object>;
-
-/// How a read borrows its connection.
-#[derive(Clone, Copy)]
-enum Lane {
-    /// A connection of its own (lists and searches: their time varies).
-    Own,
-    /// Pipelined with the clinic's other point reads (each one index probe).
-    Pipelined,
-}
-
-impl Lane {
-    async fn connect(
-        self,
-        state: &AppState,
-        entry: &crate::registry::ClinicPool,
-    ) -> Result<ReadConn, WorkerError> {
-        Ok(match self {
-            Lane::Own => Arc::new(state.registry.connection(entry).await?),
-            Lane::Pipelined => state.registry.point_reader(entry).await?,
-        })
-    }
-}
-
-/// Runs one read whose record is group-committed ([`crate::commit`]): the
-/// statement reads, its connection goes back to the pool, then the record — with
-/// the rows `shown` — commits with the clinic's other reads, and only then is the
-/// answer given. Pools hand out idle connections without a round trip to check
-/// them, so a read that meets connection trouble (its connection closed under it
-/// by a server restart or an idle timeout) runs once more on a fresh connection:
-/// reads change nothing, and a server that is really down refuses the new
-/// connection at once.
-#[allow(clippy::too_many_arguments)]
-async fn read_audited<T, F, Fut>(
-    state: &AppState,
-    caller: &Caller,
-    r: &'static Resource,
-    action: Action,
-    resource_id: Option<Uuid>,
-    lane: Lane,
-    shown: fn(&T) -> Option<Vec<Uuid>>,
-    op: F,
-) -> Result<T, WorkerError>
-where
-    F: Fn(ReadConn, Actor, Arc<ClinicKeyCache>) -> Fut,
-    Fut: std::future::Future<Output = (ReadConn, Result<T, WorkerError>)>,
-{
-    let entry = state.registry.pool(caller.clinic).await?;
-    let client = lane.connect(state, &entry).await?;
-    let (mut client, mut result) = op(client, actor(caller), entry.keys.clone()).await;
-    if matches!(result, Err(WorkerError::Unavailable(_))) {
-        // A closed connection is not recycled: dropping it forgets it.
-        drop(client);
-        let fresh = Arc::new(state.registry.working_connection(&entry).await?);
-        (client, result) = op(fresh, actor(caller), entry.keys.clone()).await;
-    }
-    let outcome = match &result {
-        Ok(_) => "success",
-        Err(WorkerError::NotFound) => "not_found",
-        Err(e) => {
-            record_failure(&client, caller, r, action, resource_id, e).await;
-            drop(client);
-            state.wake_shipper(caller.clinic);
-            return result;
-        }
-    };
-    drop(client);
-    let record = crate::commit::OutboxRecord {
-        user_id: *caller.user.as_uuid(),
-        action: action.as_str(),
-        resource: r.name,
-        resource_id,
-        resource_ids: result.as_ref().ok().and_then(shown),
-        client_ip: caller.client_ip,
-        request_id: caller.request_id.to_string(),
-        outcome,
-    };
-    crate::commit::record(&state.registry, &entry, record).await?;
-    state.wake_shipper(caller.clinic);
-    result
-}
-
-/// The ids of listed rows (what a list showed).
-pub(crate) fn row_ids(rows: &[serde_json::Value]) -> Vec<Uuid> {
-    rows.iter()
-        .filter_map(|row| row.get("id")?.as_str()?.parse().ok())
-        .collect()
-}
 
 pub async fn list(
     State(state): State<AppState>,
@@ -220,13 +44,6 @@ pub async fn list(
     Ok(Json(json!({"data": data, "next_cursor": next})).into_response())
 }
 
-async fn body(state: &AppState, req: Request) -> Result<Bytes, WorkerError> {
-    if content_length(&req).is_some_and(|n| n > state.max_body_bytes) {
-        return Err(WorkerError::PayloadTooLarge(state.max_body_bytes));
-    }
-    read_body(state, req.into_body()).await
-}
-
 /// Creates, replaces or patches through the generic write path.
 async fn write(
     state: &AppState,
@@ -236,7 +53,7 @@ async fn write(
     mode: data::Write,
     req: Request,
 ) -> Result<serde_json::Value, WorkerError> {
-    let body = body(state, req).await?;
+    let body = access::body(state, req).await?;
     let action = if target.is_some() {
         Action::Update
     } else {

@@ -9,9 +9,10 @@
 //! itself (`data::audited`).
 
 use crate::error::WorkerError;
-use crate::registry::{ClinicPool, Registry};
+use deadpool_postgres::Object;
+use std::future::Future;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
@@ -51,20 +52,28 @@ pub struct AuditQueue {
     state: Mutex<State>,
 }
 
+/// What a clinic's group commit needs: the clinic's queue and a way to borrow its
+/// connections (the registry provides it; the queue knows nothing of pools).
+pub trait Outbox: Clone + Send + Sync + 'static {
+    /// The clinic's queue of records waiting for their commit.
+    fn queue(&self) -> &AuditQueue;
+    /// Borrows a connection to the clinic's database.
+    fn connection(&self) -> impl Future<Output = Result<Object, WorkerError>> + Send;
+    /// Borrows a connection that answered a round trip (the retry after
+    /// connection trouble).
+    fn working_connection(&self) -> impl Future<Output = Result<Object, WorkerError>> + Send;
+}
+
 /// The rows written by one batch, at most (a larger queue waits for the next).
 const MAX_BATCH: usize = 1000;
 
-/// Queues `record` for `entry`'s clinic and returns once it is durable in the
-/// clinic's outbox (or the batch failed: nothing may then be answered).
-pub async fn record(
-    registry: &Arc<Registry>,
-    entry: &Arc<ClinicPool>,
-    record: OutboxRecord,
-) -> Result<(), WorkerError> {
+/// Queues `record` in `outbox`'s clinic queue and returns once it is durable in
+/// the clinic's outbox (or the batch failed: nothing may then be answered).
+pub async fn record(outbox: &impl Outbox, record: OutboxRecord) -> Result<(), WorkerError> {
     let (done, committed) = oneshot::channel();
     let start = {
-        let mut state = entry
-            .audit
+        let mut state = outbox
+            .queue()
             .state
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
@@ -76,7 +85,7 @@ pub async fn record(
         !std::mem::replace(&mut state.draining, true)
     };
     if start {
-        tokio::spawn(drain(registry.clone(), entry.clone()));
+        tokio::spawn(drain(outbox.clone()));
     }
     match committed.await {
         Ok(Ok(())) => Ok(()),
@@ -90,12 +99,12 @@ pub async fn record(
 }
 
 /// Writes batches until the queue is empty, over one connection of the clinic.
-async fn drain(registry: Arc<Registry>, entry: Arc<ClinicPool>) {
+async fn drain(outbox: impl Outbox) {
     let mut client = None;
     loop {
         let batch: Vec<Pending> = {
-            let mut state = entry
-                .audit
+            let mut state = outbox
+                .queue()
                 .state
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
@@ -106,14 +115,14 @@ async fn drain(registry: Arc<Registry>, entry: Arc<ClinicPool>) {
             let n = state.pending.len().min(MAX_BATCH);
             state.pending.drain(..n).collect()
         };
-        let mut result = write_batch(&registry, &entry, &mut client, &batch).await;
+        let mut result = write_batch(&outbox, &mut client, &batch).await;
         if let Err(WorkerError::Unavailable(_)) = result {
             // Connection trouble: the pooled connection may have been closed under
             // it (pools hand them out unchecked). Once more on a fresh connection,
             // with the same ids: if the trouble struck after the commit, the ids
             // are taken, and the batch is known to be recorded.
-            client = registry.working_connection(&entry).await.ok();
-            result = match write_batch(&registry, &entry, &mut client, &batch).await {
+            client = outbox.working_connection().await.ok();
+            result = match write_batch(&outbox, &mut client, &batch).await {
                 Err(WorkerError::Conflict(_)) => Ok(()),
                 other => other,
             };
@@ -131,19 +140,18 @@ async fn drain(registry: Arc<Registry>, entry: Arc<ClinicPool>) {
 
 /// Writes `batch` over `client`, borrowing a connection first if there is none.
 async fn write_batch(
-    registry: &Registry,
-    entry: &ClinicPool,
-    client: &mut Option<deadpool_postgres::Object>,
+    outbox: &impl Outbox,
+    client: &mut Option<Object>,
     batch: &[Pending],
 ) -> Result<(), WorkerError> {
     let c = match client {
         Some(c) => c,
-        None => client.insert(registry.connection(entry).await?),
+        None => client.insert(outbox.connection().await?),
     };
     insert(c, batch).await
 }
 
-async fn insert(client: &deadpool_postgres::Object, batch: &[Pending]) -> Result<(), WorkerError> {
+async fn insert(client: &Object, batch: &[Pending]) -> Result<(), WorkerError> {
     let stmt = client
         .prepare_cached(
             "INSERT INTO audit_outbox (id, user_id, action, resource, resource_id, resource_ids, client_ip, request_id, outcome) \

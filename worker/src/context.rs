@@ -2,7 +2,7 @@
 //! token before any handler runs, and yields the clinic from the token only.
 
 use crate::error::WorkerError;
-use crate::server::AppState;
+use crate::state::AppState;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use common::internal::{self, Forwarded};

@@ -13,18 +13,17 @@
 //! that goes away leaves no connection mid-transaction in the pool.
 //!
 //! Exports hold a connection and a snapshot for as long as they run, so they are
-//! bounded ([`ExportGate`]): at most `EXPORTS_PER_CLINIC` per clinic and
+//! bounded ([`crate::export_gate::ExportGate`]): at most `EXPORTS_PER_CLINIC` per clinic and
 //! `EXPORTS_MAX` per worker at once (past either, `429` + `retry-after`), and a
 //! client that reads nothing for `EXPORT_IDLE_SECS` is cut off — its transaction
 //! rolled back, its connection closed, the export recorded as `abandoned`.
 
-use crate::api;
-use crate::config::ExportLimits;
+use crate::access;
 use crate::context::Caller;
 use crate::data::{self, Action, Actor, ListQuery};
 use crate::error::WorkerError;
 use crate::keys::ClinicKeyCache;
-use crate::server::AppState;
+use crate::state::AppState;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::header;
@@ -32,76 +31,10 @@ use axum::response::{IntoResponse, Response};
 use common::metric_names as m;
 use common::resource::{Resource, RESOURCES};
 use common::token::Role;
-use common::ClinicId;
 use serde_json::{json, Value};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use tokio::sync::mpsc::error::SendTimeoutError;
 use uuid::Uuid;
-
-/// Exports running, per clinic and in all.
-pub struct ExportGate {
-    limits: ExportLimits,
-    running: Mutex<(usize, HashMap<ClinicId, usize>)>,
-}
-
-/// One running export's place; given back when dropped.
-pub struct ExportPermit {
-    gate: Arc<ExportGate>,
-    clinic: ClinicId,
-}
-
-impl ExportGate {
-    pub fn new(limits: ExportLimits) -> Self {
-        Self {
-            limits,
-            running: Mutex::new((0, HashMap::new())),
-        }
-    }
-
-    /// A place for one more export of `clinic`, or `TooManyExports`.
-    pub fn try_enter(self: &Arc<Self>, clinic: ClinicId) -> Result<ExportPermit, WorkerError> {
-        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
-        let (total, per_clinic) = &mut *running;
-        let mine = per_clinic.get(&clinic).copied().unwrap_or(0);
-        let refusal = if mine >= self.limits.per_clinic {
-            Some("Your clinic's previous export is still running; wait for it to finish.")
-        } else if *total >= self.limits.total {
-            Some("Too many exports are running on this server; retry in a little while.")
-        } else {
-            None
-        };
-        if let Some(detail) = refusal {
-            metrics::counter!(m::CLIENTS_CUT_OFF, "component" => "worker", "reason" => "export_cap")
-                .increment(1);
-            return Err(WorkerError::TooManyExports(detail));
-        }
-        *total += 1;
-        per_clinic.insert(clinic, mine + 1);
-        Ok(ExportPermit {
-            gate: self.clone(),
-            clinic,
-        })
-    }
-}
-
-impl Drop for ExportPermit {
-    fn drop(&mut self) {
-        let mut running = self
-            .gate
-            .running
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let (total, per_clinic) = &mut *running;
-        *total = total.saturating_sub(1);
-        if let Some(n) = per_clinic.get_mut(&self.clinic) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                per_clinic.remove(&self.clinic);
-            }
-        }
-    }
-}
 
 /// The media type of the stream.
 pub const MEDIA_TYPE: &str = "application/x-ndjson";
@@ -126,7 +59,7 @@ pub async fn clinic(
     caller: Caller,
 ) -> Result<Response, WorkerError> {
     let (client, keys) = state.registry.session(caller.clinic).await?;
-    let actor = api::actor(&caller);
+    let actor = access::actor(&caller);
     let clinic_id = Some(*caller.clinic.as_uuid());
     let permit = if caller.role != Role::Admin {
         Err(WorkerError::Forbidden(
@@ -153,7 +86,7 @@ pub async fn clinic(
         .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
         .await
         .map_err(WorkerError::from_db)?;
-    let idle = state.exports.limits.idle;
+    let idle = state.exports.idle();
     let mut pages = Pages {
         snapshot: Snapshot(Some(client)),
         keys,
@@ -293,12 +226,12 @@ impl Pages {
             action: Action::List.as_str(),
             resource: r.name,
             resource_id: None,
-            resource_ids: Some(api::row_ids(rows)),
+            resource_ids: Some(access::row_ids(rows)),
             client_ip: self.actor.client_ip,
             request_id: self.actor.request_id.clone(),
             outcome: "success",
         };
-        crate::commit::record(&self.state.registry, &entry, record).await
+        crate::commit::record(&self.state.registry.outbox(&entry), record).await
     }
 
     /// Ends the export after `e`: rolls back, records the failure, logs it once.

@@ -2,6 +2,7 @@
 //! region, trusting only what it can check itself: the gateway's signature on every
 //! forwarded request and the user's token. See `ARCHITECTURE.md` for the codemap.
 
+pub mod access;
 pub mod api;
 pub mod audit;
 pub mod commit;
@@ -10,11 +11,14 @@ pub mod context;
 pub mod data;
 pub mod error;
 pub mod export;
+pub mod export_gate;
 pub mod fhir;
 pub mod keys;
 pub mod provision;
 pub mod registry;
+pub mod routes;
 pub mod server;
+pub mod state;
 pub mod telemetry;
 pub mod tls;
 

@@ -10,6 +10,7 @@
 //! the acquire timeout. So a cold clinic is served even when thousands of clinics
 //! share a server whose `max_connections` is a hundred.
 
+use crate::commit::AuditQueue;
 use crate::config::PoolSettings;
 use crate::error::WorkerError;
 use crate::keys::{ClinicKeyCache, KeySource};
@@ -35,7 +36,7 @@ pub struct ClinicPool {
     pub pool: Pool,
     pub keys: Arc<ClinicKeyCache>,
     /// Read audit records waiting for their group commit.
-    pub audit: crate::commit::AuditQueue,
+    pub audit: AuditQueue,
     /// The connection point reads in flight share (see [`Registry::point_reader`]).
     reader: Mutex<std::sync::Weak<Object>>,
     opened: Instant,
@@ -56,6 +57,28 @@ impl ClinicPool {
             self.since_open()
                 .saturating_sub(self.last_used_ms.load(Ordering::Relaxed)),
         )
+    }
+}
+
+/// One open clinic as its group commit ([`crate::commit`]) sees it: its queue, and
+/// its connections borrowed within the server budget.
+#[derive(Clone)]
+pub struct ClinicOutbox {
+    registry: Arc<Registry>,
+    entry: Arc<ClinicPool>,
+}
+
+impl crate::commit::Outbox for ClinicOutbox {
+    fn queue(&self) -> &AuditQueue {
+        &self.entry.audit
+    }
+
+    async fn connection(&self) -> Result<Object, WorkerError> {
+        self.registry.connection(&self.entry).await
+    }
+
+    async fn working_connection(&self) -> Result<Object, WorkerError> {
+        self.registry.working_connection(&self.entry).await
     }
 }
 
@@ -246,7 +269,7 @@ impl Registry {
             clinic,
             pool,
             keys,
-            audit: crate::commit::AuditQueue::default(),
+            audit: AuditQueue::default(),
             reader: Mutex::new(std::sync::Weak::new()),
             opened: Instant::now(),
             last_used_ms: AtomicU64::new(0),
@@ -257,6 +280,14 @@ impl Registry {
         }
         self.publish_gauges();
         Ok(entry)
+    }
+
+    /// What `entry`'s group commit of read audit records needs.
+    pub fn outbox(self: &Arc<Self>, entry: &Arc<ClinicPool>) -> ClinicOutbox {
+        ClinicOutbox {
+            registry: self.clone(),
+            entry: entry.clone(),
+        }
     }
 
     /// Borrows a connection to the clinic's own database.
