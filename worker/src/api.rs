@@ -3,9 +3,10 @@
 
 use crate::access::{self, audited, parse_id, read_audited, resource, row_ids, Lane};
 use crate::context::{Caller, Forward};
-use crate::data::{self, Action, ListQuery};
+use crate::data::{self, Action};
 use crate::error::WorkerError;
 use crate::fhir;
+use crate::query;
 use crate::state::AppState;
 use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{header, StatusCode};
@@ -31,9 +32,9 @@ pub async fn list(
         Action::List,
         None,
         Lane::Own,
-        |(rows, _): &(Vec<serde_json::Value>, Option<String>)| Some(row_ids(rows)),
+        |(rows, _): &(Vec<serde_json::Value>, Option<data::Cursor>)| Some(row_ids(rows)),
         |client, actor, keys| async move {
-            let result = match ListQuery::parse(r, raw) {
+            let result = match query::list_query(r, raw) {
                 Ok(q) => data::list(&client, &keys, r, &actor, &q, data::Audit::Deferred).await,
                 Err(e) => Err(e),
             };
@@ -41,6 +42,7 @@ pub async fn list(
         },
     )
     .await?;
+    let next = next.map(|cursor| cursor.encode());
     Ok(Json(json!({"data": data, "next_cursor": next})).into_response())
 }
 

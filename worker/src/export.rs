@@ -34,7 +34,6 @@ use common::token::Role;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use tokio::sync::mpsc::error::SendTimeoutError;
-use uuid::Uuid;
 
 /// The media type of the stream.
 pub const MEDIA_TYPE: &str = "application/x-ndjson";
@@ -140,14 +139,14 @@ impl Drop for Snapshot {
     }
 }
 
-/// Where the export stands: the resource being read and the last id sent.
+/// Where the export stands: the resource being read and where its next page starts.
 struct Pages {
     snapshot: Snapshot,
     keys: Arc<ClinicKeyCache>,
     state: AppState,
     actor: Actor,
     resource: usize,
-    after: Option<Uuid>,
+    after: Option<data::Cursor>,
 }
 
 impl Pages {
@@ -173,7 +172,7 @@ impl Pages {
             };
             let query = ListQuery {
                 limit: data::MAX_LIMIT,
-                after: self.after.map(data::Cursor::Id),
+                after: self.after.clone(),
                 ..ListQuery::default()
             };
             let page = data::list(
@@ -195,19 +194,10 @@ impl Pages {
                     return Some(Err(self.fail(e).await));
                 }
             }
-            self.after = match next {
-                Some(_) => match rows.last().and_then(row_id) {
-                    Some(id) => Some(id),
-                    None => {
-                        let e = WorkerError::Internal("a page row without an id".into());
-                        return Some(Err(self.fail(e).await));
-                    }
-                },
-                None => {
-                    self.resource += 1;
-                    None
-                }
-            };
+            self.after = next;
+            if self.after.is_none() {
+                self.resource += 1;
+            }
             if rows.is_empty() {
                 continue;
             }
@@ -271,12 +261,6 @@ impl Pages {
     }
 }
 
-fn row_id(row: &Value) -> Option<Uuid> {
-    row.get("id")
-        .and_then(Value::as_str)
-        .and_then(|s| Uuid::parse_str(s).ok())
-}
-
 /// One NDJSON line per row.
 fn lines(r: &Resource, rows: Vec<Value>) -> Result<Bytes, WorkerError> {
     let mut out = Vec::with_capacity(rows.len() * 256);
@@ -318,12 +302,5 @@ mod tests {
     #[test]
     fn the_audit_name_is_no_served_resource() {
         assert!(common::resource::find(CLINIC.name).is_none());
-    }
-
-    #[test]
-    fn keyset_position_is_the_last_rows_id() {
-        let id = Uuid::now_v7();
-        assert_eq!(row_id(&json!({"id": id.to_string()})), Some(id));
-        assert_eq!(row_id(&json!({"id": 1})), None);
     }
 }

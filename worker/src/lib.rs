@@ -15,6 +15,7 @@ pub mod export_gate;
 pub mod fhir;
 pub mod keys;
 pub mod provision;
+pub mod query;
 pub mod registry;
 pub mod routes;
 pub mod server;

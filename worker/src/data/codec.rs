@@ -1,0 +1,187 @@
+//! The row codec and sealing: a stored row becomes the client's JSON object
+//! (restricted fields left out for roles that may not see them, sealed fields
+//! opened with the data-key version they name, loading it first if a rotation added
+//! it since); a sensitive field's value is sealed for its clinic, table, row and
+//! column, and blind-indexed when it can be filtered on.
+
+use super::sql::{col, Actor, Param};
+use crate::error::WorkerError;
+use crate::keys::ClinicKeyCache;
+use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
+use common::crypto::{sealed_key_id, ClinicKeys, FieldContext};
+use common::resource::{Field, FieldType, Resource};
+use common::ClinicId;
+use serde_json::{Map, Value};
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+/// The first byte of a value read from a sealed field's plaintext column of before.
+const LEGACY_PLAINTEXT: u8 = 0;
+
+pub(super) fn timestamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn opt<T>(v: Option<T>, f: impl FnOnce(T) -> Value) -> Value {
+    v.map(f).unwrap_or(Value::Null)
+}
+
+/// Turns a stored row into the client's JSON object, decrypting what is sealed.
+fn row_to_json(
+    r: &Resource,
+    keys: &ClinicKeys,
+    actor: &Actor,
+    row: &Row,
+) -> Result<Value, WorkerError> {
+    let clinic = actor.clinic;
+    let id: Uuid = col(row, 0)?;
+    let mut obj = Map::new();
+    obj.insert("id".into(), id.to_string().into());
+    obj.insert("created_at".into(), timestamp(col(row, 1)?).into());
+    obj.insert("updated_at".into(), timestamp(col(row, 2)?).into());
+    for (i, f) in r.fields.iter().enumerate() {
+        let idx = i + 3;
+        if f.restricted && !actor.role.sees_restricted() {
+            continue;
+        }
+        let value = if f.encrypted {
+            match col::<Option<Vec<u8>>>(row, idx)? {
+                None => Value::Null,
+                Some(legacy) if legacy.first() == Some(&LEGACY_PLAINTEXT) => {
+                    Value::String(String::from_utf8_lossy(&legacy[1..]).into_owned())
+                }
+                Some(sealed) => {
+                    let plain = open(keys, clinic, r, f, &id, &sealed)?;
+                    Value::String(String::from_utf8_lossy(&plain).into_owned())
+                }
+            }
+        } else {
+            match f.ty {
+                FieldType::Text { .. } | FieldType::Email | FieldType::Enum(_) => {
+                    opt(col::<Option<String>>(row, idx)?, Value::String)
+                }
+                FieldType::Date => opt(col::<Option<NaiveDate>>(row, idx)?, |d| {
+                    Value::String(d.format("%Y-%m-%d").to_string())
+                }),
+                FieldType::Timestamp => opt(col::<Option<DateTime<Utc>>>(row, idx)?, |t| {
+                    timestamp(t).into()
+                }),
+                FieldType::Integer { .. } => opt(col::<Option<i64>>(row, idx)?, Value::from),
+                FieldType::Boolean => opt(col::<Option<bool>>(row, idx)?, Value::Bool),
+                FieldType::Reference(_) => {
+                    opt(col::<Option<Uuid>>(row, idx)?, |u| u.to_string().into())
+                }
+                FieldType::ReferenceList { .. } => Value::Array(
+                    col::<Vec<Uuid>>(row, idx)?
+                        .into_iter()
+                        .map(|u| Value::String(u.to_string()))
+                        .collect(),
+                ),
+            }
+        };
+        obj.insert(f.name.into(), value);
+    }
+    for (i, c) in r.children.iter().enumerate() {
+        obj.insert(c.name.into(), col::<Value>(row, 3 + r.fields.len() + i)?);
+    }
+    Ok(Value::Object(obj))
+}
+
+/// Turns stored rows into JSON, first making sure every data-key version their
+/// sealed values name is loaded (a rotation may have started since the pool opened).
+pub(super) async fn rows_to_json(
+    r: &Resource,
+    keys: &ClinicKeyCache,
+    actor: &Actor,
+    rows: &[Row],
+) -> Result<Vec<Value>, WorkerError> {
+    let mut versions = std::collections::BTreeSet::new();
+    for row in rows {
+        for (i, f) in r.fields.iter().enumerate() {
+            if f.encrypted {
+                if let Some(sealed) = col::<Option<Vec<u8>>>(row, i + 3)? {
+                    versions.extend(sealed_key_id(&sealed).ok());
+                }
+            }
+        }
+    }
+    let keys = keys.covering(versions).await?;
+    rows.iter()
+        .map(|row| row_to_json(r, &keys, actor, row))
+        .collect()
+}
+
+/// [`rows_to_json`] of the first row; `NotFound` when there is none.
+pub(super) async fn first_to_json(
+    r: &Resource,
+    keys: &ClinicKeyCache,
+    actor: &Actor,
+    rows: &[Row],
+) -> Result<Value, WorkerError> {
+    let first = rows.get(..1).ok_or(WorkerError::NotFound)?;
+    rows_to_json(r, keys, actor, first)
+        .await?
+        .pop()
+        .ok_or(WorkerError::NotFound)
+}
+
+/// `plain` sealed as the value of field `f` of row `row` (it opens nowhere else).
+pub fn seal(
+    keys: &ClinicKeys,
+    clinic: ClinicId,
+    r: &Resource,
+    f: &Field,
+    row: &Uuid,
+    plain: &[u8],
+) -> Vec<u8> {
+    let ctx = FieldContext {
+        clinic,
+        table: r.table,
+        row,
+        column: f.name,
+    };
+    keys.seal_field(&ctx, plain)
+}
+
+/// The plaintext of `sealed`, the stored value of field `f` of row `row`; an
+/// integrity error when it does not open there.
+pub fn open(
+    keys: &ClinicKeys,
+    clinic: ClinicId,
+    r: &Resource,
+    f: &Field,
+    row: &Uuid,
+    sealed: &[u8],
+) -> Result<Vec<u8>, WorkerError> {
+    let ctx = FieldContext {
+        clinic,
+        table: r.table,
+        row,
+        column: f.name,
+    };
+    keys.open_field(&ctx, sealed)
+        .map_err(|e| WorkerError::Integrity(format!("{}.{} of {row}: {e}", r.table, f.name)))
+}
+
+/// The stored columns of a sealed text field's value: the sealed value, no
+/// plaintext of before left behind, and the blind index if it can be filtered on.
+pub fn sealed_columns(
+    keys: &ClinicKeys,
+    clinic: ClinicId,
+    r: &Resource,
+    f: &Field,
+    row: &Uuid,
+    value: Option<&str>,
+) -> Vec<(String, Param)> {
+    let sealed = value.map(|s| seal(keys, clinic, r, f, row, s.as_bytes()));
+    let mut columns: Vec<(String, Param)> = vec![(f.stored_column(), Box::new(sealed))];
+    if f.legacy_plaintext {
+        // Written sealed now: no plaintext of before stays behind.
+        columns.push((f.name.to_owned(), Box::new(None::<String>)));
+    }
+    if f.filterable {
+        let index = value.map(|s| keys.blind_index(r.table, f.name, s));
+        columns.push((format!("{}_bidx", f.name), Box::new(index)));
+    }
+    columns
+}
