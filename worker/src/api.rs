@@ -9,7 +9,7 @@ use crate::fhir;
 use crate::query;
 use crate::state::AppState;
 use axum::extract::{Path, RawQuery, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use common::resource::{self, Resource};
@@ -110,7 +110,9 @@ pub async fn get_one(
     Ok(Json(found).into_response())
 }
 
-pub async fn replace(
+/// `PUT` (every writable field: those left out take their default or null) and
+/// `PATCH` (only the fields sent) of one row: one handler, the method picks the mode.
+pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
     Path((name, id)): Path<(String, String)>,
@@ -118,18 +120,12 @@ pub async fn replace(
 ) -> Result<Response, WorkerError> {
     let r = resource(&name)?;
     let id = parse_id(&id)?;
-    Ok(Json(write(&state, &caller, r, Some(id), data::Write::Replace, req).await?).into_response())
-}
-
-pub async fn patch(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path((name, id)): Path<(String, String)>,
-    req: Request,
-) -> Result<Response, WorkerError> {
-    let r = resource(&name)?;
-    let id = parse_id(&id)?;
-    Ok(Json(write(&state, &caller, r, Some(id), data::Write::Patch, req).await?).into_response())
+    let mode = if req.method() == Method::PATCH {
+        data::Write::Patch
+    } else {
+        data::Write::Replace
+    };
+    Ok(Json(write(&state, &caller, r, Some(id), mode, req).await?).into_response())
 }
 
 pub async fn delete(

@@ -92,8 +92,8 @@ pub fn public(state: AppState) -> Router {
         .route(
             "/api/v1/{resource}/{id}",
             get(api::get_one)
-                .put(api::replace)
-                .patch(api::patch)
+                .put(api::update)
+                .patch(api::update)
                 .delete(api::delete),
         )
         .route(
