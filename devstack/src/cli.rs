@@ -1,7 +1,9 @@
-//! The `devstack` command: start, announce, optionally seed a demo clinic, wait
-//! for Ctrl-C or SIGTERM, stop cleanly.
+//! The `devstack` command: start, hand the admin tool its settings, announce,
+//! optionally seed a demo clinic, watch the children until Ctrl-C or SIGTERM (or
+//! until one the stack cannot do without ends: [`crate::supervise`]), stop cleanly.
 
 use crate::stack::{Stack, StackOptions, CENTRAL_DB};
+use crate::supervise::{self, Ended, Policy};
 use crate::Http;
 use anyhow::{bail, Context};
 use serde_json::json;
@@ -9,6 +11,8 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+/// Runs the command; an error when the stack could not start, or stopped because
+/// one of its children ended for good (the process then exits non-zero).
 pub fn run(
     listen: SocketAddr,
     data_dir: PathBuf,
@@ -25,12 +29,26 @@ pub fn run(
     options.log_level = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
     eprintln!("devstack: starting PostgreSQL servers, workers and the gateway…");
     let mut stack = Stack::start(options)?;
+    let admin_env = stack
+        .write_admin_env()
+        .context("writing the admin tool's settings")?;
 
     let mut out = std::io::stdout();
     writeln!(out, "central: {}", stack.central.url(CENTRAL_DB))?;
     for r in &stack.regions {
         writeln!(out, "region {}: {}", r.name, r.server.url("postgres"))?;
     }
+    let others: Vec<String> = admin_env
+        .regions
+        .iter()
+        .map(|(region, path)| format!("{region}: {}", path.display()))
+        .collect();
+    writeln!(
+        out,
+        "admin: MEDICALPRO_CONFIG={} (medicalpro-admin's settings; per region, {})",
+        admin_env.default.display(),
+        others.join(", ")
+    )?;
     writeln!(out, "metrics: {}", stack.metrics_url())?;
     out.flush()?;
 
@@ -45,11 +63,22 @@ pub fn run(
     writeln!(out, "ready: http://{}", stack.gateway.addr)?;
     out.flush()?;
 
-    runtime.block_on(common::service::shutdown_signal());
+    let ended = runtime.block_on(supervise::watch(
+        &mut stack,
+        Policy::default(),
+        common::service::shutdown_signal(),
+        |event| eprintln!("devstack: {event}"),
+    ));
     eprintln!("devstack: stopping…");
     stack.stop();
     eprintln!("devstack: stopped");
-    Ok(())
+    match ended {
+        Ended::Signal => Ok(()),
+        Ended::Failed(event) => bail!(
+            "stopped because {} could not go on; see its log, then start again",
+            event.who()
+        ),
+    }
 }
 
 /// Registers a demo clinic, adds a few patients and returns how to log in.

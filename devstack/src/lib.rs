@@ -2,14 +2,19 @@
 //! one per region), a worker process per region and a gateway process, talking
 //! mutual TLS to each other with certificates made for the run. The
 //! `devstack` binary, the integration tests and the bench all start it through
-//! [`Stack::start`].
+//! [`Stack::start`]. While the command runs, [`supervise`] watches every child;
+//! [`admin_env`] writes the settings `medicalpro-admin` needs against the stack.
 
+pub mod admin_env;
 pub mod certs;
 pub mod cli;
 pub mod client;
 pub mod pg;
 pub mod process;
 pub mod stack;
+pub mod supervise;
+#[cfg(test)]
+mod test_support;
 
 pub use client::{Http, Reply};
 pub use pg::PgServer;

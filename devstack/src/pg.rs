@@ -332,11 +332,29 @@ impl PgServer {
         Ok(client)
     }
 
-    /// Whether the server process is still running.
+    /// Whether the server process is still running (a server found ended is
+    /// reaped, as by [`PgServer::try_exit`]).
     pub fn is_running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        self.try_exit();
+        self.child.is_some()
+    }
+
+    /// Reaps the server process if it has ended, and says how it ended (once: the
+    /// server then counts as stopped, and [`PgServer::restart`] starts it again).
+    pub fn try_exit(&mut self) -> Option<std::process::ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().ok().flatten()?;
+        self.child = None;
+        Some(status)
+    }
+
+    /// The postmaster's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The server's log file.
+    pub fn log_path(&self) -> PathBuf {
+        self.data_dir.with_extension("log")
     }
 
     /// Stops the server (fast shutdown: sessions are ended, data is flushed).

@@ -1,6 +1,9 @@
 //! Child processes that die with the stack: every child is spawned from one
 //! long-lived thread with `PR_SET_PDEATHSIG`, so a test binary or a devstack that
-//! exits (or crashes) takes its PostgreSQL servers and services with it.
+//! exits (or crashes) takes its PostgreSQL servers and services with it. Each child
+//! leads a process group of its own, so a Ctrl-C at the terminal reaches the
+//! devstack alone, which then stops its children in order (gateway, workers,
+//! PostgreSQL) instead of all of them at once. [`describe`] says how a child ended.
 
 use std::process::{Child, Command};
 use std::sync::mpsc;
@@ -44,6 +47,7 @@ fn spawn_here(cmd: &mut Command, signal: libc::c_int) -> std::io::Result<Child> 
             Ok(())
         });
     }
+    cmd.process_group(0);
     cmd.spawn()
 }
 
@@ -79,4 +83,88 @@ pub fn stop(child: &mut Child, sig: libc::c_int, timeout: std::time::Duration) {
     }
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// How a child ended, for the console: `exited with status 1`, `killed by signal 9
+/// (SIGKILL)`.
+pub fn describe(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(code) = status.code() {
+        return format!("exited with status {code}");
+    }
+    match status.signal() {
+        Some(sig) => {
+            let name = signal_name(sig)
+                .map(|n| format!(" ({n})"))
+                .unwrap_or_default();
+            let core = if status.core_dumped() {
+                ", core dumped"
+            } else {
+                ""
+            };
+            format!("killed by signal {sig}{name}{core}")
+        }
+        None => status.to_string(),
+    }
+}
+
+fn signal_name(sig: libc::c_int) -> Option<&'static str> {
+    Some(match sig {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGTERM => "SIGTERM",
+        _ => return None,
+    })
+}
+
+/// The state letter of process `pid` from `/proc/<pid>/stat` (`R`, `S`, `Z` for a
+/// zombie…), or `None` when there is no such process.
+pub fn proc_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) state …`; comm may hold spaces and parentheses.
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .next()?
+        .chars()
+        .next()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::ExitStatus;
+
+    #[test]
+    fn statuses_are_described_for_people() {
+        assert_eq!(
+            describe(ExitStatus::from_raw(1 << 8)),
+            "exited with status 1"
+        );
+        assert_eq!(describe(ExitStatus::from_raw(0)), "exited with status 0");
+        assert_eq!(
+            describe(ExitStatus::from_raw(9)),
+            "killed by signal 9 (SIGKILL)"
+        );
+        assert_eq!(
+            describe(ExitStatus::from_raw(11 | 0x80)),
+            "killed by signal 11 (SIGSEGV), core dumped"
+        );
+        assert_eq!(describe(ExitStatus::from_raw(64)), "killed by signal 64");
+    }
+
+    #[test]
+    fn proc_state_reads_this_process() {
+        assert!(matches!(proc_state(std::process::id()), Some('R' | 'S')));
+        assert_eq!(proc_state(u32::MAX), None);
+    }
 }

@@ -100,7 +100,9 @@ pub struct Service {
 }
 
 impl Service {
-    fn spawn(&mut self) -> anyhow::Result<()> {
+    /// Starts the process without waiting for it to be ready (see
+    /// [`Service::is_ready`]).
+    pub fn spawn(&mut self) -> anyhow::Result<()> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -167,6 +169,19 @@ impl Service {
         if let Some(mut child) = self.child.take() {
             process::stop(&mut child, libc::SIGKILL, Duration::from_secs(5));
         }
+    }
+
+    /// Reaps the process if it has ended, and says how it ended (once: the service
+    /// then counts as stopped, and [`Service::spawn`] starts it again).
+    pub fn try_exit(&mut self) -> Option<std::process::ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().ok().flatten()?;
+        self.child = None;
+        Some(status)
+    }
+
+    /// Whether its admin listener answers `/readyz` with `200`.
+    pub fn is_ready(&self) -> bool {
+        http_status(self.admin_addr, "/readyz") == Some(200)
     }
 
     /// The process id, while it runs.
