@@ -12,6 +12,8 @@
 //!
 //! Every interval is half-open, `[start, end)`.
 
+pub mod recurrence;
+
 use jiff::civil::{Date, DateTime, Time, Weekday};
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
@@ -29,6 +31,9 @@ pub enum ScheduleError {
     /// A slot rule out of range (zero or negative length or step).
     #[error("{0} must be positive")]
     NotPositive(&'static str),
+    /// A series longer than the limit.
+    #[error("a series may have at most {0} occurrences")]
+    TooManyOccurrences(u32),
     /// A date or instant outside what the calendar can represent.
     #[error("date out of range: {0}")]
     OutOfRange(String),
@@ -339,6 +344,13 @@ impl Bounds for (DateTime, DateTime) {
     fn set_hi(&mut self, hi: DateTime) {
         self.1 = hi;
     }
+}
+
+/// The calendar year an instant falls in, in the clinic's zone: what an invoice
+/// issued then is numbered in (23:30 UTC on 31 December is already the new year
+/// in Paris).
+pub fn year_in(tz: &TimeZone, at: Timestamp) -> i16 {
+    tz.to_datetime(at).year()
 }
 
 #[cfg(test)]

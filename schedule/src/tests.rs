@@ -363,3 +363,14 @@ fn a_month_for_twenty_practitioners_is_cheap() {
         .all(|s| open.iter().any(|o| o.start <= s.start && s.end <= o.end)));
     assert!(slots.iter().all(|s| !busy.iter().any(|b| b.overlaps(s))));
 }
+
+#[test]
+fn the_year_is_the_clinics() {
+    let at = ts("2026-12-31T23:30Z");
+    assert_eq!(year_in(&paris(), at), 2027);
+    assert_eq!(
+        year_in(&TimeZone::get("America/New_York").unwrap(), at),
+        2026
+    );
+    assert_eq!(year_in(&TimeZone::UTC, at), 2026);
+}
