@@ -164,9 +164,190 @@ fn filter_schema(f: &Field) -> Value {
     }
 }
 
+/// The operation id of `verb` on `noun`, in camelCase: `("list", "consent-templates")`
+/// → `listConsentTemplates`, `("create", "ConsentTemplate")` → `createConsentTemplate`,
+/// `("sign-out", "user")` → `signOutUser`. Words are split at `-`, `_` and spaces.
+pub fn operation_id(verb: &str, noun: &str) -> String {
+    let mut id = String::new();
+    for word in verb
+        .split(['-', '_', ' '])
+        .chain(noun.split(['-', '_', ' ']))
+    {
+        let mut chars = word.chars();
+        let Some(first) = chars.next() else { continue };
+        if id.is_empty() {
+            id.extend(first.to_lowercase());
+        } else {
+            id.extend(first.to_uppercase());
+        }
+        id.push_str(chars.as_str());
+    }
+    id
+}
+
+/// How people write a resource's one row: `ConsentTemplate` → `consent template`.
+fn singular(r: &Resource) -> String {
+    let mut out = String::new();
+    for c in r.title.chars() {
+        if c.is_uppercase() && !out.is_empty() {
+            out.push(' ');
+        }
+        out.extend(c.to_lowercase());
+    }
+    out
+}
+
+/// How people write a resource's rows: `consent-templates` → `consent templates`.
+fn plural(r: &Resource) -> String {
+    r.name.replace('-', " ")
+}
+
+/// `a patient`, `an appointment`.
+fn with_article(noun: &str) -> String {
+    let article = if noun.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    };
+    format!("{article} {noun}")
+}
+
+fn capitalized(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// `` `a` `` , `` `a` and `b` ``, `` `a`, `b` and `c` ``.
+fn code_list(names: &[&str]) -> String {
+    let quoted: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+    match quoted.split_last() {
+        None => String::new(),
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+    }
+}
+
+const ANY_USER: &str =
+    "Any signed-in user of the clinic may call it (admin, practitioner or staff)";
+const ADMINS_ONLY: &str = "Clinic admins only; other roles get `403`.";
+const NOT_FOUND: &str =
+    "An id of another clinic, or of a deleted row, is `404`, exactly as an id that never existed.";
+const NOT_FOUND_ANY: &str =
+    "An id of another clinic is `404`, exactly as an id that never existed.";
+
+/// Who may call a resource operation, and what staff may not see or set.
+fn callers(r: &Resource, writes: bool) -> String {
+    let restricted: Vec<&str> = r
+        .fields
+        .iter()
+        .filter(|f| f.restricted)
+        .map(|f| f.name)
+        .collect();
+    if restricted.is_empty() {
+        return format!("{ANY_USER}.");
+    }
+    let fields = code_list(&restricted);
+    if writes {
+        format!("{ANY_USER}; staff do not see {fields} in the answer and may not set it (`403`), and a replace by staff leaves it as it was.")
+    } else {
+        format!("{ANY_USER}; staff do not see {fields}.")
+    }
+}
+
+/// What a list operation's query does: search, order, filters.
+fn list_description(r: &Resource) -> String {
+    let mut text = format!(
+        "Lists the clinic's live {} (deleted ones are left out), one page at a time: send `next_cursor` back as `cursor` for the next page; it is `null` on the last. `limit` is 1–100 (default 20).",
+        plural(r)
+    );
+    let searchable: Vec<&str> = r
+        .fields
+        .iter()
+        .filter(|f| f.searchable)
+        .map(|f| f.name)
+        .collect();
+    if !searchable.is_empty() {
+        text.push_str(&format!(
+            " `q` searches {} case-insensitively",
+            code_list(&searchable)
+        ));
+        if r.search.is_some() {
+            text.push_str(
+                ": names starting with `q` first, then names containing it, each in name order.",
+            );
+        } else {
+            text.push_str("; results come in id order.");
+        }
+    }
+    let mut filters: Vec<String> = Vec::new();
+    for f in r.fields.iter().filter(|f| f.filterable) {
+        if f.encrypted {
+            filters.push(format!("`{}` (exact match; stored encrypted)", f.name));
+        } else {
+            filters.push(format!("`{}` (exact match)", f.name));
+        }
+    }
+    for f in r.fields.iter().filter(|f| f.range) {
+        filters.push(format!(
+            "`{0}_from` (inclusive) and `{0}_to` (exclusive)",
+            f.name
+        ));
+    }
+    if !filters.is_empty() {
+        text.push_str(&format!(" Filters: {}.", filters.join(", ")));
+    }
+    text.push(' ');
+    text.push_str(&callers(r, false));
+    let restricted_filters: Vec<&str> = r
+        .fields
+        .iter()
+        .filter(|f| f.restricted && f.filterable)
+        .map(|f| f.name)
+        .collect();
+    if !restricted_filters.is_empty() {
+        text.push_str(&format!(
+            " Staff filtering on {} get `403`.",
+            code_list(&restricted_filters)
+        ));
+    }
+    text.push_str(" A malformed query parameter or cursor is `400`.");
+    text
+}
+
+/// What a write's body holds beyond the resource's own fields.
+fn body_notes(r: &Resource) -> String {
+    let mut text = String::new();
+    let read_only: Vec<&str> = r
+        .fields
+        .iter()
+        .filter(|f| f.read_only)
+        .map(|f| f.name)
+        .collect();
+    if !read_only.is_empty() {
+        text.push_str(&format!(
+            " The server computes {}; they are not part of the body.",
+            code_list(&read_only)
+        ));
+    }
+    for c in r.children {
+        text.push_str(&format!(
+            " `{}` (at most {} `{}` rows) is written together with it.",
+            c.name, c.max_items, c.title
+        ));
+    }
+    text
+}
+
+const WRITE_ERRORS: &str = "Invalid fields, a reference to a row that is not a live row of the clinic, or a clinic id in the body are `400`; a change that conflicts with other data or with the object's state (the clinic's rules: no duplicates, no double booking, issued invoices and consent template versions in use are frozen) is `409`; a body over the size limit is `413`.";
+
 fn resource_paths(r: &Resource, paths: &mut Map<String, Value>) {
     let t = r.title;
-    let id_param = json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string", "format": "uuid"}});
+    let one = singular(r);
+    let a_one = with_article(&one);
+    let id_param = json!({"name": "id", "in": "path", "required": true, "description": format!("The {one}'s id."), "schema": {"type": "string", "format": "uuid"}});
     let mut list_params = vec![
         query_param("q", json!({"type": "string", "maxLength": 200})),
         query_param(
@@ -191,8 +372,19 @@ fn resource_paths(r: &Resource, paths: &mut Map<String, Value>) {
             ));
         }
     }
-    let op = |id: String, body: Option<(String, &str)>, responses: Value| -> Value {
-        let mut v = json!({"operationId": id, "tags": [r.name], "responses": responses});
+    let op = |id: String,
+              summary: String,
+              description: String,
+              body: Option<(String, &str)>,
+              responses: Value|
+     -> Value {
+        let mut v = json!({
+            "operationId": id,
+            "summary": summary,
+            "description": description,
+            "tags": [r.name],
+            "responses": responses
+        });
         if let Some((schema, description)) = body {
             v["requestBody"] = with_description(json_body(&schema), description);
             v["requestBody"]["required"] = true.into();
@@ -212,70 +404,151 @@ fn resource_paths(r: &Resource, paths: &mut Map<String, Value>) {
             "413": problem_response("Body too large.")
         })
     };
+    let mut list_get = op(
+        operation_id("list", r.name),
+        format!("List {}", plural(r)),
+        list_description(r),
+        None,
+        json!({
+            "200": with_description(json_body(&format!("{t}Page")), "One page of results."),
+            "400": problem_response("Invalid query parameter.")
+        }),
+    );
+    list_get["parameters"] = Value::Array(list_params);
     paths.insert(
         format!("/api/v1/{}", r.name),
         json!({
-            "get": op(format!("list_{}", r.name), None, json!({
-                "200": with_description(json_body(&format!("{t}Page")), "One page of results."),
-                "400": problem_response("Invalid query parameter.")
-            })),
+            "get": list_get,
             "post": op(
-                format!("create_{}", r.name),
+                operation_id("create", t),
+                format!("Create {a_one}"),
+                format!(
+                    "Creates {a_one}; the server sets `id`, `created_at` and `updated_at`, and fields left out take their defaults.{} {} {WRITE_ERRORS}",
+                    body_notes(r),
+                    callers(r, true)
+                ),
                 Some((format!("{t}Input"), "The new object.")),
                 write_errors("201", with_description(json_body(t), "Created.")),
             )
         }),
     );
-    let mut list_get = paths[&format!("/api/v1/{}", r.name)]["get"].clone();
-    list_get["parameters"] = Value::Array(list_params);
-    paths[&format!("/api/v1/{}", r.name)]["get"] = list_get;
     paths.insert(
         format!("/api/v1/{}/{{id}}", r.name),
         json!({
             "parameters": [id_param.clone()],
-            "get": op(format!("get_{}", r.name), None, json!({
-                "200": with_description(json_body(t), "The object."),
-                "400": problem_response("Malformed id."),
-                "404": problem_response("No such object in your clinic.")
-            })),
+            "get": op(
+                operation_id("get", t),
+                format!("Get {a_one}"),
+                format!("Reads one {one} by id. {} {NOT_FOUND}", callers(r, false)),
+                None,
+                json!({
+                    "200": with_description(json_body(t), "The object."),
+                    "400": problem_response("Malformed id."),
+                    "404": problem_response("No such object in your clinic.")
+                }),
+            ),
             "put": op(
-                format!("replace_{}", r.name),
+                operation_id("replace", t),
+                format!("Replace {a_one}"),
+                format!(
+                    "Replaces {a_one} with the body, which is the whole object as for a create: fields left out take their defaults.{} {} {NOT_FOUND} {WRITE_ERRORS}",
+                    body_notes(r),
+                    callers(r, true)
+                ),
                 Some((format!("{t}Input"), "The whole object.")),
                 write_errors("200", with_description(json_body(t), "Updated.")),
             ),
             "patch": op(
-                format!("update_{}", r.name),
+                operation_id("update", t),
+                format!("Update {a_one}"),
+                format!(
+                    "Changes the fields the body names and leaves the others as they were.{} {} {NOT_FOUND} {WRITE_ERRORS}",
+                    body_notes(r),
+                    callers(r, true)
+                ),
                 Some((format!("{t}Patch"), "The fields to change.")),
                 write_errors("200", with_description(json_body(t), "Updated.")),
             ),
-            "delete": op(format!("delete_{}", r.name), None, json!({
-                "204": {"description": "Deleted (hidden, kept for the record)."},
-                "400": problem_response("Malformed id."),
-                "404": problem_response("No such object in your clinic."),
-                "409": problem_response("The object can no longer be deleted.")
-            }))
+            "delete": op(
+                operation_id("delete", t),
+                format!("Delete {a_one}"),
+                format!(
+                    "Soft-deletes {a_one}: it is hidden from reads and lists (`404` from then on) but kept for the record, and `POST /api/v1/{}/{{id}}/restore` shows it again. {ANY_USER}. {NOT_FOUND} {} that can no longer be deleted (its state or the clinic's rules forbid it, as for an issued invoice) is `409`.",
+                    r.name,
+                    capitalized(&a_one)
+                ),
+                None,
+                json!({
+                    "204": {"description": "Deleted (hidden, kept for the record)."},
+                    "400": problem_response("Malformed id."),
+                    "404": problem_response("No such object in your clinic."),
+                    "409": problem_response("The object can no longer be deleted.")
+                }),
+            )
         }),
     );
-    let mut actions: Vec<(&str, &str, bool)> =
-        vec![("restore", "Shows a deleted object again.", false)];
-    actions.extend(
-        r.actions
-            .iter()
-            .map(|a: &RowAction| (a.name, a.description, a.creates)),
-    );
-    for (name, description, creates) in actions {
+    let restore = RowAction {
+        name: "restore",
+        function: "",
+        creates: false,
+        admin_only: false,
+        on_deleted: true,
+        carries: &[],
+        summary: "",
+        description: "Shows a deleted object again.",
+    };
+    for action in std::iter::once(&restore).chain(r.actions) {
+        let RowAction {
+            name,
+            description,
+            creates,
+            admin_only,
+            ..
+        } = *action;
         let ok = if creates { "201" } else { "200" };
-        let mut post = op(
-            format!("{name}_{}", r.name),
-            None,
-            json!({
-                ok: with_description(json_body(t), description),
-                "400": problem_response("Malformed id, or the object is not ready for this."),
-                "404": problem_response("No such object in your clinic."),
-                "409": problem_response("The object's state does not allow this.")
-            }),
-        );
-        post["description"] = description.into();
+        let (summary, text) = if name == "restore" {
+            (
+                format!("Restore a deleted {one}"),
+                format!(
+                    "Shows a soft-deleted {one} again, as it was when it was deleted. {ANY_USER}. An id that is not a deleted {one} of the clinic is `404`; restoring one that now conflicts with other data (such as a duplicate) is `409`."
+                ),
+            )
+        } else {
+            let who = if admin_only {
+                ADMINS_ONLY.to_owned()
+            } else {
+                format!("{ANY_USER}.")
+            };
+            let answer = if creates {
+                format!("It answers with the new {one} (`201`).")
+            } else {
+                format!("It answers with the {one} as it is now.")
+            };
+            let not_found = if action.on_deleted {
+                NOT_FOUND_ANY
+            } else {
+                NOT_FOUND
+            };
+            (
+                action.summary.to_owned(),
+                format!(
+                    "{description} {answer} {who} {not_found} {} whose state does not allow it is `400` or `409`.",
+                    capitalized(&a_one)
+                ),
+            )
+        };
+        let responses = json!({
+            ok: with_description(json_body(t), description),
+            "400": problem_response("Malformed id, or the object is not ready for this."),
+            "404": problem_response("No such object in your clinic."),
+            "409": problem_response("The object's state does not allow this.")
+        });
+        let mut post = op(operation_id(name, t), summary, text, None, responses);
+        if admin_only {
+            post["responses"]["403"] = problem_response(
+                "Only a clinic admin may do this, or the clinic is unknown, suspended or not provisioned.",
+            );
+        }
         paths.insert(
             format!("/api/v1/{}/{{id}}/{name}", r.name),
             json!({"parameters": [id_param.clone()], "post": post}),
@@ -283,31 +556,46 @@ fn resource_paths(r: &Resource, paths: &mut Map<String, Value>) {
     }
 }
 
+/// The one 4xx of the public documents (`GET` of a fixed body): hyper's own answer
+/// to a request it cannot parse.
+fn malformed_request() -> Value {
+    json!({"description": "A request the server cannot parse (a malformed request line, or headers over the size limit): `400` or `431`, without a body."})
+}
+
 fn auth_paths(paths: &mut Map<String, Value>) {
-    let post = |id: &str, body: &str, ok: &str, ok_body: Option<&str>, errors: &[(&str, &str)]| {
-        let mut responses = Map::new();
-        responses.insert(
-            ok.into(),
-            match ok_body {
-                Some(s) => with_description(json_body(s), "Success."),
-                None => json!({"description": "Success."}),
-            },
-        );
-        for (code, d) in errors {
-            responses.insert((*code).into(), problem_response(d));
-        }
-        json!({"post": {
-            "operationId": id,
-            "tags": ["auth"],
-            "security": [],
-            "requestBody": with_description(json_body(body), "Request."),
-            "responses": responses
-        }})
-    };
+    // `(operation id, summary, description)` of each call.
+    let post =
+        |doc: [&str; 3], body: &str, ok: &str, ok_body: Option<&str>, errors: &[(&str, &str)]| {
+            let [id, summary, description] = doc;
+            let mut responses = Map::new();
+            responses.insert(
+                ok.into(),
+                match ok_body {
+                    Some(s) => with_description(json_body(s), "Success."),
+                    None => json!({"description": "Success."}),
+                },
+            );
+            for (code, d) in errors {
+                responses.insert((*code).into(), problem_response(d));
+            }
+            json!({"post": {
+                "operationId": id,
+                "summary": summary,
+                "description": description,
+                "tags": ["auth"],
+                "security": [],
+                "requestBody": with_description(json_body(body), "Request."),
+                "responses": responses
+            }})
+        };
     paths.insert(
         "/api/v1/auth/register".into(),
         post(
-            "register",
+            [
+                "registerClinic",
+                "Register a clinic",
+                "Signs a new clinic up with its first user, a clinic admin, in the region asked for (or the default one). It answers `201` once the clinic's own database exists and is migrated, with the admin signed in: the same tokens a login answers. No token needed. Where sign-up is by invitation the body carries `invite_code`; without a valid one, or where sign-up is closed, it is `403`. An e-mail address already registered is `409` (and counts as a sign-in attempt); too many sign-ups from one address, or in all, are `429` with `retry-after`. A registration interrupted while the clinic was being set up (`503`) is finished by sending the same request again.",
+            ],
             "RegisterRequest",
             "201",
             Some("RegisterResponse"),
@@ -334,7 +622,11 @@ fn auth_paths(paths: &mut Map<String, Value>) {
     paths.insert(
         "/api/v1/auth/login".into(),
         post(
-            "login",
+            [
+                "login",
+                "Sign in",
+                "Exchanges an e-mail address and password for an access token (a JWT to send as `Authorization: Bearer …`, valid for `expires_in` seconds) and a refresh token. No token needed. A wrong password and an unknown e-mail get the same `401`; repeated failures are `429` with `retry-after`; a user of a suspended clinic gets `403`.",
+            ],
             "LoginRequest",
             "200",
             Some("TokenResponse"),
@@ -355,7 +647,11 @@ fn auth_paths(paths: &mut Map<String, Value>) {
     paths.insert(
         "/api/v1/auth/refresh".into(),
         post(
-            "refresh",
+            [
+                "refreshToken",
+                "Refresh the tokens",
+                "Exchanges a refresh token for a new access token and a new refresh token (the same shape as a login's answer); the one sent stops working. No access token needed. A refresh token that is invalid, expired or already used is `401`, and reusing an old one revokes every token of its sign-in (its family).",
+            ],
             "RefreshRequest",
             "200",
             Some("TokenResponse"),
@@ -374,7 +670,11 @@ fn auth_paths(paths: &mut Map<String, Value>) {
     paths.insert(
         "/api/v1/auth/logout".into(),
         post(
-            "logout",
+            [
+                "logout",
+                "Sign out",
+                "Revokes the refresh token and every refresh token of its sign-in (its family); access tokens already issued run out by themselves. No access token needed. Answers `204` whatever the token was, so it reveals nothing about it.",
+            ],
             "RefreshRequest",
             "204",
             None,
@@ -389,20 +689,29 @@ fn auth_paths(paths: &mut Map<String, Value>) {
     paths.insert(
         "/.well-known/jwks.json".into(),
         json!({"get": {
-            "operationId": "jwks",
+            "operationId": "getJwks",
+            "summary": "Get the token signing keys",
             "tags": ["auth"],
             "security": [],
-            "description": "The public keys access tokens are signed with (EdDSA, Ed25519; JSON Web Key Set, keys named by `kid`).",
-            "responses": {"200": {"description": "The key set.", "content": {"application/jwk-set+json": {"schema": {"$ref": "#/components/schemas/JwkSet"}}}}}
+            "description": "The public keys access tokens are signed with (EdDSA, Ed25519; a JSON Web Key Set, keys named by the tokens' `kid`), for services that verify tokens themselves. Public: no token needed.",
+            "responses": {
+                "200": {"description": "The key set.", "content": {"application/jwk-set+json": {"schema": {"$ref": "#/components/schemas/JwkSet"}}}},
+                "4XX": malformed_request()
+            }
         }}),
     );
     paths.insert(
         "/api/v1/openapi.json".into(),
         json!({"get": {
-            "operationId": "openapi",
+            "operationId": "getOpenApiDocument",
+            "summary": "Get this document",
+            "description": "The OpenAPI 3.1 document of the whole API: every path, method, status and schema the gateway and the workers serve, built from the same resource descriptions the workers serve them from. Public: no token needed.",
             "tags": ["meta"],
             "security": [],
-            "responses": {"200": {"description": "This document.", "content": {"application/json": {"schema": {"type": "object"}}}}}
+            "responses": {
+                "200": {"description": "This document.", "content": {"application/json": {"schema": {"type": "object"}}}},
+                "4XX": malformed_request()
+            }
         }}),
     );
 }
@@ -546,9 +855,10 @@ fn audit_paths(paths: &mut Map<String, Value>, schemas: &mut Map<String, Value>)
     paths.insert(
         "/api/v1/audit-logs".into(),
         json!({"get": {
-            "operationId": "list_audit_logs",
+            "operationId": "listAuditLogs",
+            "summary": "List audit records",
             "tags": ["audit"],
-            "description": "Your clinic's audit trail (clinic admins only), newest first.",
+            "description": "Your clinic's audit trail, newest first: who read or changed what, when, from where and with what outcome (sign-ins, user management and exports included), one page at a time: send `next_cursor` back as `cursor` for the next page. `from` (inclusive) and `to` (exclusive) bound the time; `action`, `resource`, `outcome`, `user_id` and `resource_id` match exactly; `limit` is 1–200 (default 50). Records reach the trail shortly after the access. Clinic admins only; other roles get `403`. An invalid filter is `400`.",
             "parameters": [
                 query_param("from", json!({"type": "string", "format": "date-time"})),
                 query_param("to", json!({"type": "string", "format": "date-time"})),
@@ -621,12 +931,16 @@ fn users_paths(paths: &mut Map<String, Value>, schemas: &mut Map<String, Value>)
         "/api/v1/users".into(),
         json!({
             "get": {
-                "operationId": "list_users",
+                "operationId": "listUsers",
+                "summary": "List users",
+                "description": "Every user of your clinic, disabled ones included, with their role. Clinic admins only; other roles get `403`.",
                 "tags": ["users"],
                 "responses": responses("200", with_description(json_body("UserPage"), "Your clinic's users."), &[])
             },
             "post": {
-                "operationId": "create_user",
+                "operationId": "createUser",
+                "summary": "Create a user",
+                "description": "Adds a user to your clinic with an e-mail address, a password (12–128 characters) and a role: `admin`, `practitioner` or `staff` (staff do not see identifying and clinical fields such as `ssn` and appointment notes). The user signs in with them at once. Clinic admins only; other roles get `403`. Invalid input is `400`; an e-mail address already registered, in any clinic, is `409`.",
                 "tags": ["users"],
                 "requestBody": with_description(json_body("NewUser"), "The new user."),
                 "responses": responses("201", with_description(json_body("User"), "Created."), &[
@@ -652,9 +966,10 @@ fn users_paths(paths: &mut Map<String, Value>, schemas: &mut Map<String, Value>)
         json!({
             "parameters": [id_param.clone()],
             "patch": {
-                "operationId": "change_user",
+                "operationId": "changeUserRole",
+                "summary": "Change a user's role",
                 "tags": ["users"],
-                "description": "Changes a user's role (clinic admins; never your own). The user's access tokens stop working at once; it signs in again for the new role. The last active admin cannot be demoted.",
+                "description": "Changes a user's role. Clinic admins only, and never their own role: both are `403`. The user's access tokens stop working at once, on every gateway and worker; it signs in again for the new role. The clinic's last active admin cannot be demoted (`409`).",
                 "requestBody": with_description(json_body("UserChange"), "The change."),
                 "responses": responses("200", with_description(json_body("User"), "The user."), &[
                     ("400", "Invalid input or malformed id."),
@@ -666,16 +981,23 @@ fn users_paths(paths: &mut Map<String, Value>, schemas: &mut Map<String, Value>)
             }
         }),
     );
-    for (action, description, conflict) in [
+    for (action, summary, description, conflict) in [
         (
             "disable",
-            "Disables a user (never your own account): no more logins or refreshes, its refresh tokens revoked and its access tokens refused at once. The last active admin cannot be disabled.",
+            "Disable a user",
+            "Disables a user: no more logins or refreshes, its refresh tokens revoked and its access tokens refused at once on every gateway and worker. Clinic admins only, and never their own account: both are `403`. The clinic's last active admin cannot be disabled (`409`).",
             true,
         ),
-        ("enable", "Enables a disabled user again (never your own account).", false),
+        (
+            "enable",
+            "Enable a user",
+            "Enables a disabled user again: it can sign in once more. Clinic admins only, and never their own account: both are `403`.",
+            false,
+        ),
         (
             "sign-out",
-            "Ends every session of a user: its access tokens are refused at once and its refresh tokens revoked. Any user may sign itself out everywhere; admins may sign out anyone of the clinic.",
+            "Sign a user out everywhere",
+            "Ends every session of a user: its access tokens are refused at once and its refresh tokens revoked. Any user may sign itself out everywhere; clinic admins may sign out anyone of the clinic, and other roles signing out someone else get `403`.",
             false,
         ),
     ] {
@@ -691,7 +1013,8 @@ fn users_paths(paths: &mut Map<String, Value>, schemas: &mut Map<String, Value>)
             json!({
                 "parameters": [id_param.clone()],
                 "post": {
-                    "operationId": format!("{}_user", action.replace('-', "_")),
+                    "operationId": operation_id(action, "user"),
+                    "summary": summary,
                     "tags": ["users"],
                     "description": description,
                     "responses": responses("200", with_description(json_body("User"), "The user."), &extra)
@@ -777,9 +1100,10 @@ fn export_paths(paths: &mut Map<String, Value>, schemas: &mut Map<String, Value>
         json!({
             "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string", "format": "uuid"}}],
             "get": {
-                "operationId": "export_patient",
+                "operationId": "exportPatient",
+                "summary": "Export a patient's data",
                 "tags": ["patients"],
-                "description": "Everything the clinic holds about one patient (GDPR access and portability). Clinic admins only.",
+                "description": "Everything the clinic holds about one patient, for GDPR access and portability requests: the patient and every appointment, document and consent referring to them, as the API's JSON (`format=json`, the default) or as a FHIR R4 `collection` Bundle (`format=fhir`, `application/fhir+json`: Patient, Appointment, Consent, and an Invoice per issued invoice). Recorded in the audit trail. Clinic admins only; other roles get `403`. An id of another clinic, or of a deleted patient, is `404`; a `format` other than `json` or `fhir` is `400`.",
                 "parameters": [query_param("format", json!({"type": "string", "enum": ["json", "fhir"], "default": "json"}))],
                 "responses": responses
             }
@@ -806,12 +1130,45 @@ fn export_paths(paths: &mut Map<String, Value>, schemas: &mut Map<String, Value>
     paths.insert(
         "/api/v1/export".into(),
         json!({"get": {
-            "operationId": "export_clinic",
+            "operationId": "exportClinic",
+            "summary": "Export the whole clinic",
             "tags": ["export"],
-            "description": "Everything the clinic holds (portability, backup), streamed. Clinic admins only; one export per clinic at a time; a client that stops reading for a while is cut off. Recorded in the audit trail as `export` on `clinic`.",
+            "description": "Everything the clinic holds (portability, backup), streamed as newline-delimited JSON: one `ExportRecord` per live row of every resource, all read from one consistent snapshot. A body that ends without its final chunk was cut short and is incomplete. Clinic admins only; other roles get `403`. One export per clinic at a time, and a bounded number per server: more are `429` with `retry-after`. A client that stops reading for a while is cut off. Recorded in the audit trail as `export` on `clinic`.",
             "responses": responses
         }}),
     );
+}
+
+/// The document's tags, in reading order, each with what it groups.
+fn tags() -> Value {
+    let mut tags = vec![json!({
+        "name": "auth",
+        "description": "Registration, sign-in, token refresh and sign-out, and the keys tokens are signed with. No access token needed. Every other operation takes `Authorization: Bearer <access token>`; the clinic always comes from the token."
+    })];
+    for r in RESOURCES {
+        let mut calls =
+            String::from("list and search, create, read, replace, update, soft delete and restore");
+        for a in r.actions {
+            calls.push_str(&format!(", `{}`", a.name));
+        }
+        if r.name == "patients" {
+            calls.push_str(", export");
+        }
+        tags.push(json!({
+            "name": r.name,
+            "description": format!(
+                "The clinic's {} (`/api/v1/{}`, schema `{}`): {calls}. Every signed-in user of the clinic may use them, within what the role may see.",
+                plural(r), r.name, r.title
+            )
+        }));
+    }
+    tags.extend([
+        json!({"name": "users", "description": "The clinic's user accounts and their roles (`admin`, `practitioner`, `staff`). Clinic admins only, except signing oneself out everywhere."}),
+        json!({"name": "audit", "description": "The clinic's audit trail: every read and write of clinic data, sign-ins and user changes. Clinic admins only."}),
+        json!({"name": "export", "description": "The whole clinic's data, streamed. Clinic admins only."}),
+        json!({"name": "meta", "description": "This document."}),
+    ]);
+    Value::Array(tags)
 }
 
 /// The whole document.
@@ -832,13 +1189,20 @@ pub fn document() -> Value {
         "info": {
             "title": "MedicalPro API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Practice management for medical clinics. Every clinic's data lives in its own database; the clinic is always taken from the bearer token."
+            "description": "Practice management for medical clinics. Every clinic's data lives in its own database; the clinic is always taken from the bearer token.\n\nBodies are JSON with snake_case field names; ids are UUIDs, times RFC 3339, dates `YYYY-MM-DD`, money integer cents. Every error is `application/problem+json` (RFC 9457) with at least `type`, `title` and `status`. Every response carries `x-request-id` (the client's own, when it sent a sane one). `429` and `503` answers carry `retry-after`.\n\nRoles: a clinic admin may do everything; a practitioner works with every clinic resource; staff do too, but neither see nor set identifying and clinical fields (`ssn`, appointment notes). Only admins manage users, read the audit trail, export and erase.",
+            "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"}
         },
-        "servers": [{"url": "/"}],
+        "servers": [{"url": "/", "description": "The gateway serving this document."}],
         "security": [{"bearer": []}],
+        "tags": tags(),
         "paths": paths,
         "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+            "securitySchemes": {"bearer": {
+                "type": "http",
+                "scheme": "bearer",
+                "bearerFormat": "JWT",
+                "description": "An access token from `POST /api/v1/auth/login`, `/refresh` or `/register`, sent as `Authorization: Bearer <access token>`. It names the user, the clinic and the role; it expires after `expires_in` seconds and stops working at once when the user is disabled, changes role or is signed out."
+            }},
             "schemas": schemas
         }
     })

@@ -169,6 +169,8 @@ pub struct RowAction {
     /// sealed values are bound to their row, so they are opened and sealed again
     /// for the new row by the data layer.
     pub carries: &'static [&'static str],
+    /// A short title for the OpenAPI document (`Issue a document`).
+    pub summary: &'static str,
     pub description: &'static str,
 }
 
@@ -259,7 +261,8 @@ pub const PATIENTS: Resource = Resource {
         admin_only: true,
         on_deleted: true,
         carries: &[],
-        description: "Erases the patient's personal data, also of a deleted patient (names pseudonymised; contact data, birth date, ssn, the clinical notes of their appointments and the free text of their documents and document lines removed); invoices and consents are kept. Clinic admins only.",
+        summary: "Erase a patient's personal data",
+        description: "Erases the patient's personal data, also of a deleted patient (names pseudonymised; contact data, birth date, ssn, the clinical notes of their appointments and the free text of their documents and document lines removed); invoices and consents are kept.",
     }],
 };
 
@@ -474,6 +477,7 @@ pub const DOCUMENTS: Resource = Resource {
             admin_only: false,
             on_deleted: false,
             carries: &[],
+            summary: "Issue a document",
             description: "Issues a draft: an invoice gets its gapless number; issued invoices can no longer change.",
         },
         RowAction {
@@ -483,6 +487,7 @@ pub const DOCUMENTS: Resource = Resource {
             admin_only: false,
             on_deleted: false,
             carries: &["notes"],
+            summary: "Convert a quote into an invoice",
             description: "Turns a quote into a draft invoice with the same lines.",
         },
     ],
