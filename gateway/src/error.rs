@@ -3,7 +3,11 @@
 //! connection lost (it died or stopped) → 503, worker timeout → 504, an upstream
 //! answer that is not proper HTTP → 502.
 
+use axum::response::{IntoResponse, Response};
+use common::metric_names as m;
 use common::problem::Problem;
+use http::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use http::StatusCode;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -221,5 +225,28 @@ impl From<deadpool_postgres::PoolError> for GatewayError {
             deadpool_postgres::PoolError::Backend(e) => GatewayError::from_db(e),
             other => GatewayError::CentralUnavailable(other.to_string()),
         }
+    }
+}
+
+/// The problem+json answer of an error. Server-side failures are logged here, once,
+/// inside the request's span; every error is counted by kind.
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        let p = self.problem();
+        if p.status >= 500 {
+            tracing::warn!(error = %self, "request failed");
+        }
+        metrics::counter!(m::ERRORS, "component" => "gateway", "kind" => self.kind()).increment(1);
+        let mut r = Response::new(axum::body::Body::from(p.to_json()));
+        *r.status_mut() =
+            StatusCode::from_u16(p.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        r.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static(common::problem::CONTENT_TYPE),
+        );
+        if let Some(secs) = p.retry_after {
+            r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
+        }
+        r
     }
 }

@@ -1,26 +1,22 @@
-//! Small HTTP helpers: the response body type, JSON and problem responses, and
-//! reading a bounded JSON request body.
+//! Small HTTP helpers: the response body type, JSON responses, and reading a
+//! bounded request body within a time limit.
 
 use crate::error::GatewayError;
 use bytes::Bytes;
-use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{Response, StatusCode};
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
+use http_body_util::{BodyExt, Limited};
 use serde::de::DeserializeOwned;
 
-/// Every response body the gateway sends: its own or a worker's, streamed.
-pub type Body = BoxBody<Bytes, hyper::Error>;
+/// Every body the gateway sends or receives: its own or a worker's, streamed.
+pub type Body = axum::body::Body;
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into())
-        .map_err(|never| match never {})
-        .boxed()
+    Body::from(bytes.into())
 }
 
 pub fn empty(status: StatusCode) -> Response<Body> {
-    let mut r = Response::new(full(Bytes::new()));
+    let mut r = Response::new(Body::empty());
     *r.status_mut() = status;
     r
 }
@@ -33,26 +29,12 @@ pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     r
 }
 
-pub fn problem(e: &GatewayError) -> Response<Body> {
-    let p = e.problem();
-    let mut r = Response::new(full(p.to_json()));
-    *r.status_mut() = StatusCode::from_u16(p.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    r.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static(common::problem::CONTENT_TYPE),
-    );
-    if let Some(secs) = p.retry_after {
-        r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
-    }
-    r
-}
-
 /// Reads a whole body of at most `limit` bytes within `timeout`: a declared
 /// `content-length` over the limit is refused before reading, a chunked body as
 /// soon as it passes it, and a client sending it too slowly gets `408`.
 pub async fn read_body(
     headers: &http::HeaderMap,
-    body: Incoming,
+    body: Body,
     limit: usize,
     timeout: std::time::Duration,
 ) -> Result<Bytes, GatewayError> {
@@ -83,7 +65,7 @@ pub async fn read_body(
 
 /// Reads and parses a JSON body of at most `limit` bytes within `timeout`.
 pub async fn read_json<T: DeserializeOwned>(
-    req: http::Request<Incoming>,
+    req: http::Request<Body>,
     limit: usize,
     timeout: std::time::Duration,
 ) -> Result<T, GatewayError> {

@@ -10,14 +10,13 @@ use crate::upstream;
 use common::problem::Problem;
 use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, HOST};
 use http::{Request, Response};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use http_body_util::Full;
 
 /// Forwards an authenticated clinic request to its worker and streams the answer back.
 pub async fn forward(
     gw: &Gateway,
     ctx: &Ctx,
-    req: Request<Incoming>,
+    req: Request<Body>,
 ) -> Result<Response<Body>, GatewayError> {
     let (claims, placement) = active_caller(gw, ctx, req.headers()).await?;
     if placement.read_only && !req.method().is_safe() {
@@ -64,7 +63,7 @@ pub async fn forward(
     if is_bare_error(&parts) {
         return Ok(as_problem(parts));
     }
-    Ok(Response::from_parts(parts, body.boxed()))
+    Ok(Response::from_parts(parts, Body::new(body)))
 }
 
 /// Whether a worker answer is an error without a problem+json body: one its HTTP

@@ -1,7 +1,12 @@
-//! The gateway's own endpoints (auth, users, audit trail, JWKS, OpenAPI) and, for
-//! every other `/api/v1/` path, forwarding to the clinic's worker; around them, what
-//! every request gets: its request id, client address, span, panic catching, error
-//! rendering and metrics.
+//! The gateway's routes: its own endpoints (auth, users, audit trail, JWKS, OpenAPI)
+//! on an axum [`Router`], and forwarding to the clinic's worker as the router's
+//! fallback for every other `/api/v1/` path; the admin listener's router; and the
+//! envelope every public request goes through: request id, client address, span,
+//! panic catching, problem+json for errors, `x-request-id`, metrics.
+//!
+//! Each own endpoint answers the methods it serves and `405` (problem+json, no
+//! `allow` header, `HEAD` included) for any other. The users endpoints check the
+//! caller's token before anything else, whatever the method or path.
 
 use crate::auth;
 use crate::caller::active_caller;
@@ -9,23 +14,90 @@ use crate::error::GatewayError;
 use crate::http::{self as h, Body};
 use crate::proxy;
 use crate::state::{client_ip, Ctx, Gateway};
+use crate::trail;
+use crate::users::{self, Change};
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use axum::Router;
 use common::metric_names as m;
 use common::RequestId;
 use futures_util::FutureExt;
 use http::header::{HeaderValue, CONTENT_TYPE};
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, StatusCode};
 use hyper::body::Incoming;
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::de::DeserializeOwned;
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
+use tower::Service;
 use tracing::Instrument;
 
+type Shared = State<Arc<Gateway>>;
+type Answer = Result<Response, GatewayError>;
+
+const REGISTER: &str = "/api/v1/auth/register";
+const LOGIN: &str = "/api/v1/auth/login";
+const REFRESH: &str = "/api/v1/auth/refresh";
+const LOGOUT: &str = "/api/v1/auth/logout";
+const AUTH_OTHER: &str = "/api/v1/auth/{*rest}";
+const AUTH_BARE: &str = "/api/v1/auth/";
+const JWKS: &str = "/.well-known/jwks.json";
+const AUDIT_LOGS: &str = "/api/v1/audit-logs";
+const USERS: &str = "/api/v1/users";
+/// One user (`{id}`) or an action on one (`{id}/{action}`): a catch-all, since
+/// what is not either (`//disable`, more segments) is the handler's to refuse.
+const USERS_BELOW: &str = "/api/v1/users/{*rest}";
+const USERS_BARE: &str = "/api/v1/users/";
+const OPENAPI: &str = "/api/v1/openapi.json";
+
+/// Every own route, as matched (`MatchedPath`): the `endpoint` label of metrics.
+const ROUTES: &[&str] = &[
+    REGISTER,
+    LOGIN,
+    REFRESH,
+    LOGOUT,
+    AUTH_OTHER,
+    AUTH_BARE,
+    JWKS,
+    AUDIT_LOGS,
+    USERS,
+    USERS_BELOW,
+    USERS_BARE,
+    OPENAPI,
+];
+
+/// The public router: the own endpoints, then forwarding as the fallback.
+pub fn router(gw: Arc<Gateway>) -> Router {
+    Router::new()
+        .route(REGISTER, any(register))
+        .route(LOGIN, any(login))
+        .route(REFRESH, any(refresh))
+        .route(LOGOUT, any(logout))
+        .route(AUTH_OTHER, any(no_such_endpoint))
+        .route(AUTH_BARE, any(no_such_endpoint))
+        .route(JWKS, any(jwks))
+        .route(AUDIT_LOGS, any(audit_logs))
+        .route(USERS, any(users))
+        .route(USERS_BELOW, any(users))
+        .route(USERS_BARE, any(users))
+        .route(OPENAPI, any(openapi))
+        .route_layer(middleware::from_fn(own_endpoint))
+        .fallback(forward)
+        .with_state(gw)
+}
+
+/// The route class of a path: the `route` label of metrics and of the request span
+/// (a fixed, small set: `auth`, `admin`, `openapi`, `proxy`, `other`).
 fn route_class(path: &str) -> &'static str {
     if path.starts_with("/api/v1/auth/") {
         "auth"
-    } else if path == "/api/v1/audit-logs" || path.starts_with("/api/v1/users") {
+    } else if path == AUDIT_LOGS || path.starts_with(USERS) {
         "admin"
-    } else if path == "/api/v1/openapi.json" {
+    } else if path == OPENAPI {
         "openapi"
     } else if path.starts_with("/api/v1/") {
         "proxy"
@@ -34,126 +106,37 @@ fn route_class(path: &str) -> &'static str {
     }
 }
 
-async fn route(
-    gw: &Gateway,
-    ctx: &Ctx,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, GatewayError> {
-    let limit = gw.config.max_body_bytes;
-    let timeout = gw.config.connections.body_read_timeout;
-    let path = req.uri().path().to_owned();
-    match (req.method().clone(), path.as_str()) {
-        (Method::POST, "/api/v1/auth/register") => {
-            let body = h::read_json(req, limit, timeout).await?;
-            let out = auth::register(gw, ctx, body).await?;
-            Ok(h::json(StatusCode::CREATED, &out))
-        }
-        (Method::POST, "/api/v1/auth/login") => {
-            let body = h::read_json(req, limit, timeout).await?;
-            Ok(h::json(StatusCode::OK, &auth::login(gw, ctx, body).await?))
-        }
-        (Method::POST, "/api/v1/auth/refresh") => {
-            let body = h::read_json(req, limit, timeout).await?;
-            Ok(h::json(
-                StatusCode::OK,
-                &auth::refresh(gw, ctx, body).await?,
-            ))
-        }
-        (Method::POST, "/api/v1/auth/logout") => {
-            let body = h::read_json(req, limit, timeout).await?;
-            auth::logout(gw, ctx, body).await?;
-            Ok(h::empty(StatusCode::NO_CONTENT))
-        }
-        (_, p) if p.starts_with("/api/v1/auth/") => match p {
-            "/api/v1/auth/register"
-            | "/api/v1/auth/login"
-            | "/api/v1/auth/refresh"
-            | "/api/v1/auth/logout" => Err(GatewayError::MethodNotAllowed),
-            _ => Err(GatewayError::NotFound),
-        },
-        (Method::GET, "/.well-known/jwks.json") => {
-            let mut r = Response::new(h::full(gw.jwks.clone()));
-            r.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("application/jwk-set+json"),
-            );
-            Ok(r)
-        }
-        (_, "/.well-known/jwks.json") => Err(GatewayError::MethodNotAllowed),
-        (Method::GET, "/api/v1/audit-logs") => {
-            let (claims, _) = active_caller(gw, ctx, req.headers()).await?;
-            let query = req.uri().query().unwrap_or("").to_owned();
-            Ok(h::json(
-                StatusCode::OK,
-                &crate::trail::list(gw, ctx, &claims, &query).await?,
-            ))
-        }
-        (_, "/api/v1/audit-logs") => Err(GatewayError::MethodNotAllowed),
-        (_, p) if p == "/api/v1/users" || p.starts_with("/api/v1/users/") => {
-            let (claims, _) = active_caller(gw, ctx, req.headers()).await?;
-            let segments: Vec<String> = p
-                .trim_start_matches("/api/v1/users")
-                .split('/')
-                .skip(1)
-                .map(str::to_owned)
-                .collect();
-            let method = req.method().clone();
-            use crate::users::{self, Change};
-            match (method, segments.as_slice()) {
-                (Method::GET, []) => Ok(h::json(StatusCode::OK, &users::list(gw, &claims).await?)),
-                (Method::POST, []) => {
-                    // The role first: a non-admin learns nothing from body checks.
-                    users::admin_only(&claims)?;
-                    let body = h::read_json(req, limit, timeout).await?;
-                    Ok(h::json(
-                        StatusCode::CREATED,
-                        &users::create(gw, ctx, &claims, body).await?,
-                    ))
-                }
-                (Method::PATCH, [id]) => {
-                    users::admin_only(&claims)?;
-                    let body = h::read_json(req, limit, timeout).await?;
-                    Ok(h::json(
-                        StatusCode::OK,
-                        &users::patch(gw, ctx, &claims, id, body).await?,
-                    ))
-                }
-                (Method::POST, [id, action]) => {
-                    let change = match action.as_str() {
-                        "disable" => Change::Disable,
-                        "enable" => Change::Enable,
-                        "sign-out" => Change::SignOut,
-                        _ => return Err(GatewayError::NotFound),
-                    };
-                    let user = users::change(gw, ctx, &claims, id, change).await?;
-                    Ok(h::json(StatusCode::OK, &user))
-                }
-                (_, []) | (_, [_]) => Err(GatewayError::MethodNotAllowed),
-                (_, [_, action])
-                    if matches!(action.as_str(), "disable" | "enable" | "sign-out") =>
-                {
-                    Err(GatewayError::MethodNotAllowed)
-                }
-                _ => Err(GatewayError::NotFound),
-            }
-        }
-        (Method::GET, "/api/v1/openapi.json") => {
-            let mut r = Response::new(h::full(gw.openapi.clone()));
-            r.headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            Ok(r)
-        }
-        (_, p) if p.starts_with("/api/v1/") => proxy::forward(gw, ctx, req).await,
-        _ => Err(GatewayError::NotFound),
+/// Keeps the matched route of an own endpoint on its response, for the envelope's
+/// metrics.
+async fn own_endpoint(req: Request, next: Next) -> Response {
+    let matched = req.extensions().get::<MatchedPath>().cloned();
+    let mut response = next.run(req).await;
+    if let Some(matched) = matched {
+        response.extensions_mut().insert(matched);
     }
+    response
 }
 
-/// One request, start to finish: request id, client IP, routing, errors, metrics.
-pub async fn handle(
-    gw: Arc<Gateway>,
+/// The `endpoint` metric label of an answer: its own route, or empty (forwarded).
+fn endpoint(response: &Response) -> &'static str {
+    response
+        .extensions()
+        .get::<MatchedPath>()
+        .and_then(|m| ROUTES.iter().find(|r| **r == m.as_str()))
+        .copied()
+        .unwrap_or("")
+}
+
+/// One public request, start to finish: its request id (the client's when sane),
+/// client address and span, the router under a panic guard (a bug costs one request
+/// a `500`, never the connection or the process), `x-request-id` on the answer, and
+/// its duration recorded.
+pub async fn envelope(
+    router: Router,
+    gw: &Gateway,
     peer: SocketAddr,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, hyper::Error> {
+    mut req: Request<Incoming>,
+) -> Result<Response, Infallible> {
     let started = Instant::now();
     let request_id = req
         .headers()
@@ -161,10 +144,7 @@ pub async fn handle(
         .and_then(|v| v.to_str().ok())
         .and_then(RequestId::parse)
         .unwrap_or_else(RequestId::generate);
-    let ctx = Ctx {
-        request_id,
-        client_ip: client_ip(&gw.config, peer.ip(), req.headers()),
-    };
+    let id_header = HeaderValue::from_str(request_id.as_str()).ok();
     let class = route_class(req.uri().path());
     // Every log line of the request carries these; `clinic` and `user` are recorded
     // once a token or a login names them (`note_caller`). Never the query string,
@@ -172,38 +152,37 @@ pub async fn handle(
     // of the request is logged (`RUST_LOG=warn` included).
     let span = tracing::error_span!(
         "request",
-        request_id = ctx.request_id.as_str(),
+        request_id = request_id.as_str(),
         method = %req.method(),
         route = class,
         clinic = tracing::field::Empty,
         user = tracing::field::Empty,
     );
-    // A bug must cost one request a 500, never the connection or the process.
-    let routed = std::panic::AssertUnwindSafe(route(&gw, &ctx, req))
+    let ctx = Ctx {
+        request_id,
+        client_ip: client_ip(&gw.config, peer.ip(), req.headers()),
+    };
+    req.extensions_mut().insert(ctx);
+    let mut router = router;
+    let mut response = match std::panic::AssertUnwindSafe(router.call(req))
         .catch_unwind()
         .instrument(span.clone())
         .await
-        .unwrap_or_else(|_| Err(GatewayError::Internal("a handler panicked".into())));
-    let mut response = match routed {
-        Ok(r) => r,
-        Err(e) => {
-            if e.problem().status >= 500 {
-                span.in_scope(
-                    || tracing::warn!(request_id = %ctx.request_id, error = %e, "request failed"),
-                );
-            }
-            metrics::counter!(m::ERRORS, "component" => "gateway", "kind" => e.kind()).increment(1);
-            h::problem(&e)
+    {
+        Ok(Ok(response)) => response,
+        Ok(Err(never)) => match never {},
+        Err(_) => {
+            span.in_scope(|| GatewayError::Internal("a handler panicked".into()).into_response())
         }
     };
-    if let Ok(v) = HeaderValue::from_str(ctx.request_id.as_str()) {
+    if let Some(v) = id_header {
         response
             .headers_mut()
             .insert(common::internal::HEADER_REQUEST_ID, v);
     }
     let elapsed = started.elapsed();
     let status = m::status_class(response.status().as_u16());
-    metrics::histogram!(m::HTTP_REQUEST_DURATION, "component" => "gateway", "route" => class, "status" => status)
+    metrics::histogram!(m::HTTP_REQUEST_DURATION, "component" => "gateway", "route" => class, "status" => status, "endpoint" => endpoint(&response))
         .record(elapsed.as_secs_f64());
     span.in_scope(|| {
         tracing::info!(
@@ -213,4 +192,242 @@ pub async fn handle(
         );
     });
     Ok(response)
+}
+
+/// `405` unless the request's method is `method`.
+fn only(req: &Request, method: Method) -> Result<(), GatewayError> {
+    if *req.method() == method {
+        Ok(())
+    } else {
+        Err(GatewayError::MethodNotAllowed)
+    }
+}
+
+/// The request's JSON body, bounded (`MAX_BODY_BYTES`) and timed.
+async fn body<T: DeserializeOwned>(gw: &Gateway, req: Request) -> Result<T, GatewayError> {
+    h::read_json(
+        req,
+        gw.config.max_body_bytes,
+        gw.config.connections.body_read_timeout,
+    )
+    .await
+}
+
+async fn register(State(gw): Shared, ctx: Ctx, req: Request) -> Answer {
+    only(&req, Method::POST)?;
+    let body = body(&gw, req).await?;
+    let out = auth::register(&gw, &ctx, body).await?;
+    Ok(h::json(StatusCode::CREATED, &out))
+}
+
+async fn login(State(gw): Shared, ctx: Ctx, req: Request) -> Answer {
+    only(&req, Method::POST)?;
+    let body = body(&gw, req).await?;
+    Ok(h::json(
+        StatusCode::OK,
+        &auth::login(&gw, &ctx, body).await?,
+    ))
+}
+
+async fn refresh(State(gw): Shared, ctx: Ctx, req: Request) -> Answer {
+    only(&req, Method::POST)?;
+    let body = body(&gw, req).await?;
+    Ok(h::json(
+        StatusCode::OK,
+        &auth::refresh(&gw, &ctx, body).await?,
+    ))
+}
+
+async fn logout(State(gw): Shared, ctx: Ctx, req: Request) -> Answer {
+    only(&req, Method::POST)?;
+    let body = body(&gw, req).await?;
+    auth::logout(&gw, &ctx, body).await?;
+    Ok(h::empty(StatusCode::NO_CONTENT))
+}
+
+async fn no_such_endpoint() -> GatewayError {
+    GatewayError::NotFound
+}
+
+/// A serialised document with its content type.
+fn document(bytes: &bytes::Bytes, content_type: &'static str) -> Response {
+    let mut r = Response::new(h::full(bytes.clone()));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+async fn jwks(State(gw): Shared, req: Request) -> Answer {
+    only(&req, Method::GET)?;
+    Ok(document(&gw.jwks, "application/jwk-set+json"))
+}
+
+/// `GET` is the gateway's document; any other method is forwarded (the worker
+/// answers it).
+async fn openapi(State(gw): Shared, ctx: Ctx, req: Request) -> Answer {
+    if req.method() == Method::GET {
+        Ok(document(&gw.openapi, "application/json"))
+    } else {
+        proxy::forward(&gw, &ctx, req).await
+    }
+}
+
+async fn audit_logs(State(gw): Shared, ctx: Ctx, req: Request) -> Answer {
+    only(&req, Method::GET)?;
+    let (claims, _) = active_caller(&gw, &ctx, req.headers()).await?;
+    let query = req.uri().query().unwrap_or("");
+    Ok(h::json(
+        StatusCode::OK,
+        &trail::list(&gw, &ctx, &claims, query).await?,
+    ))
+}
+
+/// `/api/v1/users` and below: the caller's token first, then by method and the
+/// path's segments after `/api/v1/users` (taken as sent, not percent-decoded).
+async fn users(State(gw): Shared, ctx: Ctx, req: Request) -> Answer {
+    let (claims, _) = active_caller(&gw, &ctx, req.headers()).await?;
+    let segments: Vec<String> = req
+        .uri()
+        .path()
+        .trim_start_matches(USERS)
+        .split('/')
+        .skip(1)
+        .map(str::to_owned)
+        .collect();
+    let method = req.method().clone();
+    match (method, segments.as_slice()) {
+        (Method::GET, []) => Ok(h::json(StatusCode::OK, &users::list(&gw, &claims).await?)),
+        (Method::POST, []) => {
+            // The role first: a non-admin learns nothing from body checks.
+            users::admin_only(&claims)?;
+            let body = body(&gw, req).await?;
+            Ok(h::json(
+                StatusCode::CREATED,
+                &users::create(&gw, &ctx, &claims, body).await?,
+            ))
+        }
+        (Method::PATCH, [id]) => {
+            users::admin_only(&claims)?;
+            let body = body(&gw, req).await?;
+            Ok(h::json(
+                StatusCode::OK,
+                &users::patch(&gw, &ctx, &claims, id, body).await?,
+            ))
+        }
+        (Method::POST, [id, action]) => {
+            let change = match action.as_str() {
+                "disable" => Change::Disable,
+                "enable" => Change::Enable,
+                "sign-out" => Change::SignOut,
+                _ => return Err(GatewayError::NotFound),
+            };
+            let user = users::change(&gw, &ctx, &claims, id, change).await?;
+            Ok(h::json(StatusCode::OK, &user))
+        }
+        (_, []) | (_, [_]) => Err(GatewayError::MethodNotAllowed),
+        (_, [_, action]) if matches!(action.as_str(), "disable" | "enable" | "sign-out") => {
+            Err(GatewayError::MethodNotAllowed)
+        }
+        _ => Err(GatewayError::NotFound),
+    }
+}
+
+/// The fallback: every other `/api/v1/` path goes to the clinic's worker; anything
+/// else is `404`. Kept lean: no extractor but the state, the request's `Ctx` taken
+/// out of its extensions rather than cloned.
+async fn forward(State(gw): Shared, mut req: Request) -> Answer {
+    if !req.uri().path().starts_with("/api/v1/") {
+        return Err(GatewayError::NotFound);
+    }
+    let ctx = req
+        .extensions_mut()
+        .remove::<Ctx>()
+        .ok_or_else(|| GatewayError::Internal("no request context".into()))?;
+    proxy::forward(&gw, &ctx, req).await
+}
+
+/// The admin listener's router: `/healthz`, `/readyz` (`503` once draining; not
+/// tied to the central database, whose outage cached placements ride out) and
+/// `/metrics`, for any method; anything else is a plain `404`.
+pub fn admin_router(gw: Arc<Gateway>, prometheus: PrometheusHandle) -> Router {
+    Router::new()
+        .route("/healthz", any(|| async { text(StatusCode::OK, "ok\n") }))
+        .route(
+            "/readyz",
+            any(|State(gw): Shared| async move {
+                if gw.is_draining() {
+                    text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+                } else {
+                    text(StatusCode::OK, "ready\n")
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            any(move |State(gw): Shared| async move {
+                metrics::gauge!(m::PLACEMENT_CACHE_SIZE).set(gw.cache.len() as f64);
+                let mut r = text(StatusCode::OK, prometheus.render());
+                r.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4"),
+                );
+                r
+            }),
+        )
+        .fallback(|| async { text(StatusCode::NOT_FOUND, "not found\n") })
+        .with_state(gw)
+}
+
+/// A plain-text answer without a content type, as the admin listener gives.
+fn text(status: StatusCode, body: impl Into<bytes::Bytes>) -> Response<Body> {
+    let mut r = Response::new(h::full(body));
+    *r.status_mut() = status;
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Which own route each path takes (`None`: the fallback, forwarding).
+    #[tokio::test]
+    async fn paths_reach_their_routes() {
+        let mut table = Router::new();
+        for route in ROUTES {
+            table = table.route(
+                route,
+                any(move || async move { (StatusCode::OK, *route).into_response() }),
+            );
+        }
+        let mut table = table.fallback(|| async { StatusCode::IM_A_TEAPOT });
+        let cases = [
+            ("/api/v1/auth/login", Some(LOGIN)),
+            ("/api/v1/auth/login/x", Some(AUTH_OTHER)),
+            ("/api/v1/auth/", Some(AUTH_BARE)),
+            ("/api/v1/auth/%6Cogin", Some(AUTH_OTHER)),
+            ("/api/v1/users", Some(USERS)),
+            ("/api/v1/users/", Some(USERS_BARE)),
+            ("/api/v1/users/abc", Some(USERS_BELOW)),
+            ("/api/v1/users/abc/disable", Some(USERS_BELOW)),
+            ("/api/v1/users//disable", Some(USERS_BELOW)),
+            ("/api/v1/users/a/b/c", Some(USERS_BELOW)),
+            ("/api/v1/openapi.json", Some(OPENAPI)),
+            ("/.well-known/jwks.json", Some(JWKS)),
+            ("/api/v1/audit-logs", Some(AUDIT_LOGS)),
+            ("/api/v1/audit-logs/x", None),
+            ("/api/v1/usersx", None),
+            ("/api/v1/patients", None),
+            ("/api/v1/auth", None),
+            ("/", None),
+        ];
+        for (path, expected) in cases {
+            let req = http::Request::get(path).body(Body::empty()).unwrap();
+            let response = table.call(req).await.unwrap();
+            let body = axum::body::to_bytes(response.into_body(), 1024)
+                .await
+                .unwrap();
+            let got = (!body.is_empty()).then(|| String::from_utf8_lossy(&body).into_owned());
+            assert_eq!(got.as_deref(), expected, "{path}");
+        }
+    }
 }

@@ -3,7 +3,7 @@
 //! limits and graceful shutdown, and the binary's entry point.
 
 use crate::config::Config;
-use crate::http::{self as h, Body};
+use crate::http::Body;
 use crate::password::Hasher;
 use crate::placement::PlacementCache;
 use crate::routes;
@@ -13,20 +13,21 @@ use anyhow::Context;
 use bytes::Bytes;
 use common::metric_names as m;
 use deadpool_postgres::Pool;
-use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE};
-use http::{Request, Response, StatusCode};
+use http::header::{HeaderValue, CONNECTION};
+use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use metrics_exporter_prometheus::PrometheusHandle;
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tower::Service;
 
 fn central_pool(config: &Config) -> anyhow::Result<Pool> {
     Ok(pgconn::pool(
@@ -39,35 +40,6 @@ fn central_pool(config: &Config) -> anyhow::Result<Pool> {
         16,
         Duration::from_secs(5),
     )?)
-}
-
-async fn admin(
-    handle: PrometheusHandle,
-    gw: Arc<Gateway>,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, hyper::Error> {
-    let text = |status: StatusCode, body: String| {
-        let mut r = Response::new(h::full(body));
-        *r.status_mut() = status;
-        r
-    };
-    Ok(match req.uri().path() {
-        "/healthz" => text(StatusCode::OK, "ok\n".into()),
-        // Ready as long as the process serves: cached placements keep working while
-        // the central database is down, so its outage does not pull gateways out.
-        "/readyz" if gw.is_draining() => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n".into()),
-        "/readyz" => text(StatusCode::OK, "ready\n".into()),
-        "/metrics" => {
-            metrics::gauge!(m::PLACEMENT_CACHE_SIZE).set(gw.cache.len() as f64);
-            let mut r = text(StatusCode::OK, handle.render());
-            r.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4"),
-            );
-            r
-        }
-        _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
-    })
 }
 
 /// Once the listener is closed, how long a kept-alive connection that is idle may
@@ -99,7 +71,7 @@ async fn serve<S, F>(
     service: S,
 ) where
     S: Fn(SocketAddr, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
-    F: std::future::Future<Output = Result<Response<Body>, hyper::Error>> + Send + 'static,
+    F: std::future::Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
 {
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -148,7 +120,7 @@ async fn serve<S, F>(
                         .headers_mut()
                         .insert(CONNECTION, HeaderValue::from_static("close"));
                 }
-                Ok::<_, hyper::Error>(response)
+                Ok::<_, Infallible>(response)
             }
         });
         let builder = builder.clone();
@@ -276,7 +248,11 @@ pub async fn run(
         let stop_accepting = stop_accepting.clone();
         tasks.spawn(async move {
             let limits = gw.config.connections;
-            let service = move |_peer: SocketAddr, req| admin(prometheus.clone(), gw.clone(), req);
+            let router = routes::admin_router(gw.clone(), prometheus);
+            let service = move |_peer: SocketAddr, req: Request<Incoming>| {
+                let mut router = router.clone();
+                async move { router.call(req).await }
+            };
             serve(
                 admin_listener,
                 None,
@@ -305,7 +281,11 @@ pub async fn run(
     let grace = gw.config.shutdown_grace;
     let service = {
         let gw = gw.clone();
-        move |peer: SocketAddr, req| routes::handle(gw.clone(), peer, req)
+        let router = routes::router(gw.clone());
+        move |peer: SocketAddr, req| {
+            let (router, gw) = (router.clone(), gw.clone());
+            async move { routes::envelope(router, &gw, peer, req).await }
+        }
     };
     let limits = gw.config.connections;
     serve(listener, tls, stop_accepting, grace, limits, service).await;

@@ -50,6 +50,23 @@ pub struct Ctx {
     pub client_ip: IpAddr,
 }
 
+/// Own endpoints take the request's `Ctx` as an argument; the envelope
+/// ([`crate::routes::envelope`]) put it in the request's extensions.
+impl<S: Sync> axum::extract::FromRequestParts<S> for Ctx {
+    type Rejection = crate::error::GatewayError;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Ctx>()
+            .cloned()
+            .ok_or_else(|| crate::error::GatewayError::Internal("no request context".into()))
+    }
+}
+
 /// The client's address: the socket peer, or the last untrusted `X-Forwarded-For`
 /// hop when the peer is a configured trusted proxy.
 pub fn client_ip(config: &Config, peer: IpAddr, headers: &http::HeaderMap) -> IpAddr {
