@@ -5,18 +5,18 @@
 //! revocations are read again; while the central database is unreachable, both
 //! keep their last known state.
 
-use crate::placement::{PlacementCache, CHANNEL as PLACEMENT};
+use crate::placement::{CentralPlacements, PlacementCache, PlacementSource, CHANNEL as PLACEMENT};
 use common::ClinicId;
 use pgconn::revocations::Follow;
 use std::sync::Arc;
 use tokio_postgres::Client;
 
-pub struct CentralEvents {
-    pub cache: Arc<PlacementCache>,
+pub struct CentralEvents<S = CentralPlacements> {
+    pub cache: Arc<PlacementCache<S>>,
     pub revocations: Follow,
 }
 
-impl pgconn::notify::Listener for CentralEvents {
+impl<S: PlacementSource> pgconn::notify::Listener for CentralEvents<S> {
     fn channels(&self) -> &'static [&'static str] {
         &[PLACEMENT, pgconn::revocations::CHANNEL]
     }

@@ -5,7 +5,7 @@
 use crate::config::Config;
 use crate::http::Body;
 use crate::password::Hasher;
-use crate::placement::PlacementCache;
+use crate::placement::{CentralPlacements, PlacementCache};
 use crate::routes;
 use crate::state::Gateway;
 use crate::upstream;
@@ -183,7 +183,7 @@ pub async fn run(
         None => None,
     };
     let cache = Arc::new(PlacementCache::new(
-        central.clone(),
+        CentralPlacements::new(central.clone()),
         config.cache_size,
         config.cache_ttl,
     ));
