@@ -3,6 +3,7 @@
 //! before it answers ([`read_audited`]); a failure is recorded either way. Also the
 //! small parsers of a request (resource, id, body) every handler uses.
 
+use crate::budget::Conn;
 use crate::context::Caller;
 use crate::data::{self, Action, Actor};
 use crate::error::WorkerError;
@@ -55,7 +56,7 @@ fn content_length(req: &Request) -> Option<usize> {
 /// Records a failed access in the outbox over `client` (best effort for refusals;
 /// an unrecordable failure is logged). `NotFound` was recorded by its statement.
 async fn record_failure(
-    client: &deadpool_postgres::Object,
+    client: &Conn,
     caller: &Caller,
     r: &'static Resource,
     action: Action,
@@ -87,8 +88,8 @@ pub async fn audited<T, F, Fut>(
     op: F,
 ) -> Result<T, WorkerError>
 where
-    F: FnOnce(deadpool_postgres::Object, Actor, Arc<ClinicKeyCache>) -> Fut,
-    Fut: std::future::Future<Output = (deadpool_postgres::Object, Result<T, WorkerError>)>,
+    F: FnOnce(Conn, Actor, Arc<ClinicKeyCache>) -> Fut,
+    Fut: std::future::Future<Output = (Conn, Result<T, WorkerError>)>,
 {
     let (client, keys) = state.registry.session(caller.clinic).await?;
     let (client, result) = op(client, actor(caller), keys).await;
@@ -103,7 +104,7 @@ where
 
 /// The connection a read runs on: its own, or one shared with other point reads in
 /// flight ([`crate::registry::Registry::point_reader`]).
-pub type ReadConn = Arc<deadpool_postgres::Object>;
+pub type ReadConn = Arc<Conn>;
 
 /// How a read borrows its connection.
 #[derive(Clone, Copy)]

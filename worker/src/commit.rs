@@ -8,6 +8,7 @@
 //! that arrived meanwhile. Writes keep committing their record with the change
 //! itself (`data::audited`).
 
+use crate::budget::Conn;
 use crate::error::WorkerError;
 use deadpool_postgres::Object;
 use std::future::Future;
@@ -58,10 +59,10 @@ pub trait Outbox: Clone + Send + Sync + 'static {
     /// The clinic's queue of records waiting for their commit.
     fn queue(&self) -> &AuditQueue;
     /// Borrows a connection to the clinic's database.
-    fn connection(&self) -> impl Future<Output = Result<Object, WorkerError>> + Send;
+    fn connection(&self) -> impl Future<Output = Result<Conn, WorkerError>> + Send;
     /// Borrows a connection that answered a round trip (the retry after
     /// connection trouble).
-    fn working_connection(&self) -> impl Future<Output = Result<Object, WorkerError>> + Send;
+    fn working_connection(&self) -> impl Future<Output = Result<Conn, WorkerError>> + Send;
 }
 
 /// The rows written by one batch, at most (a larger queue waits for the next).
@@ -141,7 +142,7 @@ async fn drain(outbox: impl Outbox) {
 /// Writes `batch` over `client`, borrowing a connection first if there is none.
 async fn write_batch(
     outbox: &impl Outbox,
-    client: &mut Option<Object>,
+    client: &mut Option<Conn>,
     batch: &[Pending],
 ) -> Result<(), WorkerError> {
     let c = match client {

@@ -19,6 +19,7 @@
 //! rolled back, its connection closed, the export recorded as `abandoned`.
 
 use crate::access;
+use crate::budget::Conn;
 use crate::context::Caller;
 use crate::data::{self, Action, Actor, ListQuery};
 use crate::error::WorkerError;
@@ -126,7 +127,7 @@ pub async fn clinic(
 }
 
 /// The export's connection while its transaction is open.
-struct Snapshot(Option<deadpool_postgres::Object>);
+struct Snapshot(Option<Conn>);
 
 impl Drop for Snapshot {
     fn drop(&mut self) {
@@ -134,7 +135,7 @@ impl Drop for Snapshot {
             // Dropped mid-transaction (the client went away): take the connection out
             // of the pool and close it, which rolls the transaction back, rather than
             // lend it to the next request inside this one's transaction.
-            drop(deadpool_postgres::Object::take(client));
+            client.discard();
         }
     }
 }
@@ -238,7 +239,7 @@ impl Pages {
             Some(client) if client.batch_execute("ROLLBACK").await.is_ok() => Some(client),
             Some(client) => {
                 // Broken, or stuck in the transaction: never lend it again.
-                drop(deadpool_postgres::Object::take(client));
+                client.discard();
                 None
             }
             None => None,

@@ -46,12 +46,17 @@ pub struct ClinicKeyCache {
 impl ClinicKeyCache {
     /// Loads the clinic's keys, creating its first version if it has none.
     pub async fn load(source: Arc<KeySource>, clinic: ClinicId) -> Result<Self, WorkerError> {
-        let keys = Arc::new(source.load(clinic).await?);
-        Ok(Self {
+        let keys = source.load(clinic).await?;
+        Ok(Self::new(source, clinic, keys))
+    }
+
+    /// The clinic's keys as already loaded (reloaded from `source` when needed).
+    pub fn new(source: Arc<KeySource>, clinic: ClinicId, keys: ClinicKeys) -> Self {
+        Self {
             clinic,
             source,
-            keys: RwLock::new(keys),
-        })
+            keys: RwLock::new(Arc::new(keys)),
+        }
     }
 
     /// The keys as loaded now: what new values are sealed with.

@@ -5,6 +5,7 @@
 pub mod access;
 pub mod api;
 pub mod audit;
+pub mod budget;
 pub mod commit;
 pub mod config;
 pub mod context;

@@ -7,9 +7,15 @@
 //! (`CLINIC_POOL_BUDGET`). A checkout that needs a new connection when the budget is
 //! spent first closes an idle connection of the least recently used other clinic;
 //! when every budgeted connection is busy it waits for one to become idle, up to
-//! the acquire timeout. So a cold clinic is served even when thousands of clinics
-//! share a server whose `max_connections` is a hundred.
+//! the acquire timeout ([`crate::budget`]). So a cold clinic is served even when
+//! thousands of clinics share a server whose `max_connections` is a hundred.
+//!
+//! Opening a pool is single-flight per clinic: concurrent first requests of one
+//! clinic wait for one opening, and no clinic waits on another's. What the
+//! registry asks the central database (placement, role password, data keys) goes
+//! through [`Directory`], so its logic is tested without a database.
 
+use crate::budget::{Budget, Conn, Slots, Tenant};
 use crate::commit::AuditQueue;
 use crate::config::PoolSettings;
 use crate::error::WorkerError;
@@ -18,9 +24,10 @@ use common::config::DbSettings;
 use common::crypto::KeyRing;
 use common::metric_names as m;
 use common::ClinicId;
-use deadpool_postgres::{Object, Pool};
+use deadpool_postgres::Pool;
+use futures_util::future::BoxFuture;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -38,7 +45,7 @@ pub struct ClinicPool {
     /// Read audit records waiting for their group commit.
     pub audit: AuditQueue,
     /// The connection point reads in flight share (see [`Registry::point_reader`]).
-    reader: Mutex<std::sync::Weak<Object>>,
+    reader: Mutex<std::sync::Weak<Conn>>,
     opened: Instant,
     last_used_ms: AtomicU64,
     validated_ms: AtomicU64,
@@ -52,11 +59,37 @@ impl ClinicPool {
         self.last_used_ms
             .store(self.since_open(), Ordering::Relaxed);
     }
+}
+
+impl Tenant for ClinicPool {
+    fn clinic(&self) -> ClinicId {
+        self.clinic
+    }
+
+    fn slots(&self) -> Slots {
+        let status = self.pool.status();
+        Slots {
+            open: status.size,
+            idle: status.available,
+            max: status.max_size,
+        }
+    }
+
     fn idle_for(&self) -> Duration {
         Duration::from_millis(
             self.since_open()
                 .saturating_sub(self.last_used_ms.load(Ordering::Relaxed)),
         )
+    }
+
+    fn close_one_idle(&self) -> bool {
+        let mut closed = false;
+        self.pool.retain(|_, _| {
+            let keep = closed;
+            closed = true;
+            keep
+        });
+        closed
     }
 }
 
@@ -73,11 +106,11 @@ impl crate::commit::Outbox for ClinicOutbox {
         &self.entry.audit
     }
 
-    async fn connection(&self) -> Result<Object, WorkerError> {
+    async fn connection(&self) -> Result<Conn, WorkerError> {
         self.registry.connection(&self.entry).await
     }
 
-    async fn working_connection(&self) -> Result<Object, WorkerError> {
+    async fn working_connection(&self) -> Result<Conn, WorkerError> {
         self.registry.working_connection(&self.entry).await
     }
 }
@@ -94,66 +127,51 @@ pub struct ClinicRecord {
     pub key_version: u32,
 }
 
-pub struct Registry {
+/// A clinic's pool (no connection opened yet) and its loaded data keys.
+pub struct Opened {
+    pub pool: Pool,
+    pub keys: Arc<ClinicKeyCache>,
+}
+
+/// What the registry asks of the central database.
+pub trait Directory: Send + Sync {
+    /// A clinic's placement, or `None` if the clinic is unknown.
+    fn lookup(&self, clinic: ClinicId) -> BoxFuture<'_, Result<Option<ClinicRecord>, WorkerError>>;
+    /// Opens the pool of a clinic placed here (connecting as its own role) and
+    /// loads its data keys.
+    fn open(
+        &self,
+        clinic: ClinicId,
+        record: ClinicRecord,
+    ) -> BoxFuture<'_, Result<Opened, WorkerError>>;
+}
+
+/// The central database as the [`Directory`] of a regional server's clinics.
+pub struct Central {
     central: Pool,
-    region: String,
     server: DbSettings,
     keys: Arc<KeyRing>,
     key_source: Arc<KeySource>,
     settings: PoolSettings,
-    pools: Mutex<HashMap<ClinicId, Arc<ClinicPool>>>,
-    opening: tokio::sync::Mutex<()>,
-    /// Connections being created right now (counted against the budget).
-    creating: Mutex<usize>,
-    waiting: std::sync::atomic::AtomicUsize,
-    /// `POOL_ACQUIRE` for this server, registered once (recorded per checkout).
-    acquire_seconds: metrics::Histogram,
 }
 
-/// Gives back a budget reservation when the connection attempt ends.
-struct Reservation<'a>(&'a Mutex<usize>);
-
-impl Drop for Reservation<'_> {
-    fn drop(&mut self) {
-        if let Ok(mut n) = self.0.lock() {
-            *n = n.saturating_sub(1);
-        }
-    }
-}
-
-impl Registry {
+impl Central {
     pub fn new(
         central: Pool,
-        region: String,
         server: DbSettings,
         keys: Arc<KeyRing>,
         settings: PoolSettings,
     ) -> Self {
         Self {
-            acquire_seconds: metrics::histogram!(m::POOL_ACQUIRE, "server" => region.clone()),
             key_source: Arc::new(KeySource::new(central.clone(), keys.clone())),
             central,
-            region,
             server,
             keys,
             settings,
-            pools: Mutex::new(HashMap::new()),
-            opening: tokio::sync::Mutex::new(()),
-            creating: Mutex::new(0),
-            waiting: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
-    pub fn region(&self) -> &str {
-        &self.region
-    }
-
-    pub fn central(&self) -> &Pool {
-        &self.central
-    }
-
-    /// Reads a clinic's placement from the central database.
-    pub async fn lookup(&self, clinic: ClinicId) -> Result<Option<ClinicRecord>, WorkerError> {
+    async fn lookup(&self, clinic: ClinicId) -> Result<Option<ClinicRecord>, WorkerError> {
         let client = self.central.get().await?;
         let row = client
             .query_opt(
@@ -174,6 +192,150 @@ impl Registry {
         }))
     }
 
+    async fn open(&self, clinic: ClinicId, record: ClinicRecord) -> Result<Opened, WorkerError> {
+        let sealed = record
+            .sealed_password
+            .ok_or_else(|| WorkerError::ClinicInactive("provisioning".into()))?;
+        let password = self
+            .keys
+            .open_secret(&common::crypto::role_password_purpose(clinic), &sealed)
+            .map_err(|e| WorkerError::Integrity(format!("clinic role password: {e}")))?;
+        let settings = DbSettings {
+            user: record.db_role,
+            password: common::config::Secret::new(String::from_utf8_lossy(&password).into_owned()),
+            dbname: record.db_name,
+            ..self.server.clone()
+        };
+        let pool = pgconn::pool(
+            &settings,
+            pgconn::limited(
+                &settings,
+                "medicalpro-worker",
+                pgconn::SessionLimits::SERVICE,
+            ),
+            self.settings.max_size,
+            self.settings.acquire_timeout,
+        )
+        .map_err(|e| WorkerError::Internal(e.to_string()))?;
+        let keys = Arc::new(ClinicKeyCache::load(self.key_source.clone(), clinic).await?);
+        Ok(Opened { pool, keys })
+    }
+}
+
+impl Directory for Central {
+    fn lookup(&self, clinic: ClinicId) -> BoxFuture<'_, Result<Option<ClinicRecord>, WorkerError>> {
+        Box::pin(Central::lookup(self, clinic))
+    }
+
+    fn open(
+        &self,
+        clinic: ClinicId,
+        record: ClinicRecord,
+    ) -> BoxFuture<'_, Result<Opened, WorkerError>> {
+        Box::pin(Central::open(self, clinic, record))
+    }
+}
+
+/// Openings of clinic pools in progress: one per clinic.
+type Openings = Mutex<HashMap<ClinicId, Arc<tokio::sync::Mutex<()>>>>;
+
+/// A turn at opening one clinic's pool; the clinic's entry in [`Openings`] goes
+/// with the last turn taken.
+struct OpenTurn<'a> {
+    openings: &'a Openings,
+    clinic: ClinicId,
+    gate: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl<'a> OpenTurn<'a> {
+    fn new(openings: &'a Openings, clinic: ClinicId) -> Self {
+        let gate = openings
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(clinic)
+            .or_default()
+            .clone();
+        Self {
+            openings,
+            clinic,
+            gate,
+        }
+    }
+}
+
+impl Drop for OpenTurn<'_> {
+    fn drop(&mut self) {
+        let mut openings = self.openings.lock().unwrap_or_else(PoisonError::into_inner);
+        // Clones are made under this lock only: the map's and ours mean nobody waits.
+        if Arc::strong_count(&self.gate) <= 2 {
+            openings.remove(&self.clinic);
+        }
+    }
+}
+
+pub struct Registry {
+    central: Pool,
+    region: String,
+    directory: Arc<dyn Directory>,
+    settings: PoolSettings,
+    pools: Mutex<HashMap<ClinicId, Arc<ClinicPool>>>,
+    openings: Openings,
+    budget: Arc<Budget>,
+    /// Checkouts in progress (the waiting gauge).
+    waiting: AtomicUsize,
+    /// `POOL_ACQUIRE` for this server, registered once (recorded per checkout).
+    acquire_seconds: metrics::Histogram,
+}
+
+impl Registry {
+    pub fn new(
+        central: Pool,
+        region: String,
+        server: DbSettings,
+        keys: Arc<KeyRing>,
+        settings: PoolSettings,
+    ) -> Self {
+        let directory = Arc::new(Central::new(central.clone(), server, keys, settings));
+        Self::with_directory(central, region, directory, settings)
+    }
+
+    /// A registry that asks `directory` where clinics are (`central` is the pool
+    /// the shipper and the provisioner use).
+    pub fn with_directory(
+        central: Pool,
+        region: String,
+        directory: Arc<dyn Directory>,
+        settings: PoolSettings,
+    ) -> Self {
+        Self {
+            acquire_seconds: metrics::histogram!(m::POOL_ACQUIRE, "server" => region.clone()),
+            budget: Arc::new(Budget::new(
+                settings.server_budget,
+                metrics::counter!(m::POOL_EVICTIONS, "server" => region.clone()),
+            )),
+            central,
+            region,
+            directory,
+            settings,
+            pools: Mutex::new(HashMap::new()),
+            openings: Mutex::new(HashMap::new()),
+            waiting: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    pub fn central(&self) -> &Pool {
+        &self.central
+    }
+
+    /// Reads a clinic's placement from the central database.
+    pub async fn lookup(&self, clinic: ClinicId) -> Result<Option<ClinicRecord>, WorkerError> {
+        self.directory.lookup(clinic).await
+    }
+
     fn check(&self, record: &ClinicRecord) -> Result<(), WorkerError> {
         if record.region != self.region {
             return Err(WorkerError::Misrouted(record.region.clone()));
@@ -189,14 +351,16 @@ impl Registry {
     fn cached(&self, clinic: ClinicId) -> Option<Arc<ClinicPool>> {
         self.pools
             .lock()
-            .ok()
-            .and_then(|map| map.get(&clinic).cloned())
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&clinic)
+            .cloned()
     }
 
     fn forget(&self, clinic: ClinicId) {
-        if let Ok(mut map) = self.pools.lock() {
-            map.remove(&clinic);
-        }
+        self.pools
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&clinic);
     }
 
     /// The pool of an active clinic placed in this region, opening it if needed.
@@ -231,7 +395,14 @@ impl Registry {
                 Ok(_) => self.forget(clinic),
             }
         }
-        let _guard = self.opening.lock().await;
+        self.open(clinic).await
+    }
+
+    /// Opens a clinic's pool, once however many ask for it together; other
+    /// clinics' openings go on meanwhile.
+    async fn open(&self, clinic: ClinicId) -> Result<Arc<ClinicPool>, WorkerError> {
+        let turn = OpenTurn::new(&self.openings, clinic);
+        let _opening = turn.gate.lock().await;
         if let Some(entry) = self.cached(clinic) {
             return Ok(entry);
         }
@@ -240,31 +411,7 @@ impl Registry {
             .await?
             .ok_or(WorkerError::ClinicUnknown)?;
         self.check(&record)?;
-        let sealed = record
-            .sealed_password
-            .ok_or_else(|| WorkerError::ClinicInactive("provisioning".into()))?;
-        let password = self
-            .keys
-            .open_secret(&common::crypto::role_password_purpose(clinic), &sealed)
-            .map_err(|e| WorkerError::Integrity(format!("clinic role password: {e}")))?;
-        let settings = DbSettings {
-            user: record.db_role,
-            password: common::config::Secret::new(String::from_utf8_lossy(&password).into_owned()),
-            dbname: record.db_name,
-            ..self.server.clone()
-        };
-        let pool = pgconn::pool(
-            &settings,
-            pgconn::limited(
-                &settings,
-                "medicalpro-worker",
-                pgconn::SessionLimits::SERVICE,
-            ),
-            self.settings.max_size,
-            self.settings.acquire_timeout,
-        )
-        .map_err(|e| WorkerError::Internal(e.to_string()))?;
-        let keys = Arc::new(ClinicKeyCache::load(self.key_source.clone(), clinic).await?);
+        let Opened { pool, keys } = self.directory.open(clinic, record).await?;
         let entry = Arc::new(ClinicPool {
             clinic,
             pool,
@@ -275,9 +422,10 @@ impl Registry {
             last_used_ms: AtomicU64::new(0),
             validated_ms: AtomicU64::new(0),
         });
-        if let Ok(mut map) = self.pools.lock() {
-            map.insert(clinic, entry.clone());
-        }
+        self.pools
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(clinic, entry.clone());
         self.publish_gauges();
         Ok(entry)
     }
@@ -291,7 +439,7 @@ impl Registry {
     }
 
     /// Borrows a connection to the clinic's own database.
-    pub async fn client(&self, clinic: ClinicId) -> Result<Object, WorkerError> {
+    pub async fn client(&self, clinic: ClinicId) -> Result<Conn, WorkerError> {
         Ok(self.session(clinic).await?.0)
     }
 
@@ -299,14 +447,14 @@ impl Registry {
     pub async fn session(
         &self,
         clinic: ClinicId,
-    ) -> Result<(Object, Arc<ClinicKeyCache>), WorkerError> {
+    ) -> Result<(Conn, Arc<ClinicKeyCache>), WorkerError> {
         let entry = self.pool(clinic).await?;
         let client = self.connection(&entry).await?;
         Ok((client, entry.keys.clone()))
     }
 
     /// Borrows a connection of an open clinic pool, within the server budget.
-    pub async fn connection(&self, entry: &ClinicPool) -> Result<Object, WorkerError> {
+    pub async fn connection(&self, entry: &ClinicPool) -> Result<Conn, WorkerError> {
         entry.touch();
         let started = Instant::now();
         self.waiting.fetch_add(1, Ordering::Relaxed);
@@ -329,7 +477,7 @@ impl Registry {
     /// once instead of waking per statement) up to [`PIPELINE_MAX`] at a time. The
     /// connection goes back to the pool when the last of them is done, so it is
     /// held only while reads are in flight, like any other.
-    pub async fn point_reader(&self, entry: &ClinicPool) -> Result<Arc<Object>, WorkerError> {
+    pub async fn point_reader(&self, entry: &ClinicPool) -> Result<Arc<Conn>, WorkerError> {
         let shared = entry
             .reader
             .lock()
@@ -350,7 +498,7 @@ impl Registry {
     /// trouble. Idle connections are handed out unchecked, and whatever closed one
     /// (a server restart, an operator, a failover) may have closed its siblings too:
     /// each one that fails the check is closed and never pooled again.
-    pub async fn working_connection(&self, entry: &ClinicPool) -> Result<Object, WorkerError> {
+    pub async fn working_connection(&self, entry: &ClinicPool) -> Result<Conn, WorkerError> {
         let mut last = WorkerError::Unavailable("no working connection".into());
         for _ in 0..=entry.pool.status().max_size {
             let client = self.connection(entry).await?;
@@ -370,14 +518,17 @@ impl Registry {
         &self,
         clinic: ClinicId,
         open_if_needed: bool,
-    ) -> Result<Option<Object>, WorkerError> {
+    ) -> Result<Option<Conn>, WorkerError> {
         let entry = match self.cached(clinic) {
             Some(entry) => entry,
             None if open_if_needed => self.pool(clinic).await?,
             None => return Ok(None),
         };
         if entry.pool.status().available > 0 {
-            return Ok(Some(entry.pool.get().await?));
+            return Ok(Some(Conn::new(
+                entry.pool.get().await?,
+                self.budget.clone(),
+            )));
         }
         if !open_if_needed {
             return Ok(None);
@@ -386,67 +537,26 @@ impl Registry {
     }
 
     /// One connection of `entry`'s pool within the server budget (see the module docs).
-    async fn checkout(&self, entry: &ClinicPool, started: Instant) -> Result<Object, WorkerError> {
+    async fn checkout(&self, entry: &ClinicPool, started: Instant) -> Result<Conn, WorkerError> {
         let deadline = started + self.settings.acquire_timeout;
-        loop {
-            let status = entry.pool.status();
-            // An idle connection of its own, or its pool is full and waits for one.
-            if status.available > 0 || status.size >= status.max_size {
-                return Ok(entry.pool.get().await?);
-            }
-            if let Some(_reservation) = self.reserve() {
-                return Ok(entry.pool.get().await?);
-            }
-            if self.evict_one_idle(entry.clinic) {
-                continue;
-            }
-            if Instant::now() >= deadline {
-                return Err(WorkerError::PoolTimeout);
-            }
-            // Every budgeted connection is busy: one comes back idle soon.
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-
-    /// Reserves room for one new connection if the budget has it.
-    fn reserve(&self) -> Option<Reservation<'_>> {
-        let open: usize = self.entries().iter().map(|e| e.pool.status().size).sum();
-        let mut creating = self.creating.lock().ok()?;
-        if open + *creating >= self.settings.server_budget {
-            return None;
-        }
-        *creating += 1;
-        Some(Reservation(&self.creating))
-    }
-
-    /// Closes one idle connection of the least recently used other clinic.
-    fn evict_one_idle(&self, except: ClinicId) -> bool {
-        let victim = self
-            .entries()
-            .into_iter()
-            .filter(|e| e.clinic != except && e.pool.status().available > 0)
-            .max_by_key(|e| e.idle_for());
-        let Some(victim) = victim else {
-            return false;
-        };
-        let mut closed = false;
-        victim.pool.retain(|_, _| {
-            let keep = closed;
-            closed = true;
-            keep
-        });
-        if closed {
-            metrics::counter!(m::POOL_EVICTIONS, "server" => self.region.clone()).increment(1);
-        }
-        closed
+        let admission = self
+            .budget
+            .admit(entry, || self.entries(), deadline)
+            .await?;
+        let object = entry.pool.get().await?;
+        // A new connection counts as open from here: its reservation goes.
+        drop(admission);
+        Ok(Conn::new(object, self.budget.clone()))
     }
 
     /// Clinics with an open pool.
     pub fn open_clinics(&self) -> Vec<ClinicId> {
         self.pools
             .lock()
-            .map(|map| map.keys().copied().collect())
-            .unwrap_or_default()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .copied()
+            .collect()
     }
 
     /// Closes what is no longer needed: idle connections above the warm minimum after
@@ -471,14 +581,18 @@ impl Registry {
                 warm <= min_idle
             });
         }
+        // Room was made: a checkout waiting for it looks again.
+        self.budget.freed();
         self.publish_gauges();
     }
 
     fn entries(&self) -> Vec<Arc<ClinicPool>> {
         self.pools
             .lock()
-            .map(|map| map.values().cloned().collect())
-            .unwrap_or_default()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// Sets the pool gauges (open pools, connections in use and idle, per server and
@@ -502,7 +616,7 @@ impl Registry {
             .fold((0, 0), |(u, i), s| (u + s.in_use, i + s.idle));
         metrics::gauge!(m::POOLS_OPEN, "server" => self.region.clone()).set(entries.len() as f64);
         metrics::gauge!(m::POOL_BUDGET, "server" => self.region.clone())
-            .set(self.settings.server_budget as f64);
+            .set(self.budget.limit() as f64);
         metrics::gauge!(m::POOL_WAITING, "server" => self.region.clone())
             .set(self.waiting.load(Ordering::Relaxed) as f64);
         metrics::gauge!(m::POOL_CONNECTIONS, "server" => self.region.clone(), "state" => "in_use")
@@ -514,11 +628,147 @@ impl Registry {
 
     /// Closes every pool (shutdown).
     pub fn close_all(&self) {
-        if let Ok(mut map) = self.pools.lock() {
-            for entry in map.values() {
-                entry.pool.close();
-            }
-            map.clear();
+        let mut map = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
+        for entry in map.values() {
+            entry.pool.close();
         }
+        map.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use common::crypto::{ClinicKeys, DataKeyMaterial};
+    use tokio::sync::Notify;
+
+    /// A pool that never connects (nothing here borrows a connection).
+    fn lazy_pool() -> Pool {
+        let manager =
+            deadpool_postgres::Manager::new(tokio_postgres::Config::new(), tokio_postgres::NoTls);
+        Pool::builder(manager).max_size(2).build().unwrap()
+    }
+
+    /// A directory in memory: counts openings, and holds `slow`'s until released.
+    struct Fake {
+        lookups: AtomicUsize,
+        opens: Mutex<HashMap<ClinicId, usize>>,
+        slow: ClinicId,
+        release: Notify,
+        keys: Arc<KeySource>,
+    }
+
+    impl Fake {
+        fn new(slow: ClinicId) -> Arc<Self> {
+            let ring = Arc::new(KeyRing::new(1, &[7; 32]));
+            Arc::new(Self {
+                lookups: AtomicUsize::new(0),
+                opens: Mutex::new(HashMap::new()),
+                slow,
+                release: Notify::new(),
+                keys: Arc::new(KeySource::new(lazy_pool(), ring)),
+            })
+        }
+
+        fn opens(&self, clinic: ClinicId) -> usize {
+            self.opens
+                .lock()
+                .unwrap()
+                .get(&clinic)
+                .copied()
+                .unwrap_or(0)
+        }
+    }
+
+    impl Directory for Fake {
+        fn lookup(
+            &self,
+            _clinic: ClinicId,
+        ) -> BoxFuture<'_, Result<Option<ClinicRecord>, WorkerError>> {
+            self.lookups.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async {
+                Ok(Some(ClinicRecord {
+                    region: "here".into(),
+                    db_name: "db".into(),
+                    db_role: "role".into(),
+                    sealed_password: None,
+                    status: "active".into(),
+                    key_version: 1,
+                }))
+            })
+        }
+
+        fn open(
+            &self,
+            clinic: ClinicId,
+            _record: ClinicRecord,
+        ) -> BoxFuture<'_, Result<Opened, WorkerError>> {
+            *self.opens.lock().unwrap().entry(clinic).or_default() += 1;
+            Box::pin(async move {
+                if clinic == self.slow {
+                    self.release.notified().await;
+                }
+                let keys = ClinicKeys::new(clinic, vec![(1, DataKeyMaterial::generate())]).unwrap();
+                Ok(Opened {
+                    pool: lazy_pool(),
+                    keys: Arc::new(ClinicKeyCache::new(self.keys.clone(), clinic, keys)),
+                })
+            })
+        }
+    }
+
+    fn registry(directory: Arc<Fake>) -> Arc<Registry> {
+        Arc::new(Registry::with_directory(
+            lazy_pool(),
+            "here".into(),
+            directory,
+            PoolSettings::default(),
+        ))
+    }
+
+    #[tokio::test]
+    async fn concurrent_cold_requests_of_a_clinic_open_it_once() {
+        let (a, b) = (ClinicId::generate(), ClinicId::generate());
+        let directory = Fake::new(a);
+        let registry = registry(directory.clone());
+        let first = tokio::spawn({
+            let registry = registry.clone();
+            async move { registry.pool(a).await.map(|e| e.clinic) }
+        });
+        let second = tokio::spawn({
+            let registry = registry.clone();
+            async move { registry.pool(a).await.map(|e| e.clinic) }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // B opens while A's opening is still waiting on its I/O.
+        let other = tokio::time::timeout(Duration::from_secs(1), registry.pool(b)).await;
+        assert_eq!(other.unwrap().unwrap().clinic, b);
+        assert!(!first.is_finished() && !second.is_finished());
+        directory.release.notify_waiters();
+        assert_eq!(first.await.unwrap().unwrap(), a);
+        assert_eq!(second.await.unwrap().unwrap(), a);
+        assert_eq!(directory.opens(a), 1, "one opening for both requests");
+        assert_eq!(directory.opens(b), 1);
+        assert_eq!(directory.lookups.load(Ordering::SeqCst), 2);
+        assert!(
+            registry.openings.lock().unwrap().is_empty(),
+            "no opening left behind"
+        );
+        // Open now: served from the registry.
+        registry.pool(a).await.unwrap();
+        assert_eq!(directory.opens(a), 1);
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_opening_leaves_nothing_behind() {
+        let a = ClinicId::generate();
+        let directory = Fake::new(a);
+        let registry = registry(directory.clone());
+        let cut_short = tokio::time::timeout(Duration::from_millis(20), registry.pool(a)).await;
+        assert!(cut_short.is_err());
+        assert!(registry.openings.lock().unwrap().is_empty());
+        assert!(registry.open_clinics().is_empty());
     }
 }
