@@ -65,6 +65,7 @@ pub const CLINIC: &[Migration] = &[
     migration!("clinic", 12, "012_audit_record_ids"),
     migration!("clinic", 13, "013_sealed_notes_and_erasure"),
     migration!("clinic", 14, "014_patient_search"),
+    migration!("clinic", 15, "015_clinic_day"),
 ];
 
 /// The group role every clinic role belongs to; clinic tables are granted to it.
