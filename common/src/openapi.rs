@@ -1,5 +1,21 @@
 //! The OpenAPI 3.1 document of the whole public API, built from the resource
-//! descriptions so it cannot drift from what the worker serves.
+//! descriptions so it cannot drift from what the worker serves, plus the gateway's
+//! own endpoints (auth, users, audit trail, export, JWKS, this document) written
+//! out as JSON.
+//!
+//! Every operation carries a `summary` (a title, no final period), a `description`
+//! (what it does, who may call it, its notable errors), one tag declared at the top
+//! with a description, and an `operationId` in camelCase, verb then noun
+//! ([`operation_id`]): `listPatients`, `createConsentTemplate`, `getPatient`,
+//! `replacePatient` (PUT), `updatePatient` (PATCH), `deletePatient`,
+//! `restorePatient`, a row action's own name (`issueDocument`, `erasePatient`),
+//! `signOutUser`. A resource's operations are generated from its [`Resource`]
+//! description: its field flags say what `q` searches, which filters exist and
+//! what staff may not see; its [`RowAction`]s bring their summary and description.
+//!
+//! `common/tests/openapi.rs` snapshots the whole document and checks these rules;
+//! `scripts/api-lint` holds it to Redocly's recommended rules (`cargo run -p common
+//! --example openapi` prints it).
 
 use crate::resource::{Child, Field, FieldType, Resource, RowAction, RESOURCES};
 use serde_json::{json, Map, Value};
@@ -1229,6 +1245,20 @@ pub fn operations(doc: &Value) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn operation_ids_are_camel_case() {
+        assert_eq!(
+            operation_id("list", "consent-templates"),
+            "listConsentTemplates"
+        );
+        assert_eq!(
+            operation_id("create", "ConsentTemplate"),
+            "createConsentTemplate"
+        );
+        assert_eq!(operation_id("sign-out", "user"), "signOutUser");
+        assert_eq!(operation_id("list", "audit_logs"), "listAuditLogs");
+    }
 
     #[test]
     fn every_schema_reference_resolves() {
