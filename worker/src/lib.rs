@@ -10,6 +10,7 @@ pub mod commit;
 pub mod config;
 pub mod context;
 pub mod data;
+pub mod directory;
 pub mod error;
 pub mod export;
 pub mod export_gate;
