@@ -235,6 +235,6 @@ mod tests {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        test_support::finish(stack);
+        drop(stack);
     }
 }

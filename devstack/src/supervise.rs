@@ -176,7 +176,8 @@ impl fmt::Display for Event {
                 ..
             } => write!(
                 f,
-                "{who}: {cause}; restarted {max} times in a row already, stopping the stack (its log: {})",
+                "{who}: {cause}; given up after {max} {} in a row, stopping the stack (its log: {})",
+                if *max == 1 { "restart" } else { "restarts" },
                 log.display()
             ),
             Event::Restarted { who, pid } => match pid {
@@ -462,7 +463,7 @@ mod tests {
         assert!(given_up.is_fatal());
         assert!(given_up
             .to_string()
-            .contains("restarted 3 times in a row already, stopping the stack"));
+            .contains("; given up after 3 restarts in a row, stopping the stack (its log: "));
         assert_eq!(
             Event::Ready { who: Who::Gateway }.to_string(),
             "gateway: ready again"
@@ -470,12 +471,14 @@ mod tests {
     }
 
     /// A stack with one region: a worker killed is reported, restarted and ready
-    /// again; its PostgreSQL server killed is reaped at once (no zombie left),
-    /// reported, and ends the watch so the stack is stopped, every child with it.
+    /// again; killed once more than the policy allows, it is given up on; its
+    /// PostgreSQL server killed is reaped at once (no zombie left), reported, and
+    /// ends the watch so the stack is stopped, every child with it.
     #[test]
     fn a_killed_worker_restarts_and_a_killed_server_stops_the_stack() {
         let mut stack = test_support::start("supervise", &["eu-west"]);
         let policy = Policy {
+            max_restarts: 1,
             first_backoff: Duration::from_millis(200),
             ..Policy::default()
         };
@@ -499,7 +502,7 @@ mod tests {
         let lines: Vec<String> = seen.iter().map(ToString::to_string).collect();
         assert!(
             lines[0].starts_with(
-                "worker eu-west: killed by signal 9 (SIGKILL); restarting in 0.2 s (restart 1 of 3"
+                "worker eu-west: killed by signal 9 (SIGKILL); restarting in 0.2 s (restart 1 of 1; its log: "
             ),
             "{lines:?}"
         );
@@ -512,6 +515,35 @@ mod tests {
             "the killed worker was reaped"
         );
         assert!(stack.regions[0].worker.is_ready());
+
+        // Killed again: no restart left, the stack cannot go on.
+        let worker_pid = stack.regions[0].worker.pid().unwrap();
+        test_support::kill(worker_pid, libc::SIGKILL);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let given_up = loop {
+            let mut events = supervisor.poll(&mut stack, Instant::now());
+            if let Some(event) = events.pop() {
+                assert!(events.is_empty(), "{events:?}");
+                break event;
+            }
+            assert!(Instant::now() < deadline, "the second kill went unnoticed");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(given_up.is_fatal(), "{given_up:?}");
+        assert!(
+            given_up.to_string().starts_with(
+                "worker eu-west: killed by signal 9 (SIGKILL); given up after 1 restart in a row, stopping the stack (its log: "
+            ),
+            "{given_up}"
+        );
+        assert_eq!(process::proc_state(worker_pid), None, "reaped");
+        std::thread::sleep(policy.first_backoff * 2);
+        assert_eq!(
+            supervisor.poll(&mut stack, Instant::now()),
+            vec![],
+            "no restart"
+        );
+        assert_eq!(stack.regions[0].worker.pid(), None);
 
         // Its PostgreSQL server killed: a zombie until the watch reaps it.
         let server_pid = stack.regions[0].server.pid().unwrap();
@@ -552,18 +584,14 @@ mod tests {
         );
 
         // The outcome: the stack stops cleanly, leaving nothing behind.
-        let others: Vec<u32> = [
-            stack.central.pid(),
-            stack.gateway.pid(),
-            stack.regions[0].worker.pid(),
-        ]
-        .into_iter()
-        .map(|p| p.expect("still running"))
-        .collect();
+        let others: Vec<u32> = [stack.central.pid(), stack.gateway.pid()]
+            .into_iter()
+            .map(|p| p.expect("still running"))
+            .collect();
         stack.stop();
         for pid in others {
             assert_eq!(process::proc_state(pid), None, "pid {pid} left behind");
         }
-        test_support::finish(stack);
+        drop(stack);
     }
 }

@@ -43,9 +43,37 @@ fn data_dir(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("medicalpro-unit-{}-{name}", std::process::id()))
 }
 
+/// A stack started by [`start`]: stopped, and its directory removed, when dropped
+/// (a failing test too).
+pub struct TestStack(Option<Stack>);
+
+impl std::ops::Deref for TestStack {
+    type Target = Stack;
+    fn deref(&self) -> &Stack {
+        self.0.as_ref().expect("the stack is there until dropped")
+    }
+}
+
+impl std::ops::DerefMut for TestStack {
+    fn deref_mut(&mut self) -> &mut Stack {
+        self.0.as_mut().expect("the stack is there until dropped")
+    }
+}
+
+impl Drop for TestStack {
+    fn drop(&mut self) {
+        if let Some(stack) = self.0.take() {
+            let dir = stack.options.data_dir.clone();
+            drop(stack);
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
 /// Starts a stack of `regions` (fast, unsafe PostgreSQL; the gateway on a free
 /// port) in a directory of its own. Call it outside any async runtime.
-pub fn start(name: &str, regions: &[&str]) -> Stack {
+pub fn start(name: &str, regions: &[&str]) -> TestStack {
+    clean_stale_dirs();
     let dir = data_dir(name);
     std::fs::create_dir_all(&dir).unwrap();
     let script = dir.join("component.sh");
@@ -61,19 +89,35 @@ pub fn start(name: &str, regions: &[&str]) -> Stack {
     )
     .unwrap();
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let mut options = StackOptions::new(script, dir);
+    let mut options = StackOptions::new(script, dir.clone());
     options.listen = ([127, 0, 0, 1], 0).into();
     options.regions = regions.iter().map(|r| (*r).to_owned()).collect();
     options.fast_unsafe = true;
     options.log_level = "warn".into();
-    Stack::start(options).expect("the stack starts")
+    match Stack::start(options) {
+        Ok(stack) => TestStack(Some(stack)),
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&dir);
+            panic!("the stack did not start: {e:#}");
+        }
+    }
 }
 
-/// Stops the stack and removes its directory.
-pub fn finish(stack: Stack) {
-    let dir = stack.options.data_dir.clone();
-    drop(stack);
-    let _ = std::fs::remove_dir_all(dir);
+/// Removes the directories of test processes that are gone.
+fn clean_stale_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let pid = name
+            .strip_prefix("medicalpro-unit-")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok());
+        if pid.is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists()) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// Sends `signal` to process `pid`.
