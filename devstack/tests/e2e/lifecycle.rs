@@ -3,8 +3,7 @@
 //! workers under mutual TLS serve only peers holding a gateway certificate and still
 //! require the gateway's signed credential; TLS settings are checked at start-up.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
+use crate::support::turn;
 use devstack::certs::{Authority, Issued, Usage};
 use devstack::{Http, Stack, StackOptions};
 use serde_json::json;
@@ -12,18 +11,14 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+/// A test's own stack of one region (see `support::options`).
 fn options(name: &str) -> StackOptions {
-    let dir = std::env::temp_dir().join(format!("medicalpro-test-{}-{name}", std::process::id()));
-    let mut options = StackOptions::new(env!("CARGO_BIN_EXE_devstack").into(), dir);
-    options.listen = ([127, 0, 0, 1], 0).into();
-    options.fast_unsafe = true;
-    options.regions = vec!["eu-west".into()];
-    options.log_level = "warn".into();
-    options
+    crate::support::options(name, &["eu-west"], &[])
 }
 
 #[test]
 fn sigterm_lets_in_flight_requests_finish_then_stops() {
+    let _turn = turn();
     let mut options = options("drain");
     // Plain HTTP between gateway and worker here, so that mode stays covered too.
     options.worker_mtls = false;
@@ -85,6 +80,7 @@ fn curl(args: &[&str]) -> std::process::Output {
 
 #[test]
 fn the_gateway_serves_tls_1_2_and_1_3_only() {
+    let _turn = turn();
     let certs = std::env::temp_dir().join(format!("medicalpro-test-{}-certs", std::process::id()));
     std::fs::create_dir_all(&certs).unwrap();
     let (cert, key) = (certs.join("cert.pem"), certs.join("key.pem"));
@@ -188,6 +184,7 @@ fn assert_refused(out: &std::process::Output, what: &str) {
 
 #[test]
 fn workers_under_mutual_tls_serve_gateways_only() {
+    let _turn = turn();
     let stack = Stack::start(options("mtls")).unwrap();
     let certs = stack
         .certs
@@ -380,6 +377,7 @@ fn check(component: &str, extra: &[(&str, String)]) -> std::process::Output {
 /// refused (exit 64) naming its setting.
 #[test]
 fn security_settings_are_checked_at_start_up() {
+    let _turn = turn();
     let refused = |out: &std::process::Output, setting: &str| {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(64), "{stderr}");
@@ -460,6 +458,7 @@ fn security_settings_are_checked_at_start_up() {
 
 #[test]
 fn tls_settings_are_checked_at_start_up() {
+    let _turn = turn();
     let dir =
         std::env::temp_dir().join(format!("medicalpro-test-{}-tls-check", std::process::id()));
     let certs = devstack::certs::StackCerts::generate(&dir).unwrap();

@@ -2,13 +2,9 @@
 //! removals are refused, and any tampering that bypasses that is found by
 //! `medicalpro-admin verify-audit`.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod support;
-
+use crate::support::*;
 use common::config::DbSettings;
 use common::ClinicId;
-use support::*;
 
 fn central_settings() -> DbSettings {
     stack().central.superuser(devstack::stack::CENTRAL_DB)
@@ -56,6 +52,7 @@ async fn tamper(sql: &str, clinic: &Clinic) {
 
 #[tokio::test]
 async fn the_audit_trail_is_append_only_and_tampering_is_detected() {
+    let _turn = turn();
     let http = http();
     let edited = register(&http, None).await;
     let removed = register(&http, None).await;
@@ -138,6 +135,7 @@ async fn the_audit_trail_is_append_only_and_tampering_is_detected() {
 
 #[tokio::test]
 async fn clinic_admins_read_their_own_audit_trail_with_filters() {
+    let _turn = turn();
     let http = http();
     let a = register(&http, None).await;
     let b = register(&http, None).await;
@@ -246,6 +244,7 @@ async fn as_service(role: &(String, String)) -> tokio_postgres::Client {
 
 #[tokio::test]
 async fn the_services_credentials_cannot_rewrite_the_trail() {
+    let _turn = turn();
     let http = http();
     let c = register(&http, None).await;
     activity(&c).await;
@@ -328,6 +327,7 @@ async fn the_services_credentials_cannot_rewrite_the_trail() {
 
 #[tokio::test]
 async fn the_owner_cannot_rewrite_cut_short_or_drop_a_chain_unnoticed() {
+    let _turn = turn();
     let http = http();
     let rewritten = register(&http, None).await;
     let cut = register(&http, None).await;

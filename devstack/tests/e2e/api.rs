@@ -1,32 +1,15 @@
 //! End-to-end tests of the contract through the gateway, against a real stack:
 //! PostgreSQL servers, a worker per region and the gateway, as separate processes.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod support;
-
+use crate::support::*;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use http::Method;
 use serde_json::{json, Value};
-use support::*;
-
-fn problem(r: &devstack::Reply, status: u16) -> Value {
-    assert_eq!(r.status.as_u16(), status, "body: {}", r.text());
-    assert_eq!(
-        r.header("content-type"),
-        Some("application/problem+json"),
-        "{}",
-        r.text()
-    );
-    let p = r.json();
-    assert_eq!(p["status"], status);
-    assert!(p["type"].is_string() && p["title"].is_string());
-    p
-}
 
 #[tokio::test]
 async fn patient_lifecycle_with_search_pagination_and_soft_delete() {
+    let _turn = turn();
     let http = http();
     let c = register(&http, None).await;
     let created = create_patient(&http, &c, patient_body("Éloïse", "Dupont")).await;
@@ -69,7 +52,7 @@ async fn patient_lifecycle_with_search_pagination_and_soft_delete() {
     for q in ["martin", "MART", "éloïse"] {
         let r = http
             .get(
-                &format!("/api/v1/patients?q={}", urlencode(q)),
+                &format!("/api/v1/patients?q={}", url_encode(q)),
                 Some(&c.token),
             )
             .await
@@ -181,17 +164,9 @@ fn raw_request(addr: std::net::SocketAddr, head: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn isolation_matrix_another_clinics_rows_are_not_found() {
+    let _turn = turn();
     let http = http();
     let a = register(&http, Some("eu-west")).await;
     let b = register(&http, Some("eu-central")).await;
@@ -285,6 +260,7 @@ fn forge(claims: &Value) -> String {
 
 #[tokio::test]
 async fn token_attacks_are_refused() {
+    let _turn = turn();
     let http = http();
     let a = register(&http, None).await;
     let b = register(&http, None).await;
@@ -414,6 +390,7 @@ async fn token_attacks_are_refused() {
 
 #[tokio::test]
 async fn bad_input_is_refused_and_changes_nothing() {
+    let _turn = turn();
     let http = http();
     let c = register(&http, None).await;
     let auth = format!("Bearer {}", c.token);
@@ -540,6 +517,7 @@ async fn bad_input_is_refused_and_changes_nothing() {
 
 #[tokio::test]
 async fn ssn_is_encrypted_bound_to_its_row_and_looked_up_by_blind_index() {
+    let _turn = turn();
     let http = http();
     let c = register(&http, None).await;
     let p1 = create_patient(&http, &c, patient_body("Jean", "Valjean")).await;
@@ -635,6 +613,7 @@ async fn ssn_is_encrypted_bound_to_its_row_and_looked_up_by_blind_index() {
 
 #[tokio::test]
 async fn every_access_is_audited_with_user_and_client_ip() {
+    let _turn = turn();
     let http = http();
     let c = register(&http, None).await;
     let p = create_patient(&http, &c, patient_body("Audit", "Me")).await;
@@ -709,6 +688,7 @@ async fn every_access_is_audited_with_user_and_client_ip() {
 
 #[tokio::test]
 async fn clinic_roles_reach_only_their_own_database() {
+    let _turn = turn();
     let http = http();
     let a = register(&http, Some("eu-west")).await;
     let b = register(&http, Some("eu-west")).await;
@@ -780,6 +760,7 @@ async fn clinic_roles_reach_only_their_own_database() {
 
 #[tokio::test]
 async fn clinics_live_in_the_region_they_chose() {
+    let _turn = turn();
     let http = http();
     for region in ["eu-west", "eu-central"] {
         let c = register(&http, Some(region)).await;
@@ -811,6 +792,7 @@ async fn clinics_live_in_the_region_they_chose() {
 
 #[tokio::test]
 async fn registration_validates_and_an_interrupted_one_converges_on_retry() {
+    let _turn = turn();
     let http = http();
     let c = register(&http, Some("eu-central")).await;
     let dup = http
@@ -918,6 +900,7 @@ async fn registration_validates_and_an_interrupted_one_converges_on_retry() {
 
 #[tokio::test]
 async fn login_refresh_logout_and_throttling() {
+    let _turn = turn();
     let http = http();
     let c = register(&http, None).await;
     let wrong = http
@@ -1081,6 +1064,7 @@ async fn login_refresh_logout_and_throttling() {
 
 #[tokio::test]
 async fn workers_refuse_requests_that_did_not_come_through_a_gateway() {
+    let _turn = turn();
     let http = http();
     let c = register(&http, None).await;
     // Connected as a gateway is (its client certificate under mutual TLS), but
@@ -1122,6 +1106,7 @@ async fn workers_refuse_requests_that_did_not_come_through_a_gateway() {
 
 #[tokio::test]
 async fn operations_endpoints_request_ids_and_openapi() {
+    let _turn = turn();
     let http = http();
     let doc = http.get("/api/v1/openapi.json", None).await.unwrap();
     assert_eq!(doc.status, 200);
@@ -1188,6 +1173,7 @@ async fn operations_endpoints_request_ids_and_openapi() {
 
 #[tokio::test]
 async fn clinic_pools_grow_under_load_then_shrink_to_warm_then_close() {
+    let _turn = turn();
     let http = http();
     let c = register(&http, None).await;
     let p = create_patient(&http, &c, patient_body("Pool", "Load")).await;
@@ -1249,6 +1235,7 @@ async fn clinic_pools_grow_under_load_then_shrink_to_warm_then_close() {
 
 #[tokio::test]
 async fn staff_neither_see_nor_set_restricted_fields() {
+    let _turn = turn();
     let http = http();
     let c = register(&http, None).await;
     let p = create_patient(&http, &c, patient_body("Minimum", "Necessary")).await;
@@ -1307,6 +1294,7 @@ async fn staff_neither_see_nor_set_restricted_fields() {
 
 #[tokio::test]
 async fn clinic_admins_manage_their_users_and_disabled_users_are_locked_out() {
+    let _turn = turn();
     let http = http();
     let c = register(&http, None).await;
     let other = register(&http, None).await;

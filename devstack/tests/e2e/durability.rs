@@ -1,17 +1,17 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Nothing acknowledged is lost: 64 concurrent clients create, patch and read
 //! patients across clinics for a minute (`LOAD_SECS` to change it); afterwards every
 //! acknowledged write is in its clinic's database with its last acknowledged value,
 //! and every acknowledged request has its audit record in the central trail, found
 //! by the request id the client was given.
+//!
+//! On the shared stack, alone (`support::alone`): its load would slow every test
+//! beside it.
 
-mod support;
-
+use crate::support::*;
 use serde_json::json;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::*;
 use uuid::Uuid;
 
 const CLIENTS: usize = 64;
@@ -99,6 +99,7 @@ async fn client_loop(n: usize, clinics: Arc<Vec<Clinic>>, until: Instant) -> Ack
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_minute_of_concurrent_writes_loses_nothing_and_audits_everything() {
+    let _alone = alone();
     let secs: u64 = std::env::var("LOAD_SECS")
         .ok()
         .and_then(|s| s.parse().ok())

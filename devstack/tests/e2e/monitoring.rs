@@ -5,33 +5,38 @@
 //! backup gauges follow what happens; and the JSON request logs carry request,
 //! clinic and user ids but never a token, a password or a patient's data.
 //!
-//! `promtool` and `prometheus` come from Debian's `prometheus` package; these tests
-//! fail (they do not skip) without them, and `.ci/run` installs it.
+//! `promtool` and `prometheus` come from Debian's `prometheus` package (`.ci/run`
+//! installs it): without them the two tests that run them say so in one line and
+//! pass, except under `CI=true`, where they fail (`support::tool`).
+//!
+//! Its stack runs with JSON logs and every statement counted as slow ([`SETUP`]).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod support;
-
+use crate::support::*;
 use devstack::{Http, Stack};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The stack of this binary: JSON logs, every statement reported as slow, backup
 /// gauges refreshed every second with a one-hour allowance.
-fn stack() -> &'static Stack {
-    support::stack_with(&[
+/// JSON logs, every data statement counted as slow, backup gauges read every
+/// second.
+static SETUP: Setup = Setup {
+    name: "monitoring",
+    env: &[
         ("LOG_FORMAT", "json"),
         ("SLOW_QUERY_MS", "0"),
         ("BACKUP_CHECK_SECS", "1"),
         ("BACKUP_MAX_AGE_SECS", "3600"),
-    ])
-}
+    ],
+    server_conf: &[],
+};
 
-fn http() -> Http {
-    Http::new(&stack().gateway_url())
+fn stack() -> Arc<Stack> {
+    stack_of(&SETUP)
 }
 
 fn repo() -> PathBuf {
@@ -61,23 +66,8 @@ fn yaml_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// A Prometheus tool on `PATH`; its absence fails the test.
-fn tool(name: &str) -> PathBuf {
-    std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "`{name}` is not on PATH: install Debian's `prometheus` package \
-                 (`apt-get install prometheus`), as .ci/run does"
-            )
-        })
-}
-
-fn run_promtool(args: &[&str], files: &[PathBuf]) {
-    let out = Command::new(tool("promtool"))
+fn run_promtool(promtool: &Path, args: &[&str], files: &[PathBuf]) {
+    let out = Command::new(promtool)
         .args(args)
         .args(files)
         .current_dir(prometheus_dir())
@@ -93,16 +83,32 @@ fn run_promtool(args: &[&str], files: &[PathBuf]) {
 
 #[test]
 fn promtool_accepts_the_configurations_and_rules_and_their_unit_tests_pass() {
+    let Some(promtool) = tool(
+        "promtool",
+        "promtool's checks of the Prometheus configurations and rules",
+        "apt-get install prometheus",
+    ) else {
+        return;
+    };
     let dir = prometheus_dir();
     run_promtool(
+        &promtool,
         &["check", "config"],
         &[
             dir.join("prometheus.yml"),
             dir.join("prometheus-kubernetes.yml"),
         ],
     );
-    run_promtool(&["check", "rules"], &yaml_files(&dir.join("rules")));
-    run_promtool(&["test", "rules"], &yaml_files(&dir.join("tests")));
+    run_promtool(
+        &promtool,
+        &["check", "rules"],
+        &yaml_files(&dir.join("rules")),
+    );
+    run_promtool(
+        &promtool,
+        &["test", "rules"],
+        &yaml_files(&dir.join("tests")),
+    );
 }
 
 /// Every metric name declared in `common/src/metric_names.rs`.
@@ -325,15 +331,6 @@ fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
-async fn metrics_of(admin: std::net::SocketAddr) -> String {
-    let reply = Http::new(&format!("http://{admin}"))
-        .get("/metrics", None)
-        .await
-        .expect("metrics");
-    assert_eq!(reply.status, 200);
-    reply.text()
-}
-
 async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
 where
     F: FnMut() -> Fut,
@@ -364,7 +361,7 @@ impl Drop for Prometheus {
 impl Prometheus {
     /// Starts `prometheus` scraping the stack's gateway and workers every second,
     /// with the repository's rules loaded.
-    fn start(stack: &Stack) -> Self {
+    fn start(stack: &Stack, prometheus: &Path) -> Self {
         let dir = stack.options.data_dir.join("prometheus");
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("prometheus dir");
@@ -390,7 +387,7 @@ impl Prometheus {
         let config_file = dir.join("prometheus.yml");
         std::fs::write(&config_file, config).expect("writing the config");
         let port = devstack::pg::free_port().expect("free port");
-        let mut cmd = Command::new(tool("prometheus"));
+        let mut cmd = Command::new(prometheus);
         cmd.arg(format!("--config.file={}", config_file.display()))
             .arg(format!(
                 "--storage.tsdb.path={}",
@@ -433,23 +430,20 @@ impl Prometheus {
     }
 }
 
-fn url_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_prometheus_scrapes_the_stack_and_answers_the_gateway_request_rate() {
+    let Some(prometheus) = tool(
+        "prometheus",
+        "a real Prometheus scraping the stack",
+        "apt-get install prometheus",
+    ) else {
+        return;
+    };
+    let _stack = hold(&SETUP);
     let stack = stack();
-    let prometheus = &Prometheus::start(stack);
-    let http = &http();
-    let clinic = &support::register(http, None).await;
+    let prometheus = &Prometheus::start(&stack, &prometheus);
+    let http = &stack.http();
+    let clinic = &crate::support::register(http, None).await;
 
     let targets = 1 + stack.regions.len();
     eventually(
@@ -528,9 +522,10 @@ async fn a_real_prometheus_scrapes_the_stack_and_answers_the_gateway_request_rat
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_busiest_clinic_gauges_name_a_clinic_and_zero_it_once_its_pool_closes() {
+    let _stack = hold(&SETUP);
     let stack = stack();
-    let http = http();
-    let clinic = support::register(&http, None).await;
+    let http = stack.http();
+    let clinic = crate::support::register(&http, None).await;
     let worker = stack
         .region(&clinic.region)
         .expect("region")
@@ -547,7 +542,7 @@ async fn the_busiest_clinic_gauges_name_a_clinic_and_zero_it_once_its_pool_close
         "the clinic among the busiest pools",
         Duration::from_secs(10),
         move || async move {
-            let text = metrics_of(worker).await;
+            let text = metrics_at(worker).await;
             let idle = sample(
                 &text,
                 "medicalpro_clinic_pool_connections",
@@ -557,7 +552,7 @@ async fn the_busiest_clinic_gauges_name_a_clinic_and_zero_it_once_its_pool_close
         },
     )
     .await;
-    let text = metrics_of(worker).await;
+    let text = metrics_at(worker).await;
     let series = text
         .lines()
         .filter(|l| {
@@ -575,7 +570,7 @@ async fn the_busiest_clinic_gauges_name_a_clinic_and_zero_it_once_its_pool_close
         "the clinic's series zeroed",
         Duration::from_secs(30),
         move || async move {
-            let text = metrics_of(worker).await;
+            let text = metrics_at(worker).await;
             let in_use = sample(
                 &text,
                 "medicalpro_clinic_pool_connections",
@@ -594,16 +589,17 @@ async fn the_busiest_clinic_gauges_name_a_clinic_and_zero_it_once_its_pool_close
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup_gauges_follow_the_clinic_backups_table() {
+    let _stack = hold(&SETUP);
     let stack = stack();
-    let http = http();
-    let clinic = support::register(&http, None).await;
+    let http = stack.http();
+    let clinic = crate::support::register(&http, None).await;
     let worker = stack
         .region(&clinic.region)
         .expect("region")
         .worker
         .admin_addr;
     let region = &format!("region=\"{}\"", clinic.region);
-    let central = support::central_db().await;
+    let central = stack.central_db().await;
     let id: uuid::Uuid = clinic.id.parse().unwrap();
 
     // A clinic created two hours ago and never backed up is overdue (the allowance
@@ -619,7 +615,7 @@ async fn backup_gauges_follow_the_clinic_backups_table() {
         "the clinic counted overdue",
         Duration::from_secs(20),
         move || async move {
-            let text = metrics_of(worker).await;
+            let text = metrics_at(worker).await;
             let overdue = sample(&text, "medicalpro_clinics_backup_overdue", &[region])?;
             let oldest = sample(
                 &text,
@@ -641,7 +637,7 @@ async fn backup_gauges_follow_the_clinic_backups_table() {
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let text = metrics_of(worker).await;
+    let text = metrics_at(worker).await;
     assert!(sample(&text, "medicalpro_clinics_backup_overdue", &[region]).unwrap() >= 1.0);
     central
         .execute(
@@ -655,7 +651,7 @@ async fn backup_gauges_follow_the_clinic_backups_table() {
         "no clinic overdue",
         Duration::from_secs(20),
         move || async move {
-            let text = metrics_of(worker).await;
+            let text = metrics_at(worker).await;
             let overdue = sample(&text, "medicalpro_clinics_backup_overdue", &[region])?;
             let oldest = sample(
                 &text,
@@ -690,16 +686,17 @@ fn log_lines(stack: &Stack) -> Vec<(String, Value)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_logs_are_json_with_request_clinic_and_user_and_no_secret_or_patient_data() {
+    let _stack = hold(&SETUP);
     let stack = stack();
-    let http = http();
-    let clinic = support::register(&http, None).await;
+    let http = stack.http();
+    let clinic = crate::support::register(&http, None).await;
     let unique = uuid::Uuid::new_v4().simple().to_string();
     let first = format!("Zephyrine{}", &unique[..8]);
     let last = format!("Quillfeather{}", &unique[8..16]);
     let ssn = "2 91 07 13 055 123 45";
     let phone = "+33 6 12 98 76 54";
     let email = format!("{unique}@patient.example");
-    let patient = support::create_patient(
+    let patient = crate::support::create_patient(
         &http,
         &clinic,
         json!({"first_name": first, "last_name": last, "email": email, "phone": phone,
@@ -751,7 +748,7 @@ async fn request_logs_are_json_with_request_clinic_and_user_and_no_secret_or_pat
         .unwrap();
     assert_eq!(r.status, 200);
 
-    let lines = log_lines(stack);
+    let lines = log_lines(&stack);
     // The request lines of our id, in the gateway and in the worker: each names the
     // verified clinic and user.
     let ours: Vec<&Value> = lines
@@ -826,7 +823,7 @@ async fn request_logs_are_json_with_request_clinic_and_user_and_no_secret_or_pat
         .expect("region")
         .worker
         .admin_addr;
-    let text = metrics_of(worker).await;
+    let text = metrics_at(worker).await;
     assert!(
         sample(
             &text,

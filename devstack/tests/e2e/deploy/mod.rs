@@ -18,8 +18,6 @@
 //! - `systemd`: the units and their environment file examples;
 //! - here: every file parses, and the generic environment example's names are read.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 mod compose;
 mod config;
 mod formats;

@@ -1,31 +1,42 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Envelope encryption against a real stack: every clinic has its own data key,
 //! wrapped by the master key in the central database; `rotate-data-keys`
 //! re-encrypts a clinic's sealed values under a new version while the clinic is being
 //! read, retires and finally shreds the old versions; `rewrap-keys` moves every
 //! wrapped key and role password to a new master key, resumably.
 //!
-//! One test, in order, because the last step changes the master key the running
-//! workers would need for pools they have not opened yet.
+//! One test, in order, on a stack of its own ([`SETUP`]), because the last step
+//! changes the master key the running workers would need for pools they have not
+//! opened yet.
 
-mod support;
-
+use crate::support::*;
 use admin::keys::{self, Scope};
 use common::config::Source;
 use common::crypto::{
     role_password_purpose, sealed_key_id, ClinicKeys, CryptoError, FieldContext, KeyRing,
 };
 use common::ClinicId;
+use devstack::Stack;
 use pgconn::keystore;
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use support::*;
 use uuid::Uuid;
+
+/// Its own stack: the last step gives every wrapped key a new master key.
+static SETUP: Setup = Setup {
+    name: "keys",
+    env: &[],
+    server_conf: &[],
+};
+
+fn stack() -> Arc<Stack> {
+    stack_of(&SETUP)
+}
 
 /// `(id, ssn_enc)` of every patient of the clinic, straight from its database.
 async fn sealed_ssns(clinic: &Clinic) -> Vec<(Uuid, Vec<u8>)> {
-    clinic_db(clinic)
+    stack()
+        .clinic_db(clinic)
         .await
         .query(
             "SELECT id, ssn_enc FROM patients WHERE ssn_enc IS NOT NULL ORDER BY id",
@@ -49,7 +60,7 @@ fn versions(sealed: &[(Uuid, Vec<u8>)]) -> Vec<u32> {
 
 /// `(version, retired)` of the clinic's stored data keys.
 async fn stored_keys(id: Uuid) -> Vec<(i32, bool)> {
-    central_db()
+    stack().central_db()
         .await
         .query(
             "SELECT version, retired_at IS NOT NULL FROM clinic_data_keys WHERE clinic_id = $1 ORDER BY version",
@@ -68,7 +79,8 @@ fn ssn(i: usize) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_keys_rotate_under_load_shred_and_rewrap_under_a_new_master_key() {
-    let http = http();
+    let _stack = hold(&SETUP);
+    let http = stack().http();
     let clinic = register(&http, None).await;
     let other = register(&http, None).await;
     let id: Uuid = clinic.id.parse().unwrap();
@@ -86,7 +98,7 @@ async fn data_keys_rotate_under_load_shred_and_rewrap_under_a_new_master_key() {
     assert_eq!(versions(&before), vec![1]);
     assert_eq!(stored_keys(id).await, vec![(1, false)]);
     let ring = stack().keys().unwrap();
-    let central = central_db().await;
+    let central = stack().central_db().await;
     let own = keystore::load_versions(&central, &ring, ClinicId::from_uuid(id))
         .await
         .unwrap();
@@ -138,7 +150,7 @@ async fn data_keys_rotate_under_load_shred_and_rewrap_under_a_new_master_key() {
             }
         })
     };
-    let settings = admin_settings(&clinic.region);
+    let settings = stack().admin_settings_of(&clinic.region);
     let report = keys::rotate_data_keys(
         &settings,
         &ring,

@@ -8,11 +8,11 @@
 //! checks `/readyz` on their admin port, fast enough for the shutdown delay;
 //! Prometheus scrapes every admin listener.
 
-use crate::config::{
+use super::config::{
     configure, configure_admin, job_script, literals, Binary, Env, JobScript, Loaded, Val,
 };
-use crate::formats::{deploy_dir, haproxy, read, text, yaml_docs, yaml_file, EnvFile};
-use crate::image::{image_env, stage_named, ADMIN_JOB};
+use super::formats::{deploy_dir, haproxy, read, text, yaml_docs, yaml_file, EnvFile};
+use super::image::{image_env, stage_named, ADMIN_JOB};
 use common::config::DbSettings;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -659,7 +659,7 @@ fn check_compose(files: &[&str], mutual_tls: bool) {
                 );
                 let stop = svc["stop_grace_period"]
                     .as_str()
-                    .map_or(10, crate::formats::systemd_seconds);
+                    .map_or(10, super::formats::systemd_seconds);
                 let needed = (o.loaded.shutdown_delay + o.loaded.shutdown_grace).as_secs();
                 assert!(
                     stop > needed,
@@ -814,18 +814,22 @@ fn load_balancer_checks_gateway_readiness_on_the_admin_port() {
         );
     }
     // The real HAProxy agrees, where it is installed.
-    match std::process::Command::new("haproxy")
-        .arg("-c")
-        .arg("-f")
-        .arg(&cfg)
-        .output()
-    {
-        Ok(out) => assert!(
+    if let Some(haproxy) = crate::support::tool(
+        "haproxy",
+        "HAProxy's own check of haproxy.cfg (haproxy -c)",
+        "apt-get install haproxy",
+    ) {
+        let out = std::process::Command::new(haproxy)
+            .arg("-c")
+            .arg("-f")
+            .arg(&cfg)
+            .output()
+            .expect("running haproxy");
+        assert!(
             out.status.success(),
             "haproxy -c: {}",
             String::from_utf8_lossy(&out.stderr)
-        ),
-        Err(_) => eprintln!("haproxy not installed: its own check of haproxy.cfg skipped"),
+        );
     }
 }
 

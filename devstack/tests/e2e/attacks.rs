@@ -2,36 +2,39 @@
 //! revoked token, a script or a slow socket would try them: each test sends the
 //! attack, checks the refusal, and checks that nothing changed or was lost.
 //!
-//! The stack here trusts `X-Forwarded-For` from loopback (as behind a load
+//! The module's stack ([`SETUP`]) trusts `X-Forwarded-For` from loopback (as behind a load
 //! balancer), so each test speaks from client addresses of its own; sign-up and
 //! sign-in limits are low, as an operator would set them.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod support;
-
+use crate::support::*;
+use devstack::Stack;
 use devstack::{Http, Reply};
 use http::Method;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::*;
 use uuid::Uuid;
 
 const SIGNUPS_PER_ADDRESS: usize = 5;
 
-fn the_stack() -> &'static devstack::Stack {
-    stack_configured(
-        &[
-            ("TRUSTED_PROXIES", "127.0.0.1"),
-            ("SIGNUPS_PER_ADDRESS_PER_HOUR", "5"),
-            ("LOGIN_ATTEMPTS_PER_ACCOUNT_ADDRESS", "5"),
-            ("LOGIN_ATTEMPTS_PER_ADDRESS", "30"),
-            ("EXPORT_IDLE_SECS", "2"),
-        ],
-        // Role statements are logged, so a test can look for secrets in them.
-        &[("log_statement", "ddl")],
-    )
+/// Trusts `X-Forwarded-For` from loopback; sign-up and sign-in limits as an
+/// operator would set them; exports cut off after 2 s without reading. Role
+/// statements are logged, so a test can look for secrets in them.
+static SETUP: Setup = Setup {
+    name: "attacks",
+    env: &[
+        ("TRUSTED_PROXIES", "127.0.0.1"),
+        ("SIGNUPS_PER_ADDRESS_PER_HOUR", "5"),
+        ("LOGIN_ATTEMPTS_PER_ACCOUNT_ADDRESS", "5"),
+        ("LOGIN_ATTEMPTS_PER_ADDRESS", "30"),
+        ("EXPORT_IDLE_SECS", "2"),
+    ],
+    server_conf: &[("log_statement", "ddl")],
+};
+
+fn stack() -> Arc<Stack> {
+    stack_of(&SETUP)
 }
 
 /// A client address no other test uses (IPv4 from TEST-NET-2).
@@ -42,7 +45,7 @@ fn address() -> String {
 }
 
 fn gateway() -> Http {
-    Http::new(&the_stack().gateway_url())
+    Http::new(&stack().gateway_url())
 }
 
 /// Sends JSON as from `from` (through the trusted proxy header).
@@ -69,12 +72,6 @@ async fn post(http: &Http, from: &str, path: &str, token: Option<&str>, body: Va
 
 async fn get(http: &Http, from: &str, path: &str, token: Option<&str>) -> Reply {
     send(http, from, Method::GET, path, token, None).await
-}
-
-fn problem(r: &Reply, status: u16) -> Value {
-    assert_eq!(r.status.as_u16(), status, "{}", r.text());
-    assert_eq!(r.header("content-type"), Some("application/problem+json"));
-    r.json()
 }
 
 fn retry_after(r: &Reply) -> u64 {
@@ -165,7 +162,8 @@ where
 }
 
 async fn central_count(sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> i64 {
-    central_db()
+    stack()
+        .central_db()
         .await
         .query_one(sql, params)
         .await
@@ -179,7 +177,8 @@ async fn central_count(sql: &str, params: &[&(dyn tokio_postgres::types::ToSql +
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disabled_admin_loses_every_power_within_a_second_everywhere() {
-    let stack = the_stack();
+    let _stack = hold(&SETUP);
+    let stack = stack();
     let owner = clinic().await;
     let (b_id, _, b_token, b_refresh) = user(&owner, "admin").await;
     let second = stack.add_gateway("gateway-revocation").unwrap();
@@ -228,7 +227,8 @@ async fn a_disabled_admin_loses_every_power_within_a_second_everywhere() {
     })
     .await;
     let on_worker = answers_within(401, Duration::from_secs(1), || async {
-        signed_worker_get(&owner, &b_token, "/api/v1/patients")
+        stack
+            .signed_worker_get(&owner, &b_token, "/api/v1/patients")
             .await
             .status
             .as_u16()
@@ -299,11 +299,14 @@ async fn a_disabled_admin_loses_every_power_within_a_second_everywhere() {
         "still disabled"
     );
     // Every refusal of the revoked token is on the clinic's trail.
-    wait_audit(&owner, "action = 'access' AND outcome = 'revoked'").await;
+    stack
+        .wait_audit(&owner, "action = 'access' AND outcome = 'revoked'")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_role_change_and_a_sign_out_everywhere_take_effect_at_once() {
+    let _stack = hold(&SETUP);
     let owner = clinic().await;
     let http = gateway();
     let from = address();
@@ -391,19 +394,21 @@ async fn a_role_change_and_a_sign_out_everywhere_take_effect_at_once() {
         .await,
         403,
     );
-    let actions: Vec<String> = wait_audit(
-        &owner,
-        "resource = 'users' AND action IN ('change_role', 'sign_out')",
-    )
-    .await
-    .iter()
-    .map(|r| r.get(0))
-    .collect();
+    let actions: Vec<String> = stack()
+        .wait_audit(
+            &owner,
+            "resource = 'users' AND action IN ('change_role', 'sign_out')",
+        )
+        .await
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     assert!(actions.contains(&"change_role".to_owned()), "{actions:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nobody_changes_their_own_account_and_the_last_admin_stays() {
+    let _stack = hold(&SETUP);
     let owner = clinic().await;
     let http = gateway();
     let from = address();
@@ -509,7 +514,8 @@ fn signup_body() -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sign_up_flood_from_one_address_is_refused_and_creates_nothing() {
-    let stack = the_stack();
+    let _stack = hold(&SETUP);
+    let stack = stack();
     let http = gateway();
     let from = address();
     let databases = || async {
@@ -585,7 +591,8 @@ fn rand_suffix() -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_ups_are_bounded_fleet_wide_and_by_clinics_being_set_up() {
-    let stack = the_stack();
+    let _stack = hold(&SETUP);
+    let stack = stack();
     // A gateway whose fleet-wide hourly limit is 2: the counter is shared by every
     // gateway, so once it is past 2 this one refuses whatever the address.
     let small = stack
@@ -614,7 +621,7 @@ async fn sign_ups_are_bounded_fleet_wide_and_by_clinics_being_set_up() {
     let paused = stack
         .add_gateway_with("gateway-provisioning", &[("SIGNUPS_PROVISIONING_MAX", "1")])
         .unwrap();
-    let central = central_db().await;
+    let central = stack.central_db().await;
     let stuck = Uuid::now_v7();
     central
         .execute(
@@ -641,6 +648,7 @@ async fn sign_ups_are_bounded_fleet_wide_and_by_clinics_being_set_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registering_an_existing_email_is_throttled_like_a_sign_in() {
+    let _stack = hold(&SETUP);
     let owner = clinic().await;
     let http = gateway();
     let from = address();
@@ -672,8 +680,9 @@ async fn registering_an_existing_email_is_throttled_like_a_sign_in() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invitations_and_closed_registration() {
-    let stack = the_stack();
-    let settings = admin_settings("eu-west");
+    let _stack = hold(&SETUP);
+    let stack = stack();
+    let settings = stack.admin_settings_of("eu-west");
     let invite_gw = stack
         .add_gateway_with("gateway-invite", &[("REGISTRATION", "invite")])
         .unwrap();
@@ -800,7 +809,7 @@ async fn invitations_and_closed_registration() {
         token: token.to_owned(),
         refresh_token: String::new(),
     };
-    wait_audit(&c, "action = 'create_clinic'").await;
+    stack.wait_audit(&c, "action = 'create_clinic'").await;
 }
 
 // ---------------------------------------------------------------------------
@@ -809,7 +818,8 @@ async fn invitations_and_closed_registration() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_wrong_passwords_gets_no_more_guesses_than_the_limit() {
-    let stack = the_stack();
+    let _stack = hold(&SETUP);
+    let stack = stack();
     let owner = clinic().await;
     let second = stack.add_gateway("gateway-burst").unwrap();
     let gateways = [gateway(), Http::new(&second.url())];
@@ -862,7 +872,8 @@ async fn a_burst_of_wrong_passwords_gets_no_more_guesses_than_the_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn password_checks_past_the_queue_are_shed_with_503() {
-    let stack = the_stack();
+    let _stack = hold(&SETUP);
+    let stack = stack();
     let shedding = stack
         .add_gateway_with("gateway-shed", &[("PASSWORD_HASH_QUEUE", "0")])
         .unwrap();
@@ -923,8 +934,9 @@ async fn read_until_closed(stream: &mut tokio::net::TcpStream, within: Duration)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_and_greedy_clients_are_cut_off() {
+    let _stack = hold(&SETUP);
     use tokio::io::AsyncWriteExt;
-    let stack = the_stack();
+    let stack = stack();
     let strict = stack
         .add_gateway_with(
             "gateway-strict",
@@ -992,11 +1004,12 @@ async fn slow_and_greedy_clients_are_cut_off() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_export_is_cut_off_and_exports_are_bounded_per_clinic() {
+    let _stack = hold(&SETUP);
     use tokio::io::AsyncWriteExt;
-    let stack = the_stack();
+    let stack = stack();
     let c = clinic().await;
     // Enough rows that the export outgrows every socket buffer on its way.
-    let db = clinic_db(&c).await;
+    let db = stack.clinic_db(&c).await;
     let company: Uuid = c.id.parse().unwrap();
     db.execute(
         "INSERT INTO patients (id, company_id, first_name, last_name, email, phone) \
@@ -1047,7 +1060,9 @@ async fn a_stalled_export_is_cut_off_and_exports_are_bounded_per_clinic() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    wait_audit(&c, "action = 'export' AND outcome = 'abandoned'").await;
+    stack
+        .wait_audit(&c, "action = 'export' AND outcome = 'abandoned'")
+        .await;
     drop(stalled);
     // A reader that reads gets everything again.
     let full = get(&gateway(), &from, "/api/v1/export", Some(&c.token)).await;
@@ -1057,9 +1072,10 @@ async fn a_stalled_export_is_cut_off_and_exports_are_bounded_per_clinic() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clinic_roles_run_under_statement_limits_and_are_set_with_scram_verifiers() {
-    let stack = the_stack();
+    let _stack = hold(&SETUP);
+    let stack = stack();
     let c = clinic().await;
-    let central = central_db().await;
+    let central = stack.central_db().await;
     let clinic_id: Uuid = c.id.parse().unwrap();
     let row = central
         .query_one(
@@ -1128,7 +1144,8 @@ async fn clinic_roles_run_under_statement_limits_and_are_set_with_scram_verifier
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_service_connection_to_postgresql_is_tls_and_plain_ones_are_refused() {
-    let stack = the_stack();
+    let _stack = hold(&SETUP);
+    let stack = stack();
     let c = clinic().await;
     assert_eq!(
         get(&gateway(), &address(), "/api/v1/patients", Some(&c.token))
@@ -1209,6 +1226,7 @@ async fn every_service_connection_to_postgresql_is_tls_and_plain_ones_are_refuse
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lists_record_the_rows_they_showed_and_sessions_are_recorded_at_once() {
+    let _stack = hold(&SETUP);
     let c = clinic().await;
     let http = gateway();
     let from = address();
@@ -1228,13 +1246,14 @@ async fn lists_record_the_rows_they_showed_and_sessions_are_recorded_at_once() {
     let listed = get(&http, &from, "/api/v1/patients?limit=2", Some(&c.token)).await;
     assert_eq!(listed.status, 200);
     let request_id = listed.header("x-request-id").unwrap().to_owned();
-    let rows = wait_audit(
-        &c,
-        &format!("action = 'list' AND request_id = '{request_id}'"),
-    )
-    .await;
+    let rows = stack()
+        .wait_audit(
+            &c,
+            &format!("action = 'list' AND request_id = '{request_id}'"),
+        )
+        .await;
     assert_eq!(rows.len(), 1);
-    let central = central_db().await;
+    let central = stack().central_db().await;
     let shown: Vec<Uuid> = central
         .query_one(
             "SELECT resource_ids FROM audit_logs WHERE request_id = $1",
@@ -1301,6 +1320,7 @@ async fn lists_record_the_rows_they_showed_and_sessions_are_recorded_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_source_refuses_writes_from_a_stale_route_and_keeps_reading() {
+    let _stack = hold(&SETUP);
     let c = clinic().await;
     let http = gateway();
     let from = address();
@@ -1314,31 +1334,33 @@ async fn a_frozen_source_refuses_writes_from_a_stale_route_and_keeps_reading() {
     .await;
     assert_eq!(p.status, 201);
     let path = format!("/api/v1/patients/{}", p.json()["id"].as_str().unwrap());
-    let db = clinic_db(&c).await;
+    let db = stack().clinic_db(&c).await;
     let grants = admin::relocate::app_grants(&db).await.unwrap();
     admin::relocate::freeze_writes(&db).await.unwrap();
     // A gateway that never heard of the switch forwards a write: the source itself
     // refuses it.
-    let write = signed_worker_send(
-        &c.region,
-        Method::POST,
-        &c.token,
-        "/api/v1/patients",
-        Some(patient_body("Stale", "Route")),
-    )
-    .await;
+    let write = stack()
+        .signed_worker_send(
+            &c.region,
+            Method::POST,
+            &c.token,
+            "/api/v1/patients",
+            Some(patient_body("Stale", "Route")),
+        )
+        .await;
     let body = problem(&write, 503);
     assert!(retry_after(&write) > 0, "{body}");
-    let update = signed_worker_send(
-        &c.region,
-        Method::PATCH,
-        &c.token,
-        &path,
-        Some(json!({"last_name": "Changed"})),
-    )
-    .await;
+    let update = stack()
+        .signed_worker_send(
+            &c.region,
+            Method::PATCH,
+            &c.token,
+            &path,
+            Some(json!({"last_name": "Changed"})),
+        )
+        .await;
     problem(&update, 503);
-    let read = signed_worker_get(&c, &c.token, &path).await;
+    let read = stack().signed_worker_get(&c, &c.token, &path).await;
     assert_eq!(read.status, 200);
     assert_eq!(read.json()["last_name"], "Source", "nothing changed");
     let stale: i64 = db
@@ -1368,7 +1390,8 @@ async fn a_frozen_source_refuses_writes_from_a_stale_route_and_keeps_reading() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_hold_no_signing_key_and_gateways_publish_their_public_keys() {
-    let stack = the_stack();
+    let _stack = hold(&SETUP);
+    let stack = stack();
     let private = std::fs::read_to_string(&stack.secrets.jwt_key).unwrap();
     let key_line = private.lines().nth(1).unwrap().to_owned();
     for region in &stack.regions {
@@ -1411,6 +1434,7 @@ async fn workers_hold_no_signing_key_and_gateways_publish_their_public_keys() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn erasure_reaches_a_deleted_patient_and_every_free_text_about_them() {
+    let _stack = hold(&SETUP);
     let c = clinic().await;
     let http = gateway();
     let from = address();
@@ -1461,7 +1485,7 @@ async fn erasure_reaches_a_deleted_patient_and_every_free_text_about_them() {
         .await,
     );
     // The notes are sealed: the clinic database never holds them in plaintext.
-    let db = clinic_db(&c).await;
+    let db = stack().clinic_db(&c).await;
     let dump = || async {
         let rows = db
             .query(
@@ -1541,16 +1565,18 @@ async fn erasure_reaches_a_deleted_patient_and_every_free_text_about_them() {
         sealed_left, 0,
         "sealed notes about the patient are gone too"
     );
-    wait_audit(
-        &c,
-        &format!("action = 'erase' AND resource_id = '{patient}' AND outcome = 'success'"),
-    )
-    .await;
+    stack()
+        .wait_audit(
+            &c,
+            &format!("action = 'erase' AND resource_id = '{patient}' AND outcome = 'success'"),
+        )
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notes_written_before_they_were_sealed_are_shown_then_sealed_by_rotation() {
-    let stack = the_stack();
+    let _stack = hold(&SETUP);
+    let stack = stack();
     let c = clinic().await;
     let http = gateway();
     let from = address();
@@ -1583,7 +1609,7 @@ async fn notes_written_before_they_were_sealed_are_shown_then_sealed_by_rotation
     let id: Uuid = appt.json()["id"].as_str().unwrap().parse().unwrap();
     let path = format!("/api/v1/appointments/{id}");
     // As a database from before sealing holds it.
-    let db = clinic_db(&c).await;
+    let db = stack.clinic_db(&c).await;
     db.execute(
         "UPDATE appointments SET notes = 'written in plaintext before' WHERE id = $1",
         &[&id],
@@ -1595,7 +1621,7 @@ async fn notes_written_before_they_were_sealed_are_shown_then_sealed_by_rotation
         "written in plaintext before"
     );
     let report = admin::keys::rotate_data_keys(
-        &admin_settings(&c.region),
+        &stack.admin_settings_of(&c.region),
         &stack.keys().unwrap(),
         &admin::keys::Scope::Clinic(c.id.parse().unwrap()),
         None,

@@ -2,8 +2,8 @@
 //! ports are where its configuration listens, a numeric non-root user, and a
 //! HEALTHCHECK that asks the process's own admin listener for `/healthz`.
 
-use crate::config::{configure_filling_required, literals, Binary, Env};
-use crate::formats::{deploy_dir, dockerfile, read, Stage};
+use super::config::{configure_filling_required, literals, Binary, Env};
+use super::formats::{deploy_dir, dockerfile, read, Stage};
 
 /// The Dockerfile's stages.
 pub fn stages() -> Vec<Stage> {

@@ -3,15 +3,12 @@
 //! NDJSON export of a whole clinic (every row exactly once, no other clinic's, one
 //! snapshot, admins only, audited, streamed through the gateway without being cut).
 //!
-//! This binary's stack runs the gateway with a short upstream timeout, so that a
+//! This module's stack ([`SETUP`]) runs the gateway with a short upstream timeout, so that a
 //! reader slower than that timeout shows the export's body is not subject to it.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod support;
-
+use crate::support::*;
 use bytes::Bytes;
-use devstack::{Http, Reply, Stack};
+use devstack::{Http, Stack};
 use http::Method;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body as _, Incoming};
@@ -19,46 +16,25 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
-use support::*;
 
 /// Seconds the gateway waits for a worker's answer head in this binary.
 const UPSTREAM_TIMEOUT_SECS: u64 = 3;
 
-fn stack() -> &'static Stack {
-    support::stack_with(&[("UPSTREAM_TIMEOUT_SECS", "3")])
+/// The gateway's upstream timeout shorter than a slow reader takes.
+static SETUP: Setup = Setup {
+    name: "export",
+    env: &[("UPSTREAM_TIMEOUT_SECS", "3")],
+    server_conf: &[],
+};
+
+fn stack() -> Arc<Stack> {
+    stack_of(&SETUP)
 }
 
 fn gateway() -> Http {
     Http::new(&stack().gateway_url())
-}
-
-fn status(r: &Reply, expected: u16) -> Value {
-    assert_eq!(r.status.as_u16(), expected, "{}", r.text());
-    if expected >= 400 {
-        assert_eq!(r.header("content-type"), Some("application/problem+json"));
-    }
-    r.json()
-}
-
-async fn create(http: &Http, c: &Clinic, resource: &str, body: Value) -> Value {
-    let r = http
-        .post(&format!("/api/v1/{resource}"), Some(&c.token), &body)
-        .await
-        .unwrap();
-    status(&r, 201)
-}
-
-fn id(v: &Value) -> String {
-    v["id"].as_str().unwrap().to_owned()
-}
-
-fn token_for(c: &Clinic, role: common::token::Role) -> String {
-    let tokens = stack().tokens().unwrap();
-    tokens
-        .issue(c.user_id.parse().unwrap(), c.id.parse().unwrap(), role, 1)
-        .unwrap()
-        .0
 }
 
 // ---- FHIR ------------------------------------------------------------------------
@@ -233,6 +209,7 @@ fn assert_r4_resource(r: &Value, full_urls: &HashSet<String>) {
 
 #[tokio::test]
 async fn a_patient_export_in_fhir_form_is_a_valid_r4_bundle() {
+    let _stack = hold(&SETUP);
     let http = gateway();
     let c = register(&http, None).await;
     let patient = create_patient(&http, &c, patient_body("Fhir", "Patient")).await;
@@ -454,11 +431,11 @@ async fn a_patient_export_in_fhir_form_is_a_valid_r4_bundle() {
             .unwrap(),
         400,
     );
-    let staff = token_for(&c, common::token::Role::Staff);
+    let staff = token_as(&stack(), &c, common::token::Role::Staff);
     status(&http.get(&path, Some(&staff)).await.unwrap(), 403);
     let other = register(&http, None).await;
     status(&http.get(&path, Some(&other.token)).await.unwrap(), 404);
-    wait_audit(&c, &format!("action = 'export' AND resource = 'patients' AND resource_id = '{pid}' AND outcome = 'success'")).await;
+    stack().wait_audit(&c, &format!("action = 'export' AND resource = 'patients' AND resource_id = '{pid}' AND outcome = 'success'")).await;
 }
 
 // ---- the clinic export -----------------------------------------------------------
@@ -466,7 +443,7 @@ async fn a_patient_export_in_fhir_form_is_a_valid_r4_bundle() {
 /// Adds rows straight to the clinic's database: `patients` patients, 20 practitioners,
 /// `appointments` appointments, and soft-deletes 3 of the patients.
 async fn bulk(c: &Clinic, patients: i32, appointments: i64) {
-    let db = clinic_db(c).await;
+    let db = stack().clinic_db(c).await;
     let clinic: uuid::Uuid = c.id.parse().unwrap();
     db.execute(
         "INSERT INTO patients (id, company_id, first_name, last_name, email) \
@@ -504,7 +481,7 @@ async fn bulk(c: &Clinic, patients: i32, appointments: i64) {
 
 /// The ids of the live rows of every resource, straight from the clinic's database.
 async fn live_ids(c: &Clinic) -> BTreeMap<String, BTreeSet<String>> {
-    let db = clinic_db(c).await;
+    let db = stack().clinic_db(c).await;
     let clinic: uuid::Uuid = c.id.parse().unwrap();
     let mut out = BTreeMap::new();
     for r in common::resource::RESOURCES {
@@ -572,6 +549,7 @@ fn exported_ids(bytes: &[u8]) -> BTreeMap<String, BTreeSet<String>> {
 
 #[tokio::test]
 async fn a_clinic_export_streams_every_row_exactly_once_and_nothing_else() {
+    let _stack = hold(&SETUP);
     let http = gateway();
     let c = register(&http, None).await;
     let other = register(&http, None).await;
@@ -671,23 +649,24 @@ async fn a_clinic_export_streams_every_row_exactly_once_and_nothing_else() {
     assert!(text.contains(&format!("\"category_ids\":[\"{}\"]", id(&category))));
 
     let clinic_id = &c.id;
-    wait_audit(&c, &format!("action = 'export' AND resource = 'clinic' AND resource_id = '{clinic_id}' AND outcome = 'success'")).await;
+    stack().wait_audit(&c, &format!("action = 'export' AND resource = 'clinic' AND resource_id = '{clinic_id}' AND outcome = 'success'")).await;
 
     for role in [
         common::token::Role::Staff,
         common::token::Role::Practitioner,
     ] {
         let refused = http
-            .get("/api/v1/export", Some(&token_for(&c, role)))
+            .get("/api/v1/export", Some(&token_as(&stack(), &c, role)))
             .await
             .unwrap();
         status(&refused, 403);
     }
-    wait_audit(
-        &c,
-        "action = 'export' AND resource = 'clinic' AND outcome = 'rejected'",
-    )
-    .await;
+    stack()
+        .wait_audit(
+            &c,
+            "action = 'export' AND resource = 'clinic' AND outcome = 'rejected'",
+        )
+        .await;
     // The other clinic's admin exports their own clinic only.
     let r = open_export(&other.token).await;
     let mut bytes = Vec::new();
@@ -702,6 +681,7 @@ async fn a_clinic_export_streams_every_row_exactly_once_and_nothing_else() {
 
 #[tokio::test]
 async fn a_slow_reader_gets_the_whole_export_from_one_snapshot() {
+    let _stack = hold(&SETUP);
     let http = gateway();
     let c = register(&http, None).await;
     bulk(&c, 1500, 0).await;
@@ -737,6 +717,7 @@ async fn a_slow_reader_gets_the_whole_export_from_one_snapshot() {
 
 #[tokio::test]
 async fn a_client_that_leaves_midway_leaves_no_transaction_open() {
+    let _stack = hold(&SETUP);
     let http = gateway();
     let c = register(&http, None).await;
     bulk(&c, 3000, 0).await;
@@ -757,7 +738,7 @@ async fn a_client_that_leaves_midway_leaves_no_transaction_open() {
         status(&r, 200);
     }
     // And none stays inside a transaction once the workers noticed the clients left.
-    let db = clinic_db(&c).await;
+    let db = stack().clinic_db(&c).await;
     let mut open = -1i64;
     for _ in 0..100 {
         open = db
@@ -781,12 +762,13 @@ async fn a_client_that_leaves_midway_leaves_no_transaction_open() {
 
 #[tokio::test]
 async fn an_export_that_fails_midway_ends_visibly_incomplete_and_is_recorded() {
+    let _stack = hold(&SETUP);
     let http = gateway();
     let c = register(&http, None).await;
     bulk(&c, 500, 0).await;
     // A sealed value that no longer opens, on the last patient in export order: the
     // export fails on its page, after the first pages were sent.
-    let db = clinic_db(&c).await;
+    let db = stack().clinic_db(&c).await;
     db.execute(
         "UPDATE patients SET ssn_enc = '\\x0102030405'::bytea WHERE id = (SELECT id FROM patients WHERE deleted_at IS NULL ORDER BY id DESC LIMIT 1)",
         &[],
@@ -818,11 +800,12 @@ async fn an_export_that_fails_midway_ends_visibly_incomplete_and_is_recorded() {
         400,
         "the pages before the failing one"
     );
-    wait_audit(
-        &c,
-        "action = 'export' AND resource = 'clinic' AND outcome = 'error'",
-    )
-    .await;
+    stack()
+        .wait_audit(
+            &c,
+            "action = 'export' AND resource = 'clinic' AND outcome = 'error'",
+        )
+        .await;
 
     // The clinic keeps working on the same pool.
     for i in 0..12 {

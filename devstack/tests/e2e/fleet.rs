@@ -1,26 +1,38 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The fleet migration (`medicalpro-admin migrate-fleet`) against a real stack:
 //! clinic databases left at an old schema are brought to the latest one with their
 //! data intact, progress is recorded centrally so a second run has nothing to do,
 //! and one clinic's failure neither stops the others nor survives a re-run once its
 //! cause is gone.
 //!
-//! Each test owns a region (eu-west, eu-central) so they can run side by side.
+//! Each test owns a region (eu-west, eu-central) of the module's own stack
+//! ([`SETUP`]) so they can run side by side.
 
-mod support;
-
+use crate::support::*;
 use admin::migrations::{self, CLINIC, CLINIC_TEMPLATE_DB};
 use admin::{AdminSettings, FleetReport};
+use devstack::Stack;
 use std::collections::BTreeSet;
-use support::*;
+use std::sync::Arc;
 use uuid::Uuid;
+
+/// Its own stack: migrating a region's template would hold up other modules'
+/// registrations there.
+static SETUP: Setup = Setup {
+    name: "fleet",
+    env: &[],
+    server_conf: &[],
+};
+
+fn stack() -> Arc<Stack> {
+    stack_of(&SETUP)
+}
 
 fn latest() -> i32 {
     migrations::latest_version(CLINIC)
 }
 
 fn settings(region: &str) -> AdminSettings {
-    admin_settings(region)
+    stack().admin_settings_of(region)
 }
 
 async fn migrate(region: &str, jobs: usize) -> FleetReport {
@@ -40,7 +52,8 @@ struct OldClinic {
 }
 
 async fn create_old_database(region: &str, db_name: &str, company: Uuid) -> Uuid {
-    let server = &stack().region(region).expect("region").server;
+    let stack = stack();
+    let server = &stack.region(region).expect("region").server;
     let maintenance = server.connect("postgres").await.unwrap();
     maintenance
         .batch_execute(&format!("CREATE DATABASE {}", migrations::ident(db_name)))
@@ -61,7 +74,8 @@ async fn create_old_database(region: &str, db_name: &str, company: Uuid) -> Uuid
 }
 
 async fn insert_company(id: Uuid, region: &str, db_name: &str, status: &str) {
-    central_db()
+    stack()
+        .central_db()
         .await
         .execute(
             "INSERT INTO companies (id, name, region, db_name, db_role, status, schema_version) \
@@ -92,7 +106,8 @@ async fn old_clinic(region: &str, status: &str) -> OldClinic {
 }
 
 async fn db_version(region: &str, db_name: &str) -> i32 {
-    let server = &stack().region(region).expect("region").server;
+    let stack = stack();
+    let server = &stack.region(region).expect("region").server;
     let db = server.connect(db_name).await.unwrap();
     db.query_one("SELECT max(version) FROM schema_migrations", &[])
         .await
@@ -101,7 +116,8 @@ async fn db_version(region: &str, db_name: &str) -> i32 {
 }
 
 async fn assert_patient_intact(region: &str, clinic: &OldClinic) {
-    let server = &stack().region(region).expect("region").server;
+    let stack = stack();
+    let server = &stack.region(region).expect("region").server;
     let db = server.connect(&clinic.db_name).await.unwrap();
     let row = db
         .query_one(
@@ -122,7 +138,8 @@ async fn assert_patient_intact(region: &str, clinic: &OldClinic) {
 
 /// `companies.schema_version` and whether `schema_migrated_at` is set.
 async fn recorded(id: Uuid) -> (i32, bool) {
-    let row = central_db()
+    let row = stack()
+        .central_db()
         .await
         .query_one(
             "SELECT schema_version, schema_migrated_at IS NOT NULL FROM companies WHERE id = $1",
@@ -139,8 +156,9 @@ fn upgraded_ids(report: &FleetReport) -> BTreeSet<Uuid> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn old_clinics_are_upgraded_with_their_data_and_a_rerun_has_nothing_to_do() {
+    let _stack = hold(&SETUP);
     let region = "eu-west";
-    let http = http();
+    let http = stack().http();
     let mut registered = Vec::new();
     for name in ["Grace", "Alan"] {
         let clinic = register(&http, Some(region)).await;
@@ -182,7 +200,8 @@ async fn old_clinics_are_upgraded_with_their_data_and_a_rerun_has_nothing_to_do(
         assert_eq!(recorded(*id).await, (latest(), true));
     }
     assert_eq!(db_version(region, CLINIC_TEMPLATE_DB).await, latest());
-    let template: i32 = central_db()
+    let template: i32 = stack()
+        .central_db()
         .await
         .query_one(
             "SELECT schema_version FROM region_templates WHERE region = $1",
@@ -195,7 +214,7 @@ async fn old_clinics_are_upgraded_with_their_data_and_a_rerun_has_nothing_to_do(
 
     // The registered clinics still work through the API, their data intact.
     for clinic in &registered {
-        let db = clinic_db(clinic).await;
+        let db = stack().clinic_db(clinic).await;
         let version: i32 = db
             .query_one("SELECT max(version) FROM schema_migrations", &[])
             .await
@@ -221,6 +240,7 @@ async fn old_clinics_are_upgraded_with_their_data_and_a_rerun_has_nothing_to_do(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_clinic_does_not_stop_the_others_and_a_rerun_resumes_it() {
+    let _stack = hold(&SETUP);
     let region = "eu-central";
     let active = old_clinic(region, "active").await;
     let suspended = old_clinic(region, "suspended").await;

@@ -1,21 +1,31 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Fleet operations of `medicalpro-admin` against a real stack: suspending and
 //! resuming a clinic takes effect at once through the gateway; a region's backup
 //! dumps every clinic, records it centrally and is resumable; restoring a clinic
 //! puts its database back as it was at the backup while the clinic keeps its
 //! identity and is served again right after.
 //!
-//! The tests use the eu-central region only, so the other test binaries' clinics
-//! in eu-west are not part of these region-wide runs.
+//! The tests use the eu-central region only, on a stack of their own ([`SETUP`]),
+//! so no other module's clinics are part of these region-wide runs.
 
-mod support;
-
+use crate::support::*;
 use admin::backup;
 use admin::ops::{self, Change};
 use common::ClinicId;
+use devstack::Stack;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::*;
 use uuid::Uuid;
+
+/// Its own stack: region-wide backups see only this module's clinics.
+static SETUP: Setup = Setup {
+    name: "ops",
+    env: &[],
+    server_conf: &[],
+};
+
+fn stack() -> Arc<Stack> {
+    stack_of(&SETUP)
+}
 
 const REGION: &str = "eu-central";
 
@@ -36,10 +46,11 @@ async fn status_within(http: &devstack::Http, clinic: &Clinic, path: &str, want:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn suspend_and_resume_take_effect_at_once() {
-    let http = http();
+    let _stack = hold(&SETUP);
+    let http = stack().http();
     let clinic = register(&http, Some(REGION)).await;
     let id = ClinicId::from_uuid(clinic.id.parse().unwrap());
-    let settings = admin_settings(REGION);
+    let settings = stack().admin_settings_of(REGION);
     let path = "/api/v1/patients";
     assert_eq!(
         http.get(path, Some(&clinic.token)).await.unwrap().status,
@@ -105,7 +116,7 @@ async fn suspend_and_resume_take_effect_at_once() {
     )
     .await;
     assert!(unknown.unwrap_err().to_string().contains("no clinic"));
-    let actions: Vec<String> = central_db()
+    let actions: Vec<String> = stack().central_db()
         .await
         .query(
             "SELECT action FROM audit_logs WHERE clinic_id = $1 AND resource = 'clinic' ORDER BY id",
@@ -121,13 +132,14 @@ async fn suspend_and_resume_take_effect_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_region_is_backed_up_resumably_and_a_clinic_restored() {
-    let http = http();
+    let _stack = hold(&SETUP);
+    let http = stack().http();
     let clinic = register(&http, Some(REGION)).await;
     let other = register(&http, Some(REGION)).await;
     let kept = create_patient(&http, &clinic, patient_body("Kept", "Before")).await;
     let doomed = create_patient(&http, &clinic, patient_body("Deleted", "After")).await;
     create_patient(&http, &other, patient_body("Other", "Clinic")).await;
-    let settings = admin_settings(REGION);
+    let settings = stack().admin_settings_of(REGION);
     let dir = std::env::temp_dir().join(format!("medicalpro-backups-{}", std::process::id()));
 
     let first = backup::backup_region(&settings, REGION, &dir, 2, Duration::from_secs(3600), false)
@@ -145,7 +157,7 @@ async fn a_region_is_backed_up_resumably_and_a_clinic_restored() {
         .file_name()
         .to_string_lossy()
         .ends_with(".partial")));
-    let recorded: i64 = central_db()
+    let recorded: i64 = stack().central_db()
         .await
         .query_one(
             "SELECT count(*) FROM clinic_backups WHERE clinic_id = $1 AND status = 'success' AND size_bytes > 0",
@@ -208,7 +220,9 @@ async fn a_region_is_backed_up_resumably_and_a_clinic_restored() {
         request_ids.push(r.header("x-request-id").unwrap().to_owned());
     }
     for request_id in &request_ids {
-        wait_audit(&clinic, &format!("request_id = '{request_id}'")).await;
+        stack()
+            .wait_audit(&clinic, &format!("request_id = '{request_id}'"))
+            .await;
     }
     let keys = settings.audit_keys.as_ref().unwrap();
     let report = admin::audit::verify(
@@ -226,7 +240,8 @@ async fn a_region_is_backed_up_resumably_and_a_clinic_restored() {
         .await
         .unwrap();
     assert_eq!(list.json()["data"].as_array().unwrap().len(), 1);
-    let status: String = central_db()
+    let status: String = stack()
+        .central_db()
         .await
         .query_one("SELECT status FROM companies WHERE id = $1", &[&clinic_id])
         .await

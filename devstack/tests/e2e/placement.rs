@@ -1,30 +1,13 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The gateway's placement cache against a real stack with two gateways: warm
 //! requests never ask the central database, and a change of a clinic's placement
 //! (here its status) reaches every gateway within a second through LISTEN/NOTIFY.
+//!
+//! On the shared stack (to which it adds a second gateway), alone: the second it
+//! asserts must not be taken by another test's load.
 
-mod support;
-
+use crate::support::*;
 use devstack::Http;
 use std::time::{Duration, Instant};
-use support::*;
-
-/// The sum of a counter's series whose line contains `filter`.
-fn counter(metrics: &str, name: &str, filter: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(name) && l.contains(filter))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-async fn metrics(admin: std::net::SocketAddr) -> String {
-    Http::new(&format!("http://{admin}"))
-        .get("/metrics", None)
-        .await
-        .unwrap()
-        .text()
-}
 
 /// Polls `path` on every gateway until each answers `status`; the time it took.
 async fn until_status(gateways: &[&Http], path: &str, token: &str, status: u16) -> Duration {
@@ -60,6 +43,7 @@ async fn set_status(clinic: &Clinic, status: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warm_requests_skip_central_and_changes_reach_every_gateway_within_a_second() {
+    let _alone = alone();
     let second = stack().add_gateway("gateway-2").unwrap();
     let (one, two) = (http(), Http::new(&second.url()));
     let clinic = register(&one, None).await;
@@ -71,21 +55,22 @@ async fn warm_requests_skip_central_and_changes_reach_every_gateway_within_a_sec
     }
 
     // Warm: 100 requests on the second gateway are all cache hits, no miss.
-    let before = metrics(second.admin_addr).await;
+    let before = metrics_at(second.admin_addr).await;
     for _ in 0..100 {
         assert_eq!(
             two.get(&path, Some(&clinic.token)).await.unwrap().status,
             200
         );
     }
-    let after = metrics(second.admin_addr).await;
+    let after = metrics_at(second.admin_addr).await;
     let cache = "medicalpro_placement_cache_total";
     assert_eq!(
-        counter(&after, cache, "result=\"miss\"") - counter(&before, cache, "result=\"miss\""),
+        metric_sum(&after, cache, "result=\"miss\"")
+            - metric_sum(&before, cache, "result=\"miss\""),
         0.0
     );
     assert!(
-        counter(&after, cache, "result=\"hit\"") - counter(&before, cache, "result=\"hit\"")
+        metric_sum(&after, cache, "result=\"hit\"") - metric_sum(&before, cache, "result=\"hit\"")
             >= 100.0
     );
 

@@ -3,43 +3,10 @@
 //! computed totals, gapless invoice numbers, frozen issued invoices, versioned
 //! consent templates, product categories), each with its refusals.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod support;
-
-use devstack::{Http, Reply};
+use crate::support::*;
+use devstack::Http;
 use http::Method;
 use serde_json::{json, Value};
-use support::*;
-
-fn status(r: &Reply, expected: u16) -> Value {
-    assert_eq!(r.status.as_u16(), expected, "{}", r.text());
-    if expected >= 400 {
-        assert_eq!(r.header("content-type"), Some("application/problem+json"));
-    }
-    r.json()
-}
-
-async fn post(http: &Http, c: &Clinic, path: &str, body: Value) -> Reply {
-    http.post(path, Some(&c.token), &body).await.unwrap()
-}
-
-async fn create(http: &Http, c: &Clinic, resource: &str, body: Value) -> Value {
-    status(
-        &post(http, c, &format!("/api/v1/{resource}"), body).await,
-        201,
-    )
-}
-
-async fn send(http: &Http, c: &Clinic, method: Method, path: &str, body: Option<Value>) -> Reply {
-    http.json(method, path, Some(&c.token), body.as_ref())
-        .await
-        .unwrap()
-}
-
-fn id(v: &Value) -> String {
-    v["id"].as_str().unwrap().to_owned()
-}
 
 /// One object of each resource, with what they depend on.
 struct World {
@@ -141,6 +108,7 @@ async fn world(http: &Http, c: &Clinic) -> World {
 
 #[tokio::test]
 async fn every_resource_is_isolated_patchable_deletable_and_restorable() {
+    let _turn = turn();
     let http = http();
     let a = register(&http, Some("eu-west")).await;
     let b = register(&http, Some("eu-central")).await;
@@ -237,6 +205,7 @@ async fn every_resource_is_isolated_patchable_deletable_and_restorable() {
 
 #[tokio::test]
 async fn practitioners_are_never_double_booked() {
+    let _turn = turn();
     let http = http();
     let c = register(&http, None).await;
     let other_clinic = register(&http, None).await;
@@ -417,6 +386,7 @@ async fn practitioners_are_never_double_booked() {
 
 #[tokio::test]
 async fn appointment_items_keep_the_price_at_booking() {
+    let _turn = turn();
     let http = http();
     let c = register(&http, None).await;
     let patient = create(&http, &c, "patients", patient_body("Item", "Patient")).await;
@@ -483,6 +453,7 @@ async fn invoice(http: &Http, c: &Clinic, patient: &Value, kind: &str) -> Value 
 
 #[tokio::test]
 async fn documents_compute_totals_number_invoices_without_gaps_and_freeze_once_issued() {
+    let _turn = turn();
     let http = http();
     let c = register(&http, None).await;
     let other = register(&http, None).await;
@@ -727,6 +698,7 @@ fn chrono_year() -> i32 {
 
 #[tokio::test]
 async fn consent_templates_are_versioned_and_a_used_version_is_immutable() {
+    let _turn = turn();
     let http = http();
     let c = register(&http, None).await;
     let patient = create(&http, &c, "patients", patient_body("Con", "Sent")).await;
@@ -842,6 +814,7 @@ async fn consent_templates_are_versioned_and_a_used_version_is_immutable() {
 
 #[tokio::test]
 async fn products_belong_to_many_categories_of_the_same_clinic() {
+    let _turn = turn();
     let http = http();
     let c = register(&http, None).await;
     let other = register(&http, None).await;
@@ -912,6 +885,7 @@ async fn products_belong_to_many_categories_of_the_same_clinic() {
 
 #[tokio::test]
 async fn the_openapi_document_and_the_served_routes_agree() {
+    let _turn = turn();
     let http = http();
     let c = register(&http, None).await;
     let w = world(&http, &c).await;
@@ -999,6 +973,7 @@ async fn the_openapi_document_and_the_served_routes_agree() {
 
 #[tokio::test]
 async fn erasing_a_patient_removes_personal_data_but_keeps_invoices() {
+    let _turn = turn();
     let http = http();
     let c = register(&http, None).await;
     let patient = create(&http, &c, "patients", patient_body("Forget", "Me")).await;
@@ -1029,15 +1004,7 @@ async fn erasing_a_patient_removes_personal_data_but_keeps_invoices() {
     );
     let path = format!("/api/v1/patients/{}/erase", id(&patient));
 
-    let tokens = stack().tokens().unwrap();
-    let (staff, _) = tokens
-        .issue(
-            c.user_id.parse().unwrap(),
-            c.id.parse().unwrap(),
-            common::token::Role::Staff,
-            1,
-        )
-        .unwrap();
+    let staff = token_as(stack(), &c, common::token::Role::Staff);
     let refused = http.post(&path, Some(&staff), &json!({})).await.unwrap();
     status(&refused, 403);
     // The refused attempt is in the audit trail, as are refused exports.
@@ -1144,6 +1111,7 @@ async fn erasing_a_patient_removes_personal_data_but_keeps_invoices() {
 
 #[tokio::test]
 async fn a_patient_export_holds_everything_about_them_and_nobody_else() {
+    let _turn = turn();
     let http = http();
     let c = register(&http, None).await;
     let other = register(&http, None).await;
@@ -1166,15 +1134,7 @@ async fn a_patient_export_holds_everything_about_them_and_nobody_else() {
         assert_eq!(rows.len(), count, "{resource}: {rows:?}");
         assert!(rows.iter().all(|r| r["patient_id"] == patient["id"]));
     }
-    let tokens = stack().tokens().unwrap();
-    let (staff, _) = tokens
-        .issue(
-            c.user_id.parse().unwrap(),
-            c.id.parse().unwrap(),
-            common::token::Role::Staff,
-            1,
-        )
-        .unwrap();
+    let staff = token_as(stack(), &c, common::token::Role::Staff);
     status(&http.get(&path, Some(&staff)).await.unwrap(), 403);
     status(&send(&http, &other, Method::GET, &path, None).await, 404);
     status(
@@ -1202,6 +1162,7 @@ async fn a_patient_export_holds_everything_about_them_and_nobody_else() {
 /// all sort after a long run of other names).
 #[tokio::test]
 async fn patient_search_ranks_prefixes_first_and_finds_matches_far_down_the_order() {
+    let _turn = turn();
     let http = http();
     let c = register(&http, None).await;
     let clinic: uuid::Uuid = c.id.parse().unwrap();
@@ -1259,6 +1220,7 @@ async fn patient_search_ranks_prefixes_first_and_finds_matches_far_down_the_orde
 
 #[tokio::test]
 async fn patient_search_comes_in_name_order_and_pages_through_every_match() {
+    let _turn = turn();
     let http = http();
     let c = register(&http, None).await;
     for (first, last) in [

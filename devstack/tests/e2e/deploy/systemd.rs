@@ -8,8 +8,8 @@
 //! units too. `admin.env.example`, the admin tool's settings on a server, is
 //! accepted by its configuration code as well.
 
-use crate::config::{configure, configure_admin, Binary, Env, Loaded, Val};
-use crate::formats::{deploy_dir, read, systemd_seconds, walk, EnvFile, Unit};
+use super::config::{configure, configure_admin, Binary, Env, Loaded, Val};
+use super::formats::{deploy_dir, read, systemd_seconds, walk, EnvFile, Unit};
 use common::config::EXIT_BAD_CONFIG;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -224,7 +224,7 @@ fn verify_with_systemd_analyze() {
         eprintln!("systemd-analyze not installed: units not verified by systemd");
         return;
     }
-    let tmp = crate::config::scratch("deploy-systemd");
+    let tmp = super::config::scratch("deploy-systemd");
     std::fs::create_dir_all(&tmp).unwrap();
     for (name, _, instances) in units() {
         let text = read(&dir().join(&name));

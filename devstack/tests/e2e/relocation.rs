@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Relocation end to end: a clinic with data of every kind moves from eu-west to
 //! eu-central while a reader and a writer keep going. Every read succeeds; writes
 //! are refused (503 + retry-after) only during the switch; afterwards the clinic is
@@ -6,15 +5,13 @@
 //! was acknowledged, every acknowledged access is in the audit trail, and the source
 //! database is closed.
 
-mod support;
-
+use crate::support::*;
 use admin::relocate;
 use common::ClinicId;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::*;
 use uuid::Uuid;
 
 /// Every live row of every resource as the API shows it, by resource.
@@ -100,6 +97,7 @@ async fn populate(http: &devstack::Http, clinic: &Clinic) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clinic_moves_region_readable_throughout_with_nothing_lost() {
+    let _turn = turn();
     let http = http();
     let clinic = register(&http, Some("eu-west")).await;
     let neighbour = register(&http, Some("eu-west")).await;

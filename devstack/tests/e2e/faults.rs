@@ -1,22 +1,18 @@
 //! Faults, injected into real processes, each test on a stack of its own: a regional
 //! PostgreSQL server killed, a worker stopped or killed, the central database
-//! stopped, provisioning cut short, and the gateway stopped under load. The tests
-//! run one at a time (a static lock): the latencies they assert must not depend on
+//! stopped, provisioning cut short, and the gateway stopped under load. Each test
+//! runs alone (`support::alone`): the latencies they assert must not depend on
 //! another test's stack competing for the same two cores.
 //!
 //! Run with `--nocapture` to see what each test measured.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod support;
-
-use devstack::{Http, Reply, Stack, StackOptions};
+use crate::support::{create_patient, id, patient_body, register, Clinic};
+use devstack::{Http, Reply, Stack};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::{create_patient, patient_body, register, Clinic};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::runtime::Runtime;
@@ -30,12 +26,6 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(8);
 const TEMPLATE_DB: &str = "medicalpro_clinic_template";
 const APP_ROLE: &str = "medicalpro_clinic_app";
 
-/// One test at a time (see the module docs).
-fn serial() -> MutexGuard<'static, ()> {
-    static SERIAL: Mutex<()> = Mutex::new(());
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// A stack whose data directory is removed when it is dropped, even by a failing test.
 struct Running {
     stack: Option<Stack>,
@@ -44,26 +34,10 @@ struct Running {
 
 impl Running {
     fn start(name: &str, regions: &[&str], env: &[(&str, &str)]) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "medicalpro-test-{}-faults-{name}",
-            std::process::id()
-        ));
-        let mut options = StackOptions::new(env!("CARGO_BIN_EXE_devstack").into(), dir.clone());
-        options.listen = ([127, 0, 0, 1], 0).into();
-        options.fast_unsafe = true;
-        options.regions = regions.iter().map(|r| (*r).to_owned()).collect();
-        options.log_level = "warn".into();
-        options.extra_env = env
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        // Stack::start blocks on its own runtime: run it off any other.
-        let stack = std::thread::spawn(move || Stack::start(options))
-            .join()
-            .expect("stack thread")
-            .expect("stack starts");
+        let options = crate::support::options(&format!("faults-{name}"), regions, env);
+        let dir = options.data_dir.clone();
         Self {
-            stack: Some(stack),
+            stack: Some(crate::support::start(options)),
             dir,
         }
     }
@@ -369,7 +343,7 @@ fn check_all_ok(samples: &[Sample], who: &str, from: Instant, origin: Instant) -
 /// back by itself when the server is restarted.
 #[test]
 fn a_regional_server_killed_fails_its_clinics_fast_and_recovers_by_itself() {
-    let _serial = serial();
+    let _alone = crate::support::alone();
     let mut running = Running::start("region-kill", &["eu-west", "eu-central"], &[]);
     let rt = runtime();
     let http = Http::new(&running.stack().gateway_url());
@@ -447,7 +421,7 @@ fn a_regional_server_killed_fails_its_clinics_fast_and_recovers_by_itself() {
 /// just died — it runs again on a fresh one, and every read answers 200.
 #[test]
 fn reads_survive_their_connections_being_cut() {
-    let _serial = serial();
+    let _alone = crate::support::alone();
     let mut running = Running::start("conn-cut", &["eu-west"], &[]);
     let rt = runtime();
     let http = Http::new(&running.stack().gateway_url());
@@ -515,17 +489,13 @@ fn reads_survive_their_connections_being_cut() {
     eprintln!("{terminated} clinic connections terminated under {reads} reads, all answered 200");
 }
 
-fn id(v: &Value) -> String {
-    v["id"].as_str().unwrap().to_owned()
-}
-
 /// A worker stopped (SIGTERM) and then killed (SIGKILL) under load: the gateway
 /// answers `503` with `retry-after` at once for whatever the worker cannot serve,
 /// never hangs and never answers anything else; the worker drains and exits 0 on
 /// SIGTERM; a restarted worker serves again.
 #[test]
 fn a_worker_stopped_or_killed_gives_fast_503s_and_a_restart_restores_service() {
-    let _serial = serial();
+    let _alone = crate::support::alone();
     let mut running = Running::start("worker", &["eu-west"], &[]);
     let rt = runtime();
     let http = Http::new(&running.stack().gateway_url());
@@ -665,7 +635,7 @@ fn a_worker_stopped_or_killed_gives_fast_503s_and_a_restart_restores_service() {
 /// of the writes made during the outage reach the central trail.
 #[test]
 fn the_central_database_stopped_keeps_known_clinics_working() {
-    let _serial = serial();
+    let _alone = crate::support::alone();
     // Short placement TTL and revalidation, so the outage outlasts both.
     let mut running = Running::start(
         "central",
@@ -712,7 +682,7 @@ fn the_central_database_stopped_keeps_known_clinics_working() {
             .post(
                 "/api/v1/auth/register",
                 None,
-                &json!({"clinic_name": "During the outage", "email": format!("{}@x.org", support::unique("outage")), "password": "long enough password"}),
+                &json!({"clinic_name": "During the outage", "email": format!("{}@x.org", crate::support::unique("outage")), "password": "long enough password"}),
             )
             .await
             .unwrap();
@@ -948,7 +918,7 @@ async fn wait_role(server: &devstack::PgServer, clinic: uuid::Uuid) {
 fn registration(name: &str) -> Value {
     json!({
         "clinic_name": name,
-        "email": format!("{}@clinic.example", support::unique("cut")),
+        "email": format!("{}@clinic.example", crate::support::unique("cut")),
         "password": "correct horse battery staple",
     })
 }
@@ -974,7 +944,7 @@ async fn login(http: &Http, body: &Value) -> Reply {
 /// it), so the cut comes at a known step.
 #[test]
 fn provisioning_cut_short_converges_without_orphans() {
-    let _serial = serial();
+    let _alone = crate::support::alone();
     let mut running = Running::start("provision", &["eu-west"], &[]);
     let rt = runtime();
     let http = Http::new(&running.stack().gateway_url());
@@ -1342,7 +1312,7 @@ struct Exchange {
 /// sent), and the gateway exits 0.
 #[test]
 fn the_gateway_stopped_under_load_answers_every_request_it_was_sent() {
-    let _serial = serial();
+    let _alone = crate::support::alone();
     let mut running = Running::start("gateway-drain", &["eu-west"], &[]);
     let rt = runtime();
     let addr = running.stack().gateway.addr;

@@ -1,35 +1,19 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Many clinics on one regional server, each test on a stack of its own: the
 //! worker's clinic pools share one connection budget; cold clinics are served by
-//! closing the idle connections of the least recently used ones.
+//! closing the idle connections of the least recently used ones. Alone
+//! (`support::alone`), as its clinics' timings count.
 
-mod support;
-
-use devstack::{Http, Stack, StackOptions};
+use crate::support::{
+    alone, create_patient, metric_sum, metrics_at, patient_body, register, start,
+};
+use devstack::{Http, StackOptions};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use support::{create_patient, patient_body, register};
 
+/// A test's own stack of one region (see `support::options`).
 fn options(name: &str, env: &[(&str, &str)]) -> StackOptions {
-    let dir = std::env::temp_dir().join(format!("medicalpro-test-{}-{name}", std::process::id()));
-    let mut options = StackOptions::new(env!("CARGO_BIN_EXE_devstack").into(), dir);
-    options.listen = ([127, 0, 0, 1], 0).into();
-    options.fast_unsafe = true;
-    options.regions = vec!["eu-west".into()];
-    options.log_level = "warn".into();
-    options.extra_env = env
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    options
-}
-
-fn start(options: StackOptions) -> Stack {
-    std::thread::spawn(move || Stack::start(options))
-        .join()
-        .unwrap()
-        .unwrap()
+    crate::support::options(name, &["eu-west"], env)
 }
 
 /// Connections the clinic roles hold on the server right now.
@@ -43,15 +27,9 @@ async fn clinic_connections(db: &tokio_postgres::Client) -> i64 {
     .get(0)
 }
 
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clinics_beyond_the_connection_budget_are_all_served_within_it() {
+    let _alone = alone();
     const BUDGET: i64 = 4;
     const CLINICS: usize = 12;
     let stack = start(options(
@@ -121,17 +99,11 @@ async fn clinics_beyond_the_connection_budget_are_all_served_within_it() {
         peak <= BUDGET + 1,
         "clinic connections peaked at {peak} for a budget of {BUDGET}"
     );
-    let metrics = worker_metrics(&stack).await;
-    assert!(metric(&metrics, "medicalpro_pool_evictions_total") >= 1.0);
-    assert_eq!(metric(&metrics, "medicalpro_pool_budget_connections"), 4.0);
+    let metrics = metrics_at(stack.region("eu-west").unwrap().worker.admin_addr).await;
+    assert!(metric_sum(&metrics, "medicalpro_pool_evictions_total", "") >= 1.0);
+    assert_eq!(
+        metric_sum(&metrics, "medicalpro_pool_budget_connections", ""),
+        4.0
+    );
     drop(stack);
-}
-
-async fn worker_metrics(stack: &Stack) -> String {
-    let addr = stack.region("eu-west").unwrap().worker.admin_addr;
-    Http::new(&format!("http://{addr}"))
-        .get("/metrics", None)
-        .await
-        .unwrap()
-        .text()
 }

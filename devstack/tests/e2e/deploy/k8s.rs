@@ -12,13 +12,13 @@
 //! the same password Secret. Without `kubectl`, only the checks that need no
 //! rendering run.
 
-use crate::config::{
+use super::config::{
     configure, configure_admin, job_script, literals, refused, Binary, Env, Loaded, Val,
 };
-use crate::formats::{
+use super::formats::{
     deploy_dir, enable_optional, read, text, walk, yaml_docs, yaml_file, EnvFile,
 };
-use crate::image::{image_env, image_uid, stage, stage_named, ADMIN_JOB};
+use super::image::{image_env, image_uid, stage, stage_named, ADMIN_JOB};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -26,14 +26,6 @@ use std::process::Command;
 
 fn k8s_dir() -> PathBuf {
     deploy_dir().join("k8s")
-}
-
-/// `kubectl` on PATH, if any.
-fn kubectl() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join("kubectl"))
-        .find(|p| p.is_file())
 }
 
 /// The objects `kubectl kustomize dir` renders.
@@ -290,7 +282,7 @@ fn secret_volumes(spec: &Value) -> BTreeSet<String> {
 }
 
 /// Unprivileged, as the image's user, read-only, without capabilities.
-fn check_unprivileged(spec: &Value, container: &Value, image: &crate::formats::Stage, w: &str) {
+fn check_unprivileged(spec: &Value, container: &Value, image: &super::formats::Stage, w: &str) {
     assert_eq!(spec["securityContext"]["runAsNonRoot"], true, "{w}");
     assert_eq!(
         spec["securityContext"]["runAsUser"],
@@ -754,7 +746,7 @@ fn check_prometheus_discovery(fleet: &Fleet, pods: &[Pod<'_>], what: &str) {
 
 /// A copy of deploy/k8s with every commented-out setting of its env files switched on.
 fn with_optional_settings() -> PathBuf {
-    let root = crate::config::scratch("deploy-k8s-optional");
+    let root = super::config::scratch("deploy-k8s-optional");
     let _ = std::fs::remove_dir_all(&root);
     for file in walk(&k8s_dir()) {
         let rel = file.strip_prefix(k8s_dir()).unwrap();
@@ -773,8 +765,11 @@ fn with_optional_settings() -> PathBuf {
 
 #[test]
 fn kubernetes_fleet_matches_the_configuration() {
-    let Some(kubectl) = kubectl() else {
-        eprintln!("kubectl not on PATH: the rendered Kubernetes checks are skipped");
+    let Some(kubectl) = crate::support::tool(
+        "kubectl",
+        "the rendered Kubernetes checks (kubectl kustomize)",
+        "apt-get install kubectl (or kubernetes-client)",
+    ) else {
         return;
     };
     for dir in kustomizations(&k8s_dir()) {

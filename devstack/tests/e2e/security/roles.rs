@@ -1,0 +1,756 @@
+//! The role × endpoint matrix: every operation as admin, practitioner, staff and
+//! anonymously against the table; a disabled user locked out.
+
+use super::*;
+
+/// One caller's pass through every operation.
+pub(super) struct Pass {
+    pub(super) api: Arc<Api>,
+    pub(super) site: Arc<Site>,
+    pub(super) deps: Arc<Deps>,
+    pub(super) caller: Caller,
+}
+
+/// What a pass carries from one global operation to the next.
+pub(super) struct Session {
+    pub(super) refresh: Option<String>,
+    pub(super) central: tokio_postgres::Client,
+}
+
+impl Pass {
+    pub(super) fn token(&self) -> Option<&str> {
+        self.site.token(self.caller)
+    }
+
+    pub(super) fn label(&self, op: &Op, variant: &str) -> String {
+        format!("{:?} {} {} [{variant}]", self.caller, op.method, op.path)
+    }
+
+    /// Sends a request and checks its status against `rule`; the JSON body when
+    /// served.
+    pub(super) async fn attempt(
+        &self,
+        op: &Op,
+        variant: &str,
+        rule: Rule,
+        method: Method,
+        path: &str,
+        body: Body,
+    ) -> Option<Value> {
+        self.attempt_reply(op, variant, rule, method, path, body)
+            .await
+            .map(|reply| reply.json())
+    }
+
+    /// [`Pass::attempt`], answering the whole reply.
+    pub(super) async fn attempt_reply(
+        &self,
+        op: &Op,
+        variant: &str,
+        rule: Rule,
+        method: Method,
+        path: &str,
+        body: Body,
+    ) -> Option<Reply> {
+        let reply = self.api.send(self.token(), method, path, body).await;
+        let want = match rule {
+            Rule::Allow => success_status(op.kind, op.resource),
+            Rule::Deny => 403,
+            Rule::Unauth => 401,
+        };
+        let got = reply.status.as_u16();
+        if got != want {
+            self.api.fail(format!(
+                "{}: expected {want}, got {got}: {}",
+                self.label(op, variant),
+                snippet(&reply)
+            ));
+            return None;
+        }
+        (rule == Rule::Allow).then_some(reply)
+    }
+
+    /// The row as its clinic's owner sees it (restricted fields included).
+    pub(super) async fn owner_view(&self, r: &Resource, id: &str) -> Value {
+        let path = format!("/api/v1/{}/{id}", r.name);
+        self.api.get(self.site.owner(), &path).await.json()
+    }
+
+    pub(super) async fn run(self, ops: Arc<Vec<Op>>) {
+        for r in RESOURCES {
+            let mut mine: Vec<&Op> = ops
+                .iter()
+                .filter(|o| o.resource.is_some_and(|x| x.name == r.name))
+                .collect();
+            mine.sort_by_key(|o| rank(o));
+            // The row the per-row operations work on: the owner's, restricted fields
+            // filled, so that hiding them is observable.
+            let reply = self
+                .api
+                .post(
+                    self.site.owner(),
+                    &format!("/api/v1/{}", r.name),
+                    sample_body(r, &self.deps, true),
+                )
+                .await;
+            assert_eq!(reply.status, 201, "{}: {}", r.name, reply.text());
+            let target = reply.json();
+            for op in mine {
+                self.resource_op(op, r, &target).await;
+            }
+        }
+        let mut global: Vec<&Op> = ops.iter().filter(|o| o.resource.is_none()).collect();
+        global.sort_by_key(|o| rank(o));
+        let victim = new_user(&self.api, &self.site.clinic.token, Role::Staff).await;
+        let mut session = Session {
+            refresh: None,
+            central: central_db().await,
+        };
+        for op in global {
+            self.global_op(op, &victim, &mut session).await;
+        }
+    }
+
+    /// The list requests of the matrix: all rows, a search, and each filter with the
+    /// target's own value (a restricted filter is refused to callers who may not
+    /// see the field).
+    pub(super) fn list_variants(
+        &self,
+        r: &Resource,
+        target: &Value,
+        rule: Rule,
+    ) -> Vec<(String, String, Rule)> {
+        let mut out = vec![("all".to_owned(), "limit=100".to_owned(), rule)];
+        if let Some(f) = r.fields.iter().find(|f| f.searchable) {
+            let q = target[f.name].as_str().unwrap();
+            out.push((
+                "search".into(),
+                format!("q={}&limit=100", url_encode(q)),
+                rule,
+            ));
+        }
+        let hidden = restricted_fields(r);
+        for f in r.fields.iter().filter(|f| f.filterable || f.range) {
+            let value = match &target[f.name] {
+                Value::String(s) => s.clone(),
+                Value::Bool(b) => b.to_string(),
+                _ => continue,
+            };
+            let key = if f.range {
+                format!("{}_from", f.name)
+            } else {
+                f.name.to_owned()
+            };
+            let rule = if hidden.contains(&f.name) && rule == A && !self.caller.sees_restricted() {
+                D
+            } else {
+                rule
+            };
+            out.push((
+                format!("filter {key}"),
+                format!("{key}={}&limit=100", url_encode(&value)),
+                rule,
+            ));
+        }
+        out
+    }
+
+    pub(super) async fn resource_op(&self, op: &Op, r: &'static Resource, target: &Value) {
+        let rule = rule(op.kind, self.caller).unwrap();
+        let id = id_of(target);
+        let item = format!("/api/v1/{}/{id}", r.name);
+        let collection = format!("/api/v1/{}", r.name);
+        let sees = self.caller.sees_restricted();
+        let hidden = restricted_fields(r);
+        let db = &self.site.db;
+        // Whatever is refused changes nothing.
+        let before = if rule == A {
+            None
+        } else {
+            Some(snapshot(db, r, &id).await)
+        };
+        match op.kind {
+            Kind::List => {
+                for (variant, query, rule) in self.list_variants(r, target, rule) {
+                    let path = format!("{collection}?{query}");
+                    let label = self.label(op, &variant);
+                    let served = self
+                        .attempt(op, &variant, rule, Method::GET, &path, Body::Empty)
+                        .await;
+                    if let Some(v) = served {
+                        let ids = self.api.check_rows(&label, self.caller, &v);
+                        self.api.check(ids.contains(&id), || {
+                            format!("{label}: the target row is not listed")
+                        });
+                    }
+                }
+            }
+            Kind::Create => {
+                let body = sample_body(r, &self.deps, sees);
+                let label = self.label(op, "create");
+                let served = self
+                    .attempt(
+                        op,
+                        "create",
+                        rule,
+                        Method::POST,
+                        &collection,
+                        Body::Json(body.clone()),
+                    )
+                    .await;
+                if let Some(v) = served {
+                    self.api.check_rows(&label, self.caller, &v);
+                    self.api.check_echo(&label, r, &body, &v);
+                }
+                if !hidden.is_empty() && self.caller.role().is_some() && !sees {
+                    let with = sample_body(r, &self.deps, true);
+                    self.attempt(
+                        op,
+                        "with restricted fields",
+                        D,
+                        Method::POST,
+                        &collection,
+                        Body::Json(with.clone()),
+                    )
+                    .await;
+                    // Other passes create rows meanwhile: look for this body's own
+                    // (distinct) text.
+                    self.api.check(stored_like(db, r, &with).await == 0, || {
+                        format!("{label}: a refused create stored a row")
+                    });
+                }
+            }
+            Kind::Get | Kind::Restore | Kind::Export | Kind::Action(_) => {
+                let (method, path) = match op.kind {
+                    Kind::Get => (Method::GET, item.clone()),
+                    Kind::Export => (Method::GET, format!("{item}/export")),
+                    Kind::Restore => (Method::POST, format!("{item}/restore")),
+                    Kind::Action(name) => (Method::POST, format!("{item}/{name}")),
+                    _ => unreachable!(),
+                };
+                let label = self.label(op, "target row");
+                if let Some(v) = self
+                    .attempt(op, "target row", rule, method, &path, Body::Empty)
+                    .await
+                {
+                    let ids = self.api.check_rows(&label, self.caller, &v);
+                    let creates = success_status(op.kind, Some(r)) == 201;
+                    self.api
+                        .check(ids.contains(&id) || (creates && !ids.is_empty()), || {
+                            format!("{label}: the answer holds no row")
+                        });
+                }
+                if op.kind == Kind::Export {
+                    // The same export as a FHIR bundle: the same rule.
+                    let path = format!("{path}?format=fhir");
+                    let served = self
+                        .attempt_reply(op, "FHIR", rule, Method::GET, &path, Body::Empty)
+                        .await;
+                    if let Some(reply) = served {
+                        self.api.check(reply.text().contains(&id), || {
+                            format!("{}: the bundle lacks the row", self.label(op, "FHIR"))
+                        });
+                    }
+                }
+            }
+            Kind::Put | Kind::Patch => self.write(op, r, rule, &id).await,
+            Kind::Delete => {
+                let served = self
+                    .attempt(op, "target row", rule, Method::DELETE, &item, Body::Empty)
+                    .await;
+                if served.is_some() {
+                    let gone = self.api.get(self.site.owner(), &item).await;
+                    self.api.check(gone.status == 404, || {
+                        format!("{}: still readable", self.label(op, "delete"))
+                    });
+                }
+            }
+            _ => unreachable!("{op:?} is not a resource operation"),
+        }
+        if let Some(before) = before {
+            self.api.check(snapshot(db, r, &id).await == before, || {
+                format!(
+                    "{}: refused, yet the row changed",
+                    self.label(op, "target row")
+                )
+            });
+        }
+    }
+
+    /// PUT or PATCH: a caller's own fields are written; restricted fields are written
+    /// by those who see them, refused to the others and never cleared by them.
+    pub(super) async fn write(&self, op: &Op, r: &'static Resource, rule: Rule, id: &str) {
+        let method = Method::from_bytes(op.method.as_bytes()).unwrap();
+        let item = format!("/api/v1/{}/{id}", r.name);
+        let sees = self.caller.sees_restricted();
+        let hidden = restricted_fields(r);
+        let guarded = !hidden.is_empty() && self.caller.role().is_some() && !sees;
+        let label = self.label(op, "own fields");
+        let owner_before = self.owner_view(r, id).await;
+        let body = sample_body(r, &self.deps, sees);
+        let served = self
+            .attempt(
+                op,
+                "own fields",
+                rule,
+                method.clone(),
+                &item,
+                Body::Json(body.clone()),
+            )
+            .await;
+        if let Some(v) = served {
+            self.api.check_rows(&label, self.caller, &v);
+            self.api.check_echo(&label, r, &body, &v);
+        }
+        if !guarded {
+            return;
+        }
+        let unchanged = |after: &Value, what: &str| {
+            for f in &hidden {
+                self.api.check(after[*f] == owner_before[*f], || {
+                    format!(
+                        "{}: {:?} changed `{}.{f}`",
+                        self.label(op, what),
+                        self.caller,
+                        r.name
+                    )
+                });
+            }
+        };
+        unchanged(&self.owner_view(r, id).await, "own fields");
+        for f in &hidden {
+            // Setting it: refused, nothing changes.
+            let before = snapshot(&self.site.db, r, id).await;
+            let mut with = if method == Method::PATCH {
+                json!({})
+            } else {
+                sample_body(r, &self.deps, false)
+            };
+            with[*f] = json!(format!("set by staff {}", next_seq()));
+            let variant = format!("setting `{f}`");
+            self.attempt(
+                op,
+                &variant,
+                D,
+                method.clone(),
+                &item,
+                Body::Json(with.clone()),
+            )
+            .await;
+            self.api
+                .check(snapshot(&self.site.db, r, id).await == before, || {
+                    format!("{}: refused, yet the row changed", self.label(op, &variant))
+                });
+            // Clearing it: refused or ignored, never applied.
+            with[*f] = Value::Null;
+            let variant = format!("clearing `{f}`");
+            let reply = self
+                .api
+                .send(self.token(), method.clone(), &item, Body::Json(with))
+                .await;
+            self.api
+                .check(matches!(reply.status.as_u16(), 200 | 403), || {
+                    format!("{}: {}", self.label(op, &variant), snippet(&reply))
+                });
+            if reply.status == 200 {
+                self.api.check_rows(&variant, self.caller, &reply.json());
+            }
+            unchanged(&self.owner_view(r, id).await, &variant);
+        }
+    }
+
+    pub(super) async fn global_op(&self, op: &Op, victim: &Account, session: &mut Session) {
+        let rule = rule(op.kind, self.caller).unwrap();
+        let api = &self.api;
+        let central = &session.central;
+        let victim_disabled = || async {
+            let id: Uuid = victim.id.parse().unwrap();
+            central
+                .query_one(
+                    "SELECT disabled_at IS NOT NULL FROM users WHERE id = $1",
+                    &[&id],
+                )
+                .await
+                .unwrap()
+                .get::<_, bool>(0)
+        };
+        // The anonymous column logs in with the owner's account.
+        let (email, password) = match self.site.users.get(&self.caller) {
+            Some(u) => (u.email.clone(), u.password.clone()),
+            None => (
+                self.site.clinic.email.clone(),
+                self.site.clinic.password.clone(),
+            ),
+        };
+        let label = self.label(op, "");
+        match op.kind {
+            Kind::ListUsers => {
+                if let Some(v) = self
+                    .attempt(op, "", rule, Method::GET, "/api/v1/users", Body::Empty)
+                    .await
+                {
+                    let users = v["data"].as_array().cloned().unwrap_or_default();
+                    for u in self.site.users.values() {
+                        api.check(users.iter().any(|x| x["id"] == u.id.as_str()), || {
+                            format!("{label}: {} not listed", u.email)
+                        });
+                    }
+                    let allowed = ["id", "email", "role", "disabled", "created_at"];
+                    api.check(
+                        users.iter().all(|u| {
+                            u.as_object()
+                                .is_some_and(|o| o.keys().all(|k| allowed.contains(&k.as_str())))
+                        }),
+                        || format!("{label}: unexpected user fields: {v}"),
+                    );
+                }
+            }
+            Kind::CreateUser => {
+                let email = format!("{}@clinic.example", unique("new"));
+                let body = json!({"email": email, "password": PASSWORD, "role": "staff"});
+                let served = self
+                    .attempt(
+                        op,
+                        "",
+                        rule,
+                        Method::POST,
+                        "/api/v1/users",
+                        Body::Json(body),
+                    )
+                    .await;
+                if let Some(v) = &served {
+                    api.check(v["email"] == email.as_str() && v["role"] == "staff", || {
+                        format!("{label}: {v}")
+                    });
+                }
+                let stored: i64 = central
+                    .query_one("SELECT count(*) FROM users WHERE email = $1", &[&email])
+                    .await
+                    .unwrap()
+                    .get(0);
+                api.check(stored == i64::from(served.is_some()), || {
+                    format!("{label}: {stored} users stored")
+                });
+            }
+            Kind::DisableUser | Kind::EnableUser => {
+                let disable = op.kind == Kind::DisableUser;
+                if !disable {
+                    let path = format!("/api/v1/users/{}/disable", victim.id);
+                    let r = api.post(self.site.owner(), &path, json!({})).await;
+                    assert_eq!(r.status, 200, "{}", r.text());
+                }
+                let action = if disable { "disable" } else { "enable" };
+                let path = format!("/api/v1/users/{}/{action}", victim.id);
+                let served = self
+                    .attempt(op, "", rule, Method::POST, &path, Body::Empty)
+                    .await;
+                if let Some(v) = &served {
+                    api.check(v["disabled"] == disable, || format!("{label}: {v}"));
+                }
+                // Served: the state the caller asked for; refused: as it was.
+                let expected = if served.is_some() { disable } else { !disable };
+                api.check(victim_disabled().await == expected, || {
+                    format!("{label}: the user's state is wrong afterwards")
+                });
+                if !disable {
+                    let path = format!("/api/v1/users/{}/enable", victim.id);
+                    api.post(self.site.owner(), &path, json!({})).await;
+                }
+            }
+            Kind::ExportClinic => {
+                let served = self
+                    .attempt_reply(op, "", rule, Method::GET, "/api/v1/export", Body::Empty)
+                    .await;
+                if let Some(reply) = served {
+                    let mut rows = 0;
+                    for line in reply.text().lines().filter(|l| !l.trim().is_empty()) {
+                        let record: Value = serde_json::from_str(line).unwrap_or_default();
+                        rows += api.check_rows(&label, self.caller, &record["data"]).len();
+                    }
+                    api.check(rows > 0, || format!("{label}: no rows exported"));
+                }
+            }
+            Kind::AuditLogs => {
+                let path = "/api/v1/audit-logs?limit=5";
+                if let Some(v) = self
+                    .attempt(op, "", rule, Method::GET, path, Body::Empty)
+                    .await
+                {
+                    api.check(v["data"].is_array(), || format!("{label}: {v}"));
+                }
+            }
+            Kind::Login => {
+                let body = json!({"email": email, "password": password});
+                if let Some(v) = self
+                    .attempt(
+                        op,
+                        "",
+                        rule,
+                        Method::POST,
+                        "/api/v1/auth/login",
+                        Body::Json(body),
+                    )
+                    .await
+                {
+                    session.refresh = v["refresh_token"].as_str().map(str::to_owned);
+                }
+            }
+            Kind::Refresh => {
+                let body = json!({"refresh_token": session.refresh.clone().unwrap_or_default()});
+                if let Some(v) = self
+                    .attempt(
+                        op,
+                        "",
+                        rule,
+                        Method::POST,
+                        "/api/v1/auth/refresh",
+                        Body::Json(body),
+                    )
+                    .await
+                {
+                    session.refresh = v["refresh_token"].as_str().map(str::to_owned);
+                }
+            }
+            Kind::Logout => {
+                let token = session.refresh.clone().unwrap_or_default();
+                let body = json!({"refresh_token": token});
+                let served = self
+                    .attempt(
+                        op,
+                        "",
+                        rule,
+                        Method::POST,
+                        "/api/v1/auth/logout",
+                        Body::Json(body.clone()),
+                    )
+                    .await;
+                if served.is_some() {
+                    let again = api.post(None, "/api/v1/auth/refresh", body).await;
+                    api.check(again.status == 401, || {
+                        format!("{label}: refresh after logout: {}", again.status)
+                    });
+                }
+            }
+            Kind::Register => {
+                let body = json!({
+                    "clinic_name": unique("Matrix clinic"),
+                    "email": format!("{}@clinic.example", unique("owner")),
+                    "password": PASSWORD,
+                });
+                self.attempt(
+                    op,
+                    "",
+                    rule,
+                    Method::POST,
+                    "/api/v1/auth/register",
+                    Body::Json(body),
+                )
+                .await;
+            }
+            Kind::OpenApi => {
+                if let Some(v) = self
+                    .attempt(
+                        op,
+                        "",
+                        rule,
+                        Method::GET,
+                        "/api/v1/openapi.json",
+                        Body::Empty,
+                    )
+                    .await
+                {
+                    api.check(v["openapi"].is_string(), || format!("{label}: no document"));
+                }
+            }
+            Kind::Jwks => {
+                if let Some(v) = self
+                    .attempt(
+                        op,
+                        "",
+                        rule,
+                        Method::GET,
+                        "/.well-known/jwks.json",
+                        Body::Empty,
+                    )
+                    .await
+                {
+                    api.check(v["keys"].as_array().is_some_and(|k| !k.is_empty()), || {
+                        format!("{label}: no keys")
+                    });
+                }
+            }
+            Kind::ChangeUserRole | Kind::SignOutUser => {
+                let id: Uuid = victim.id.parse().unwrap();
+                let state = || async {
+                    let row = central
+                        .query_one(
+                            "SELECT role, token_version FROM users WHERE id = $1",
+                            &[&id],
+                        )
+                        .await
+                        .unwrap();
+                    (row.get::<_, String>(0), row.get::<_, i64>(1))
+                };
+                let before = state().await;
+                let (method, path, body) = if op.kind == Kind::ChangeUserRole {
+                    (
+                        Method::PATCH,
+                        format!("/api/v1/users/{}", victim.id),
+                        Body::Json(json!({"role": "practitioner"})),
+                    )
+                } else {
+                    (
+                        Method::POST,
+                        format!("/api/v1/users/{}/sign-out", victim.id),
+                        Body::Empty,
+                    )
+                };
+                let served = self.attempt(op, "", rule, method, &path, body).await;
+                let after = state().await;
+                match served {
+                    Some(v) => {
+                        api.check(after.1 > before.1, || {
+                            format!("{label}: the user's tokens were not revoked")
+                        });
+                        if op.kind == Kind::ChangeUserRole {
+                            api.check(
+                                v["role"] == "practitioner" && after.0 == "practitioner",
+                                || format!("{label}: {v}"),
+                            );
+                            let back = format!("/api/v1/users/{}", victim.id);
+                            let r = api
+                                .send(
+                                    self.site.owner(),
+                                    Method::PATCH,
+                                    &back,
+                                    Body::Json(json!({"role": "staff"})),
+                                )
+                                .await;
+                            assert_eq!(r.status, 200, "{}", r.text());
+                        }
+                    }
+                    None => api.check(after == before, || {
+                        format!("{label}: refused, yet the user changed: {before:?} → {after:?}")
+                    }),
+                }
+            }
+            _ => unreachable!("{op:?} is a resource operation"),
+        }
+    }
+}
+
+#[tokio::test]
+pub(super) async fn every_role_on_every_endpoint() {
+    let _turn = turn();
+    let api = Api::new();
+    plant_foreign(&api, "eu-central").await;
+    let site = Arc::new(Site::open(&api, Some("eu-west")).await);
+    let doc = api.get(None, "/api/v1/openapi.json").await.json();
+    let ops = Arc::new(operations(&doc));
+    let deps = Arc::new(seed(&api, &site.clinic.token, &|_, s| s.to_owned()).await);
+    let mut passes = JoinSet::new();
+    for caller in CALLERS {
+        let pass = Pass {
+            api: api.clone(),
+            site: site.clone(),
+            deps: deps.clone(),
+            caller,
+        };
+        passes.spawn(pass.run(ops.clone()));
+    }
+    while let Some(done) = passes.join_next().await {
+        done.unwrap();
+    }
+    api.finish("role × endpoint matrix");
+}
+
+/// A disabled user can no longer log in or refresh, its refresh tokens are revoked
+/// at once, and every access token it holds stops working within a second, on the
+/// gateway and on the worker (a stale or forged twin of it too).
+#[tokio::test]
+pub(super) async fn a_disabled_user_is_locked_out() {
+    let _turn = turn();
+    let api = Api::new();
+    let owner = register(&api.http, None).await;
+    let user = new_user(&api, &owner.token, Role::Staff).await;
+    let tokens = login(&api, &user.email, &user.password).await;
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    let refresh = tokens["refresh_token"].clone();
+    let ok = api.get(Some(&access), "/api/v1/patients").await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    // The token carries the lifetime the login announced, at most JWT_EXPIRE (the
+    // stack runs with the default, 900 s).
+    let payload = access.split('.').nth(1).unwrap();
+    let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+    let lifetime = claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap();
+    assert_eq!(json!(lifetime), tokens["expires_in"]);
+    assert!((1..=900).contains(&lifetime), "lifetime {lifetime}");
+
+    let path = format!("/api/v1/users/{}/disable", user.id);
+    let disabled = api.post(Some(&owner.token), &path, json!({})).await;
+    assert_eq!(disabled.status, 200, "{}", disabled.text());
+    assert_eq!(disabled.json()["disabled"], true);
+    let at = std::time::Instant::now();
+
+    // Within a second the token in hand is refused.
+    loop {
+        let r = api.get(Some(&access), "/api/v1/patients").await;
+        if r.status == 401 {
+            break;
+        }
+        assert!(
+            at.elapsed() < std::time::Duration::from_secs(1),
+            "the disabled user's token still answers {} after {:?}",
+            r.status,
+            at.elapsed()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // No login, no refresh, every refresh token revoked.
+    let again = json!({"email": user.email, "password": user.password});
+    let refused = api.post(None, "/api/v1/auth/login", again).await;
+    assert_eq!(refused.status, 401, "{}", refused.text());
+    let refused = api
+        .post(
+            None,
+            "/api/v1/auth/refresh",
+            json!({"refresh_token": refresh}),
+        )
+        .await;
+    assert_eq!(refused.status, 401, "{}", refused.text());
+    let user_id: Uuid = user.id.parse().unwrap();
+    let live: i64 = central_db()
+        .await
+        .query_one(
+            "SELECT count(*) FROM refresh_tokens WHERE user_id = $1 AND revoked_at IS NULL",
+            &[&user_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(live, 0, "refresh tokens left unrevoked");
+
+    // A fresh twin of the token (same user and version, signed by a gateway's own
+    // key) is refused as well, and so is the token sent to the worker directly
+    // with a valid gateway signature: workers revoke on their own.
+    let signer = stack().tokens().unwrap();
+    let now = common::token::now_secs();
+    let mut twin: common::token::Claims = serde_json::from_value(claims.clone()).unwrap();
+    twin.iat = now;
+    twin.exp = now + 60;
+    let twin = signer.sign(&twin).unwrap();
+    assert_eq!(api.get(Some(&twin), "/api/v1/patients").await.status, 401);
+    let worker = signed_worker_get(&owner, &access, "/api/v1/patients").await;
+    assert_eq!(worker.status, 401, "{}", worker.text());
+    // The refusals are on the clinic's trail.
+    wait_audit_for(&owner.id, "action = 'access' AND outcome = 'revoked'").await;
+
+    // Enabled again, the user logs in; the admin was never affected.
+    let path = format!("/api/v1/users/{}/enable", user.id);
+    let enabled = api.post(Some(&owner.token), &path, json!({})).await;
+    assert_eq!(enabled.json()["disabled"], false, "{}", enabled.text());
+    login(&api, &user.email, &user.password).await;
+    let ok = api.get(Some(&owner.token), "/api/v1/users").await;
+    assert_eq!(ok.status, 200);
+    api.finish("disabled user");
+}
