@@ -17,7 +17,8 @@
 //! `scripts/api-lint` holds it to Redocly's recommended rules (`cargo run -p common
 //! --example openapi` prints it).
 
-use crate::resource::{Child, Field, FieldType, Resource, RowAction, RESOURCES};
+use crate::resource::{Child, Field, FieldType, Resource, RowAction, PATIENTS, RESOURCES};
+use crate::token::Role;
 use serde_json::{json, Map, Value};
 
 fn field_schema(field: &Field) -> Value {
@@ -26,6 +27,9 @@ fn field_schema(field: &Field) -> Value {
         FieldType::Email => json!({"type": "string", "format": "email", "maxLength": 254}),
         FieldType::Date => json!({"type": "string", "format": "date"}),
         FieldType::Timestamp => json!({"type": "string", "format": "date-time"}),
+        FieldType::Time => {
+            json!({"type": "string", "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]$", "example": "09:30"})
+        }
         FieldType::Integer { min, max } => {
             json!({"type": "integer", "minimum": min, "maximum": max})
         }
@@ -201,7 +205,8 @@ pub fn operation_id(verb: &str, noun: &str) -> String {
     id
 }
 
-/// How people write a resource's one row: `ConsentTemplate` → `consent template`.
+/// How people write a resource's one row: `ConsentTemplate` → `consent template`;
+/// a title that is a plural already (`WorkingHours`) → `working hours entry`.
 fn singular(r: &Resource) -> String {
     let mut out = String::new();
     for c in r.title.chars() {
@@ -209,6 +214,9 @@ fn singular(r: &Resource) -> String {
             out.push(' ');
         }
         out.extend(c.to_lowercase());
+    }
+    if out == plural(r) {
+        out.push_str(" entry");
     }
     out
 }
@@ -254,22 +262,70 @@ const NOT_FOUND: &str =
 const NOT_FOUND_ANY: &str =
     "An id of another clinic is `404`, exactly as an id that never existed.";
 
+/// What a resource operation does with rows, for [`callers`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Use {
+    Read,
+    Create,
+    Change,
+    Delete,
+}
+
+/// Who of the clinic may call an operation open to `roles`, and what the others get.
+fn who(roles: &[Role]) -> String {
+    const ALL: [Role; 3] = [Role::Admin, Role::Practitioner, Role::Staff];
+    let plural = |role: &Role| match role {
+        Role::Admin => "clinic admins",
+        Role::Practitioner => "practitioners",
+        Role::Staff => "staff",
+    };
+    let allowed: Vec<&str> = ALL
+        .iter()
+        .filter(|r| roles.contains(r))
+        .map(plural)
+        .collect();
+    let refused: Vec<&str> = ALL
+        .iter()
+        .filter(|r| !roles.contains(r))
+        .map(plural)
+        .collect();
+    match (allowed.as_slice(), refused.as_slice()) {
+        (_, []) => ANY_USER.to_owned(),
+        ([], _) => "No role may call it: every caller gets `403`".to_owned(),
+        (allowed, refused) => format!(
+            "Only {} may call it; {} get `403`",
+            allowed.join(" and "),
+            refused.join(" and ")
+        ),
+    }
+}
+
 /// Who may call a resource operation, and what staff may not see or set.
-fn callers(r: &Resource, writes: bool) -> String {
+fn callers(r: &Resource, use_: Use) -> String {
+    let roles = match use_ {
+        Use::Read => &[Role::Admin, Role::Practitioner, Role::Staff][..],
+        Use::Create | Use::Change => r.access.write,
+        Use::Delete => r.access.delete,
+    };
+    let who = who(roles);
     let restricted: Vec<&str> = r
         .fields
         .iter()
         .filter(|f| f.restricted)
         .map(|f| f.name)
         .collect();
-    if restricted.is_empty() {
-        return format!("{ANY_USER}.");
+    if restricted.is_empty() || use_ == Use::Delete {
+        return format!("{who}.");
     }
     let fields = code_list(&restricted);
-    if writes {
-        format!("{ANY_USER}; staff do not see {fields} in the answer and may not set it (`403`), and a replace by staff leaves it as it was.")
-    } else {
-        format!("{ANY_USER}; staff do not see {fields}.")
+    match use_ {
+        Use::Create => format!(
+            "{who}; staff do not see {fields} in the answer and may not set it (`403`)."
+        ),
+        Use::Change => format!(
+            "{who}; staff do not see {fields} in the answer and may not set it (`403`); their changes leave it as it was."
+        ),
+        Use::Read | Use::Delete => format!("{who}; staff do not see {fields}."),
     }
 }
 
@@ -316,7 +372,7 @@ fn list_description(r: &Resource) -> String {
         text.push_str(&format!(" Filters: {}.", filters.join(", ")));
     }
     text.push(' ');
-    text.push_str(&callers(r, false));
+    text.push_str(&callers(r, Use::Read));
     let restricted_filters: Vec<&str> = r
         .fields
         .iter()
@@ -441,7 +497,7 @@ fn resource_paths(r: &Resource, paths: &mut Map<String, Value>) {
                 format!(
                     "Creates {a_one}; the server sets `id`, `created_at` and `updated_at`, and fields left out take their defaults.{} {} {WRITE_ERRORS}",
                     body_notes(r),
-                    callers(r, true)
+                    callers(r, Use::Create)
                 ),
                 Some((format!("{t}Input"), "The new object.")),
                 write_errors("201", with_description(json_body(t), "Created.")),
@@ -455,7 +511,7 @@ fn resource_paths(r: &Resource, paths: &mut Map<String, Value>) {
             "get": op(
                 operation_id("get", t),
                 format!("Get {a_one}"),
-                format!("Reads one {one} by id. {} {NOT_FOUND}", callers(r, false)),
+                format!("Reads one {one} by id. {} {NOT_FOUND}", callers(r, Use::Read)),
                 None,
                 json!({
                     "200": with_description(json_body(t), "The object."),
@@ -469,7 +525,7 @@ fn resource_paths(r: &Resource, paths: &mut Map<String, Value>) {
                 format!(
                     "Replaces {a_one} with the body, which is the whole object as for a create: fields left out take their defaults.{} {} {NOT_FOUND} {WRITE_ERRORS}",
                     body_notes(r),
-                    callers(r, true)
+                    callers(r, Use::Change)
                 ),
                 Some((format!("{t}Input"), "The whole object.")),
                 write_errors("200", with_description(json_body(t), "Updated.")),
@@ -480,7 +536,7 @@ fn resource_paths(r: &Resource, paths: &mut Map<String, Value>) {
                 format!(
                     "Changes the fields the body names and leaves the others as they were.{} {} {NOT_FOUND} {WRITE_ERRORS}",
                     body_notes(r),
-                    callers(r, true)
+                    callers(r, Use::Change)
                 ),
                 Some((format!("{t}Patch"), "The fields to change.")),
                 write_errors("200", with_description(json_body(t), "Updated.")),
@@ -489,8 +545,9 @@ fn resource_paths(r: &Resource, paths: &mut Map<String, Value>) {
                 operation_id("delete", t),
                 format!("Delete {a_one}"),
                 format!(
-                    "Soft-deletes {a_one}: it is hidden from reads and lists (`404` from then on) but kept for the record, and `POST /api/v1/{}/{{id}}/restore` shows it again. {ANY_USER}. {NOT_FOUND} {} that can no longer be deleted (its state or the clinic's rules forbid it, as for an issued invoice) is `409`.",
+                    "Soft-deletes {a_one}: it is hidden from reads and lists (`404` from then on) but kept for the record, and `POST /api/v1/{}/{{id}}/restore` shows it again. {} {NOT_FOUND} {} that can no longer be deleted (its state or the clinic's rules forbid it, as for an issued invoice) is `409`.",
                     r.name,
+                    callers(r, Use::Delete),
                     capitalized(&a_one)
                 ),
                 None,
@@ -526,7 +583,8 @@ fn resource_paths(r: &Resource, paths: &mut Map<String, Value>) {
             (
                 format!("Restore a deleted {one}"),
                 format!(
-                    "Shows a soft-deleted {one} again, as it was when it was deleted. {ANY_USER}. An id that is not a deleted {one} of the clinic is `404`; restoring one that now conflicts with other data (such as a duplicate) is `409`."
+                    "Shows a soft-deleted {one} again, as it was when it was deleted. {} An id that is not a deleted {one} of the clinic is `404`; restoring one that now conflicts with other data (such as a duplicate) is `409`.",
+                    callers(r, Use::Delete)
                 ),
             )
         } else {
@@ -1167,13 +1225,13 @@ fn tags() -> Value {
         for a in r.actions {
             calls.push_str(&format!(", `{}`", a.name));
         }
-        if r.name == "patients" {
-            calls.push_str(", export");
+        if r.name == PATIENTS.name {
+            calls.push_str(", `export`");
         }
         tags.push(json!({
             "name": r.name,
             "description": format!(
-                "The clinic's {} (`/api/v1/{}`, schema `{}`): {calls}. Every signed-in user of the clinic may use them, within what the role may see.",
+                "The clinic's {} (`/api/v1/{}`, schema `{}`): {calls}. Each operation says who may call it.",
                 plural(r), r.name, r.title
             )
         }));

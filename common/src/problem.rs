@@ -20,6 +20,10 @@ pub struct Problem {
     /// Seconds after which a retry may succeed (mirrored in the `retry-after` header).
     #[serde(skip)]
     pub retry_after: Option<u32>,
+    /// Extension members of this kind of problem (RFC 9457 §3.2), e.g. the
+    /// `conflicts` of a refused series of bookings.
+    #[serde(flatten)]
+    pub extensions: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Problem {
@@ -31,7 +35,14 @@ impl Problem {
             status,
             detail: None,
             retry_after: None,
+            extensions: serde_json::Map::new(),
         }
+    }
+
+    /// Adds an extension member.
+    pub fn with_extension(mut self, name: &str, value: serde_json::Value) -> Self {
+        self.extensions.insert(name.to_owned(), value);
+        self
     }
 
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {

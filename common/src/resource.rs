@@ -5,6 +5,8 @@
 //! the client does (no double booking, gapless invoice numbers, immutable issued
 //! invoices) live in the clinic migrations as constraints and triggers.
 
+use crate::token::Role;
+
 /// The type of a field as clients see it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FieldType {
@@ -18,6 +20,9 @@ pub enum FieldType {
     Date,
     /// An instant, RFC 3339.
     Timestamp,
+    /// A civil time of day in the clinic's time zone, `HH:MM` (24-hour clock); as
+    /// the end of an interval, `00:00` is the midnight that ends the day.
+    Time,
     /// A whole number within bounds (money is integer cents).
     Integer {
         min: i64,
@@ -174,6 +179,23 @@ pub struct RowAction {
     pub description: &'static str,
 }
 
+/// Who may write a resource's rows (every role of the clinic reads them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Access {
+    /// May create, replace and patch rows.
+    pub write: &'static [Role],
+    /// May delete and restore rows.
+    pub delete: &'static [Role],
+}
+
+impl Access {
+    /// Every role writes and deletes.
+    pub const EVERYONE: Access = Access {
+        write: &[Role::Admin, Role::Practitioner, Role::Staff],
+        delete: &[Role::Admin, Role::Practitioner, Role::Staff],
+    };
+}
+
 /// A clinic resource served under `/api/v1/{name}`.
 #[derive(Debug)]
 pub struct Resource {
@@ -190,6 +212,8 @@ pub struct Resource {
     /// text under a trigram index, results in a name order with an index of its
     /// own (`None`: `q` matches each searchable field, results in id order).
     pub search: Option<SearchIndex>,
+    /// Which roles may write and delete (see [`Access`]).
+    pub access: Access,
 }
 
 /// A resource's search column and result order (see [`Resource::search`]).
@@ -223,12 +247,20 @@ const VAT_BP: FieldType = FieldType::Integer {
     min: 0,
     max: 10_000,
 };
+const BALANCE: FieldType = FieldType::Integer {
+    min: -100_000_000_000,
+    max: 100_000_000_000,
+};
+const MINUTES: FieldType = FieldType::Integer { min: 5, max: 1440 };
+const ADMINS: &[Role] = &[Role::Admin];
+const CLINICIANS: &[Role] = &[Role::Admin, Role::Practitioner];
 const QUANTITY: FieldType = FieldType::Integer {
     min: 1,
     max: 100_000,
 };
 
 pub const PATIENTS: Resource = Resource {
+    access: Access::EVERYONE,
     name: "patients",
     table: "patients",
     title: "Patient",
@@ -267,6 +299,7 @@ pub const PATIENTS: Resource = Resource {
 };
 
 pub const PRACTITIONERS: Resource = Resource {
+    access: Access::EVERYONE,
     name: "practitioners",
     table: "practitioners",
     title: "Practitioner",
@@ -295,6 +328,7 @@ pub const PRACTITIONERS: Resource = Resource {
 };
 
 pub const CATEGORIES: Resource = Resource {
+    access: Access::EVERYONE,
     name: "categories",
     table: "categories",
     title: "Category",
@@ -310,6 +344,7 @@ pub const CATEGORIES: Resource = Resource {
 };
 
 pub const PRODUCTS: Resource = Resource {
+    access: Access::EVERYONE,
     name: "products",
     table: "product_services",
     title: "Product",
@@ -361,6 +396,7 @@ pub const PRODUCTS: Resource = Resource {
 };
 
 pub const APPOINTMENTS: Resource = Resource {
+    access: Access::EVERYONE,
     name: "appointments",
     table: "appointments",
     title: "Appointment",
@@ -387,7 +423,36 @@ pub const APPOINTMENTS: Resource = Resource {
         )
         .required()
         .range(),
-        Field::new("ends_at", FieldType::Timestamp, "End, after the start.").required(),
+        Field::new(
+            "ends_at",
+            FieldType::Timestamp,
+            "End, after the start; when left out, the start plus the duration of the appointment's type.",
+        ),
+        Field::new(
+            "appointment_type_id",
+            FieldType::Reference("appointment_types"),
+            "What kind of appointment (its duration gives the default end).",
+        )
+        .filterable(),
+        Field::new(
+            "outside_hours",
+            FieldType::Boolean,
+            "Booked outside the practitioner's working hours on purpose: without it, such a booking is refused (409).",
+        )
+        .default("false"),
+        Field::new(
+            "series_id",
+            FieldType::Reference("appointment_series"),
+            "The recurring series the appointment belongs to (`POST /api/v1/appointments/series`).",
+        )
+        .read_only()
+        .filterable(),
+        Field::new(
+            "series_index",
+            FieldType::Integer { min: 0, max: 1000 },
+            "Its place in the series, from 0.",
+        )
+        .read_only(),
         Field::new(
             "status",
             FieldType::Enum(&["booked", "confirmed", "cancelled", "no_show", "done"]),
@@ -430,12 +495,13 @@ pub const APPOINTMENTS: Resource = Resource {
 };
 
 pub const DOCUMENTS: Resource = Resource {
+    access: Access::EVERYONE,
     name: "documents",
     table: "documents",
     title: "Document",
     search: None,
     fields: &[
-        Field::new("kind", FieldType::Enum(&["quote", "invoice"]), "A quote or an invoice.").required().filterable(),
+        Field::new("kind", FieldType::Enum(&["quote", "invoice", "credit_note"]), "A quote, an invoice, or a credit note (made from an issued invoice with `POST …/{id}/credit` or `…/cancel`, never created directly).").required().filterable(),
         Field::new(
             "status",
             FieldType::Enum(&["draft", "issued", "accepted", "paid", "cancelled"]),
@@ -444,12 +510,17 @@ pub const DOCUMENTS: Resource = Resource {
         .read_only()
         .filterable(),
         Field::new("patient_id", FieldType::Reference("patients"), "Who the document is for.").required().filterable(),
-        Field::text("number", 32, "Invoice number, gapless per clinic and year, given when issued.").read_only(),
+        Field::text("number", 32, "Invoice or credit-note number, gapless per clinic, series and year (in the clinic's time zone), given when issued: `<prefix>-<year>-<000001>`.").read_only(),
         Field::new("issued_at", FieldType::Timestamp, "When it was issued.").read_only(),
         Field::new("converted_from", FieldType::Reference("documents"), "The quote an invoice came from.").read_only(),
         Field::new("net_cents", MONEY, "Total before VAT, computed.").read_only(),
         Field::new("vat_cents", MONEY, "VAT total, computed.").read_only(),
         Field::new("gross_cents", MONEY, "Total with VAT, computed.").read_only(),
+        Field::text("currency", 3, "ISO 4217 code of every amount, the clinic's currency when the document was created.").read_only(),
+        Field::new("credits", FieldType::Reference("documents"), "For a credit note: the invoice it credits.").read_only().filterable(),
+        Field::new("paid_cents", MONEY, "Payments received (invoices).").read_only(),
+        Field::new("credited_cents", MONEY, "Credited by issued credit notes (invoices).").read_only(),
+        Field::new("balance_cents", BALANCE, "What is left to pay on an issued invoice (gross − paid − credited; negative: owed back); 0 otherwise. The invoice is `paid` at 0, `cancelled` once fully credited.").read_only(),
         Field::text("notes", 2000, "Free-text notes printed on the document; stored encrypted.").sealed_since_plaintext(),
     ],
     children: &[Child {
@@ -490,10 +561,31 @@ pub const DOCUMENTS: Resource = Resource {
             summary: "Convert a quote into an invoice",
             description: "Turns a quote into a draft invoice with the same lines.",
         },
+        RowAction {
+            name: "credit",
+            function: "credit_invoice",
+            creates: true,
+            admin_only: true,
+            on_deleted: false,
+            carries: &[],
+            summary: "Credit an invoice",
+            description: "Makes a draft credit note for an issued invoice with the invoice's lines: change or remove lines for a partial credit, then issue it (its own gapless series). It may not credit more than is left on the invoice.",
+        },
+        RowAction {
+            name: "cancel",
+            function: "cancel_invoice",
+            creates: true,
+            admin_only: true,
+            on_deleted: false,
+            carries: &[],
+            summary: "Cancel an invoice",
+            description: "Cancels an issued invoice, never editing it: issues a credit note for the whole invoice and answers with it; the invoice becomes `cancelled`. A partly credited invoice is credited further with `credit` instead.",
+        },
     ],
 };
 
 pub const CONSENT_TEMPLATES: Resource = Resource {
+    access: Access::EVERYONE,
     name: "consent-templates",
     table: "consent_templates",
     title: "ConsentTemplate",
@@ -524,6 +616,7 @@ pub const CONSENT_TEMPLATES: Resource = Resource {
 };
 
 pub const CONSENTS: Resource = Resource {
+    access: Access::EVERYONE,
     name: "consents",
     table: "consents",
     title: "Consent",
@@ -560,6 +653,253 @@ pub const CONSENTS: Resource = Resource {
     actions: &[],
 };
 
+pub const APPOINTMENT_TYPES: Resource = Resource {
+    name: "appointment-types",
+    table: "appointment_types",
+    title: "AppointmentType",
+    search: None,
+    access: Access {
+        write: ADMINS,
+        delete: ADMINS,
+    },
+    fields: &[
+        Field::text("name", 100, "What the appointment is, unique in the clinic (`Follow-up`).")
+            .required()
+            .searchable(),
+        Field::new("duration_minutes", MINUTES, "How long it lasts.").required(),
+        Field::new(
+            "buffer_after_minutes",
+            FieldType::Integer { min: 0, max: 240 },
+            "Time kept free after it (notes, cleaning): free-slot search leaves it between bookings.",
+        )
+        .default("0"),
+        Field::new(
+            "default_product_id",
+            FieldType::Reference("product_services"),
+            "The product or service billed for it (its price).",
+        ),
+        Field::text("colour", 7, "Calendar colour, `#RRGGBB`."),
+    ],
+    children: &[],
+    actions: &[],
+};
+
+pub const WORKING_HOURS: Resource = Resource {
+    name: "working-hours",
+    table: "working_hours",
+    title: "WorkingHours",
+    search: None,
+    access: Access {
+        write: CLINICIANS,
+        delete: CLINICIANS,
+    },
+    fields: &[
+        Field::new(
+            "practitioner_id",
+            FieldType::Reference("practitioners"),
+            "Whose hours.",
+        )
+        .required()
+        .filterable(),
+        Field::new("weekday", WEEKDAY, "The day of the week they repeat on.")
+            .required()
+            .filterable(),
+        Field::new(
+            "start_time",
+            FieldType::Time,
+            "Start, in the clinic's time zone.",
+        )
+        .required(),
+        Field::new(
+            "end_time",
+            FieldType::Time,
+            "End, after the start (`00:00`: midnight at the end of the day).",
+        )
+        .required(),
+    ],
+    children: &[],
+    actions: &[],
+};
+
+pub const HOURS_EXCEPTIONS: Resource = Resource {
+    name: "hours-exceptions",
+    table: "hours_exceptions",
+    title: "HoursException",
+    search: None,
+    access: Access {
+        write: CLINICIANS,
+        delete: CLINICIANS,
+    },
+    fields: &[
+        Field::new(
+            "practitioner_id",
+            FieldType::Reference("practitioners"),
+            "Whose hours change.",
+        )
+        .required()
+        .filterable(),
+        Field::new("date", FieldType::Date, "The day, in the clinic's calendar.")
+            .required()
+            .range(),
+        Field::new(
+            "change",
+            FieldType::Enum(&["closed", "open"]),
+            "`closed`: not working (the whole day without times, or the times given); `open`: extra hours (times required).",
+        )
+        .required()
+        .filterable(),
+        Field::new("start_time", FieldType::Time, "Start of the changed hours."),
+        Field::new("end_time", FieldType::Time, "End of the changed hours."),
+        Field::text("reason", 200, "Why (leave, public holiday, extra session)."),
+    ],
+    children: &[],
+    actions: &[],
+};
+
+pub const PAYMENTS: Resource = Resource {
+    name: "payments",
+    table: "payments",
+    title: "Payment",
+    search: None,
+    access: Access {
+        write: &[Role::Admin, Role::Practitioner, Role::Staff],
+        delete: ADMINS,
+    },
+    fields: &[
+        Field::new(
+            "document_id",
+            FieldType::Reference("documents"),
+            "The issued invoice it pays (also `POST /api/v1/documents/{id}/payments`).",
+        )
+        .required()
+        .filterable(),
+        Field::new(
+            "amount_cents",
+            FieldType::Integer {
+                min: 1,
+                max: 100_000_000_000,
+            },
+            "Amount received, in the invoice's currency; never more than the balance.",
+        )
+        .required(),
+        Field::new(
+            "method",
+            FieldType::Enum(&["cash", "card", "transfer", "cheque", "insurance", "other"]),
+            "How it was paid.",
+        )
+        .required()
+        .filterable(),
+        Field::new("paid_on", FieldType::Date, "The day it was received.")
+            .required()
+            .range(),
+        Field::text("reference", 200, "Cheque number, transaction id, …"),
+    ],
+    children: &[],
+    actions: &[],
+};
+
+/// The clinic's own settings (`GET`/`PUT /api/v1/clinic`): one object, not a
+/// collection, so not in [`RESOURCES`].
+pub const CLINIC_SETTINGS: Resource = Resource {
+    name: "clinic",
+    table: "clinic_settings",
+    title: "ClinicSettings",
+    search: None,
+    access: Access {
+        write: ADMINS,
+        delete: &[],
+    },
+    fields: &[
+        Field::text("name", 200, "The clinic's name as printed on its documents.").required(),
+        Field::text("address", 1000, "Postal address, lines separated by newlines."),
+        Field::text("registration_number", 64, "Company or practice registration number."),
+        Field::text("vat_number", 64, "VAT identification number."),
+        Field::text(
+            "time_zone",
+            64,
+            "IANA time zone (`Europe/Paris`): working hours, \"today\" and the invoice year follow it.",
+        )
+        .default("UTC"),
+        Field::text("locale", 35, "BCP 47 language tag (`fr-FR`).").default("en"),
+        Field::text(
+            "currency",
+            3,
+            "ISO 4217 code of the clinic's money (`EUR`); documents keep the currency they were created in.",
+        )
+        .default("EUR"),
+        Field::text("invoice_prefix", 12, "Invoice numbers start with it (letters and digits).")
+            .default("F"),
+        Field::text(
+            "credit_note_prefix",
+            12,
+            "Credit-note numbers start with it (letters and digits).",
+        )
+        .default("AV"),
+    ],
+    children: &[],
+    actions: &[],
+};
+
+/// Free slots (`GET /api/v1/availability`): computed, not stored; named in the
+/// audit trail and the OpenAPI document. Not in [`RESOURCES`].
+pub const AVAILABILITY: Resource = Resource {
+    name: "availability",
+    table: "",
+    title: "Availability",
+    search: None,
+    access: Access::EVERYONE,
+    fields: &[],
+    children: &[],
+    actions: &[],
+};
+
+/// A recurring series of appointments (`POST /api/v1/appointments/series`,
+/// `/api/v1/appointment-series/{id}`): how it repeats; its occurrences are
+/// appointments. Not in [`RESOURCES`]: created and changed only as a whole.
+pub const APPOINTMENT_SERIES: Resource = Resource {
+    name: "appointment-series",
+    table: "appointment_series",
+    title: "AppointmentSeries",
+    search: None,
+    access: Access::EVERYONE,
+    fields: &[
+        Field::new(
+            "frequency",
+            FieldType::Enum(&["weekly", "monthly"]),
+            "Every `every` weeks, or every `every` months on the first occurrence's day of the month (the month's last day when it has no such day).",
+        )
+        .required(),
+        Field::new(
+            "every",
+            FieldType::Integer { min: 1, max: 52 },
+            "The interval, in weeks or months.",
+        )
+        .default("1"),
+        Field::new(
+            "count",
+            FieldType::Integer { min: 1, max: 260 },
+            "How many occurrences (the first included); or give `until`.",
+        ),
+        Field::new(
+            "until",
+            FieldType::Date,
+            "The last day an occurrence may fall on (clinic time); or give `count`.",
+        ),
+    ],
+    children: &[],
+    actions: &[],
+};
+
+const WEEKDAY: FieldType = FieldType::Enum(&[
+    "monday",
+    "tuesday",
+    "wednesday",
+    "thursday",
+    "friday",
+    "saturday",
+    "sunday",
+]);
+
 /// Every resource the clinic API serves.
 pub const RESOURCES: &[&Resource] = &[
     &PATIENTS,
@@ -570,6 +910,10 @@ pub const RESOURCES: &[&Resource] = &[
     &CONSENT_TEMPLATES,
     &PRODUCTS,
     &CATEGORIES,
+    &APPOINTMENT_TYPES,
+    &WORKING_HOURS,
+    &HOURS_EXCEPTIONS,
+    &PAYMENTS,
 ];
 
 /// The resource served under `/api/v1/{name}`, if any.
@@ -598,7 +942,7 @@ mod tests {
                 );
                 assert_ne!(f.name, "company_id");
                 assert_eq!(r.fields.iter().filter(|g| g.name == f.name).count(), 1);
-                if let FieldType::Reference(t) = f.ty {
+                if let (FieldType::Reference(t), false) = (f.ty, f.read_only) {
                     assert!(
                         by_table(t).is_some(),
                         "{}.{} refers to unknown table {t}",

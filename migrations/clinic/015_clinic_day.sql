@@ -47,8 +47,8 @@ CREATE TABLE appointment_types (
     id                    uuid PRIMARY KEY,
     company_id            uuid NOT NULL,
     name                  text NOT NULL,
-    duration_minutes      integer NOT NULL CHECK (duration_minutes BETWEEN 5 AND 1440),
-    buffer_after_minutes  integer NOT NULL DEFAULT 0 CHECK (buffer_after_minutes BETWEEN 0 AND 240),
+    duration_minutes      bigint NOT NULL CHECK (duration_minutes BETWEEN 5 AND 1440),
+    buffer_after_minutes  bigint NOT NULL DEFAULT 0 CHECK (buffer_after_minutes BETWEEN 0 AND 240),
     default_product_id    uuid REFERENCES product_services (id),
     colour                text CHECK (colour ~ '^#[0-9A-Fa-f]{6}$'),
     created_at            timestamptz NOT NULL DEFAULT now(),
@@ -143,8 +143,8 @@ CREATE TABLE appointment_series (
     id            uuid PRIMARY KEY,
     company_id    uuid NOT NULL,
     frequency     text NOT NULL CHECK (frequency IN ('weekly', 'monthly')),
-    every         integer NOT NULL CHECK (every BETWEEN 1 AND 52),
-    count         integer CHECK (count BETWEEN 1 AND 260),
+    every         bigint NOT NULL CHECK (every BETWEEN 1 AND 52),
+    count         bigint CHECK (count BETWEEN 1 AND 260),
     until         date,
     created_at    timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT appointment_series_one_end CHECK ((count IS NULL) <> (until IS NULL))
@@ -154,13 +154,13 @@ ALTER TABLE appointments
     ADD COLUMN appointment_type_id uuid REFERENCES appointment_types (id),
     ADD COLUMN outside_hours boolean NOT NULL DEFAULT false,
     ADD COLUMN series_id uuid REFERENCES appointment_series (id),
-    ADD COLUMN series_index integer;
+    ADD COLUMN series_index bigint;
 CREATE INDEX appointments_series ON appointments (series_id, series_index) WHERE series_id IS NOT NULL;
 
 -- An appointment that names its type and no end lasts the type's duration.
 CREATE FUNCTION appointment_defaults() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
-    minutes integer;
+    minutes bigint;
 BEGIN
     IF NEW.ends_at IS NULL AND NEW.appointment_type_id IS NOT NULL THEN
         SELECT duration_minutes INTO minutes FROM appointment_types

@@ -346,6 +346,21 @@ impl Bounds for (DateTime, DateTime) {
     }
 }
 
+/// The IANA time zone of that name (from the bundled tz database), if it is one.
+pub fn zone(name: &str) -> Option<TimeZone> {
+    // Only names: offsets and POSIX rules are not clinic time zones.
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/_-+".contains(c))
+    {
+        return None;
+    }
+    TimeZone::get(name)
+        .ok()
+        .filter(|tz| tz.iana_name().is_some())
+}
+
 /// The calendar year an instant falls in, in the clinic's zone: what an invoice
 /// issued then is numbered in (23:30 UTC on 31 December is already the new year
 /// in Paris).

@@ -374,3 +374,14 @@ fn the_year_is_the_clinics() {
     );
     assert_eq!(year_in(&TimeZone::UTC, at), 2026);
 }
+
+#[test]
+fn zones_are_iana_names() {
+    assert!(zone("Europe/Paris").is_some());
+    assert!(zone("America/Argentina/Buenos_Aires").is_some());
+    assert!(zone("UTC").is_some());
+    assert!(zone("Mars/Olympus").is_none());
+    assert!(zone("").is_none());
+    assert!(zone("+02:00").is_none());
+    assert!(zone("Europe/Paris\n").is_none());
+}

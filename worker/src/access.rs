@@ -28,6 +28,29 @@ pub fn parse_id(raw: &str) -> Result<Uuid, WorkerError> {
         .map_err(|_| WorkerError::BadRequest("The id in the path must be a UUID.".into()))
 }
 
+/// Why the caller may not write (`write`) or delete (`delete`) rows of `r`, if it
+/// may not: each resource names the roles that may ([`common::resource::Access`]).
+pub fn refusal(caller: &Caller, r: &Resource, delete: bool) -> Option<String> {
+    let (roles, verb) = if delete {
+        (r.access.delete, "delete or restore")
+    } else {
+        (r.access.write, "change")
+    };
+    if roles.contains(&caller.role) {
+        return None;
+    }
+    let who: Vec<&str> = roles.iter().map(|role| role.as_str()).collect();
+    Some(match who.as_slice() {
+        [] => format!("Nobody may {verb} {} through the API.", r.name),
+        _ => format!(
+            "Only {} may {verb} {}; you are signed in as {}.",
+            who.join(" or "),
+            r.name,
+            caller.role.as_str()
+        ),
+    })
+}
+
 /// The audited actor of a caller's statements.
 pub fn actor(caller: &Caller) -> Actor {
     Actor {
@@ -67,11 +90,13 @@ async fn record_failure(
         WorkerError::NotFound => return,
         WorkerError::BadRequest(_)
         | WorkerError::Conflict(_)
+        | WorkerError::Conflicts(..)
         | WorkerError::PayloadTooLarge(_)
         | WorkerError::Forbidden(_) => "rejected",
         _ => "error",
     };
-    let record = data::record_access(client, &actor(caller), r, action, resource_id, outcome).await;
+    let record =
+        data::record_access(&**client, &actor(caller), r, action, resource_id, outcome).await;
     if let Err(audit_error) = record {
         tracing::error!(error = %audit_error, "could not record a failed access");
     }

@@ -23,11 +23,19 @@ pub async fn list(
     Path(name): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, WorkerError> {
-    let r = resource(&name)?;
-    let raw = raw.as_deref();
+    list_of(&state, &caller, resource(&name)?, raw.as_deref()).await
+}
+
+/// One page of `r`'s rows as the query string `raw` asks.
+async fn list_of(
+    state: &AppState,
+    caller: &Caller,
+    r: &'static Resource,
+    raw: Option<&str>,
+) -> Result<Response, WorkerError> {
     let (data, next) = read_audited(
-        &state,
-        &caller,
+        state,
+        caller,
         r,
         Action::List,
         None,
@@ -53,14 +61,15 @@ async fn write(
     r: &'static Resource,
     target: Option<Uuid>,
     mode: data::Write,
-    req: Request,
+    body: axum::body::Bytes,
 ) -> Result<serde_json::Value, WorkerError> {
-    let body = access::body(state, req).await?;
     let action = if target.is_some() {
         Action::Update
     } else {
         Action::Create
     };
+    // A refusal is an access attempt too: decided inside `audited` so it is recorded.
+    let refused = access::refusal(caller, r, false);
     audited(
         state,
         caller,
@@ -68,6 +77,9 @@ async fn write(
         action,
         target,
         |mut client, actor, keys| async move {
+            if let Some(refusal) = refused {
+                return (client, Err(WorkerError::Forbidden(refusal)));
+            }
             let result = data::write(&mut client, &keys, r, &actor, target, mode, &body).await;
             (client, result)
         },
@@ -82,7 +94,8 @@ pub async fn create(
     req: Request,
 ) -> Result<Response, WorkerError> {
     let r = resource(&name)?;
-    let created = write(&state, &caller, r, None, data::Write::Create, req).await?;
+    let body = access::body(&state, req).await?;
+    let created = write(&state, &caller, r, None, data::Write::Create, body).await?;
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 
@@ -90,9 +103,13 @@ pub async fn get_one(
     State(state): State<AppState>,
     caller: Caller,
     Path((name, id)): Path<(String, String)>,
+    headers: axum::http::HeaderMap,
 ) -> Result<Response, WorkerError> {
     let r = resource(&name)?;
     let id = parse_id(&id)?;
+    if r.name == resource::DOCUMENTS.name && crate::printing::wants_pdf(&headers) {
+        return crate::printing::document(&state, &caller, id).await;
+    }
     let found = read_audited(
         &state,
         &caller,
@@ -125,7 +142,8 @@ pub async fn update(
     } else {
         data::Write::Replace
     };
-    Ok(Json(write(&state, &caller, r, Some(id), mode, req).await?).into_response())
+    let body = access::body(&state, req).await?;
+    Ok(Json(write(&state, &caller, r, Some(id), mode, body).await?).into_response())
 }
 
 pub async fn delete(
@@ -135,6 +153,7 @@ pub async fn delete(
 ) -> Result<Response, WorkerError> {
     let r = resource(&name)?;
     let id = parse_id(&id)?;
+    let refused = access::refusal(&caller, r, true);
     audited(
         &state,
         &caller,
@@ -142,6 +161,9 @@ pub async fn delete(
         Action::Delete,
         Some(id),
         |mut client, actor, keys| async move {
+            if let Some(refusal) = refused {
+                return (client, Err(WorkerError::Forbidden(refusal)));
+            }
             let result = data::set_deleted(&mut client, &keys, r, &actor, id, true).await;
             (client, result)
         },
@@ -156,10 +178,15 @@ pub async fn act(
     State(state): State<AppState>,
     caller: Caller,
     Path((name, id, action)): Path<(String, String, String)>,
+    req: Request,
 ) -> Result<Response, WorkerError> {
     let r = resource(&name)?;
     let id = parse_id(&id)?;
+    if r.name == resource::DOCUMENTS.name && action == PAYMENTS {
+        return record_payment(&state, &caller, id, req).await;
+    }
     if action == "restore" {
+        let refused = access::refusal(&caller, r, true);
         let restored = audited(
             &state,
             &caller,
@@ -167,6 +194,9 @@ pub async fn act(
             Action::Restore,
             Some(id),
             |mut client, actor, keys| async move {
+                if let Some(refusal) = refused {
+                    return (client, Err(WorkerError::Forbidden(refusal)));
+                }
                 let result = data::set_deleted(&mut client, &keys, r, &actor, id, false).await;
                 (client, result)
             },
@@ -199,6 +229,64 @@ pub async fn act(
         StatusCode::OK
     };
     Ok((status, Json(value)).into_response())
+}
+
+/// The payments of one invoice, under the invoice's path.
+const PAYMENTS: &str = "payments";
+
+/// `POST /api/v1/documents/{id}/payments`: records a payment against the invoice,
+/// the body of a `payments` create with the invoice taken from the path (a
+/// `document_id` in the body must name the same invoice).
+async fn record_payment(
+    state: &AppState,
+    caller: &Caller,
+    invoice: Uuid,
+    req: Request,
+) -> Result<Response, WorkerError> {
+    let body = access::body(state, req).await?;
+    let mut value: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|_| WorkerError::BadRequest("The body must be a JSON object.".into()))?;
+    let object = value
+        .as_object_mut()
+        .ok_or_else(|| WorkerError::BadRequest("The body must be a JSON object.".into()))?;
+    match object.get("document_id").and_then(|v| v.as_str()) {
+        Some(given) if given != invoice.to_string() => {
+            return Err(WorkerError::BadRequest(
+                "`document_id` must be the invoice in the path (or be left out).".into(),
+            ))
+        }
+        _ => {}
+    }
+    object.insert("document_id".into(), invoice.to_string().into());
+    let body = serde_json::to_vec(&value)
+        .map_err(|e| WorkerError::Internal(format!("encoding a payment: {e}")))?;
+    let created = write(
+        state,
+        caller,
+        &resource::PAYMENTS,
+        None,
+        data::Write::Create,
+        body.into(),
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(created)).into_response())
+}
+
+/// `GET /api/v1/documents/{id}/payments`: the invoice's payments, a list of
+/// `payments` filtered by the invoice.
+async fn list_payments(
+    state: &AppState,
+    caller: &Caller,
+    invoice: Uuid,
+    raw: Option<&str>,
+) -> Result<Response, WorkerError> {
+    // A `document_id` in the query too is refused as a repeated parameter.
+    let mut query = format!("document_id={invoice}");
+    if let Some(raw) = raw.filter(|q| !q.is_empty()) {
+        query.push('&');
+        query.push_str(raw);
+    }
+    list_of(state, caller, &resource::PAYMENTS, Some(&query)).await
 }
 
 /// `POST /internal/v1/clinics/{id}/provision`: creates or completes the clinic's
@@ -236,6 +324,9 @@ pub async fn export(
     Path((name, id, action)): Path<(String, String, String)>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, WorkerError> {
+    if name == resource::DOCUMENTS.name && action == PAYMENTS {
+        return list_payments(&state, &caller, parse_id(&id)?, raw.as_deref()).await;
+    }
     if name != resource::PATIENTS.name || action != "export" {
         return Err(WorkerError::UnknownResource);
     }

@@ -30,6 +30,9 @@ pub enum WorkerError {
     PayloadTooLarge(usize),
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A conflict with the parts that conflict listed (`conflicts` in the body).
+    #[error("conflict: {0}")]
+    Conflicts(String, serde_json::Value),
     #[error("timed out waiting for a clinic connection")]
     PoolTimeout,
     #[error("clinic is being relocated; writes are frozen")]
@@ -60,7 +63,7 @@ impl WorkerError {
             WorkerError::NotFound => "not_found",
             WorkerError::BadRequest(_) => "bad_request",
             WorkerError::PayloadTooLarge(_) => "payload_too_large",
-            WorkerError::Conflict(_) => "conflict",
+            WorkerError::Conflict(_) | WorkerError::Conflicts(..) => "conflict",
             WorkerError::PoolTimeout => "pool_timeout",
             WorkerError::ClinicRelocating => "clinic_relocating",
             WorkerError::TooManyExports(_) => "too_many_exports",
@@ -102,6 +105,9 @@ impl WorkerError {
             WorkerError::Conflict(detail) => {
                 Problem::new(409, "conflict", "Conflict").with_detail(detail.clone())
             }
+            WorkerError::Conflicts(detail, conflicts) => Problem::new(409, "conflict", "Conflict")
+                .with_detail(detail.clone())
+                .with_extension("conflicts", conflicts.clone()),
             WorkerError::PoolTimeout => {
                 Problem::unavailable("Your clinic's database is busy; retry shortly.", 1)
             }

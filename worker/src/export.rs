@@ -39,17 +39,8 @@ use tokio::sync::mpsc::error::SendTimeoutError;
 /// The media type of the stream.
 pub const MEDIA_TYPE: &str = "application/x-ndjson";
 
-/// What the audit trail names the resource of a whole-clinic export. It is no
-/// served resource (it is in no `RESOURCES` list): only its name is recorded.
-const CLINIC: Resource = Resource {
-    name: "clinic",
-    table: "",
-    title: "Clinic",
-    fields: &[],
-    children: &[],
-    actions: &[],
-    search: None,
-};
+/// What the audit trail names the resource of a whole-clinic export: the clinic.
+const CLINIC: &Resource = &common::resource::CLINIC_SETTINGS;
 
 const EXPORT: Action = Action::Named("export");
 
@@ -72,7 +63,7 @@ pub async fn clinic(
         Ok(permit) => permit,
         Err(refusal) => {
             let recorded =
-                data::record_access(&client, &actor, &CLINIC, EXPORT, clinic_id, "rejected").await;
+                data::record_access(&*client, &actor, CLINIC, EXPORT, clinic_id, "rejected").await;
             if let Err(e) = recorded {
                 tracing::error!(error = %e, "could not record a refused clinic export");
             }
@@ -80,7 +71,7 @@ pub async fn clinic(
             return Err(refusal);
         }
     };
-    data::record_access(&client, &actor, &CLINIC, EXPORT, clinic_id, "success").await?;
+    data::record_access(&*client, &actor, CLINIC, EXPORT, clinic_id, "success").await?;
     state.wake_shipper(caller.clinic);
     client
         .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
@@ -251,7 +242,7 @@ impl Pages {
         let recorded = match client {
             Ok(client) => {
                 let id = Some(*clinic.as_uuid());
-                data::record_access(&client, &self.actor, &CLINIC, EXPORT, id, outcome).await
+                data::record_access(&*client, &self.actor, CLINIC, EXPORT, id, outcome).await
             }
             Err(e) => Err(e),
         };

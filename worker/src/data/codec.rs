@@ -7,7 +7,7 @@
 use super::sql::{col, Actor, Param};
 use crate::error::WorkerError;
 use crate::keys::ClinicKeyCache;
-use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
+use chrono::{DateTime, NaiveDate, NaiveTime, SecondsFormat, Utc};
 use common::crypto::{sealed_key_id, ClinicKeys, FieldContext};
 use common::resource::{Field, FieldType, Resource};
 use common::ClinicId;
@@ -56,28 +56,7 @@ fn row_to_json(
                 }
             }
         } else {
-            match f.ty {
-                FieldType::Text { .. } | FieldType::Email | FieldType::Enum(_) => {
-                    opt(col::<Option<String>>(row, idx)?, Value::String)
-                }
-                FieldType::Date => opt(col::<Option<NaiveDate>>(row, idx)?, |d| {
-                    Value::String(d.format("%Y-%m-%d").to_string())
-                }),
-                FieldType::Timestamp => opt(col::<Option<DateTime<Utc>>>(row, idx)?, |t| {
-                    timestamp(t).into()
-                }),
-                FieldType::Integer { .. } => opt(col::<Option<i64>>(row, idx)?, Value::from),
-                FieldType::Boolean => opt(col::<Option<bool>>(row, idx)?, Value::Bool),
-                FieldType::Reference(_) => {
-                    opt(col::<Option<Uuid>>(row, idx)?, |u| u.to_string().into())
-                }
-                FieldType::ReferenceList { .. } => Value::Array(
-                    col::<Vec<Uuid>>(row, idx)?
-                        .into_iter()
-                        .map(|u| Value::String(u.to_string()))
-                        .collect(),
-                ),
-            }
+            plain_value(f, row, idx)?
         };
         obj.insert(f.name.into(), value);
     }
@@ -85,6 +64,33 @@ fn row_to_json(
         obj.insert(c.name.into(), col::<Value>(row, 3 + r.fields.len() + i)?);
     }
     Ok(Value::Object(obj))
+}
+
+/// The JSON value of a field stored in the clear, from column `idx` of `row`.
+pub(super) fn plain_value(f: &Field, row: &Row, idx: usize) -> Result<Value, WorkerError> {
+    Ok(match f.ty {
+        FieldType::Text { .. } | FieldType::Email | FieldType::Enum(_) => {
+            opt(col::<Option<String>>(row, idx)?, Value::String)
+        }
+        FieldType::Date => opt(col::<Option<NaiveDate>>(row, idx)?, |d| {
+            Value::String(d.format("%Y-%m-%d").to_string())
+        }),
+        FieldType::Timestamp => opt(col::<Option<DateTime<Utc>>>(row, idx)?, |t| {
+            timestamp(t).into()
+        }),
+        FieldType::Time => opt(col::<Option<NaiveTime>>(row, idx)?, |t| {
+            Value::String(t.format("%H:%M").to_string())
+        }),
+        FieldType::Integer { .. } => opt(col::<Option<i64>>(row, idx)?, Value::from),
+        FieldType::Boolean => opt(col::<Option<bool>>(row, idx)?, Value::Bool),
+        FieldType::Reference(_) => opt(col::<Option<Uuid>>(row, idx)?, |u| u.to_string().into()),
+        FieldType::ReferenceList { .. } => Value::Array(
+            col::<Vec<Uuid>>(row, idx)?
+                .into_iter()
+                .map(|u| Value::String(u.to_string()))
+                .collect(),
+        ),
+    })
 }
 
 /// Turns stored rows into JSON, first making sure every data-key version their

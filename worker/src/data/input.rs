@@ -7,7 +7,7 @@
 use super::codec;
 use super::sql::{Columns, Param};
 use crate::error::WorkerError;
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use common::crypto::ClinicKeys;
 use common::resource::{self, Child, Field, FieldType, Resource, SERVER_FIELDS};
 use common::token::Role;
@@ -32,6 +32,7 @@ pub(super) enum Typed {
     Text(Option<String>),
     Date(Option<NaiveDate>),
     Timestamp(Option<DateTime<Utc>>),
+    Time(Option<NaiveTime>),
     Integer(Option<i64>),
     Boolean(Option<bool>),
     Uuid(Option<Uuid>),
@@ -44,6 +45,7 @@ impl Typed {
             Typed::Text(v) => Box::new(v),
             Typed::Date(v) => Box::new(v),
             Typed::Timestamp(v) => Box::new(v),
+            Typed::Time(v) => Box::new(v),
             Typed::Integer(v) => Box::new(v),
             Typed::Boolean(v) => Box::new(v),
             Typed::Uuid(v) => Box::new(v),
@@ -56,6 +58,7 @@ impl Typed {
             FieldType::Text { .. } | FieldType::Email | FieldType::Enum(_) => Typed::Text(None),
             FieldType::Date => Typed::Date(None),
             FieldType::Timestamp => Typed::Timestamp(None),
+            FieldType::Time => Typed::Time(None),
             FieldType::Integer { .. } => Typed::Integer(None),
             FieldType::Boolean => Typed::Boolean(None),
             FieldType::Reference(_) => Typed::Uuid(None),
@@ -95,6 +98,14 @@ pub(super) fn parse_date(name: &str, s: &str) -> Result<NaiveDate, WorkerError> 
         .ok()
         .filter(|_| s.len() == 10)
         .ok_or_else(|| WorkerError::BadRequest(format!("`{name}` must be a date (YYYY-MM-DD).")))
+}
+
+/// A civil time of day, `HH:MM` (24-hour clock).
+pub(super) fn parse_time(name: &str, s: &str) -> Result<NaiveTime, WorkerError> {
+    NaiveTime::parse_from_str(s, "%H:%M")
+        .ok()
+        .filter(|_| s.len() == 5)
+        .ok_or_else(|| WorkerError::BadRequest(format!("`{name}` must be a time of day (HH:MM).")))
 }
 
 /// The value a field takes when a create or replace leaves it out.
@@ -146,6 +157,7 @@ pub(super) fn parse_value(field: &Field, value: &Value) -> Result<Typed, WorkerE
         }
         FieldType::Date => Ok(Typed::Date(Some(parse_date(name, text()?)?))),
         FieldType::Timestamp => Ok(Typed::Timestamp(Some(parse_timestamp(name, text()?)?))),
+        FieldType::Time => Ok(Typed::Time(Some(parse_time(name, text()?)?))),
         FieldType::Integer { min, max } => value
             .as_i64()
             .filter(|n| (min..=max).contains(n))

@@ -10,7 +10,8 @@
 //! - [`codec`]: stored rows to JSON, sealing and opening sensitive fields;
 //! - [`input`]: request bodies parsed and validated;
 //! - [`list`], [`search`], [`cursor`]: pages, the search order, the one cursor codec;
-//! - [`read`], [`write`]: single-row reads and the writes.
+//! - [`read`], [`write`]: single-row reads and the writes;
+//! - [`singleton`]: the one-row resources (the clinic's settings).
 
 pub mod codec;
 pub mod cursor;
@@ -18,6 +19,7 @@ pub mod input;
 pub mod list;
 pub mod read;
 pub mod search;
+pub mod singleton;
 pub mod sql;
 pub mod write;
 
@@ -26,4 +28,4 @@ pub use input::Write;
 pub use list::{list, ListQuery, MAX_LIMIT};
 pub use read::{export_patient, get};
 pub use sql::{record_access, Action, Actor, Audit};
-pub use write::{act, set_deleted, write};
+pub use write::{act, set_deleted, write, write_in};

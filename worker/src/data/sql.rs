@@ -210,7 +210,7 @@ pub(super) const FOUND_OUTCOME: &str =
 /// Records an access outside a data statement: one that failed before or inside
 /// its statement, or one made of several statements (an export).
 pub async fn record_access(
-    client: &tokio_postgres::Client,
+    client: &impl deadpool_postgres::GenericClient,
     actor: &Actor,
     r: &Resource,
     action: Action,

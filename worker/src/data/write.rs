@@ -135,6 +135,25 @@ pub async fn write(
     body: &[u8],
 ) -> Result<Value, WorkerError> {
     let id = target.unwrap_or_else(Uuid::now_v7);
+    let tx = client.transaction().await.map_err(WorkerError::from_db)?;
+    let written = write_in(&tx, keys, r, actor, id, mode, body).await?;
+    // A miss commits too: its audit record is kept.
+    tx.commit().await.map_err(WorkerError::from_db)?;
+    written.ok_or(WorkerError::NotFound)
+}
+
+/// [`write`] inside the caller's transaction, the row's id chosen by the caller:
+/// the row as stored, or `None` when there is no such live row to update (its
+/// audit record is written either way).
+pub async fn write_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+    keys: &ClinicKeyCache,
+    r: &Resource,
+    actor: &Actor,
+    id: Uuid,
+    mode: Write,
+    body: &[u8],
+) -> Result<Option<Value>, WorkerError> {
     let mut input = parse_body(
         r,
         &keys.current(),
@@ -144,13 +163,12 @@ pub async fn write(
         body,
         mode,
     )?;
-    let tx = client.transaction().await.map_err(WorkerError::from_db)?;
     let action = match mode {
         Write::Create => Action::Create,
         Write::Replace | Write::Patch => Action::Update,
     };
     let op = Op::new(actor, r, action.as_str());
-    check_refs(&tx, op, &input.refs).await?;
+    check_refs(tx, op, &input.refs).await?;
     let mut sql = Sql::for_actor(actor);
     let i = sql.bind(id);
     let columns = std::mem::take(&mut input.columns);
@@ -197,16 +215,12 @@ pub async fn write(
             )
         }
     };
-    let rows = run(&tx, op, &text, &sql).await?;
+    let rows = run(tx, op, &text, &sql).await?;
     if rows.is_empty() {
-        // Keep the audit record of the miss.
-        tx.commit().await.map_err(WorkerError::from_db)?;
-        return Err(WorkerError::NotFound);
+        return Ok(None);
     }
-    write_children(&tx, op, id, input).await?;
-    let value = reread(&tx, keys, r, actor, id).await?;
-    tx.commit().await.map_err(WorkerError::from_db)?;
-    Ok(value)
+    write_children(tx, op, id, input).await?;
+    reread(tx, keys, r, actor, id).await.map(Some)
 }
 
 /// Hides a live row (soft delete) or shows a hidden one again (restore).
