@@ -1,8 +1,9 @@
 //! The gateway's routes: its own endpoints (auth, users, audit trail, JWKS, OpenAPI)
 //! on an axum [`Router`], and forwarding to the clinic's worker as the router's
 //! fallback for every other `/api/v1/` path; the admin listener's router; and the
-//! envelope every public request goes through: request id, client address, span,
-//! panic catching, problem+json for errors, `x-request-id`, metrics.
+//! envelope every public request goes through: the shared observation
+//! (`httpkit::observe`: request id, span, panic catching, `x-request-id`, metrics)
+//! given the gateway's rules and the client's address.
 //!
 //! Each own endpoint answers the methods it serves and `405` (problem+json, no
 //! `allow` header, `HEAD` included) for any other. The users endpoints check the
@@ -23,7 +24,6 @@ use axum::routing::any;
 use axum::Router;
 use common::metric_names as m;
 use common::RequestId;
-use futures_util::FutureExt;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Method, StatusCode};
 use hyper::body::Incoming;
@@ -32,9 +32,7 @@ use serde::de::DeserializeOwned;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 use tower::Service;
-use tracing::Instrument;
 
 type Shared = State<Arc<Gateway>>;
 type Answer = Result<Response, GatewayError>;
@@ -127,71 +125,71 @@ fn endpoint(response: &Response) -> &'static str {
         .unwrap_or("")
 }
 
-/// One public request, start to finish: its request id (the client's when sane),
-/// client address and span, the router under a panic guard (a bug costs one request
-/// a `500`, never the connection or the process), `x-request-id` on the answer, and
-/// its duration recorded.
+/// What the gateway says about a public request to the shared observation
+/// ([`httpkit::observe`]): the client's request id when sane, else a new one, echoed
+/// as `x-request-id`; the route class; the request's [`Ctx`] (request id, client
+/// address) put in its extensions; the matched own endpoint as the `endpoint` label
+/// (empty when forwarded); a panic answered as any other internal error.
+struct Public<'a> {
+    gw: &'a Gateway,
+    peer: SocketAddr,
+}
+
+impl httpkit::Observer for Public<'_> {
+    const COMPONENT: &'static str = "gateway";
+    const ECHO_REQUEST_ID: bool = true;
+    type Body = Body;
+
+    fn request_id<B>(&self, req: &http::Request<B>) -> Option<RequestId> {
+        Some(
+            req.headers()
+                .get(common::internal::HEADER_REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .and_then(RequestId::parse)
+                .unwrap_or_else(RequestId::generate),
+        )
+    }
+
+    fn route<B>(&self, req: &http::Request<B>) -> &'static str {
+        route_class(req.uri().path())
+    }
+
+    fn admit<B>(&self, req: &mut http::Request<B>, request_id: Option<RequestId>) {
+        if let Some(request_id) = request_id {
+            let ctx = Ctx {
+                request_id,
+                client_ip: client_ip(&self.gw.config, self.peer.ip(), req.headers()),
+            };
+            req.extensions_mut().insert(ctx);
+        }
+    }
+
+    fn endpoint(response: &Response) -> Option<&'static str> {
+        Some(endpoint(response))
+    }
+
+    fn panicked() -> Response {
+        GatewayError::Internal("a handler panicked".into()).into_response()
+    }
+}
+
+/// One public request, start to finish: the router observed as every request of
+/// both services is ([`httpkit::Observed`]: request id, span, panic guard — a bug
+/// costs one request a `500`, never the connection or the process —
+/// `x-request-id` on the answer, duration recorded by route class and endpoint),
+/// with the client's address for its [`Ctx`]. Every log line of the request carries
+/// the span's fields; `clinic` and `user` are recorded once a token or a login
+/// names them (`note_caller`).
 pub async fn envelope(
     router: Router,
     gw: &Gateway,
     peer: SocketAddr,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
 ) -> Result<Response, Infallible> {
-    let started = Instant::now();
-    let request_id = req
-        .headers()
-        .get(common::internal::HEADER_REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .and_then(RequestId::parse)
-        .unwrap_or_else(RequestId::generate);
-    let id_header = HeaderValue::from_str(request_id.as_str()).ok();
-    let class = route_class(req.uri().path());
-    // Every log line of the request carries these; `clinic` and `user` are recorded
-    // once a token or a login names them (`note_caller`). Never the query string,
-    // a header value or a body. At error level, so the span is on whenever any line
-    // of the request is logged (`RUST_LOG=warn` included).
-    let span = tracing::error_span!(
-        "request",
-        request_id = request_id.as_str(),
-        method = %req.method(),
-        route = class,
-        clinic = tracing::field::Empty,
-        user = tracing::field::Empty,
-    );
-    let ctx = Ctx {
-        request_id,
-        client_ip: client_ip(&gw.config, peer.ip(), req.headers()),
-    };
-    req.extensions_mut().insert(ctx);
-    let mut router = router;
-    let mut response = match std::panic::AssertUnwindSafe(router.call(req))
-        .catch_unwind()
-        .instrument(span.clone())
+    // The router is always ready (axum's `Router::poll_ready`), as before.
+    httpkit::Observed::new(router, Public { gw, peer })
+        .call(req)
         .await
-    {
-        Ok(Ok(response)) => response,
-        Ok(Err(never)) => match never {},
-        Err(_) => {
-            span.in_scope(|| GatewayError::Internal("a handler panicked".into()).into_response())
-        }
-    };
-    if let Some(v) = id_header {
-        response
-            .headers_mut()
-            .insert(common::internal::HEADER_REQUEST_ID, v);
-    }
-    let elapsed = started.elapsed();
-    let status = m::status_class(response.status().as_u16());
-    metrics::histogram!(m::HTTP_REQUEST_DURATION, "component" => "gateway", "route" => class, "status" => status, "endpoint" => endpoint(&response))
-        .record(elapsed.as_secs_f64());
-    span.in_scope(|| {
-        tracing::info!(
-            status = response.status().as_u16(),
-            duration_ms = elapsed.as_secs_f64() * 1000.0,
-            "request"
-        );
-    });
-    Ok(response)
 }
 
 /// `405` unless the request's method is `method`.

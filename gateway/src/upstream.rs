@@ -11,37 +11,31 @@ use http::header::{HeaderName, HeaderValue};
 use http::{Request, Response, Uri};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// The body type sent upstream: the client's body, read whole and bounded.
 pub type UpstreamBody = Full<Bytes>;
-pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
+pub type UpstreamClient = httpkit::Client<UpstreamBody>;
 
-/// The pooled client for workers: plain HTTP for `http` worker URLs, mutual TLS
-/// with `tls` (from `UPSTREAM_TLS_*`) for `https` ones; without `tls` an `https`
-/// worker is refused at the handshake rather than reached without a certificate.
-/// TLS sessions are kept alive and reused like plain connections.
+/// The pooled client for workers (`httpkit::client`): plain HTTP for `http` worker
+/// URLs, mutual TLS with `tls` (from `UPSTREAM_TLS_*`) for `https` ones; without
+/// `tls` an `https` worker is refused at the handshake rather than reached without
+/// a certificate. TLS sessions are kept alive and reused like plain connections.
 pub fn client(tls: Option<Arc<rustls::ClientConfig>>) -> Result<UpstreamClient, GatewayError> {
     let tls = match tls {
         Some(tls) => tls,
         None => common::tls::client_trusting_nothing()
             .map_err(|e| GatewayError::Internal(e.to_string()))?,
     };
-    let mut connector = HttpConnector::new();
-    connector.enforce_http(false);
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_secs(2)));
-    connector.set_keepalive(Some(Duration::from_secs(60)));
-    Ok(Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(1024)
-        .build(HttpsConnector::from((connector, tls))))
+    let settings = httpkit::ClientSettings {
+        connect_timeout: Some(Duration::from_secs(2)),
+        tcp_keepalive: Some(Duration::from_secs(60)),
+        pool_idle_timeout: Some(Duration::from_secs(90)),
+        pool_max_idle_per_host: Some(1024),
+    };
+    Ok(httpkit::client(&settings, Some(tls)))
 }
 
 const HOP_BY_HOP: &[&str] = &[
