@@ -14,10 +14,6 @@ use common::internal::{self, Forwarded, InternalKey};
 use http::header::HeaderValue;
 use http::{HeaderMap, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -31,7 +27,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Request bodies: empty for GETs, JSON for writes.
 pub type Body = Full<Bytes>;
 
-pub type LoadClient = Client<HttpsConnector<HttpConnector>, Body>;
+pub type LoadClient = httpkit::Client<Body>;
 
 /// The TLS configuration of the bench's clients: the gateway's client certificate
 /// when the stack's workers want mutual TLS, otherwise one that trusts nothing
@@ -43,20 +39,15 @@ pub fn tls_config(stack: &devstack::Stack) -> anyhow::Result<Arc<rustls::ClientC
     })
 }
 
-/// The connector of the bench's clients: `http` and `https` URLs alike.
-pub fn connector(tls: Arc<rustls::ClientConfig>) -> HttpsConnector<HttpConnector> {
-    let mut http = HttpConnector::new();
-    http.set_nodelay(true);
-    http.enforce_http(false);
-    HttpsConnector::from((http, tls))
-}
-
-/// A kept-alive client with room for one idle connection per task.
+/// A kept-alive client (`httpkit::client`: `http` and `https` URLs alike) with
+/// room for one idle connection per task.
 pub fn client(concurrency: usize, tls: Arc<rustls::ClientConfig>) -> LoadClient {
-    Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(concurrency.max(1))
-        .pool_idle_timeout(Duration::from_secs(120))
-        .build(connector(tls))
+    let settings = httpkit::ClientSettings {
+        pool_max_idle_per_host: Some(concurrency.max(1)),
+        pool_idle_timeout: Some(Duration::from_secs(120)),
+        ..httpkit::ClientSettings::default()
+    };
+    httpkit::client(&settings, Some(tls))
 }
 
 /// How long a run lasts.

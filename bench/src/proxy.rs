@@ -4,7 +4,7 @@
 //! streamed back. No token check, no placement lookup, no header policing, no
 //! metrics: what forwarding alone costs, to compare the gateway with.
 
-use crate::load::{self, Signer};
+use crate::load::Signer;
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE, HOST};
 use http::{Request, Response, StatusCode, Uri};
@@ -13,17 +13,14 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
-type Upstream = Client<HttpsConnector<HttpConnector>, Incoming>;
+type Upstream = httpkit::Client<Incoming>;
 type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
 /// Hop-by-hop headers, never forwarded.
@@ -62,10 +59,12 @@ pub async fn start(
     tls: Arc<rustls::ClientConfig>,
     signer: Arc<Signer>,
 ) -> anyhow::Result<BareProxy> {
-    let client = Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(1024)
-        .build(load::connector(tls));
+    let settings = httpkit::ClientSettings {
+        pool_idle_timeout: Some(Duration::from_secs(90)),
+        pool_max_idle_per_host: Some(1024),
+        ..httpkit::ClientSettings::default()
+    };
+    let client = httpkit::client(&settings, Some(tls));
     let proxy = Arc::new(Proxy {
         worker: worker_url.trim_end_matches('/').to_owned(),
         client,

@@ -6,10 +6,6 @@ use anyhow::Context;
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -17,13 +13,7 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub struct Http {
     base: String,
-    client: Transport,
-}
-
-#[derive(Clone)]
-enum Transport {
-    Plain(Client<HttpConnector, Full<Bytes>>),
-    Tls(Client<HttpsConnector<HttpConnector>, Full<Bytes>>),
+    client: httpkit::Client<Full<Bytes>>,
 }
 
 /// A whole reply.
@@ -49,35 +39,28 @@ impl Reply {
     }
 }
 
-fn connector() -> HttpConnector {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector
-}
+/// The pool of every `Http`: room for many idle connections to one base.
+const SETTINGS: httpkit::ClientSettings = httpkit::ClientSettings {
+    connect_timeout: None,
+    tcp_keepalive: None,
+    pool_idle_timeout: None,
+    pool_max_idle_per_host: Some(256),
+};
 
 impl Http {
+    /// A plain HTTP client (`https` bases are refused).
     pub fn new(base: &str) -> Self {
         Self {
             base: base.trim_end_matches('/').to_owned(),
-            client: Transport::Plain(
-                Client::builder(TokioExecutor::new())
-                    .pool_max_idle_per_host(256)
-                    .build(connector()),
-            ),
+            client: httpkit::client(&SETTINGS, None),
         }
     }
 
     /// A client that speaks TLS with `tls` to `https` bases (and plain HTTP to others).
     pub fn with_tls(base: &str, tls: Arc<rustls::ClientConfig>) -> Self {
-        let mut http = connector();
-        http.enforce_http(false);
         Self {
             base: base.trim_end_matches('/').to_owned(),
-            client: Transport::Tls(
-                Client::builder(TokioExecutor::new())
-                    .pool_max_idle_per_host(256)
-                    .build(HttpsConnector::from((http, tls))),
-            ),
+            client: httpkit::client(&SETTINGS, Some(tls)),
         }
     }
 
@@ -103,11 +86,7 @@ impl Http {
             builder = builder.header(*k, *v);
         }
         let req = builder.body(Full::new(body.unwrap_or_default()))?;
-        let resp = match &self.client {
-            Transport::Plain(client) => client.request(req).await,
-            Transport::Tls(client) => client.request(req).await,
-        }
-        .context("sending request")?;
+        let resp = self.client.request(req).await.context("sending request")?;
         let (parts, body) = resp.into_parts();
         let body = body.collect().await.context("reading reply")?.to_bytes();
         Ok(Reply {

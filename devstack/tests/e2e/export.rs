@@ -12,8 +12,6 @@ use devstack::{Http, Stack};
 use http::Method;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body as _, Incoming};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
@@ -507,7 +505,8 @@ async fn live_ids(c: &Clinic) -> BTreeMap<String, BTreeSet<String>> {
 
 /// Opens `GET /api/v1/export` and returns the answer with its body unread.
 async fn open_export(token: &str) -> http::Response<Incoming> {
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let client: httpkit::Client<Full<Bytes>> =
+        httpkit::client(&httpkit::ClientSettings::default(), None);
     let req = http::Request::get(format!("{}/api/v1/export", stack().gateway_url()))
         .header("authorization", format!("Bearer {token}"))
         .body(Full::new(Bytes::new()))
