@@ -166,7 +166,7 @@ BEGIN
         SELECT duration_minutes INTO minutes FROM appointment_types
             WHERE id = NEW.appointment_type_id AND deleted_at IS NULL;
         IF minutes IS NOT NULL THEN
-            NEW.ends_at := NEW.starts_at + make_interval(mins => minutes);
+            NEW.ends_at := NEW.starts_at + make_interval(mins => minutes::integer);
         END IF;
     END IF;
     IF NEW.ends_at IS NULL THEN
@@ -442,5 +442,5 @@ CREATE TRIGGER payments_frozen BEFORE UPDATE ON payments
 
 GRANT SELECT, UPDATE ON clinic_settings TO medicalpro_clinic_app;
 GRANT SELECT, INSERT, UPDATE ON appointment_types, working_hours, hours_exceptions, payments TO medicalpro_clinic_app;
-GRANT SELECT, INSERT ON appointment_series TO medicalpro_clinic_app;
+GRANT SELECT, INSERT, UPDATE ON appointment_series TO medicalpro_clinic_app;
 GRANT SELECT, INSERT, UPDATE ON credit_note_counters TO medicalpro_clinic_app;

@@ -12,6 +12,7 @@ mod support;
 mod api;
 mod attacks;
 mod audit_integrity;
+mod clinic_day;
 mod deploy;
 mod durability;
 mod export;

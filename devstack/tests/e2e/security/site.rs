@@ -127,6 +127,9 @@ pub(super) fn sample_value(f: &Field, deps: &Deps, seq: u32, nth: usize) -> Valu
         FieldType::Email => json!(format!("{}{seq}@example.org", f.name.replace('_', ""))),
         FieldType::Date => json!("1980-02-29"),
         FieldType::Timestamp => json!(slot(seq, if nth == 0 { 0 } else { 30 })),
+        // A start in the morning, an end in the afternoon.
+        FieldType::Time if f.name.starts_with("end") => json!("17:00"),
+        FieldType::Time => json!("09:00"),
         FieldType::Integer { min, max } => json!(1.clamp(min, max)),
         FieldType::Boolean => json!(true),
         FieldType::Enum(values) => json!(values[0]),
