@@ -17,7 +17,10 @@
 //! `scripts/api-lint` holds it to Redocly's recommended rules (`cargo run -p common
 //! --example openapi` prints it).
 
-use crate::resource::{Child, Field, FieldType, Resource, RowAction, PATIENTS, RESOURCES};
+use crate::resource::{
+    Child, Field, FieldType, Resource, RowAction, APPOINTMENTS, APPOINTMENT_SERIES,
+    CLINIC_SETTINGS, PATIENTS, PAYMENTS, RESOURCES,
+};
 use crate::token::Role;
 use serde_json::{json, Map, Value};
 
@@ -1213,6 +1216,342 @@ fn export_paths(paths: &mut Map<String, Value>, schemas: &mut Map<String, Value>
     );
 }
 
+/// The clinic's settings, free slots, recurring series, an invoice's payments and
+/// documents as PDF.
+fn clinic_day_paths(paths: &mut Map<String, Value>, schemas: &mut Map<String, Value>) {
+    // Settings: one object, its fields from the resource description.
+    let (input, mut output) = object_schemas(CLINIC_SETTINGS.fields, &[]);
+    if let Some(props) = output["properties"].as_object_mut() {
+        props.insert(
+            "updated_at".into(),
+            json!({"type": "string", "format": "date-time"}),
+        );
+    }
+    schemas.insert("ClinicSettings".into(), output);
+    schemas.insert("ClinicSettingsInput".into(), input);
+    let mut get = Map::new();
+    get.insert(
+        "200".into(),
+        with_description(json_body("ClinicSettings"), "The clinic's settings."),
+    );
+    common_errors(&mut get);
+    let mut put = Map::new();
+    put.insert(
+        "200".into(),
+        with_description(json_body("ClinicSettings"), "The settings as stored."),
+    );
+    put.insert(
+        "400".into(),
+        problem_response("Invalid fields: an unknown time zone, currency code or prefix, an empty name, an unknown field."),
+    );
+    put.insert(
+        "408".into(),
+        problem_response("The body did not arrive in time."),
+    );
+    put.insert("413".into(), problem_response("Body too large."));
+    common_errors(&mut put);
+    put.insert(
+        "403".into(),
+        problem_response(
+            "Only a clinic admin can change the settings (or the clinic is unavailable).",
+        ),
+    );
+    paths.insert(
+        "/api/v1/clinic".into(),
+        json!({
+            "get": {
+                "operationId": "getClinicSettings",
+                "summary": "Get the clinic's settings",
+                "tags": ["clinic"],
+                "description": format!("The clinic's name and legal identity as printed on its documents, its IANA time zone (working hours, \"today\" and the invoice year follow it), locale, currency and numbering prefixes. {ANY_USER}."),
+                "responses": get
+            },
+            "put": {
+                "operationId": "replaceClinicSettings",
+                "summary": "Replace the clinic's settings",
+                "tags": ["clinic"],
+                "description": "Replaces every setting; those left out take their defaults. The time zone must be an IANA name (`Europe/Paris`), the currency an ISO 4217 code; documents keep the currency they were created in. Recorded in the audit trail. Clinic admins only; other roles get `403`. Invalid values are `400` and change nothing.",
+                "requestBody": {"required": true, "description": "Every setting.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ClinicSettingsInput"}}}},
+                "responses": put
+            }
+        }),
+    );
+
+    // Free slots.
+    schemas.insert(
+        "Slot".into(),
+        json!({"type": "object", "properties": {
+            "practitioner_id": {"type": "string", "format": "uuid"},
+            "starts_at": {"type": "string", "format": "date-time", "description": "In the clinic's offset at that instant."},
+            "ends_at": {"type": "string", "format": "date-time"}
+        }, "required": ["practitioner_id", "starts_at", "ends_at"]}),
+    );
+    schemas.insert(
+        "Availability".into(),
+        json!({"type": "object", "properties": {
+            "time_zone": {"type": "string", "description": "The clinic's IANA time zone."},
+            "from": {"type": "string", "format": "date-time"},
+            "to": {"type": "string", "format": "date-time"},
+            "duration_minutes": {"type": "integer"},
+            "buffer_after_minutes": {"type": "integer"},
+            "step_minutes": {"type": "integer"},
+            "data": {"type": "array", "items": {"$ref": "#/components/schemas/Slot"}},
+            "truncated": {"type": "boolean", "description": "More slots exist than `limit`: search again from the last one's start."}
+        }, "required": ["time_zone", "from", "to", "duration_minutes", "buffer_after_minutes", "step_minutes", "data", "truncated"]}),
+    );
+    let bound = json!({"type": "string", "description": "An RFC 3339 date-time, or a date (`YYYY-MM-DD`, a day of the clinic's calendar: its start for `from`, its end for `to`).", "maxLength": 40});
+    let minutes = json!({"type": "integer", "minimum": 5, "maximum": 1440});
+    let mut slots = Map::new();
+    slots.insert(
+        "200".into(),
+        with_description(json_body("Availability"), "The free slots, by start."),
+    );
+    slots.insert(
+        "400".into(),
+        problem_response("A missing or malformed bound, a window over 62 days, no type and no duration, an unknown type or practitioner."),
+    );
+    common_errors(&mut slots);
+    paths.insert(
+        "/api/v1/availability".into(),
+        json!({"get": {
+            "operationId": "listAvailability",
+            "summary": "Find free slots",
+            "tags": ["availability"],
+            "description": format!("Free slots for an appointment type (its duration and buffer) or a `duration_minutes`, of one practitioner or all, between `from` and `to` (at most 62 days), never in the past. A slot lies inside the practitioner's working hours (weekly hours and dated exceptions, in the clinic's time zone, DST-correct), and neither it nor its buffer overlaps a booking or that booking's own buffer. Slots start every `step_minutes` (default 15) from the start of each working interval. {ANY_USER}. Recorded in the audit trail."),
+            "parameters": [
+                {"name": "from", "in": "query", "required": true, "schema": bound},
+                {"name": "to", "in": "query", "required": true, "schema": bound},
+                query_param("practitioner_id", json!({"type": "string", "format": "uuid"})),
+                query_param("appointment_type_id", json!({"type": "string", "format": "uuid"})),
+                query_param("duration_minutes", minutes.clone()),
+                query_param("step_minutes", minutes),
+                query_param("limit", json!({"type": "integer", "minimum": 1, "maximum": 10000, "default": 1000}))
+            ],
+            "responses": slots
+        }}),
+    );
+
+    // Recurring series.
+    let (mut series_input, _) = object_schemas(APPOINTMENTS.fields, APPOINTMENTS.children);
+    let (recurrence, _) = object_schemas(APPOINTMENT_SERIES.fields, &[]);
+    schemas.insert("Recurrence".into(), recurrence);
+    if let Some(props) = series_input["properties"].as_object_mut() {
+        props.insert(
+            "recurrence".into(),
+            json!({"$ref": "#/components/schemas/Recurrence"}),
+        );
+    }
+    if let Some(req) = series_input["required"].as_array_mut() {
+        req.push("recurrence".into());
+    }
+    schemas.insert("AppointmentSeriesInput".into(), series_input);
+    schemas.insert(
+        "SeriesOccurrence".into(),
+        json!({"type": "object", "properties": {
+            "id": {"type": "string", "format": "uuid"},
+            "series_index": {"type": "integer"},
+            "starts_at": {"type": "string", "format": "date-time"},
+            "ends_at": {"type": "string", "format": "date-time"},
+            "status": {"type": "string"},
+            "practitioner_id": {"type": "string", "format": "uuid"}
+        }, "required": ["id", "series_index", "starts_at", "ends_at", "status", "practitioner_id"]}),
+    );
+    schemas.insert(
+        "AppointmentSeries".into(),
+        json!({"type": "object", "properties": {
+            "id": {"type": "string", "format": "uuid"},
+            "frequency": {"type": "string", "enum": ["weekly", "monthly"]},
+            "every": {"type": "integer"},
+            "count": {"type": ["integer", "null"]},
+            "until": {"type": ["string", "null"], "format": "date"},
+            "time_zone": {"type": "string"},
+            "appointments": {"type": "array", "items": {"anyOf": [{"$ref": "#/components/schemas/Appointment"}, {"$ref": "#/components/schemas/SeriesOccurrence"}]}, "description": "The occurrences by index: whole appointments when booked, `SeriesOccurrence`s otherwise."}
+        }, "required": ["id", "frequency", "every", "appointments"]}),
+    );
+    schemas.insert(
+        "SeriesChange".into(),
+        json!({"type": "object", "properties": {
+            "from_index": {"type": "integer", "minimum": 0, "maximum": 1000, "description": "This occurrence and the following ones (default 0: all)."},
+            "shift_minutes": {"type": "integer", "minimum": -527040, "maximum": 527040, "description": "Moves each occurrence by this many minutes."},
+            "duration_minutes": {"type": "integer", "minimum": 5, "maximum": 1440},
+            "practitioner_id": {"type": "string", "format": "uuid"},
+            "appointment_type_id": {"type": ["string", "null"], "format": "uuid"},
+            "status": {"type": "string", "enum": ["booked", "confirmed", "cancelled", "no_show", "done"]},
+            "outside_hours": {"type": "boolean"}
+        }, "additionalProperties": false}),
+    );
+    schemas.insert(
+        "SeriesCancel".into(),
+        json!({"type": "object", "properties": {
+            "from_index": {"type": "integer", "minimum": 0, "maximum": 1000, "description": "This occurrence and the following ones (default 0: the whole series)."}
+        }, "additionalProperties": false}),
+    );
+    schemas.insert(
+        "SeriesConflict".into(),
+        json!({"type": "object", "description": "A problem whose `conflicts` lists each occurrence that cannot be booked or moved.", "properties": {
+            "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"}, "detail": {"type": "string"},
+            "conflicts": {"type": "array", "items": {"type": "object", "properties": {
+                "series_index": {"type": "integer"},
+                "starts_at": {"type": "string", "format": "date-time"},
+                "ends_at": {"type": "string", "format": "date-time"},
+                "reason": {"type": "string", "enum": ["double_booking", "outside_hours"]},
+                "appointment_id": {"type": "string", "format": "uuid", "description": "The booking in the way (`double_booking`)."}
+            }, "required": ["series_index", "starts_at", "ends_at", "reason"]}}
+        }, "required": ["type", "title", "status"]}),
+    );
+    let conflict = json!({"description": "Some occurrences conflict (listed in `conflicts`); nothing was changed.",
+        "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/SeriesConflict"}}}});
+    let series_errors = |ok: &str, ok_body: Value| {
+        let mut r = Map::new();
+        r.insert(ok.into(), ok_body);
+        r.insert(
+            "400".into(),
+            problem_response("Malformed JSON, invalid fields, a missing or invalid `recurrence`."),
+        );
+        r.insert(
+            "404".into(),
+            problem_response("No such series in your clinic."),
+        );
+        r.insert(
+            "408".into(),
+            problem_response("The body did not arrive in time."),
+        );
+        r.insert("409".into(), conflict.clone());
+        r.insert("413".into(), problem_response("Body too large."));
+        common_errors(&mut r);
+        Value::Object(r)
+    };
+    let all_or_nothing = "All or nothing: when any occurrence would double-book the practitioner or fall outside their working hours (unless `outside_hours`), nothing is changed and the `409` lists every such occurrence in `conflicts`.";
+    paths.insert(
+        "/api/v1/appointments/series".into(),
+        json!({"post": {
+            "operationId": "createAppointmentSeries",
+            "summary": "Book a recurring series",
+            "tags": ["appointments"],
+            "description": format!("Books an appointment (its body as for `POST /api/v1/appointments`, `starts_at` the first occurrence) every `every` weeks or months, `count` times or until a date, each at the same time of day in the clinic's time zone. {all_or_nothing} Each occurrence is an appointment of its own (`series_id`, `series_index`), recorded in the audit trail. {}", who(APPOINTMENTS.access.write)),
+            "requestBody": {"required": true, "description": "An appointment and its `recurrence`.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/AppointmentSeriesInput"}}}},
+            "responses": series_errors("201", with_description(json_body("AppointmentSeries"), "The series and every occurrence booked."))
+        }}),
+    );
+    let id_param = json!({"name": "id", "in": "path", "required": true, "description": "The series' id.", "schema": {"type": "string", "format": "uuid"}});
+    let mut read = Map::new();
+    read.insert(
+        "200".into(),
+        with_description(
+            json_body("AppointmentSeries"),
+            "The series and its live occurrences.",
+        ),
+    );
+    read.insert("400".into(), problem_response("Malformed id."));
+    read.insert(
+        "404".into(),
+        problem_response("No such series in your clinic."),
+    );
+    common_errors(&mut read);
+    paths.insert(
+        "/api/v1/appointment-series/{id}".into(),
+        json!({
+            "parameters": [id_param.clone()],
+            "get": {
+                "operationId": "getAppointmentSeries",
+                "summary": "Get a recurring series",
+                "tags": ["appointments"],
+                "description": format!("How the series repeats and its live occurrences by index, with their times (in the clinic's offset) and status. {ANY_USER}."),
+                "responses": read
+            },
+            "patch": {
+                "operationId": "updateAppointmentSeries",
+                "summary": "Change a series from one occurrence on",
+                "tags": ["appointments"],
+                "description": format!("Changes the occurrences still to come (booked or confirmed) from `from_index` on — this and following, or the whole series without it: moves them (`shift_minutes`), resizes them, or sets their practitioner, type, status or `outside_hours`. One occurrence alone is changed with `PATCH /api/v1/appointments/{{id}}`. {all_or_nothing} {}", who(APPOINTMENTS.access.write)),
+                "requestBody": {"required": true, "description": "What changes, and from which occurrence.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SeriesChange"}}}},
+                "responses": series_errors("200", with_description(json_body("AppointmentSeries"), "The series as it is now."))
+            }
+        }),
+    );
+    paths.insert(
+        "/api/v1/appointment-series/{id}/cancel".into(),
+        json!({
+            "parameters": [id_param],
+            "post": {
+                "operationId": "cancelAppointmentSeries",
+                "summary": "Cancel a series from one occurrence on",
+                "tags": ["appointments"],
+                "description": format!("Cancels the occurrences still to come from `from_index` on (this and following), or the whole series without it; past and already cancelled ones stay as they are. One occurrence alone is cancelled with `PATCH /api/v1/appointments/{{id}}` and `\"status\": \"cancelled\"`. {}", who(APPOINTMENTS.access.write)),
+                "requestBody": {"required": false, "description": "From which occurrence (empty: all).", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SeriesCancel"}}}},
+                "responses": series_errors("200", with_description(json_body("AppointmentSeries"), "The series as it is now."))
+            }
+        }),
+    );
+
+    // An invoice's payments.
+    let doc_id = json!({"name": "id", "in": "path", "required": true, "description": "The invoice's id.", "schema": {"type": "string", "format": "uuid"}});
+    let mut list = Map::new();
+    list.insert(
+        "200".into(),
+        with_description(
+            json_body("PaymentPage"),
+            "One page of the invoice's payments.",
+        ),
+    );
+    list.insert("400".into(), problem_response("Invalid query parameter."));
+    common_errors(&mut list);
+    let mut record = Map::new();
+    record.insert(
+        "201".into(),
+        with_description(json_body("Payment"), "Recorded."),
+    );
+    record.insert("400".into(), problem_response("Malformed JSON or invalid fields, or a `document_id` other than the invoice in the path."));
+    record.insert(
+        "408".into(),
+        problem_response("The body did not arrive in time."),
+    );
+    record.insert(
+        "409".into(),
+        problem_response(
+            "Not an issued invoice, or more than its balance (overpayment is refused).",
+        ),
+    );
+    record.insert("413".into(), problem_response("Body too large."));
+    common_errors(&mut record);
+    paths.insert(
+        "/api/v1/documents/{id}/payments".into(),
+        json!({
+            "parameters": [doc_id],
+            "get": {
+                "operationId": "listInvoicePayments",
+                "summary": "List an invoice's payments",
+                "tags": ["payments"],
+                "description": format!("The payments recorded against one invoice, as `GET /api/v1/payments?document_id=` lists them. {ANY_USER}."),
+                "parameters": [
+                    query_param("limit", json!({"type": "integer", "minimum": 1, "maximum": 100, "default": 20})),
+                    query_param("cursor", json!({"type": "string", "maxLength": 200}))
+                ],
+                "responses": list
+            },
+            "post": {
+                "operationId": "recordInvoicePayment",
+                "summary": "Record a payment",
+                "tags": ["payments"],
+                "description": format!("Records a payment (amount, method, date, reference) against an issued invoice; partial payments add up, and one over the balance is refused (`409`), also when payments arrive at the same moment. The invoice becomes `paid` at zero balance. {}", who(PAYMENTS.access.write)),
+                "requestBody": {"required": true, "description": "The payment (`document_id` is the invoice in the path).", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PaymentInput"}}}},
+                "responses": record
+            }
+        }),
+    );
+
+    // A document as PDF, beside its JSON.
+    if let Some(ok) = paths
+        .get_mut("/api/v1/documents/{id}")
+        .and_then(|p| p["get"]["responses"]["200"]["content"].as_object_mut())
+    {
+        ok.insert(
+            "application/pdf".into(),
+            json!({"schema": {"type": "string", "format": "binary", "description": "The quote, invoice or credit note printed (`Accept: application/pdf`): the clinic's legal identity, the lines, the VAT breakdown, the totals and, for an invoice, its payments and balance."}}),
+        );
+    }
+}
+
 /// The document's tags, in reading order, each with what it groups.
 fn tags() -> Value {
     let mut tags = vec![json!({
@@ -1237,6 +1576,8 @@ fn tags() -> Value {
         }));
     }
     tags.extend([
+        json!({"name": "clinic", "description": "The clinic's own settings: its name and legal identity, time zone, locale, currency and numbering."}),
+        json!({"name": "availability", "description": "Free slots, from practitioners' working hours, exceptions and bookings, in the clinic's time zone."}),
         json!({"name": "users", "description": "The clinic's user accounts and their roles (`admin`, `practitioner`, `staff`). Clinic admins only, except signing oneself out everywhere."}),
         json!({"name": "audit", "description": "The clinic's audit trail: every read and write of clinic data, sign-ins and user changes. Clinic admins only."}),
         json!({"name": "export", "description": "The whole clinic's data, streamed. Clinic admins only."}),
@@ -1258,6 +1599,7 @@ pub fn document() -> Value {
         resource_paths(r, &mut paths);
         resource_schemas(r, &mut schemas);
     }
+    clinic_day_paths(&mut paths, &mut schemas);
     json!({
         "openapi": "3.1.0",
         "info": {

@@ -957,6 +957,10 @@ mod tests {
             }
         }
         assert!(find("companies").is_none());
-        assert_eq!(RESOURCES.len(), 8);
+        assert_eq!(RESOURCES.len(), 12);
+        // The objects that are not collections are served on their own paths.
+        for other in [&CLINIC_SETTINGS, &AVAILABILITY, &APPOINTMENT_SERIES] {
+            assert!(find(other.name).is_none(), "{}", other.name);
+        }
     }
 }
