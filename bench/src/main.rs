@@ -43,6 +43,7 @@ mod scenario;
 mod search;
 mod settings;
 mod setup;
+mod slots;
 mod wrk;
 
 use std::process::ExitCode;

@@ -41,6 +41,7 @@ use crate::report::{self, Line, Results, Row};
 use crate::search;
 use crate::settings::{Figure, Settings};
 use crate::setup::{self, Fixture};
+use crate::slots;
 use crate::wrk;
 use anyhow::{bail, Context};
 use common::metric_names as m;
@@ -467,6 +468,13 @@ impl<'a> Bench<'a> {
         // 2. Search in a large clinic.
         if s.has(Figure::Search) {
             let outcome = search::measure(s, self.stack, &self.p.client).await?;
+            state.lines.extend(outcome.lines);
+            state.results.notes.extend(outcome.notes);
+        }
+
+        // 2b. Free slots and booking in a clinic's month.
+        if s.has(Figure::Slots) {
+            let outcome = slots::measure(s, self.stack, &self.p.client).await?;
             state.lines.extend(outcome.lines);
             state.results.notes.extend(outcome.notes);
         }

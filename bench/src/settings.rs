@@ -58,6 +58,8 @@ pub enum Figure {
     Mixed,
     /// Patient search in a clinic of 100 000 patients.
     Search,
+    /// Free-slot search over a month for 20 practitioners, and booking in a slot.
+    Slots,
     /// Reads spread uniformly over many clinics on one server with few connections.
     Budget,
     /// The same clinics, Zipf-skewed.
@@ -76,7 +78,7 @@ pub enum Figure {
 }
 
 impl Figure {
-    pub const ALL: [Figure; 16] = [
+    pub const ALL: [Figure; 17] = [
         Figure::Read,
         Figure::Direct,
         Figure::Latency,
@@ -86,6 +88,7 @@ impl Figure {
         Figure::Backlog,
         Figure::Mixed,
         Figure::Search,
+        Figure::Slots,
         Figure::Budget,
         Figure::Zipf,
         Figure::Sized,
@@ -106,6 +109,7 @@ impl Figure {
             Figure::Backlog => "backlog",
             Figure::Mixed => "mixed",
             Figure::Search => "search",
+            Figure::Slots => "slots",
             Figure::Budget => "budget",
             Figure::Zipf => "zipf",
             Figure::Sized => "sized",

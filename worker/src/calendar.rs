@@ -446,6 +446,12 @@ async fn free_slots(
 // Recurring series
 // ---------------------------------------------------------------------------
 
+/// An occurrence planned: its index and times.
+type Planned = (i64, DateTime<Utc>, DateTime<Utc>);
+
+/// A live occurrence to change: id, index, times and practitioner.
+type Occurrence = (Uuid, i64, DateTime<Utc>, DateTime<Utc>, Uuid);
+
 /// How a series repeats, from the `recurrence` member of a booking.
 struct Recurrence {
     frequency: &'static str,
@@ -544,7 +550,7 @@ async fn conflicts(
     tx: &impl deadpool_postgres::GenericClient,
     tz: &TimeZone,
     practitioner: Uuid,
-    planned: &[(i64, DateTime<Utc>, DateTime<Utc>)],
+    planned: &[Planned],
     outside_hours: bool,
     ignore: &[Uuid],
 ) -> Result<Vec<Value>, WorkerError> {
@@ -570,7 +576,7 @@ async fn conflicts(
         .map_err(db)?;
     let mut found = Vec::new();
     for row in &rows {
-        let (i, s, e): (i64, DateTime<Utc>, DateTime<Utc>) = (row.get(0), row.get(1), row.get(2));
+        let (i, s, e): Planned = (row.get(0), row.get(1), row.get(2));
         let clash: Option<Uuid> = row.get(3);
         let within: bool = row.get(4);
         let when = |t: DateTime<Utc>| to_timestamp(t).map(|t| show(tz, t));
@@ -676,7 +682,7 @@ async fn book(
         end,
     };
     let occurrences = series.occurrences(&tz).map_err(|e| bad(e.to_string()))?;
-    let planned: Vec<(i64, DateTime<Utc>, DateTime<Utc>)> = occurrences
+    let planned: Vec<Planned> = occurrences
         .iter()
         .map(|(i, slot)| Ok((i64::from(*i), to_chrono(slot.start)?, to_chrono(slot.end)?)))
         .collect::<Result<_, WorkerError>>()?;
@@ -830,7 +836,7 @@ async fn selected(
     tx: &impl deadpool_postgres::GenericClient,
     series: Uuid,
     from: i64,
-) -> Result<Vec<(Uuid, i64, DateTime<Utc>, DateTime<Utc>, Uuid)>, WorkerError> {
+) -> Result<Vec<Occurrence>, WorkerError> {
     let exists = tx
         .query_opt(
             "SELECT 1 FROM appointment_series WHERE id = $1 FOR UPDATE",
@@ -938,7 +944,7 @@ async fn change_occurrences(
     let tx = client.transaction().await.map_err(db)?;
     let tz = clinic_zone(&tx).await?;
     let targets = selected(&tx, series, from).await?;
-    let mut planned_by: HashMap<Uuid, Vec<(i64, DateTime<Utc>, DateTime<Utc>)>> = HashMap::new();
+    let mut planned_by: HashMap<Uuid, Vec<Planned>> = HashMap::new();
     let mut plan = Vec::with_capacity(targets.len());
     for (id, i, s, e, p) in &targets {
         let starts = *s + chrono::Duration::minutes(shift);
