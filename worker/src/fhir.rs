@@ -11,8 +11,10 @@
 //! | issued invoice | `Invoice`: `identifier` its number (per-clinic system), `status` issued → `issued`, paid → `balanced`, cancelled → `cancelled`; `subject` and `recipient` the patient; `date` the issue time; `lineItem` per line (description, a `base` price component with the quantity as factor and the net amount, a `tax` component with the VAT rate as factor); `totalNet`, `totalGross`; `notes` as `note`. |
 //! | quote, draft invoice | not mapped: a quote is an offer, not a claim for payment, and a draft has no number or legal existence yet. Both stay in the (complete) JSON form. |
 //!
-//! Amounts are integer cents in the data layer, which holds no currency: every
-//! clinic bills in euros ([`CURRENCY`]).
+//! Amounts are integer minor units in the data layer; a document carries the
+//! clinic's currency of when it was created (`currency`, ISO 4217), which every
+//! `Money` of its invoice names, with that currency's decimal places ([`CURRENCY`]
+//! for rows from before documents had one).
 
 use crate::error::WorkerError;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -24,7 +26,7 @@ use uuid::Uuid;
 /// The media type of a FHIR resource in JSON.
 pub const MEDIA_TYPE: &str = "application/fhir+json";
 
-/// The currency of every amount (the data layer stores cents only).
+/// The currency of a document that names none (written before documents had one).
 pub const CURRENCY: &str = "EUR";
 
 /// The identifier system of social security numbers. The clinic's country is not
@@ -160,10 +162,12 @@ fn put(r: &mut Map<String, Value>, key: &str, value: Option<impl Into<Value>>) {
     }
 }
 
-/// An amount of integer cents as FHIR `Money`.
-fn money(cents: i64) -> Value {
-    // Exact: a whole number of cents below 2^53 divided by 100 prints as itself.
-    json!({"value": cents as f64 / 100.0, "currency": CURRENCY})
+/// An amount of integer minor units of `currency` as FHIR `Money`.
+fn money(minor: i64, currency: &str) -> Value {
+    // Exact: a whole number of minor units below 2^53 divided by a power of ten
+    // prints as itself.
+    let scale = 10f64.powi(docpdf::minor_unit_digits(currency) as i32);
+    json!({"value": minor as f64 / scale, "currency": currency})
 }
 
 fn coding(system: &str, code: &str, display: &str) -> Value {
@@ -300,6 +304,7 @@ fn invoice(d: &Value, subject: &Value, clinic: ClinicId) -> Result<Option<Value>
         return Ok(None);
     }
     let mut r = base("Invoice", d, "document")?;
+    let currency = text(d, "currency").unwrap_or(CURRENCY);
     if let Some(number) = text(d, "number") {
         r.insert(
             "identifier".into(),
@@ -320,18 +325,21 @@ fn invoice(d: &Value, subject: &Value, clinic: ClinicId) -> Result<Option<Value>
             "sequence": i + 1,
             "chargeItemCodeableConcept": {"text": required(line, what, "description")?},
             "priceComponent": [
-                {"type": "base", "factor": cents(line, what, "quantity")?, "amount": money(cents(line, what, "net_cents")?)},
-                {"type": "tax", "code": {"text": "VAT"}, "factor": vat_rate, "amount": money(cents(line, what, "vat_cents")?)},
+                {"type": "base", "factor": cents(line, what, "quantity")?, "amount": money(cents(line, what, "net_cents")?, currency)},
+                {"type": "tax", "code": {"text": "VAT"}, "factor": vat_rate, "amount": money(cents(line, what, "vat_cents")?, currency)},
             ],
         }));
     }
     if !items.is_empty() {
         r.insert("lineItem".into(), items.into());
     }
-    r.insert("totalNet".into(), money(cents(d, "document", "net_cents")?));
+    r.insert(
+        "totalNet".into(),
+        money(cents(d, "document", "net_cents")?, currency),
+    );
     r.insert(
         "totalGross".into(),
-        money(cents(d, "document", "gross_cents")?),
+        money(cents(d, "document", "gross_cents")?, currency),
     );
     if let Some(notes) = text(d, "notes") {
         r.insert("note".into(), json!([{"text": notes}]));
@@ -600,9 +608,16 @@ mod tests {
     }
 
     #[test]
+    fn money_names_the_documents_currency_with_its_decimals() {
+        assert_eq!(money(1500, "JPY"), json!({"value": 1500.0, "currency": "JPY"}));
+        assert_eq!(money(1234, "KWD"), json!({"value": 1.234, "currency": "KWD"}));
+        assert_eq!(money(1999, "CHF"), json!({"value": 19.99, "currency": "CHF"}));
+    }
+
+    #[test]
     fn money_is_exact_in_cents() {
         for cents in [0, 1, 10, 99, 1999, 123_456_789, 100_000_000_000] {
-            let v = money(cents);
+            let v = money(cents, "EUR");
             assert_eq!(
                 v["value"].to_string().parse::<f64>().unwrap(),
                 cents as f64 / 100.0
