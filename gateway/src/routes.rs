@@ -171,6 +171,10 @@ impl httpkit::Observer for Public<'_> {
     fn panicked() -> Response {
         GatewayError::Internal("a handler panicked".into()).into_response()
     }
+
+    fn finished(status: StatusCode, elapsed: std::time::Duration) {
+        httpkit::request_line!(status, elapsed);
+    }
 }
 
 /// One public request, start to finish: the router observed as every request of

@@ -23,3 +23,7 @@ pub mod observe;
 
 pub use client::{client, Client, ClientSettings, Connector};
 pub use observe::{ObserveFuture, ObserveLayer, Observed, Observer};
+
+/// For [`request_line!`], which expands in the services' crates.
+#[doc(hidden)]
+pub use tracing as __tracing;

@@ -15,7 +15,9 @@
 //! 5. records the time to the answer head in `medicalpro_http_request_duration_seconds`
 //!    with the labels `component`, `route` (class), `status` (class) and, for services
 //!    that label it, `endpoint` ([`Observer::endpoint`]), and logs one `request` line
-//!    with the status and duration.
+//!    with the status and duration ([`Observer::finished`], written with
+//!    [`request_line!`](crate::request_line) in the service's own crate so that the
+//!    line keeps the service's log target).
 //!
 //! Nothing is boxed and response bodies are not wrapped: the answer's body streams
 //! as the inner service produced it, and [`ObserveFuture`] is a plain state machine.
@@ -31,7 +33,7 @@ use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tower::{Layer, Service};
 use tracing::instrument::Instrumented;
 use tracing::{Instrument, Span};
@@ -69,6 +71,25 @@ pub trait Observer {
     /// The answer to a request whose handler panicked, made inside its span: the
     /// service's `500` problem+json, rendered as its other errors are.
     fn panicked() -> Response<Self::Body>;
+
+    /// Logs the request's last line, inside its span: implemented in the service's
+    /// own crate with [`request_line!`](crate::request_line), so that the line has
+    /// the service's log target (`RUST_LOG=gateway=…` and log queries select by it).
+    fn finished(status: http::StatusCode, elapsed: Duration);
+}
+
+/// The one `request` line of a finished request (`status`, `duration_ms`), logged
+/// at info level with the log target of the module it is written in: the body of
+/// every [`Observer::finished`].
+#[macro_export]
+macro_rules! request_line {
+    ($status:expr, $elapsed:expr) => {
+        $crate::__tracing::info!(
+            status = $status.as_u16(),
+            duration_ms = $elapsed.as_secs_f64() * 1000.0,
+            "request"
+        )
+    };
 }
 
 /// Wraps every service of a router in [`Observed`] (`Router::layer`).
@@ -221,13 +242,8 @@ where
             ),
         };
         histogram.record(elapsed.as_secs_f64());
-        this.span.in_scope(|| {
-            tracing::info!(
-                status = response.status().as_u16(),
-                duration_ms = elapsed.as_secs_f64() * 1000.0,
-                "request"
-            );
-        });
+        this.span
+            .in_scope(|| O::finished(response.status(), elapsed));
         Poll::Ready(Ok(response))
     }
 }
@@ -297,6 +313,10 @@ mod tests {
             );
             r
         }
+
+        fn finished(status: http::StatusCode, elapsed: Duration) {
+            crate::request_line!(status, elapsed);
+        }
     }
 
     /// A worker-like observer: the id only when sent, no echo, no `endpoint`.
@@ -324,6 +344,10 @@ mod tests {
 
         fn panicked() -> Response<String> {
             Edge::panicked()
+        }
+
+        fn finished(status: http::StatusCode, elapsed: Duration) {
+            crate::request_line!(status, elapsed);
         }
     }
 

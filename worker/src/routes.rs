@@ -62,6 +62,10 @@ impl httpkit::Observer for Observe {
     fn panicked() -> Response {
         WorkerError::Internal("a handler panicked".into()).into_response()
     }
+
+    fn finished(status: axum::http::StatusCode, elapsed: Duration) {
+        httpkit::request_line!(status, elapsed);
+    }
 }
 
 /// The public router (forwarded requests only).
