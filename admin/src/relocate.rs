@@ -178,6 +178,13 @@ pub async fn relocate(
         .await
         .context("the clinic's database on the destination server")?;
     if !subscribed {
+        // The destination is a fresh clone of the template, never served: the rows
+        // its migrations seeded (the clinic's settings row) come from the source.
+        let list: Vec<String> = tables.iter().map(|t| ident(t)).collect();
+        target_db
+            .batch_execute(&format!("TRUNCATE {}", list.join(", ")))
+            .await
+            .context("emptying the destination's seeded rows")?;
         let source = &settings.regional;
         let port = source.port.to_string();
         let tls = source.libpq_tls();

@@ -7,6 +7,7 @@ pub mod config;
 pub mod crypto;
 pub mod ids;
 pub mod internal;
+pub mod limits;
 pub mod metric_names;
 pub mod openapi;
 pub mod password;

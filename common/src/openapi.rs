@@ -17,6 +17,7 @@
 //! `scripts/api-lint` holds it to Redocly's recommended rules (`cargo run -p common
 //! --example openapi` prints it).
 
+use crate::limits;
 use crate::resource::{
     Child, Field, FieldType, Resource, RowAction, APPOINTMENTS, APPOINTMENT_SERIES,
     CLINIC_SETTINGS, PATIENTS, PAYMENTS, RESOURCES,
@@ -27,7 +28,9 @@ use serde_json::{json, Map, Value};
 fn field_schema(field: &Field) -> Value {
     let mut schema = match field.ty {
         FieldType::Text { max_len } => json!({"type": "string", "maxLength": max_len}),
-        FieldType::Email => json!({"type": "string", "format": "email", "maxLength": 254}),
+        FieldType::Email => {
+            json!({"type": "string", "format": "email", "maxLength": limits::EMAIL_MAX})
+        }
         FieldType::Date => json!({"type": "string", "format": "date"}),
         FieldType::Timestamp => json!({"type": "string", "format": "date-time"}),
         FieldType::Time => {
@@ -183,7 +186,7 @@ fn filter_schema(f: &Field) -> Value {
         FieldType::Reference(_) => json!({"type": "string", "format": "uuid"}),
         FieldType::Boolean => json!({"type": "boolean"}),
         FieldType::Integer { .. } => json!({"type": "integer"}),
-        _ => json!({"type": "string", "maxLength": 200}),
+        _ => json!({"type": "string", "maxLength": limits::QUERY_VALUE_MAX}),
     }
 }
 
@@ -424,12 +427,18 @@ fn resource_paths(r: &Resource, paths: &mut Map<String, Value>) {
     let a_one = with_article(&one);
     let id_param = json!({"name": "id", "in": "path", "required": true, "description": format!("The {one}'s id."), "schema": {"type": "string", "format": "uuid"}});
     let mut list_params = vec![
-        query_param("q", json!({"type": "string", "maxLength": 200})),
+        query_param(
+            "q",
+            json!({"type": "string", "maxLength": limits::QUERY_VALUE_MAX}),
+        ),
         query_param(
             "limit",
             json!({"type": "integer", "minimum": 1, "maximum": 100, "default": 20}),
         ),
-        query_param("cursor", json!({"type": "string", "maxLength": 200})),
+        query_param(
+            "cursor",
+            json!({"type": "string", "maxLength": limits::QUERY_VALUE_MAX}),
+        ),
     ];
     for f in r.fields.iter().filter(|f| f.filterable) {
         list_params.push(query_param(f.name, filter_schema(f)));
@@ -799,11 +808,11 @@ fn auth_schemas(schemas: &mut Map<String, Value>) {
         "RegisterRequest".into(),
         s(
             json!({
-                "clinic_name": {"type": "string", "minLength": 1, "maxLength": 200},
-                "email": {"type": "string", "format": "email", "maxLength": 254},
-                "password": {"type": "string", "minLength": 12, "maxLength": 128},
-                "region": {"type": ["string", "null"], "maxLength": 64},
-                "invite_code": {"type": ["string", "null"], "maxLength": 200, "description": "The single-use sign-up code of an invitation (where sign-up is by invitation)."}
+                "clinic_name": {"type": "string", "minLength": 1, "maxLength": limits::CLINIC_NAME_MAX},
+                "email": {"type": "string", "format": "email", "maxLength": limits::EMAIL_MAX},
+                "password": {"type": "string", "minLength": limits::PASSWORD_MIN, "maxLength": limits::PASSWORD_MAX},
+                "region": {"type": ["string", "null"], "maxLength": limits::REGION_MAX},
+                "invite_code": {"type": ["string", "null"], "maxLength": limits::INVITE_CODE_MAX, "description": "The single-use sign-up code of an invitation (where sign-up is by invitation)."}
             }),
             &["clinic_name", "email", "password"],
         ),
@@ -827,8 +836,8 @@ fn auth_schemas(schemas: &mut Map<String, Value>) {
         "LoginRequest".into(),
         s(
             json!({
-                "email": {"type": "string", "maxLength": 254},
-                "password": {"type": "string", "maxLength": 128}
+                "email": {"type": "string", "maxLength": limits::EMAIL_MAX},
+                "password": {"type": "string", "maxLength": limits::PASSWORD_MAX}
             }),
             &["email", "password"],
         ),
@@ -836,7 +845,7 @@ fn auth_schemas(schemas: &mut Map<String, Value>) {
     schemas.insert(
         "RefreshRequest".into(),
         s(
-            json!({"refresh_token": {"type": "string", "maxLength": 200}}),
+            json!({"refresh_token": {"type": "string", "maxLength": limits::REFRESH_TOKEN_MAX}}),
             &["refresh_token"],
         ),
     );
@@ -917,7 +926,7 @@ fn audit_paths(paths: &mut Map<String, Value>, schemas: &mut Map<String, Value>)
             "required": ["data", "next_cursor"]
         }),
     );
-    let text = json!({"type": "string", "maxLength": 200});
+    let text = json!({"type": "string", "maxLength": limits::QUERY_VALUE_MAX});
     let mut responses = Map::new();
     responses.insert(
         "200".into(),
@@ -972,8 +981,8 @@ fn users_paths(paths: &mut Map<String, Value>, schemas: &mut Map<String, Value>)
         json!({
             "type": "object",
             "properties": {
-                "email": {"type": "string", "format": "email", "maxLength": 254},
-                "password": {"type": "string", "minLength": 12, "maxLength": 128},
+                "email": {"type": "string", "format": "email", "maxLength": limits::EMAIL_MAX},
+                "password": {"type": "string", "minLength": limits::PASSWORD_MIN, "maxLength": limits::PASSWORD_MAX},
                 "role": {"type": "string", "enum": ["admin", "practitioner", "staff"]}
             },
             "required": ["email", "password", "role"],
@@ -1525,7 +1534,7 @@ fn clinic_day_paths(paths: &mut Map<String, Value>, schemas: &mut Map<String, Va
                 "description": format!("The payments recorded against one invoice, as `GET /api/v1/payments?document_id=` lists them. {ANY_USER}."),
                 "parameters": [
                     query_param("limit", json!({"type": "integer", "minimum": 1, "maximum": 100, "default": 20})),
-                    query_param("cursor", json!({"type": "string", "maxLength": 200}))
+                    query_param("cursor", json!({"type": "string", "maxLength": limits::QUERY_VALUE_MAX}))
                 ],
                 "responses": list
             },

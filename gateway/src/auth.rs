@@ -17,6 +17,7 @@ use crate::state::{note_caller, Ctx, Gateway};
 use crate::throttle;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use common::limits;
 use common::metric_names as m;
 use common::token::Role;
 use common::{ClinicId, Email, UserId};
@@ -122,10 +123,14 @@ pub async fn register(
     body: RegisterRequest,
 ) -> Result<Value, GatewayError> {
     let clinic_name = body.clinic_name.trim().to_owned();
-    if clinic_name.is_empty() || clinic_name.chars().count() > 200 || clinic_name.contains('\0') {
-        return Err(GatewayError::BadRequest(
-            "`clinic_name` must be 1 to 200 characters.".into(),
-        ));
+    if clinic_name.is_empty()
+        || clinic_name.chars().count() > limits::CLINIC_NAME_MAX
+        || clinic_name.contains('\0')
+    {
+        return Err(GatewayError::BadRequest(format!(
+            "`clinic_name` must be 1 to {} characters.",
+            limits::CLINIC_NAME_MAX
+        )));
     }
     let email = parse_email(&body.email)?;
     password::check_new(&body.password)?;
@@ -477,7 +482,7 @@ async fn start_session(gw: &Gateway, ctx: &Ctx, who: &Principal) -> Result<Value
 }
 
 fn refresh_hash(token: &str) -> Result<Vec<u8>, GatewayError> {
-    if token.is_empty() || token.len() > 200 {
+    if token.is_empty() || token.len() > limits::REFRESH_TOKEN_MAX {
         return Err(GatewayError::BadRefreshToken);
     }
     Ok(Sha256::digest(token.as_bytes()).to_vec())

@@ -33,7 +33,7 @@ fn filters(query: &str, params: &mut Vec<Param>) -> Result<(Vec<String>, i64), G
     let pairs =
         common::query::strict_pairs(query).map_err(|e| GatewayError::BadRequest(e.to_string()))?;
     for (key, value) in pairs {
-        if value.len() > 200 || value.contains('\0') {
+        if value.len() > common::limits::QUERY_VALUE_MAX || value.contains('\0') {
             return Err(bad(&key, "at most 200 characters without NUL"));
         }
         let (column, op, param): (&str, &str, Param) = match key.as_str() {

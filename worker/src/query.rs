@@ -9,7 +9,7 @@ use common::resource::Resource;
 /// The page size of a list that names none.
 pub const DEFAULT_LIMIT: i64 = 20;
 /// The longest value of a query parameter.
-const MAX_QUERY_LEN: usize = 200;
+const MAX_QUERY_LEN: usize = common::limits::QUERY_VALUE_MAX;
 
 /// Parses a list request's query string for resource `r`.
 pub fn list_query(r: &Resource, raw: Option<&str>) -> Result<ListQuery, WorkerError> {
