@@ -609,9 +609,18 @@ mod tests {
 
     #[test]
     fn money_names_the_documents_currency_with_its_decimals() {
-        assert_eq!(money(1500, "JPY"), json!({"value": 1500.0, "currency": "JPY"}));
-        assert_eq!(money(1234, "KWD"), json!({"value": 1.234, "currency": "KWD"}));
-        assert_eq!(money(1999, "CHF"), json!({"value": 19.99, "currency": "CHF"}));
+        assert_eq!(
+            money(1500, "JPY"),
+            json!({"value": 1500.0, "currency": "JPY"})
+        );
+        assert_eq!(
+            money(1234, "KWD"),
+            json!({"value": 1.234, "currency": "KWD"})
+        );
+        assert_eq!(
+            money(1999, "CHF"),
+            json!({"value": 19.99, "currency": "CHF"})
+        );
     }
 
     #[test]
