@@ -6,8 +6,6 @@
 use axum::response::{IntoResponse, Response};
 use common::metric_names as m;
 use common::problem::Problem;
-use http::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
-use http::StatusCode;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -237,16 +235,6 @@ impl IntoResponse for GatewayError {
             tracing::warn!(error = %self, "request failed");
         }
         metrics::counter!(m::ERRORS, "component" => "gateway", "kind" => self.kind()).increment(1);
-        let mut r = Response::new(axum::body::Body::from(p.to_json()));
-        *r.status_mut() =
-            StatusCode::from_u16(p.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        r.headers_mut().insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static(common::problem::CONTENT_TYPE),
-        );
-        if let Some(secs) = p.retry_after {
-            r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
-        }
-        r
+        httpkit::problem::response(&p)
     }
 }

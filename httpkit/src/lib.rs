@@ -12,14 +12,15 @@
 //!   rustls through hyper-rustls when given a configuration) used by the gateway's
 //!   upstream client, the dev stack's client and the bench.
 //!
-//! Problem+json bodies stay each service's: its error enum renders every refusal
-//! (body limits included) through one `IntoResponse`, and [`Observer::panicked`] is
-//! where a service hands that same renderer to the panic guard.
+//! - [`problem`]: the one problem+json renderer; each service's error enum chooses
+//!   the problem (its explicit HTTP mapping) and renders it here, and
+//!   [`Observer::panicked`] is where it hands that renderer to the panic guard.
 //!
 //! [`Layer`]: tower::Layer
 
 pub mod client;
 pub mod observe;
+pub mod problem;
 
 pub use client::{client, Client, ClientSettings, Connector};
 pub use observe::{ObserveFuture, ObserveLayer, Observed, Observer};

@@ -1,9 +1,8 @@
 //! The worker's one error enum, with its explicit mapping to HTTP and problem+json.
 //! What the client reads is chosen here; what is logged stays in the `Display` text.
 
-use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use common::problem::{Problem, CONTENT_TYPE};
+use common::problem::Problem;
 use tokio_postgres::error::SqlState;
 
 #[derive(Debug, thiserror::Error)]
@@ -215,15 +214,5 @@ impl IntoResponse for WorkerError {
 
 /// Renders a problem with its status, content type and `retry-after`.
 pub fn problem_response(problem: &Problem) -> Response {
-    let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = (status, problem.to_json()).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        axum::http::header::CONTENT_TYPE,
-        HeaderValue::from_static(CONTENT_TYPE),
-    );
-    if let Some(secs) = problem.retry_after {
-        headers.insert(axum::http::header::RETRY_AFTER, HeaderValue::from(secs));
-    }
-    response
+    httpkit::problem::response(problem)
 }
