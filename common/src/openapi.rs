@@ -711,11 +711,11 @@ fn auth_paths(paths: &mut Map<String, Value>) {
             [
                 "login",
                 "Sign in",
-                "Exchanges an e-mail address and password for an access token (a JWT to send as `Authorization: Bearer …`, valid for `expires_in` seconds) and a refresh token. No token needed. A wrong password and an unknown e-mail get the same `401`; repeated failures are `429` with `retry-after`; a user of a suspended clinic gets `403`.",
+                "Exchanges an e-mail address and password for an access token (a JWT to send as `Authorization: Bearer …`, valid for `expires_in` seconds) and a refresh token. No token needed. A wrong password and an unknown e-mail get the same `401`; repeated failures are `429` with `retry-after`; a user of a suspended clinic gets `403`. When the user has multi-factor sign-in on, or the clinic requires it, a right password answers an `MfaChallenge` instead of tokens: `{mfa_required: true, mfa_token}`, to send with a code to `POST /api/v1/auth/mfa/verify` (or, with `mfa_enrollment_required: true`, to enrol with first).",
             ],
             "LoginRequest",
             "200",
-            Some("TokenResponse"),
+            Some("LoginResponse"),
             &[
                 ("400", "Invalid input."),
                 ("401", "Bad credentials."),
@@ -1108,6 +1108,236 @@ fn users_paths(paths: &mut Map<String, Value>, schemas: &mut Map<String, Value>)
             }),
         );
     }
+}
+
+/// Multi-factor sign-in (TOTP): enrolment, confirmation, a sign-in's second step,
+/// switching it off, an admin's reset, and the clinic's policy.
+fn mfa_paths(paths: &mut Map<String, Value>, schemas: &mut Map<String, Value>) {
+    let s = |props: Value, required: &[&str]| json!({"type": "object", "properties": props, "required": required, "additionalProperties": false});
+    let code = json!({"type": "string", "maxLength": 64, "description": "The 6-digit code the authenticator app shows now."});
+    let mfa_token = json!({"type": "string", "maxLength": 128, "description": "The `mfa_token` a sign-in answered."});
+    schemas.insert(
+        "MfaChallenge".into(),
+        json!({
+            "type": "object",
+            "description": "A right password when a second factor is due: no tokens yet.",
+            "properties": {
+                "mfa_required": {"type": "boolean", "enum": [true]},
+                "mfa_enrollment_required": {"type": "boolean", "description": "The clinic requires multi-factor sign-in and the user has none yet: enrol with `mfa_token` (`/auth/mfa/enroll`, then `/auth/mfa/confirm`, which signs in)."},
+                "mfa_token": {"type": "string", "description": "Short-lived (5 minutes to verify, 15 to enrol) and single-use."},
+                "expires_in": {"type": "integer", "description": "Seconds `mfa_token` stays valid."}
+            },
+            "required": ["mfa_required", "mfa_enrollment_required", "mfa_token", "expires_in"]
+        }),
+    );
+    schemas.insert(
+        "LoginResponse".into(),
+        json!({"oneOf": [
+            {"$ref": "#/components/schemas/TokenResponse"},
+            {"$ref": "#/components/schemas/MfaChallenge"}
+        ]}),
+    );
+    schemas.insert(
+        "MfaEnrollRequest".into(),
+        s(json!({"mfa_token": mfa_token.clone()}), &["mfa_token"]),
+    );
+    schemas.insert(
+        "MfaEnrollment".into(),
+        json!({
+            "type": "object",
+            "properties": {
+                "secret": {"type": "string", "description": "The TOTP secret, base32 (RFC 4648, no padding); shown this once."},
+                "otpauth_uri": {"type": "string", "description": "The `otpauth://totp/…` URI authenticator apps scan (as a QR code)."},
+                "algorithm": {"type": "string", "enum": ["SHA1"]},
+                "digits": {"type": "integer", "enum": [6]},
+                "period": {"type": "integer", "enum": [30]}
+            },
+            "required": ["secret", "otpauth_uri", "algorithm", "digits", "period"]
+        }),
+    );
+    schemas.insert(
+        "MfaConfirmRequest".into(),
+        s(
+            json!({"code": code.clone(), "mfa_token": {"type": ["string", "null"], "maxLength": 128, "description": "Without a bearer token: the `mfa_token` of a sign-in that must enrol."}}),
+            &["code"],
+        ),
+    );
+    schemas.insert(
+        "MfaConfirmation".into(),
+        json!({
+            "type": "object",
+            "properties": {
+                "mfa_enabled": {"type": "boolean", "enum": [true]},
+                "recovery_codes": {"type": "array", "items": {"type": "string"}, "minItems": 10, "maxItems": 10, "description": "Single-use codes for when the device is lost; shown this once."},
+                "access_token": {"type": "string", "description": "Only when confirmed with an `mfa_token`: the user is signed in (the same tokens as a login's)."},
+                "token_type": {"type": "string", "enum": ["Bearer"]},
+                "expires_in": {"type": "integer"},
+                "refresh_token": {"type": "string"}
+            },
+            "required": ["mfa_enabled", "recovery_codes"]
+        }),
+    );
+    schemas.insert(
+        "MfaVerifyRequest".into(),
+        s(
+            json!({
+                "mfa_token": mfa_token,
+                "code": {"type": ["string", "null"], "maxLength": 64, "description": "The 6-digit code the authenticator app shows now."},
+                "recovery_code": {"type": ["string", "null"], "maxLength": 64, "description": "One of the recovery codes, instead of `code`; each works once."}
+            }),
+            &["mfa_token"],
+        ),
+    );
+    schemas.insert("MfaCode".into(), s(json!({"code": code}), &["code"]));
+    schemas.insert(
+        "ClinicSecurity".into(),
+        json!({
+            "type": "object",
+            "properties": {"mfa_required": {"type": "boolean", "description": "Every user of the clinic signs in with a second factor; users without one enrol at their next sign-in."}},
+            "required": ["mfa_required"],
+            "additionalProperties": false
+        }),
+    );
+    let responses = |ok: &str, body: Option<(&str, &str)>, errors: &[(&str, &str)]| {
+        let mut r = Map::new();
+        r.insert(
+            ok.into(),
+            match body {
+                Some((schema, d)) => with_description(json_body(schema), d),
+                None => json!({"description": "Done."}),
+            },
+        );
+        for (code, d) in errors {
+            r.insert((*code).into(), problem_response(d));
+        }
+        Value::Object(r)
+    };
+    let bearer_or_token = json!([{"bearer": []}, {}]);
+    paths.insert(
+        "/api/v1/auth/mfa/enroll".into(),
+        json!({"post": {
+            "operationId": "enrollMfa",
+            "summary": "Start multi-factor enrolment",
+            "description": "A new TOTP secret (RFC 6238: SHA-1, 6 digits, 30-second steps) for your account, as base32 and as an `otpauth://` URI to scan; it is shown this once and stays pending until `POST /api/v1/auth/mfa/confirm` proves it with a code (enrolling again replaces a pending secret). Signed in: send your bearer token and no body. A sign-in that answered `mfa_enrollment_required` (the clinic requires a second factor) sends `{mfa_token}` instead. Already on: `409`.",
+            "tags": ["auth"],
+            "security": bearer_or_token.clone(),
+            "requestBody": {"required": false, "description": "Only without a bearer token: the sign-in's `mfa_token`.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/MfaEnrollRequest"}}}},
+            "responses": responses("200", Some(("MfaEnrollment", "The pending secret.")), &[
+                ("400", "Invalid input."),
+                ("401", "No valid bearer token, or the `mfa_token` is invalid, expired or used."),
+                ("403", "Your clinic is suspended or not provisioned."),
+                ("409", "Multi-factor sign-in is already on."),
+                ("503", "Sign-in is unavailable; see retry-after.")
+            ])
+        }}),
+    );
+    paths.insert(
+        "/api/v1/auth/mfa/confirm".into(),
+        json!({"post": {
+            "operationId": "confirmMfa",
+            "summary": "Confirm multi-factor enrolment",
+            "description": "Proves the pending secret with a current code: multi-factor sign-in is on from now, and the answer carries 10 single-use recovery codes, shown this once. With a bearer token, or with the `mfa_token` of a sign-in that must enrol: then the answer signs you in too (`access_token`, `refresh_token`). A wrong code is `401` and counts as a failed sign-in: too many are `429` with `retry-after`.",
+            "tags": ["auth"],
+            "security": bearer_or_token,
+            "requestBody": with_description(json_body("MfaConfirmRequest"), "The code."),
+            "responses": responses("200", Some(("MfaConfirmation", "On, with the recovery codes."))  , &[
+                ("400", "Invalid input."),
+                ("401", "Wrong code, or no valid bearer token or `mfa_token`."),
+                ("403", "Your clinic is suspended or not provisioned."),
+                ("409", "No enrolment is pending, or multi-factor sign-in is already on."),
+                ("429", "Too many attempts; see retry-after."),
+                ("503", "Sign-in is unavailable; see retry-after.")
+            ])
+        }}),
+    );
+    paths.insert(
+        "/api/v1/auth/mfa/verify".into(),
+        json!({"post": {
+            "operationId": "verifyMfa",
+            "summary": "Finish a sign-in with a second factor",
+            "description": "The second step of a sign-in that answered `mfa_required`: the `mfa_token` with a current code from the authenticator app (one step of clock skew either way; each code works once) or one of the recovery codes (each works once). Answers the token pair, as a login does. No access token needed. A wrong code is `401` and counts as a failed sign-in on the account, with the password's attempts: too many are `429` with `retry-after`. The `mfa_token` lasts 5 minutes and is used up by its success.",
+            "tags": ["auth"],
+            "security": [],
+            "requestBody": with_description(json_body("MfaVerifyRequest"), "The sign-in's token and a code."),
+            "responses": responses("200", Some(("TokenResponse", "Signed in.")), &[
+                ("400", "Invalid input: send either `code` or `recovery_code`."),
+                ("401", "Wrong or used code, or the `mfa_token` is invalid, expired or used."),
+                ("403", "Your clinic is suspended or not provisioned."),
+                ("408", "The body did not arrive in time."),
+                ("413", "Body too large."),
+                ("429", "Too many attempts; see retry-after."),
+                ("503", "Sign-in is unavailable; see retry-after.")
+            ])
+        }}),
+    );
+    paths.insert(
+        "/api/v1/auth/mfa/disable".into(),
+        json!({"post": {
+            "operationId": "disableMfa",
+            "summary": "Switch multi-factor sign-in off",
+            "description": "Switches your own multi-factor sign-in off, with a current code; the recovery codes stop working. Refused (`409`) while your clinic requires it. A wrong code is `401` and counts as a failed sign-in.",
+            "tags": ["auth"],
+            "requestBody": with_description(json_body("MfaCode"), "A current code."),
+            "responses": responses("204", None, &[
+                ("400", "Invalid input."),
+                ("401", "Wrong or used code, or no valid bearer token."),
+                ("403", "Your clinic is suspended or not provisioned."),
+                ("409", "Not on, or required by your clinic."),
+                ("429", "Too many attempts; see retry-after."),
+                ("503", "Sign-in is unavailable; see retry-after.")
+            ])
+        }}),
+    );
+    paths.insert(
+        "/api/v1/users/{id}/mfa/reset".into(),
+        json!({
+            "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string", "format": "uuid"}}],
+            "post": {
+                "operationId": "resetUserMfa",
+                "summary": "Reset a user's multi-factor sign-in",
+                "description": "Clears another user's second factor (after a lost device): its secret, recovery codes and pending sign-ins. The user signs in with the password alone again, or enrols at its next sign-in where the clinic requires it. Clinic admins only, and never their own: both are `403`. Recorded in the audit trail.",
+                "tags": ["users"],
+                "responses": responses("204", None, &[
+                    ("400", "Malformed id."),
+                    ("401", "Missing, invalid or expired token."),
+                    ("403", "Not a clinic admin, or your own account."),
+                    ("404", "No such user in your clinic."),
+                    ("503", "Unavailable; retry later.")
+                ])
+            }
+        }),
+    );
+    paths.insert(
+        "/api/v1/clinic-security".into(),
+        json!({
+            "get": {
+                "operationId": "getClinicSecurity",
+                "summary": "Get the clinic's sign-in policy",
+                "description": "Whether the clinic requires multi-factor sign-in (`mfa_required`). Any user of the clinic.",
+                "tags": ["clinic"],
+                "responses": responses("200", Some(("ClinicSecurity", "The policy.")), &[
+                    ("401", "Missing, invalid or expired token."),
+                    ("403", "The clinic is unknown, suspended or not provisioned."),
+                    ("503", "Unavailable; retry later.")
+                ])
+            },
+            "patch": {
+                "operationId": "changeClinicSecurity",
+                "summary": "Change the clinic's sign-in policy",
+                "description": "Requires (or stops requiring) multi-factor sign-in for every user of the clinic. Sessions already open go on; every later sign-in asks for the second factor, and users without one enrol first. Clinic admins only (`403` otherwise). Recorded in the audit trail.",
+                "tags": ["clinic"],
+                "requestBody": with_description(json_body("ClinicSecurity"), "The policy."),
+                "responses": responses("200", Some(("ClinicSecurity", "The policy.")), &[
+                    ("400", "Invalid input."),
+                    ("401", "Missing, invalid or expired token."),
+                    ("403", "Not a clinic admin, or the clinic is unavailable."),
+                    ("408", "The body did not arrive in time."),
+                    ("413", "Body too large."),
+                    ("503", "Unavailable; retry later.")
+                ])
+            }
+        }),
+    );
 }
 
 fn export_paths(paths: &mut Map<String, Value>, schemas: &mut Map<String, Value>) {
@@ -1603,6 +1833,7 @@ pub fn document() -> Value {
     auth_schemas(&mut schemas);
     audit_paths(&mut paths, &mut schemas);
     users_paths(&mut paths, &mut schemas);
+    mfa_paths(&mut paths, &mut schemas);
     export_paths(&mut paths, &mut schemas);
     for r in RESOURCES {
         resource_paths(r, &mut paths);

@@ -6,7 +6,9 @@
 //! `closed`). Sign-in attempts, and registrations naming an existing account, are
 //! counted in the central database before any password is checked
 //! ([`crate::throttle`]). Every sign-in, refresh, sign-out and sign-up is recorded
-//! in the central audit trail in the same transaction as its effect.
+//! in the central audit trail in the same transaction as its effect. A right
+//! password of a user with a second factor (or of a clinic that requires one)
+//! answers a challenge instead of tokens (the second step is in `mfa.rs`).
 
 use crate::audit::{record, session_record};
 use crate::config::Registration;
@@ -15,6 +17,7 @@ use crate::password;
 use crate::provision::provision;
 use crate::state::{note_caller, Ctx, Gateway};
 use crate::throttle;
+use crate::totp;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use common::limits;
@@ -95,7 +98,7 @@ fn invite_hash(code: &str) -> Vec<u8> {
 
 /// Counts a sign-in attempt on `account` from the caller's address (both groups
 /// of checks, see [`throttle::sign_in_checks`]); the checks to refund on success.
-async fn count_sign_in(
+pub(crate) async fn count_sign_in(
     gw: &Gateway,
     ctx: &Ctx,
     account: &str,
@@ -197,7 +200,8 @@ async fn registered(
         .get()
         .await?
         .query_one(
-            "SELECT role, token_version FROM users WHERE id = $1 AND company_id = $2",
+            "SELECT u.role, u.token_version, u.mfa_enabled_at IS NOT NULL, c.mfa_required \
+             FROM users u JOIN companies c ON c.id = u.company_id WHERE u.id = $1 AND u.company_id = $2",
             &[user.as_uuid(), clinic.as_uuid()],
         )
         .await
@@ -209,7 +213,14 @@ async fn registered(
             .ok_or_else(|| GatewayError::Internal("unknown role".into()))?,
         version: row.get(1),
     };
-    let mut answer = start_session(gw, ctx, &who).await?;
+    // A registration sent again for an account that has a second factor by now
+    // signs in no further than a login would.
+    let (mfa_enabled, mfa_required): (bool, bool) = (row.get(2), row.get(3));
+    let mut answer = if mfa_enabled || mfa_required {
+        second_factor_due(gw, ctx, &who, mfa_enabled).await?
+    } else {
+        start_session(gw, ctx, &who).await?
+    };
     if let Some(fields) = answer.as_object_mut() {
         fields.insert("clinic_id".into(), json!(clinic));
         fields.insert("user_id".into(), json!(user));
@@ -423,7 +434,8 @@ pub async fn login(gw: &Gateway, ctx: &Ctx, body: LoginRequest) -> Result<Value,
         let client = gw.central.get().await?;
         client
             .query_opt(
-                "SELECT u.id, u.company_id, u.password_hash, u.role, u.disabled_at IS NOT NULL, c.status, u.token_version \
+                "SELECT u.id, u.company_id, u.password_hash, u.role, u.disabled_at IS NOT NULL, c.status, u.token_version, \
+                        u.mfa_enabled_at IS NOT NULL, c.mfa_required \
                  FROM users u JOIN companies c ON c.id = u.company_id WHERE lower(u.email) = $1",
                 &[&account],
             )
@@ -460,11 +472,59 @@ pub async fn login(gw: &Gateway, ctx: &Ctx, body: LoginRequest) -> Result<Value,
     }
     note_caller(who.clinic, who.user);
     throttle::refund(&gw.central.get().await?, &counted).await?;
+    let (mfa_enabled, mfa_required): (bool, bool) = (row.get(7), row.get(8));
+    if mfa_enabled || mfa_required {
+        return second_factor_due(gw, ctx, &who, mfa_enabled).await;
+    }
     start_session(gw, ctx, &who).await
 }
 
+/// The answer to a right password when a second factor is due: a short-lived,
+/// single-use `mfa_token` instead of tokens, to send with a code to
+/// `/auth/mfa/verify`, or, when the clinic requires MFA and the user has none yet,
+/// to enrol with (`/auth/mfa/enroll`, then `/auth/mfa/confirm`, which signs in).
+async fn second_factor_due(
+    gw: &Gateway,
+    ctx: &Ctx,
+    who: &Principal,
+    enrolled: bool,
+) -> Result<Value, GatewayError> {
+    let (purpose, outcome, ttl) = if enrolled {
+        (totp::Purpose::Verify, "mfa_required", totp::VERIFY_TTL_SECS)
+    } else {
+        (
+            totp::Purpose::Enroll,
+            "mfa_enrollment_required",
+            totp::ENROLL_TTL_SECS,
+        )
+    };
+    let mut client = gw.central.get().await?;
+    let tx = client.transaction().await.map_err(db)?;
+    let token = totp::open_challenge(&tx, who.user, purpose).await?;
+    let record = session_record(ctx, Some(who.user), "login", outcome);
+    pgconn::audit::append(
+        &*tx,
+        &gw.config.audit_keys,
+        who.clinic,
+        std::slice::from_ref(&record),
+    )
+    .await
+    .map_err(db)?;
+    tx.commit().await.map_err(db)?;
+    Ok(json!({
+        "mfa_required": true,
+        "mfa_enrollment_required": !enrolled,
+        "mfa_token": token,
+        "expires_in": ttl as u64,
+    }))
+}
+
 /// A new token family for `who`, committed with its `login` audit record.
-async fn start_session(gw: &Gateway, ctx: &Ctx, who: &Principal) -> Result<Value, GatewayError> {
+pub(crate) async fn start_session(
+    gw: &Gateway,
+    ctx: &Ctx,
+    who: &Principal,
+) -> Result<Value, GatewayError> {
     let mut client = gw.central.get().await?;
     let tx = client.transaction().await.map_err(db)?;
     let tokens = issue_tokens(gw, &tx, who, uuid::Uuid::new_v4()).await?;

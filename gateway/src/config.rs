@@ -90,6 +90,9 @@ pub struct Config {
     /// `AUDIT_KEY`, `AUDIT_KEY_ID`: the audit chain's key.
     pub audit_keys: AuditKeys,
     pub internal: InternalKey,
+    /// The key users' TOTP secrets are sealed with: HKDF-SHA256 of `INTERNAL_SECRET`
+    /// (see [`crate::totp::sealing_keys`]), so gateways need no setting of their own.
+    pub mfa_keys: Arc<common::crypto::KeyRing>,
     /// `REGISTRATION`: `open`, `invite` (the default) or `closed`.
     pub registration: Registration,
     pub limits: Limits,
@@ -201,6 +204,9 @@ impl Config {
             verifier: Arc::new(verifier),
             audit_keys: AuditKeys::from_source(source)?,
             internal: InternalKey::from_source(source)?,
+            mfa_keys: Arc::new(crate::totp::sealing_keys(
+                source.required("INTERNAL_SECRET")?.as_bytes(),
+            )),
             registration,
             limits,
             connections,

@@ -23,6 +23,9 @@ pub enum GatewayError {
     BadCredentials,
     #[error("refresh token refused")]
     BadRefreshToken,
+    /// A second factor (TOTP code, recovery code or `mfa_token`) was refused.
+    #[error("second factor refused: {0}")]
+    MfaRefused(&'static str),
     #[error("too many attempts; retry in {0}s")]
     Throttled(u32),
     #[error("bad request: {0}")]
@@ -80,6 +83,7 @@ impl GatewayError {
             GatewayError::Forbidden(_) => "forbidden",
             GatewayError::BadCredentials => "bad_credentials",
             GatewayError::BadRefreshToken => "bad_refresh_token",
+            GatewayError::MfaRefused(_) => "mfa_refused",
             GatewayError::Throttled(_) => "throttled",
             GatewayError::BadRequest(_) => "bad_request",
             GatewayError::EmailTaken => "email_taken",
@@ -135,6 +139,9 @@ impl GatewayError {
             GatewayError::BadRefreshToken => Problem::unauthorized(
                 "The refresh token is invalid, expired or already used; log in again.",
             ),
+            GatewayError::MfaRefused(detail) => {
+                Problem::new(401, "mfa-refused", "Second factor refused").with_detail(*detail)
+            }
             GatewayError::Throttled(secs) => Problem::new(429, "throttled", "Too many attempts")
                 .with_detail("Too many failed attempts; wait before trying again.")
                 .with_retry_after(*secs),

@@ -13,6 +13,7 @@ use crate::auth;
 use crate::caller::active_caller;
 use crate::error::GatewayError;
 use crate::http::{self as h, Body};
+use crate::mfa;
 use crate::proxy;
 use crate::state::{client_ip, Ctx, Gateway};
 use crate::trail;
@@ -41,6 +42,11 @@ const REGISTER: &str = "/api/v1/auth/register";
 const LOGIN: &str = "/api/v1/auth/login";
 const REFRESH: &str = "/api/v1/auth/refresh";
 const LOGOUT: &str = "/api/v1/auth/logout";
+const MFA_ENROLL: &str = "/api/v1/auth/mfa/enroll";
+const MFA_CONFIRM: &str = "/api/v1/auth/mfa/confirm";
+const MFA_VERIFY: &str = "/api/v1/auth/mfa/verify";
+const MFA_DISABLE: &str = "/api/v1/auth/mfa/disable";
+const CLINIC_SECURITY: &str = "/api/v1/clinic-security";
 const AUTH_OTHER: &str = "/api/v1/auth/{*rest}";
 const AUTH_BARE: &str = "/api/v1/auth/";
 const JWKS: &str = "/.well-known/jwks.json";
@@ -58,6 +64,11 @@ const ROUTES: &[&str] = &[
     LOGIN,
     REFRESH,
     LOGOUT,
+    MFA_ENROLL,
+    MFA_CONFIRM,
+    MFA_VERIFY,
+    MFA_DISABLE,
+    CLINIC_SECURITY,
     AUTH_OTHER,
     AUTH_BARE,
     JWKS,
@@ -75,6 +86,11 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route(LOGIN, any(login))
         .route(REFRESH, any(refresh))
         .route(LOGOUT, any(logout))
+        .route(MFA_ENROLL, any(mfa_enroll))
+        .route(MFA_CONFIRM, any(mfa_confirm))
+        .route(MFA_VERIFY, any(mfa_verify))
+        .route(MFA_DISABLE, any(mfa_disable))
+        .route(CLINIC_SECURITY, any(clinic_security))
         .route(AUTH_OTHER, any(no_such_endpoint))
         .route(AUTH_BARE, any(no_such_endpoint))
         .route(JWKS, any(jwks))
@@ -93,7 +109,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
 fn route_class(path: &str) -> &'static str {
     if path.starts_with("/api/v1/auth/") {
         "auth"
-    } else if path == AUDIT_LOGS || path.starts_with(USERS) {
+    } else if path == AUDIT_LOGS || path == CLINIC_SECURITY || path.starts_with(USERS) {
         "admin"
     } else if path == OPENAPI {
         "openapi"
@@ -247,6 +263,71 @@ async fn logout(State(gw): Shared, ctx: Ctx, req: Request) -> Answer {
     Ok(h::empty(StatusCode::NO_CONTENT))
 }
 
+/// Whether the request sends a bearer token (or anything in `Authorization`).
+fn sends_token(req: &Request) -> bool {
+    req.headers().contains_key(http::header::AUTHORIZATION)
+}
+
+/// With a bearer token: the signed-in user enrols; without one, the sign-in the
+/// body's `mfa_token` names (its clinic requires MFA).
+async fn mfa_enroll(State(gw): Shared, ctx: Ctx, req: Request) -> Answer {
+    only(&req, Method::POST)?;
+    let who = if sends_token(&req) {
+        mfa::Enrolling::Signed(active_caller(&gw, &ctx, req.headers()).await?.0)
+    } else {
+        body::<mfa::EnrollRequest>(&gw, req).await?.enrolling()
+    };
+    Ok(h::json(StatusCode::OK, &mfa::enroll(&gw, &ctx, who).await?))
+}
+
+async fn mfa_confirm(State(gw): Shared, ctx: Ctx, req: Request) -> Answer {
+    only(&req, Method::POST)?;
+    let claims = if sends_token(&req) {
+        Some(active_caller(&gw, &ctx, req.headers()).await?.0)
+    } else {
+        None
+    };
+    let body = body(&gw, req).await?;
+    Ok(h::json(
+        StatusCode::OK,
+        &mfa::confirm(&gw, &ctx, claims, body).await?,
+    ))
+}
+
+async fn mfa_verify(State(gw): Shared, ctx: Ctx, req: Request) -> Answer {
+    only(&req, Method::POST)?;
+    let body = body(&gw, req).await?;
+    Ok(h::json(
+        StatusCode::OK,
+        &mfa::verify(&gw, &ctx, body).await?,
+    ))
+}
+
+async fn mfa_disable(State(gw): Shared, ctx: Ctx, req: Request) -> Answer {
+    only(&req, Method::POST)?;
+    let (claims, _) = active_caller(&gw, &ctx, req.headers()).await?;
+    let body = body(&gw, req).await?;
+    mfa::disable(&gw, &ctx, &claims, body).await?;
+    Ok(h::empty(StatusCode::NO_CONTENT))
+}
+
+/// `GET` (any user of the clinic) and `PATCH` (its admins) of the sign-in policy.
+async fn clinic_security(State(gw): Shared, ctx: Ctx, req: Request) -> Answer {
+    let (claims, _) = active_caller(&gw, &ctx, req.headers()).await?;
+    match *req.method() {
+        Method::GET => Ok(h::json(StatusCode::OK, &mfa::security(&gw, &claims).await?)),
+        Method::PATCH => {
+            users::admin_only(&claims)?;
+            let body = body(&gw, req).await?;
+            Ok(h::json(
+                StatusCode::OK,
+                &mfa::change_security(&gw, &ctx, &claims, body).await?,
+            ))
+        }
+        _ => Err(GatewayError::MethodNotAllowed),
+    }
+}
+
 async fn no_such_endpoint() -> GatewayError {
     GatewayError::NotFound
 }
@@ -325,6 +406,13 @@ async fn users(State(gw): Shared, ctx: Ctx, req: Request) -> Answer {
             };
             let user = users::change(&gw, &ctx, &claims, id, change).await?;
             Ok(h::json(StatusCode::OK, &user))
+        }
+        (Method::POST, [id, mfa, reset]) if mfa == "mfa" && reset == "reset" => {
+            mfa::reset(&gw, &ctx, &claims, id).await?;
+            Ok(h::empty(StatusCode::NO_CONTENT))
+        }
+        (_, [_, mfa, reset]) if mfa == "mfa" && reset == "reset" => {
+            Err(GatewayError::MethodNotAllowed)
         }
         (_, []) | (_, [_]) => Err(GatewayError::MethodNotAllowed),
         (_, [_, action]) if matches!(action.as_str(), "disable" | "enable" | "sign-out") => {
@@ -413,6 +501,14 @@ mod tests {
             ("/api/v1/users/abc/disable", Some(USERS_BELOW)),
             ("/api/v1/users//disable", Some(USERS_BELOW)),
             ("/api/v1/users/a/b/c", Some(USERS_BELOW)),
+            ("/api/v1/users/abc/mfa/reset", Some(USERS_BELOW)),
+            ("/api/v1/auth/mfa/enroll", Some(MFA_ENROLL)),
+            ("/api/v1/auth/mfa/confirm", Some(MFA_CONFIRM)),
+            ("/api/v1/auth/mfa/verify", Some(MFA_VERIFY)),
+            ("/api/v1/auth/mfa/disable", Some(MFA_DISABLE)),
+            ("/api/v1/auth/mfa/other", Some(AUTH_OTHER)),
+            ("/api/v1/clinic-security", Some(CLINIC_SECURITY)),
+            ("/api/v1/clinic-security/x", None),
             ("/api/v1/openapi.json", Some(OPENAPI)),
             ("/.well-known/jwks.json", Some(JWKS)),
             ("/api/v1/audit-logs", Some(AUDIT_LOGS)),

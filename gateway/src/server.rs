@@ -229,7 +229,7 @@ pub async fn run(
         shutdown.clone(),
     ));
     {
-        // Spent attempt counters are deleted now and then.
+        // Spent attempt counters and sign-in challenges are deleted now and then.
         let gw = gw.clone();
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
@@ -238,6 +238,9 @@ pub async fn run(
                 if let Ok(client) = gw.central.get().await {
                     if let Err(e) = crate::throttle::prune(&client).await {
                         tracing::debug!(error = %e, "could not prune attempt counters");
+                    }
+                    if let Err(e) = crate::totp::prune(&client).await {
+                        tracing::debug!(error = %e, "could not prune sign-in challenges");
                     }
                 }
             }

@@ -74,7 +74,7 @@ fn record(ctx: &Ctx, claims: &Claims, action: &str, user: Uuid) -> Record {
     r
 }
 
-fn parse_id(raw: &str) -> Result<Uuid, GatewayError> {
+pub(crate) fn parse_id(raw: &str) -> Result<Uuid, GatewayError> {
     Uuid::parse_str(raw)
         .map_err(|_| GatewayError::BadRequest("The id in the path must be a UUID.".into()))
 }
@@ -97,7 +97,7 @@ pub async fn list(gw: &Gateway, claims: &Claims) -> Result<Value, GatewayError> 
 /// Locks the clinic (one user change at a time) and checks that the caller is
 /// still what its token says: the same token version, not disabled, and an admin
 /// when `admin` is asked for.
-async fn lock_and_check_caller(
+pub(crate) async fn lock_and_check_caller(
     tx: &deadpool_postgres::Transaction<'_>,
     claims: &Claims,
     admin: bool,

@@ -47,6 +47,7 @@ pub const CENTRAL: &[Migration] = &[
     migration!("central", 9, "009_signup_and_throttle"),
     migration!("central", 10, "010_keyed_audit_chain"),
     migration!("central", 11, "011_service_roles"),
+    migration!("central", 12, "012_staff_mfa"),
 ];
 
 /// Every clinic database (and the template they are cloned from).

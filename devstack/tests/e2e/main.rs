@@ -20,6 +20,7 @@ mod faults;
 mod fleet;
 mod keys;
 mod lifecycle;
+mod mfa;
 mod monitoring;
 mod ops;
 mod placement;
