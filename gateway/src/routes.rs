@@ -268,6 +268,27 @@ fn sends_token(req: &Request) -> bool {
     req.headers().contains_key(http::header::AUTHORIZATION)
 }
 
+/// The JSON body of a request that sent no token: without one either (an empty
+/// body), it is `401` like any call that needs a token.
+async fn body_instead_of_token<T: DeserializeOwned>(
+    gw: &Gateway,
+    req: Request,
+) -> Result<T, GatewayError> {
+    let (parts, raw) = req.into_parts();
+    let bytes = h::read_body(
+        &parts.headers,
+        raw,
+        gw.config.max_body_bytes,
+        gw.config.connections.body_read_timeout,
+    )
+    .await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(GatewayError::MissingToken);
+    }
+    serde_json::from_slice(&bytes)
+        .map_err(|e| GatewayError::BadRequest(format!("Invalid JSON body: {e}.")))
+}
+
 /// With a bearer token: the signed-in user enrols; without one, the sign-in the
 /// body's `mfa_token` names (its clinic requires MFA).
 async fn mfa_enroll(State(gw): Shared, ctx: Ctx, req: Request) -> Answer {
@@ -275,19 +296,21 @@ async fn mfa_enroll(State(gw): Shared, ctx: Ctx, req: Request) -> Answer {
     let who = if sends_token(&req) {
         mfa::Enrolling::Signed(active_caller(&gw, &ctx, req.headers()).await?.0)
     } else {
-        body::<mfa::EnrollRequest>(&gw, req).await?.enrolling()
+        body_instead_of_token::<mfa::EnrollRequest>(&gw, req)
+            .await?
+            .enrolling()
     };
     Ok(h::json(StatusCode::OK, &mfa::enroll(&gw, &ctx, who).await?))
 }
 
 async fn mfa_confirm(State(gw): Shared, ctx: Ctx, req: Request) -> Answer {
     only(&req, Method::POST)?;
-    let claims = if sends_token(&req) {
-        Some(active_caller(&gw, &ctx, req.headers()).await?.0)
+    let (claims, body) = if sends_token(&req) {
+        let claims = active_caller(&gw, &ctx, req.headers()).await?.0;
+        (Some(claims), body(&gw, req).await?)
     } else {
-        None
+        (None, body_instead_of_token(&gw, req).await?)
     };
-    let body = body(&gw, req).await?;
     Ok(h::json(
         StatusCode::OK,
         &mfa::confirm(&gw, &ctx, claims, body).await?,

@@ -161,6 +161,24 @@ async fn sign_in_with_a_code_once_recovery_once_and_guessing_throttled() {
     let _turn = turn();
     let http = http();
     let clinic = register(&http, None).await;
+    // Without a token (or a sign-in's `mfa_token`) nothing enrols.
+    for path in [
+        "/api/v1/auth/mfa/enroll",
+        "/api/v1/auth/mfa/confirm",
+        "/api/v1/auth/mfa/disable",
+    ] {
+        problem(&call(&http, path, None, None).await, 401);
+    }
+    problem(
+        &call(
+            &http,
+            "/api/v1/auth/mfa/confirm",
+            None,
+            Some(json!({"code": "123456"})),
+        )
+        .await,
+        401,
+    );
     let (secret, used, recovery) = enrol(&http, &clinic.token).await;
     let mut failures = 1; // the wrong code at confirmation
 
