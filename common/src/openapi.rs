@@ -148,18 +148,60 @@ fn resource_schemas(r: &Resource, schemas: &mut Map<String, Value>) {
         schemas.insert(c.title.into(), child_output);
         schemas.insert(format!("{}Input", c.title), child_input);
     }
+    schemas.insert("Tombstone".into(), tombstone_schema());
     schemas.insert(
         format!("{}Page", r.title),
         json!({
             "type": "object",
             "properties": {
-                "data": {"type": "array", "items": {"$ref": format!("#/components/schemas/{}", r.title)}},
+                "data": {"type": "array", "items": {"anyOf": [
+                    {"$ref": format!("#/components/schemas/{}", r.title)},
+                    {"$ref": "#/components/schemas/Tombstone"}
+                ]}, "description": "The objects; with `include_deleted=true`, a soft-deleted one as a `Tombstone`."},
                 "next_cursor": {"type": ["string", "null"]}
             },
             "required": ["data", "next_cursor"]
         }),
     );
 }
+
+/// What a list with `include_deleted=true` shows of a soft-deleted object.
+fn tombstone_schema() -> Value {
+    json!({
+        "type": "object",
+        "description": "A soft-deleted object, listed as a change (`updated_since` with `include_deleted=true`), without its data.",
+        "properties": {
+            "id": {"type": "string", "format": "uuid"},
+            "deleted": {"type": "boolean", "const": true},
+            "deleted_at": {"type": "string", "format": "date-time"},
+            "updated_at": {"type": "string", "format": "date-time"}
+        },
+        "required": ["id", "deleted", "deleted_at", "updated_at"]
+    })
+}
+
+/// A single-object answer's `ETag` header.
+fn with_etag(mut v: Value) -> Value {
+    v["headers"] = json!({"ETag": {
+        "description": "The object's version, a strong entity tag that changes with every write of it: send it back as `If-Match` to change or delete the object only if nobody changed it meanwhile.",
+        "schema": {"type": "string"}
+    }});
+    v
+}
+
+/// The `If-Match` request header of a change or delete.
+fn if_match_param() -> Value {
+    json!({
+        "name": "If-Match",
+        "in": "header",
+        "required": false,
+        "description": "Change or delete the object only if its current `ETag` is one of these entity tags (`*`: any existing object). Otherwise nothing is changed and the answer is `412`. Without it the write happens whatever the object's version.",
+        "schema": {"type": "string", "maxLength": limits::QUERY_VALUE_MAX}
+    })
+}
+
+/// The sentence on `If-Match` of a change or delete.
+const IF_MATCH_NOTE: &str = "With `If-Match`, the write happens only if the object's `ETag` is still one it names (checked with the write itself: of two writers sending the same tag, one wins and the other gets `412`); a stale or unknown tag is `412` and nothing is changed.";
 
 fn common_errors(ops: &mut Map<String, Value>) {
     ops.insert(
@@ -391,6 +433,7 @@ fn list_description(r: &Resource) -> String {
             code_list(&restricted_filters)
         ));
     }
+    text.push_str(" To sync, send `updated_since` (RFC 3339): the objects whose `updated_at` is at or after it (`>=`, so a repeated time is never a gap), in the order of their changes (`updated_at`, then `id`), so the cursor walks changes in order and a change made while paging comes on a later page; with `include_deleted=true` soft-deleted ones come too, as tombstones (`id`, `deleted`, `deleted_at`, `updated_at`, no data). Every write, delete and restore moves `updated_at`. A change committed late may carry a slightly earlier `updated_at`: start the next sync a few seconds before the last `updated_at` seen and drop repeats by `id` and `updated_at`. `q` cannot be combined with `updated_since`, and `include_deleted` needs it (`400`). List items carry no `ETag`: their `updated_at` is what it is derived from, and reading one object answers it.");
     text.push_str(" A malformed query parameter or cursor is `400`.");
     text
 }
@@ -440,6 +483,14 @@ fn resource_paths(r: &Resource, paths: &mut Map<String, Value>) {
             json!({"type": "string", "maxLength": limits::QUERY_VALUE_MAX}),
         ),
     ];
+    list_params.push(query_param(
+        "updated_since",
+        json!({"type": "string", "format": "date-time"}),
+    ));
+    list_params.push(query_param(
+        "include_deleted",
+        json!({"type": "boolean", "default": false}),
+    ));
     for f in r.fields.iter().filter(|f| f.filterable) {
         list_params.push(query_param(f.name, filter_schema(f)));
     }
@@ -480,7 +531,7 @@ fn resource_paths(r: &Resource, paths: &mut Map<String, Value>) {
     };
     let write_errors = |ok: &str, ok_body: Value| {
         json!({
-            ok: ok_body,
+            ok: with_etag(ok_body),
             "400": problem_response("Malformed JSON, invalid fields or references."),
             "404": problem_response("No such object in your clinic."),
             "408": problem_response("The body did not arrive in time."),
@@ -526,7 +577,7 @@ fn resource_paths(r: &Resource, paths: &mut Map<String, Value>) {
                 format!("Reads one {one} by id. {} {NOT_FOUND}", callers(r, Use::Read)),
                 None,
                 json!({
-                    "200": with_description(json_body(t), "The object."),
+                    "200": with_etag(with_description(json_body(t), "The object.")),
                     "400": problem_response("Malformed id."),
                     "404": problem_response("No such object in your clinic.")
                 }),
@@ -572,6 +623,20 @@ fn resource_paths(r: &Resource, paths: &mut Map<String, Value>) {
             )
         }),
     );
+    if let Some(item) = paths.get_mut(&format!("/api/v1/{}/{{id}}", r.name)) {
+        for method in ["put", "patch", "delete"] {
+            let op = &mut item[method];
+            let text = format!(
+                "{} {IF_MATCH_NOTE}",
+                op["description"].as_str().unwrap_or("")
+            );
+            op["description"] = text.into();
+            op["parameters"] = json!([if_match_param()]);
+            op["responses"]["412"] = problem_response(
+                "`If-Match` names none of the object's current version: nothing was changed.",
+            );
+        }
+    }
     let restore = RowAction {
         name: "restore",
         function: "",
@@ -624,7 +689,7 @@ fn resource_paths(r: &Resource, paths: &mut Map<String, Value>) {
             )
         };
         let responses = json!({
-            ok: with_description(json_body(t), description),
+            ok: with_etag(with_description(json_body(t), description)),
             "400": problem_response("Malformed id, or the object is not ready for this."),
             "404": problem_response("No such object in your clinic."),
             "409": problem_response("The object's state does not allow this.")

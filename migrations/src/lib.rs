@@ -67,6 +67,7 @@ pub const CLINIC: &[Migration] = &[
     migration!("clinic", 13, "013_sealed_notes_and_erasure"),
     migration!("clinic", 14, "014_patient_search"),
     migration!("clinic", 15, "015_clinic_day"),
+    migration!("clinic", 16, "016_sync_changes"),
 ];
 
 /// The group role every clinic role belongs to; clinic tables are granted to it.

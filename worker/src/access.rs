@@ -77,7 +77,8 @@ fn content_length(req: &Request) -> Option<usize> {
 }
 
 /// Records a failed access in the outbox over `client` (best effort for refusals;
-/// an unrecordable failure is logged). `NotFound` was recorded by its statement.
+/// an unrecordable failure is logged). `NotFound` and `PreconditionFailed` were
+/// recorded by their statement.
 async fn record_failure(
     client: &Conn,
     caller: &Caller,
@@ -87,7 +88,7 @@ async fn record_failure(
     e: &WorkerError,
 ) {
     let outcome = match e {
-        WorkerError::NotFound => return,
+        WorkerError::NotFound | WorkerError::PreconditionFailed => return,
         WorkerError::BadRequest(_)
         | WorkerError::Conflict(_)
         | WorkerError::Conflicts(..)

@@ -54,7 +54,28 @@ async fn list_of(
     Ok(Json(json!({"data": data, "next_cursor": next})).into_response())
 }
 
-/// Creates, replaces or patches through the generic write path.
+/// One object as an answer, with its `ETag` (see [`data::etag`]).
+fn tagged(status: StatusCode, value: serde_json::Value) -> Response {
+    let tag = data::etag(&value).and_then(|t| header::HeaderValue::try_from(t).ok());
+    let mut response = (status, Json(value)).into_response();
+    if let Some(tag) = tag {
+        response.headers_mut().insert(header::ETAG, tag);
+    }
+    response
+}
+
+/// The request's `If-Match`, if it has one (an unreadable one matches nothing).
+fn if_match(headers: &axum::http::HeaderMap) -> Option<data::IfMatch> {
+    let raw = headers.get(header::IF_MATCH)?;
+    Some(
+        raw.to_str()
+            .map(data::IfMatch::parse)
+            .unwrap_or(data::IfMatch::Versions(Vec::new())),
+    )
+}
+
+/// Creates, replaces or patches through the generic write path; a replace or patch
+/// only if the row's version is one `if_match` names.
 async fn write(
     state: &AppState,
     caller: &Caller,
@@ -62,6 +83,7 @@ async fn write(
     target: Option<Uuid>,
     mode: data::Write,
     body: axum::body::Bytes,
+    if_match: Option<data::IfMatch>,
 ) -> Result<serde_json::Value, WorkerError> {
     let action = if target.is_some() {
         Action::Update
@@ -80,7 +102,17 @@ async fn write(
             if let Some(refusal) = refused {
                 return (client, Err(WorkerError::Forbidden(refusal)));
             }
-            let result = data::write(&mut client, &keys, r, &actor, target, mode, &body).await;
+            let result = data::write(
+                &mut client,
+                &keys,
+                r,
+                &actor,
+                target,
+                mode,
+                &body,
+                if_match.as_ref(),
+            )
+            .await;
             (client, result)
         },
     )
@@ -95,8 +127,8 @@ pub async fn create(
 ) -> Result<Response, WorkerError> {
     let r = resource(&name)?;
     let body = access::body(&state, req).await?;
-    let created = write(&state, &caller, r, None, data::Write::Create, body).await?;
-    Ok((StatusCode::CREATED, Json(created)).into_response())
+    let created = write(&state, &caller, r, None, data::Write::Create, body, None).await?;
+    Ok(tagged(StatusCode::CREATED, created))
 }
 
 pub async fn get_one(
@@ -124,7 +156,7 @@ pub async fn get_one(
         },
     )
     .await?;
-    Ok(Json(found).into_response())
+    Ok(tagged(StatusCode::OK, found))
 }
 
 /// `PUT` (every writable field: those left out take their default or null) and
@@ -142,17 +174,21 @@ pub async fn update(
     } else {
         data::Write::Replace
     };
+    let expected = if_match(req.headers());
     let body = access::body(&state, req).await?;
-    Ok(Json(write(&state, &caller, r, Some(id), mode, body).await?).into_response())
+    let updated = write(&state, &caller, r, Some(id), mode, body, expected).await?;
+    Ok(tagged(StatusCode::OK, updated))
 }
 
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
     Path((name, id)): Path<(String, String)>,
+    headers: axum::http::HeaderMap,
 ) -> Result<Response, WorkerError> {
     let r = resource(&name)?;
     let id = parse_id(&id)?;
+    let expected = if_match(&headers);
     let refused = access::refusal(&caller, r, true);
     audited(
         &state,
@@ -164,7 +200,8 @@ pub async fn delete(
             if let Some(refusal) = refused {
                 return (client, Err(WorkerError::Forbidden(refusal)));
             }
-            let result = data::set_deleted(&mut client, &keys, r, &actor, id, true).await;
+            let result =
+                data::set_deleted(&mut client, &keys, r, &actor, id, true, expected.as_ref()).await;
             (client, result)
         },
     )
@@ -197,12 +234,13 @@ pub async fn act(
                 if let Some(refusal) = refused {
                     return (client, Err(WorkerError::Forbidden(refusal)));
                 }
-                let result = data::set_deleted(&mut client, &keys, r, &actor, id, false).await;
+                let result =
+                    data::set_deleted(&mut client, &keys, r, &actor, id, false, None).await;
                 (client, result)
             },
         )
         .await?;
-        return Ok(Json(restored.unwrap_or_default()).into_response());
+        return Ok(tagged(StatusCode::OK, restored.unwrap_or_default()));
     }
     let spec = r.action(&action).ok_or(WorkerError::UnknownResource)?;
     // A refusal is an access attempt too: decided inside `audited` so it is recorded.
@@ -228,7 +266,7 @@ pub async fn act(
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(value)).into_response())
+    Ok(tagged(status, value))
 }
 
 /// The payments of one invoice, under the invoice's path.
@@ -267,9 +305,10 @@ async fn record_payment(
         None,
         data::Write::Create,
         body.into(),
+        None,
     )
     .await?;
-    Ok((StatusCode::CREATED, Json(created)).into_response())
+    Ok(tagged(StatusCode::CREATED, created))
 }
 
 /// `GET /api/v1/documents/{id}/payments`: the invoice's payments, a list of

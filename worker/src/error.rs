@@ -25,6 +25,9 @@ pub enum WorkerError {
     NotFound,
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// An `If-Match` that names none of the row's current version: nothing changed.
+    #[error("precondition failed: the row changed since the version named")]
+    PreconditionFailed,
     #[error("body over {0} bytes")]
     PayloadTooLarge(usize),
     #[error("conflict: {0}")]
@@ -61,6 +64,7 @@ impl WorkerError {
             WorkerError::UnknownResource => "unknown_resource",
             WorkerError::NotFound => "not_found",
             WorkerError::BadRequest(_) => "bad_request",
+            WorkerError::PreconditionFailed => "precondition_failed",
             WorkerError::PayloadTooLarge(_) => "payload_too_large",
             WorkerError::Conflict(_) | WorkerError::Conflicts(..) => "conflict",
             WorkerError::PoolTimeout => "pool_timeout",
@@ -100,6 +104,11 @@ impl WorkerError {
             }
             WorkerError::UnknownResource | WorkerError::NotFound => Problem::not_found(),
             WorkerError::BadRequest(detail) => Problem::bad_request(detail.clone()),
+            WorkerError::PreconditionFailed => {
+                Problem::new(412, "precondition-failed", "Precondition failed").with_detail(
+                    "The object changed since the version `If-Match` names (or `If-Match` names no version this API gave); nothing was changed. Read it again and retry.",
+                )
+            }
             WorkerError::PayloadTooLarge(limit) => Problem::payload_too_large(*limit),
             WorkerError::Conflict(detail) => {
                 Problem::new(409, "conflict", "Conflict").with_detail(detail.clone())

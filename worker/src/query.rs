@@ -1,5 +1,5 @@
 //! The query string of a list request (`GET /api/v1/{resource}?…`): `q`, `limit`,
-//! `cursor` and the resource's filters, parsed into the data layer's [`ListQuery`].
+//! `cursor`, `updated_since`, `include_deleted` and the resource's filters, parsed into the data layer's [`ListQuery`].
 //! Other parameters are ignored: a clinic id in the query string is never used.
 
 use crate::data::{Cursor, ListQuery, MAX_LIMIT};
@@ -43,6 +43,23 @@ pub fn list_query(r: &Resource, raw: Option<&str>) -> Result<ListQuery, WorkerEr
                     WorkerError::BadRequest("`cursor` is not a cursor this API returned.".into())
                 })?)
             }
+            "updated_since" => {
+                let since = chrono::DateTime::parse_from_rfc3339(&value).map_err(|_| {
+                    WorkerError::BadRequest("`updated_since` must be an RFC 3339 date-time.".into())
+                })?;
+                out.updated_since = Some(since.with_timezone(&chrono::Utc));
+            }
+            "include_deleted" => {
+                out.include_deleted = match value.as_str() {
+                    "true" => true,
+                    "false" => false,
+                    _ => {
+                        return Err(WorkerError::BadRequest(
+                            "`include_deleted` must be true or false.".into(),
+                        ))
+                    }
+                }
+            }
             other => {
                 if let Some(f) = r.field(other).filter(|f| f.filterable) {
                     out.filters.push((f, value));
@@ -85,5 +102,17 @@ mod tests {
         .unwrap();
         assert_eq!(a.ranges.len(), 1);
         assert_eq!(a.filters.len(), 1);
+        let s = list_query(
+            &PATIENTS,
+            Some("updated_since=2026-01-01T10:00:00%2B01:00&include_deleted=true"),
+        )
+        .unwrap();
+        assert_eq!(
+            s.updated_since.map(|t| t.to_rfc3339()),
+            Some("2026-01-01T09:00:00+00:00".into())
+        );
+        assert!(s.include_deleted);
+        assert!(list_query(&PATIENTS, Some("updated_since=yesterday")).is_err());
+        assert!(list_query(&PATIENTS, Some("include_deleted=yes")).is_err());
     }
 }

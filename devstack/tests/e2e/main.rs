@@ -28,3 +28,4 @@ mod relocation;
 mod resources;
 mod scale;
 mod security;
+mod sync;

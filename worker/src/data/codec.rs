@@ -101,6 +101,17 @@ pub(super) async fn rows_to_json(
     actor: &Actor,
     rows: &[Row],
 ) -> Result<Vec<Value>, WorkerError> {
+    let rows: Vec<&Row> = rows.iter().collect();
+    some_rows_to_json(r, keys, actor, &rows).await
+}
+
+/// [`rows_to_json`] of some of a statement's rows.
+pub(super) async fn some_rows_to_json(
+    r: &Resource,
+    keys: &ClinicKeyCache,
+    actor: &Actor,
+    rows: &[&Row],
+) -> Result<Vec<Value>, WorkerError> {
     let mut versions = std::collections::BTreeSet::new();
     for row in rows {
         for (i, f) in r.fields.iter().enumerate() {

@@ -6,11 +6,18 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use uuid::Uuid;
 
-/// Where a page starts: after a row, by its id (lists, in creation order), or by
-/// its place in a search's relevance order (see [`super::search`]).
+/// Where a page starts: after a row, by its id (lists, in creation order), by its
+/// place in the order of changes (lists with `updated_since`), or by its place in a
+/// search's relevance order (see [`super::search`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cursor {
     Id(Uuid),
+    /// After the row `id` last changed at `updated_at` (microseconds since the
+    /// Unix epoch): changes come in (`updated_at`, `id`) order.
+    Changed {
+        updated_at: i64,
+        id: Uuid,
+    },
     /// After the row `id` whose search key is `key`, among the rows that start
     /// with the term (`rest` false) or that only contain it (`rest` true).
     Search {
@@ -21,11 +28,17 @@ pub enum Cursor {
 }
 
 impl Cursor {
-    /// URL-safe base64: the id's 16 bytes, or a JSON array of the search rank
-    /// (`"0"` or `"1"`), the search key and the id.
+    /// URL-safe base64: the id's 16 bytes; the change time's 8 bytes (big-endian
+    /// microseconds) and the id's 16; or a JSON array of the search rank (`"0"` or
+    /// `"1"`), the search key and the id.
     pub fn encode(&self) -> String {
         match self {
             Cursor::Id(id) => URL_SAFE_NO_PAD.encode(id.as_bytes()),
+            Cursor::Changed { updated_at, id } => {
+                let mut bytes = updated_at.to_be_bytes().to_vec();
+                bytes.extend_from_slice(id.as_bytes());
+                URL_SAFE_NO_PAD.encode(bytes)
+            }
             Cursor::Search { rest, key, id } => {
                 let rank = if *rest { "1" } else { "0" };
                 let id = id.to_string();
@@ -40,6 +53,12 @@ impl Cursor {
         let bytes = URL_SAFE_NO_PAD.decode(raw.as_bytes()).ok()?;
         if bytes.len() == 16 {
             return Uuid::from_slice(&bytes).ok().map(Cursor::Id);
+        }
+        if let Some((time, id)) = bytes.split_first_chunk::<8>().filter(|_| bytes.len() == 24) {
+            return Some(Cursor::Changed {
+                updated_at: i64::from_be_bytes(*time),
+                id: Uuid::from_slice(id).ok()?,
+            });
         }
         let [rank, key, id]: [String; 3] = serde_json::from_slice(&bytes).ok()?;
         let rest = match rank.as_str() {
@@ -61,6 +80,11 @@ mod tests {
         let id = Uuid::now_v7();
         for c in [
             Cursor::Id(id),
+            Cursor::Changed {
+                updated_at: 1_765_012_345_678_901,
+                id,
+            },
+            Cursor::Changed { updated_at: -1, id },
             Cursor::Search {
                 rest: false,
                 key: "lovelace".into(),

@@ -11,6 +11,7 @@
 //! - [`input`]: request bodies parsed and validated;
 //! - [`list`], [`search`], [`cursor`]: pages, the search order, the one cursor codec;
 //! - [`read`], [`write`]: single-row reads and the writes;
+//! - [`version`]: a row's `ETag` and a write's `If-Match`;
 //! - [`singleton`]: the one-row resources (the clinic's settings).
 
 pub mod codec;
@@ -21,6 +22,7 @@ pub mod read;
 pub mod search;
 pub mod singleton;
 pub mod sql;
+pub mod version;
 pub mod write;
 
 pub use cursor::Cursor;
@@ -28,4 +30,5 @@ pub use input::Write;
 pub use list::{list, ListQuery, MAX_LIMIT};
 pub use read::{export_patient, get};
 pub use sql::{record_access, Action, Actor, Audit};
+pub use version::{etag, IfMatch};
 pub use write::{act, set_deleted, write, write_in};

@@ -2,11 +2,20 @@
 //! record, child rows and links, then the row as stored; soft delete and restore;
 //! row actions (clinic database functions), carrying sealed fields to the row an
 //! action made.
+//!
+//! Every change of a row moves its `updated_at` forward, by at least a microsecond
+//! ([`BUMP`]), so its `ETag` ([`super::version`]) changes with it. An `If-Match`
+//! is checked by the change's own `UPDATE` (`updated_at` among the versions it
+//! names), so two writers holding the same version cannot both win: the second
+//! finds the row changed when the first commits. A row left alone because of it is
+//! told from a missing one afterwards, in the same transaction (`412` vs `404`),
+//! and the refusal is recorded as the write's outcome (`precondition_failed`).
 
 use super::codec;
 use super::input::{parse_body, Input, RefCheck, Write};
 use super::read::reread;
 use super::sql::{audited, col, run, Action, Actor, Op, Sql, FOUND_OUTCOME};
+use super::version::IfMatch;
 use crate::error::WorkerError;
 use crate::keys::ClinicKeyCache;
 use common::crypto::sealed_key_id;
@@ -124,7 +133,64 @@ async fn write_children(
     Ok(())
 }
 
-/// Creates, replaces (PUT) or patches a row with its children, in one transaction.
+/// The new `updated_at` of a changed row: now, or a microsecond after the last
+/// change if that is later (two changes in one transaction, or a clock behind).
+const BUMP: &str = "updated_at = greatest(now(), updated_at + interval '1 microsecond')";
+
+/// The extra condition of an `UPDATE` under `If-Match`, binding its versions.
+fn version_condition(sql: &mut Sql, if_match: Option<&IfMatch>) -> String {
+    match if_match {
+        None | Some(IfMatch::Any) => String::new(),
+        Some(IfMatch::Versions(versions)) => format!(
+            " AND updated_at = ANY({}::timestamptz[])",
+            sql.bind(versions.clone())
+        ),
+    }
+}
+
+/// The audit outcome of an `UPDATE` of row `i` under `If-Match`: a live row left
+/// alone was refused because of its version.
+fn versioned_outcome(r: &Resource, i: &str, if_match: Option<&IfMatch>) -> String {
+    match if_match {
+        Some(IfMatch::Versions(_)) => format!(
+            "CASE WHEN EXISTS (SELECT 1 FROM w) THEN 'success' \
+             WHEN EXISTS (SELECT 1 FROM {} WHERE company_id = $1 AND id = {i}::uuid AND deleted_at IS NULL) \
+             THEN 'precondition_failed' ELSE 'not_found' END",
+            r.table
+        ),
+        _ => FOUND_OUTCOME.to_owned(),
+    }
+}
+
+/// After an `UPDATE` under `If-Match` changed nothing: `PreconditionFailed` if the
+/// live row is there (its version did not match), else `None` (no such row).
+async fn stale_or_missing(
+    tx: &deadpool_postgres::Transaction<'_>,
+    op: Op<'_>,
+    r: &Resource,
+    actor: &Actor,
+    id: Uuid,
+    if_match: Option<&IfMatch>,
+) -> Result<(), WorkerError> {
+    if !matches!(if_match, Some(IfMatch::Versions(_))) {
+        return Ok(());
+    }
+    let mut sql = Sql::for_clinic(actor);
+    let i = sql.bind(id);
+    let text = format!(
+        "SELECT 1 FROM {} WHERE company_id = $1 AND id = {i} AND deleted_at IS NULL",
+        r.table
+    );
+    if run(tx, op, &text, &sql).await?.is_empty() {
+        Ok(())
+    } else {
+        Err(WorkerError::PreconditionFailed)
+    }
+}
+
+/// Creates, replaces (PUT) or patches a row with its children, in one transaction;
+/// a replace or patch only if the row's version is one `if_match` names.
+#[allow(clippy::too_many_arguments)]
 pub async fn write(
     client: &mut deadpool_postgres::Object,
     keys: &ClinicKeyCache,
@@ -133,13 +199,19 @@ pub async fn write(
     target: Option<Uuid>,
     mode: Write,
     body: &[u8],
+    if_match: Option<&IfMatch>,
 ) -> Result<Value, WorkerError> {
     let id = target.unwrap_or_else(Uuid::now_v7);
     let tx = client.transaction().await.map_err(WorkerError::from_db)?;
-    let written = write_in(&tx, keys, r, actor, id, mode, body).await?;
+    let written = match write_in_if(&tx, keys, r, actor, id, mode, body, if_match).await {
+        // A refusal changed nothing; its audit record is kept.
+        Err(WorkerError::PreconditionFailed) => Err(WorkerError::PreconditionFailed),
+        Err(e) => return Err(e),
+        Ok(written) => written.ok_or(WorkerError::NotFound),
+    };
     // A miss commits too: its audit record is kept.
     tx.commit().await.map_err(WorkerError::from_db)?;
-    written.ok_or(WorkerError::NotFound)
+    written
 }
 
 /// [`write`] inside the caller's transaction, the row's id chosen by the caller:
@@ -153,6 +225,23 @@ pub async fn write_in(
     id: Uuid,
     mode: Write,
     body: &[u8],
+) -> Result<Option<Value>, WorkerError> {
+    write_in_if(tx, keys, r, actor, id, mode, body, None).await
+}
+
+/// [`write_in`] under an `If-Match`: `PreconditionFailed` when the live row's
+/// version is none it names (nothing is changed; the refusal's audit record is
+/// written).
+#[allow(clippy::too_many_arguments)]
+async fn write_in_if(
+    tx: &deadpool_postgres::Transaction<'_>,
+    keys: &ClinicKeyCache,
+    r: &Resource,
+    actor: &Actor,
+    id: Uuid,
+    mode: Write,
+    body: &[u8],
+    if_match: Option<&IfMatch>,
 ) -> Result<Option<Value>, WorkerError> {
     let mut input = parse_body(
         r,
@@ -199,9 +288,10 @@ pub async fn write_in(
                 .zip(&values)
                 .map(|(c, v)| format!("{c} = {v}"))
                 .collect();
-            sets.push("updated_at = now()".into());
+            sets.push(BUMP.into());
+            let version = version_condition(&mut sql, if_match);
             let update = format!(
-                "UPDATE {} SET {} WHERE company_id = $1 AND id = {i} AND deleted_at IS NULL RETURNING id",
+                "UPDATE {} SET {} WHERE company_id = $1 AND id = {i} AND deleted_at IS NULL{version} RETURNING id",
                 r.table,
                 sets.join(", ")
             );
@@ -210,20 +300,23 @@ pub async fn write_in(
                 r,
                 Action::Update,
                 &format!("{i}::uuid"),
-                FOUND_OUTCOME,
+                &versioned_outcome(r, &i, if_match),
                 "",
             )
         }
     };
     let rows = run(tx, op, &text, &sql).await?;
     if rows.is_empty() {
+        stale_or_missing(tx, op, r, actor, id, if_match).await?;
         return Ok(None);
     }
     write_children(tx, op, id, input).await?;
     reread(tx, keys, r, actor, id).await.map(Some)
 }
 
-/// Hides a live row (soft delete) or shows a hidden one again (restore).
+/// Hides a live row (soft delete; only if its version is one `if_match` names) or
+/// shows a hidden one again (restore). Either moves its `updated_at`, so a client
+/// syncing changes sees it.
 pub async fn set_deleted(
     client: &mut deadpool_postgres::Object,
     keys: &ClinicKeyCache,
@@ -231,6 +324,7 @@ pub async fn set_deleted(
     actor: &Actor,
     id: Uuid,
     deleted: bool,
+    if_match: Option<&IfMatch>,
 ) -> Result<Option<Value>, WorkerError> {
     let mut sql = Sql::for_actor(actor);
     let i = sql.bind(id);
@@ -239,20 +333,29 @@ pub async fn set_deleted(
     } else {
         ("NULL", "IS NOT NULL", Action::Restore)
     };
+    let if_match = if_match.filter(|_| deleted);
+    let version = version_condition(&mut sql, if_match);
     let update = format!(
-        "UPDATE {} SET deleted_at = {set}, updated_at = now() WHERE company_id = $1 AND id = {i} AND deleted_at {when} RETURNING id",
+        "UPDATE {} SET deleted_at = {set}, {BUMP} WHERE company_id = $1 AND id = {i} AND deleted_at {when}{version} RETURNING id",
         r.table
     );
-    let text = audited(&update, r, action, &format!("{i}::uuid"), FOUND_OUTCOME, "");
+    let outcome = versioned_outcome(r, &i, if_match);
+    let text = audited(&update, r, action, &format!("{i}::uuid"), &outcome, "");
     let tx = client.transaction().await.map_err(WorkerError::from_db)?;
-    let rows = run(&tx, Op::new(actor, r, action.as_str()), &text, &sql).await?;
+    let op = Op::new(actor, r, action.as_str());
+    let rows = run(&tx, op, &text, &sql).await?;
     let value = match (rows.is_empty(), deleted) {
-        (true, _) => None,
-        (false, true) => Some(Value::Null),
-        (false, false) => Some(reread(&tx, keys, r, actor, id).await?),
+        (true, _) => match stale_or_missing(&tx, op, r, actor, id, if_match).await {
+            Err(WorkerError::PreconditionFailed) => Err(WorkerError::PreconditionFailed),
+            Err(e) => return Err(e),
+            Ok(()) => Err(WorkerError::NotFound),
+        },
+        (false, true) => Ok(Value::Null),
+        (false, false) => Ok(reread(&tx, keys, r, actor, id).await?),
     };
+    // A miss or a refusal commits too: its audit record is kept.
     tx.commit().await.map_err(WorkerError::from_db)?;
-    value.ok_or(WorkerError::NotFound).map(Some)
+    value.map(Some)
 }
 
 /// Runs a row action (a clinic database function) and returns the resulting row.
