@@ -69,34 +69,6 @@ fn verifier_with_salt(password: &str, salt: &[u8], iterations: u32) -> Option<St
     ))
 }
 
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-    use base64::engine::general_purpose::STANDARD;
-    use base64::Engine;
-
-    #[test]
-    fn verifiers_match_the_reference_implementation() {
-        let password = "8f14e45fceea167a5a36dedd4bea2543";
-        let reference = scram_verifier(password);
-        // SCRAM-SHA-256$4096:<salt>$<stored>:<server>
-        let salt_b64 = reference.split(['$', ':']).nth(2).unwrap();
-        let salt = STANDARD.decode(salt_b64).unwrap();
-        assert_eq!(
-            verifier_with_salt(password, &salt, 4096).unwrap(),
-            reference
-        );
-        let cheap = scram_verifier_random_password(password, CLINIC_ROLE_ITERATIONS);
-        assert!(cheap.starts_with("SCRAM-SHA-256$1:"), "{cheap}");
-        assert_ne!(
-            cheap,
-            scram_verifier_random_password(password, 1),
-            "fresh salt"
-        );
-    }
-}
-
 /// Creates the clinic's login role in the clinic group role if it is missing, and
 /// sets its password as a SCRAM verifier (converging on `password` even if an
 /// earlier attempt set another) and its session limits ([`ROLE_SETTINGS`]).
@@ -185,4 +157,32 @@ pub async fn restrict_connect(admin: &Client, db: &str, role: &str) -> Result<()
             role = ident(role)
         ))
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine;
+
+    #[test]
+    fn verifiers_match_the_reference_implementation() {
+        let password = "8f14e45fceea167a5a36dedd4bea2543";
+        let reference = scram_verifier(password);
+        // SCRAM-SHA-256$4096:<salt>$<stored>:<server>
+        let salt_b64 = reference.split(['$', ':']).nth(2).unwrap();
+        let salt = STANDARD.decode(salt_b64).unwrap();
+        assert_eq!(
+            verifier_with_salt(password, &salt, 4096).unwrap(),
+            reference
+        );
+        let cheap = scram_verifier_random_password(password, CLINIC_ROLE_ITERATIONS);
+        assert!(cheap.starts_with("SCRAM-SHA-256$1:"), "{cheap}");
+        assert_ne!(
+            cheap,
+            scram_verifier_random_password(password, 1),
+            "fresh salt"
+        );
+    }
 }
