@@ -11,6 +11,10 @@ use serde_json::{json, Value};
 /// One object of each resource, with what they depend on.
 struct World {
     objects: Vec<(&'static str, Value, Value)>,
+    /// The issued invoice the payment pays.
+    invoice: Value,
+    /// A booked recurring series (`/api/v1/appointment-series/{id}`).
+    series: Value,
 }
 
 async fn world(http: &Http, c: &Clinic) -> World {
@@ -71,6 +75,67 @@ async fn world(http: &Http, c: &Clinic) -> World {
         json!({"patient_id": id(&patient), "template_id": id(&used)}),
     )
     .await;
+    let kind = create(
+        http,
+        c,
+        "appointment-types",
+        json!({"name": unique("Check-up"), "duration_minutes": 20, "buffer_after_minutes": 5, "default_product_id": id(&product), "colour": "#3A7BD5"}),
+    )
+    .await;
+    let hours = create(
+        http,
+        c,
+        "working-hours",
+        json!({"practitioner_id": id(&practitioner), "weekday": "monday", "start_time": "08:00", "end_time": "12:00"}),
+    )
+    .await;
+    let exception = create(
+        http,
+        c,
+        "hours-exceptions",
+        json!({"practitioner_id": id(&practitioner), "date": "2030-01-14", "change": "closed", "reason": "training"}),
+    )
+    .await;
+    // A payment needs an issued invoice; it and the series below are another
+    // patient's (a patient's export holds one row of each resource).
+    let regular = create(http, c, "patients", patient_body("Series", "Patient")).await;
+    let invoice = create(
+        http,
+        c,
+        "documents",
+        json!({"kind": "invoice", "patient_id": id(&regular), "lines": [{"description": "Visit", "quantity": 1, "unit_price_cents": 2500, "vat_rate_bp": 0}]}),
+    )
+    .await;
+    status(
+        &post(
+            http,
+            c,
+            &format!("/api/v1/documents/{}/issue", id(&invoice)),
+            json!({}),
+        )
+        .await,
+        200,
+    );
+    let payment = create(
+        http,
+        c,
+        "payments",
+        json!({"document_id": id(&invoice), "amount_cents": 1000, "method": "card", "paid_on": "2030-01-07", "reference": "T-1"}),
+    )
+    .await;
+    // A recurring series (its occurrences outside the hours on purpose).
+    let series = status(
+        &post(
+            http,
+            c,
+            "/api/v1/appointments/series",
+            json!({"patient_id": id(&regular), "practitioner_id": id(&practitioner),
+                "starts_at": "2030-02-04T15:00:00Z", "appointment_type_id": id(&kind), "outside_hours": true,
+                "recurrence": {"frequency": "weekly", "count": 2}}),
+        )
+        .await,
+        201,
+    );
     let patch = |v: Value| v;
     World {
         objects: vec![
@@ -102,7 +167,14 @@ async fn world(http: &Http, c: &Clinic) -> World {
                 consent,
                 json!({"revoked_at": "2031-01-01T00:00:00Z"}),
             ),
+            ("appointment-types", kind, json!({"colour": "#00aa00"})),
+            ("working-hours", hours, json!({"end_time": "13:00"})),
+            ("hours-exceptions", exception, json!({"reason": "holiday"})),
+            // A recorded payment never changes: a patch to what it holds.
+            ("payments", payment, json!({"reference": "T-1"})),
         ],
+        invoice,
+        series,
     }
 }
 
@@ -169,6 +241,16 @@ async fn every_resource_is_isolated_patchable_deletable_and_restorable() {
             204
         );
         status(&send(&http, &a, Method::GET, &path, None).await, 404);
+        if *resource == "payments" {
+            // A voided payment stays void (the `payment_frozen` trigger), although
+            // the document describes restore as for every resource.
+            problem(
+                &send(&http, &a, Method::POST, &format!("{path}/restore"), None).await,
+                409,
+            );
+            status(&send(&http, &a, Method::GET, &path, None).await, 404);
+            continue;
+        }
         let restored = status(
             &send(&http, &a, Method::POST, &format!("{path}/restore"), None).await,
             200,
@@ -185,6 +267,9 @@ async fn every_resource_is_isolated_patchable_deletable_and_restorable() {
     for (resource, object, _) in &w.objects {
         let object_id = id(object);
         for action in ["create", "read", "update", "delete", "restore"] {
+            if (*resource, action) == ("payments", "restore") {
+                continue; // refused, above
+            }
             let rows = wait_audit(&a, &format!("resource = '{resource}' AND resource_id = '{object_id}' AND action = '{action}'")).await;
             assert!(
                 rows.iter().any(|r| r.get::<_, String>(5) == "success"),
@@ -891,16 +976,39 @@ async fn the_openapi_document_and_the_served_routes_agree() {
     let w = world(&http, &c).await;
     let doc = http.get("/api/v1/openapi.json", None).await.unwrap().json();
     let documented = common::openapi::operations(&doc);
-    let existing = |resource: &str| {
-        w.objects
+    let existing = |resource: &str| match resource {
+        "appointment-series" => id(&w.series),
+        _ => w
+            .objects
             .iter()
             .find(|(r, _, _)| *r == resource)
             .map(|(_, o, _)| id(o))
-            .unwrap()
+            .unwrap_or_else(|| panic!("no {resource} in the world")),
     };
-    // Every documented clinic route is served (answers something other than an
-    // unknown-route 404 or a 405) for an object that exists: reads and writes
-    // first, then row actions, then deletes, then restores.
+    // The row a documented path's `{id}` names: an invoice's payments are an
+    // issued invoice's, the other document routes take the quote.
+    let row_for = |method: &str, path: &str| match (method, path) {
+        (_, "/api/v1/documents/{id}/payments") => id(&w.invoice),
+        _ => {
+            let segments: Vec<&str> = path.trim_start_matches("/api/v1/").split('/').collect();
+            existing(segments[0])
+        }
+    };
+    // The statuses documented for an operation (`4XX`: any client error).
+    let statuses = |method: &str, path: &str| -> Vec<String> {
+        doc["paths"][path][method.to_ascii_lowercase()]["responses"]
+            .as_object()
+            .map(|r| r.keys().cloned().collect())
+            .unwrap_or_default()
+    };
+    let documents_status = |got: u16, listed: &[String]| {
+        listed
+            .iter()
+            .any(|s| *s == got.to_string() || (s.as_str() == "4XX" && (400..500).contains(&got)))
+    };
+    // Every documented clinic route is served for an object that exists, answering
+    // one of its documented statuses (never an unknown-route 404 or a 405): reads
+    // and writes first, then row actions, then deletes, then restores.
     let phase = |method: &str, path: &str| match (method, path) {
         (_, p) if p.ends_with("/restore") => 3,
         ("DELETE", _) => 2,
@@ -909,6 +1017,7 @@ async fn the_openapi_document_and_the_served_routes_agree() {
     };
     let mut ordered: Vec<&(String, String)> = documented.iter().collect();
     ordered.sort_by_key(|(m, p)| phase(m, p));
+    let mut reached = 0;
     for (method, path) in ordered {
         if path.starts_with("/api/v1/auth/")
             || path == "/api/v1/openapi.json"
@@ -917,27 +1026,88 @@ async fn the_openapi_document_and_the_served_routes_agree() {
         {
             continue;
         }
-        let segments: Vec<&str> = path.trim_start_matches("/api/v1/").split('/').collect();
-        let resource = segments[0];
         let concrete = if path.contains("{id}") {
-            path.replace("{id}", &existing(resource))
+            path.replace("{id}", &row_for(method, path))
         } else {
             path.clone()
         };
+        let listed = statuses(method, path);
         let method: Method = method.parse().unwrap();
         let body = match method {
             Method::POST | Method::PUT | Method::PATCH => Some(json!({})),
             _ => None,
         };
         let r = send(&http, &c, method.clone(), &concrete, body).await;
-        assert_ne!(r.status, 405, "{method} {path}");
-        if r.status == 404 {
+        let got = r.status.as_u16();
+        assert_ne!(got, 405, "{method} {path}");
+        if got == 404 {
             panic!(
                 "{method} {path} is documented but answers 404: {}",
                 r.text()
             );
         }
+        assert!(
+            documents_status(got, &listed),
+            "{method} {path} answers {got}, documented {listed:?}: {}",
+            r.text()
+        );
+        reached += 1;
+        // Every other documented type of a successful GET is served on request:
+        // by its `format` parameter when it has one, else by `Accept`.
+        if method == Method::GET {
+            let operation = &doc["paths"][path.as_str()]["get"];
+            let ok = &operation["responses"]["200"]["content"];
+            let by_format = operation["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|p| p["name"] == "format");
+            for media in ok.as_object().into_iter().flat_map(|m| m.keys()) {
+                if media == "application/json" {
+                    continue;
+                }
+                if by_format {
+                    let fhir = format!("{concrete}?format=fhir");
+                    let r = send(&http, &c, Method::GET, &fhir, None).await;
+                    assert_eq!(r.status, 200, "GET {path}?format=fhir: {}", r.text());
+                    assert_eq!(r.header("content-type"), Some(media.as_str()), "GET {path}");
+                    reached += 1;
+                    continue;
+                }
+                let auth = format!("Bearer {}", c.token);
+                let r = http
+                    .send(
+                        Method::GET,
+                        &concrete,
+                        &[("authorization", auth.as_str()), ("accept", media.as_str())],
+                        None,
+                    )
+                    .await
+                    .unwrap();
+                assert_eq!(r.status, 200, "GET {path} as {media}: {}", r.text());
+                assert_eq!(r.header("content-type"), Some(media.as_str()), "GET {path}");
+                reached += 1;
+            }
+        }
     }
+    // The clinic's routes of the clinic's day are among them.
+    for (method, path) in [
+        ("GET", "/api/v1/clinic"),
+        ("PUT", "/api/v1/clinic"),
+        ("GET", "/api/v1/availability"),
+        ("POST", "/api/v1/appointments/series"),
+        ("GET", "/api/v1/appointment-series/{id}"),
+        ("PATCH", "/api/v1/appointment-series/{id}"),
+        ("POST", "/api/v1/appointment-series/{id}/cancel"),
+        ("GET", "/api/v1/documents/{id}/payments"),
+        ("POST", "/api/v1/documents/{id}/payments"),
+    ] {
+        assert!(
+            documented.contains(&(method.to_owned(), path.to_owned())),
+            "{method} {path} is not documented"
+        );
+    }
+    assert!(reached > 100, "{reached} operations reached");
     // And what is served but not documented is refused.
     for resource in common::resource::RESOURCES {
         for action in ["issue", "convert", "archive"] {

@@ -17,7 +17,7 @@ impl Prober {
     /// only: the size checks do not depend on the method).
     pub(super) async fn run(self) {
         for slot in Slot::all(self.r) {
-            for probe in slot.probes(&self.deps) {
+            for probe in slot.probes(self.r, &self.deps) {
                 let bulky = probe.decoded().is_some_and(|s| s.len() > 50_000);
                 for method in [Method::POST, Method::PUT, Method::PATCH] {
                     if method == Method::POST || !bulky {
@@ -56,13 +56,28 @@ impl Prober {
                 snapshot(db, r, &self.target).await
             }
         };
+        // A frozen row takes no change, whatever the value (a refusal for the
+        // value itself comes first).
+        let unchangeable = !creates && frozen(r);
         // (An accepted value is read back instead.)
         let before = match expected {
-            Verdict::Accept(_) => None,
+            Verdict::Accept(_) if !unchangeable => None,
             _ => Some(state().await),
         };
         let reply = api.send(token, method.clone(), &path, body).await;
         let status = reply.status.as_u16();
+        if unchangeable && matches!(expected, Verdict::Accept(_)) {
+            api.check(status == 409, || {
+                format!(
+                    "{what}: a frozen row, expected 409, got {status}: {}",
+                    snippet(&reply)
+                )
+            });
+            api.check(Some(state().await) == before, || {
+                format!("{what}: a frozen row changed")
+            });
+            return;
+        }
         let stored = match (&expected, before) {
             (Verdict::Accept(s), _) => s,
             (Verdict::Either(s), _) if reply.status.is_success() => s,
@@ -126,7 +141,7 @@ impl Prober {
                 || format!("{what}: not stored sealed"),
             );
         }
-        if creates && matches!(f.ty, FieldType::Text { .. }) {
+        if creates && free_text(f) && !frozen(r) {
             // Out of the way of names that must be unique (categories, and a
             // consent template's name and version).
             let fresh = json!({f.name: format!("{} {}", f.name, next_seq())});

@@ -62,9 +62,22 @@ impl Api {
         path: &str,
         body: Body,
     ) -> Reply {
+        self.send_with(token, method, path, &[], body).await
+    }
+
+    /// [`Api::send`] with more request headers.
+    pub(super) async fn send_with(
+        &self,
+        token: Option<&str>,
+        method: Method,
+        path: &str,
+        extra: &[(&str, &str)],
+        body: Body,
+    ) -> Reply {
         let auth = token.map(|t| format!("Bearer {t}"));
-        let headers: Vec<(&str, &str)> =
+        let mut headers: Vec<(&str, &str)> =
             auth.iter().map(|a| ("authorization", a.as_str())).collect();
+        headers.extend_from_slice(extra);
         let bytes = match body {
             Body::Empty => None,
             Body::Json(v) => Some(Bytes::from(serde_json::to_vec(&v).unwrap())),

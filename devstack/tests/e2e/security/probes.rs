@@ -145,6 +145,7 @@ pub(super) fn verdict(f: &Field, probe: &Probe) -> Verdict {
             if s.contains('\0')
                 || s.chars().count() > max_len
                 || (f.required && s.trim().is_empty())
+                || shape(f).is_some_and(|(_, shaped)| !shaped(&s))
             {
                 Verdict::Reject
             } else {
@@ -204,10 +205,24 @@ impl Slot {
     /// The probes for this slot: every text probe for free text; e-mail-shaped
     /// ones for e-mails; for values that are parsed (dates, instants, enum values,
     /// ids), a valid value with SQL or a NUL after it, and the metacharacters.
-    pub(super) fn probes(self, deps: &Deps) -> Vec<Probe> {
+    pub(super) fn probes(self, r: &Resource, deps: &Deps) -> Vec<Probe> {
         let f = self.field();
+        let owner = match self {
+            Slot::ChildField(c, _) => c.name,
+            _ => r.name,
+        };
         match f.ty {
-            FieldType::Text { max_len } => text_probes(max_len),
+            FieldType::Text { max_len } => {
+                let mut p = text_probes(max_len);
+                if let Some((sample, _)) = shape(f) {
+                    p.push(Probe::Str("the shape, lower case", sample.to_lowercase()));
+                    p.push(Probe::Str(
+                        "the shape, then SQL",
+                        format!("{sample}' OR '1'='1"),
+                    ));
+                }
+                p
+            }
             FieldType::Email => {
                 let mut p = email_probes("");
                 p.push(Probe::Str(
@@ -217,7 +232,7 @@ impl Slot {
                 p
             }
             _ => {
-                let valid = sample_value(f, deps, next_seq(), 0);
+                let valid = sample_value(owner, f, deps, next_seq(), 0);
                 let valid = valid.as_str().or(valid[0].as_str()).unwrap().to_owned();
                 vec![
                     Probe::Str("a valid value, then SQL", format!("{valid}' OR '1'='1")),

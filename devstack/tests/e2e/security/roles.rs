@@ -15,6 +15,9 @@ pub(super) struct Pass {
 pub(super) struct Session {
     pub(super) refresh: Option<String>,
     pub(super) central: tokio_postgres::Client,
+    /// A series the owner booked for this pass: the one it reads, changes and
+    /// cancels.
+    pub(super) series: String,
 }
 
 impl Pass {
@@ -53,10 +56,22 @@ impl Pass {
         body: Body,
     ) -> Option<Reply> {
         let reply = self.api.send(self.token(), method, path, body).await;
+        self.verdict(op, variant, rule, reply)
+    }
+
+    /// Checks a reply's status against `rule`; the reply when served.
+    pub(super) fn verdict(
+        &self,
+        op: &Op,
+        variant: &str,
+        rule: Rule,
+        reply: Reply,
+    ) -> Option<Reply> {
         let want = match rule {
             Rule::Allow => success_status(op.kind, op.resource),
             Rule::Deny => 403,
             Rule::Unauth => 401,
+            Rule::Conflict => 409,
         };
         let got = reply.status.as_u16();
         if got != want {
@@ -74,6 +89,33 @@ impl Pass {
     pub(super) async fn owner_view(&self, r: &Resource, id: &str) -> Value {
         let path = format!("/api/v1/{}/{id}", r.name);
         self.api.get(self.site.owner(), &path).await.json()
+    }
+
+    /// Books a weekly series of three (with restricted fields when `restricted`)
+    /// for a practitioner of its own, so that no other booking is in the way.
+    pub(super) async fn book_series(&self, token: Option<&str>, restricted: bool) -> Reply {
+        let practitioners = resource::find("practitioners").unwrap();
+        let appointments = resource::find("appointments").unwrap();
+        let made = self
+            .api
+            .post(
+                self.site.owner(),
+                "/api/v1/practitioners",
+                sample_body(practitioners, &self.deps, true),
+            )
+            .await;
+        assert_eq!(made.status, 201, "{}", made.text());
+        let mut body = sample_body(appointments, &self.deps, restricted);
+        body["practitioner_id"] = json!(id_of(&made.json()));
+        body["recurrence"] = json!({"frequency": "weekly", "every": 1, "count": 3});
+        self.api
+            .send(
+                token,
+                Method::POST,
+                "/api/v1/appointments/series",
+                Body::Json(body),
+            )
+            .await
     }
 
     pub(super) async fn run(self, ops: Arc<Vec<Op>>) {
@@ -96,15 +138,28 @@ impl Pass {
             assert_eq!(reply.status, 201, "{}: {}", r.name, reply.text());
             let target = reply.json();
             for op in mine {
-                self.resource_op(op, r, &target).await;
+                match op.kind {
+                    // Credit notes are made from an issued invoice: a fresh one.
+                    Kind::Action(name) if ON_ISSUED_INVOICE.contains(&name) => {
+                        let token = &self.site.clinic.token;
+                        let invoice =
+                            issued_invoice(&self.api, token, &self.deps, &|_, s| s.to_owned())
+                                .await;
+                        self.resource_op(op, r, &invoice).await;
+                    }
+                    _ => self.resource_op(op, r, &target).await,
+                }
             }
         }
         let mut global: Vec<&Op> = ops.iter().filter(|o| o.resource.is_none()).collect();
         global.sort_by_key(|o| rank(o));
         let victim = new_user(&self.api, &self.site.clinic.token, Role::Staff).await;
+        let booked = self.book_series(self.site.owner(), true).await;
+        assert_eq!(booked.status, 201, "series: {}", booked.text());
         let mut session = Session {
             refresh: None,
             central: central_db().await,
+            series: id_of(&booked.json()),
         };
         for op in global {
             self.global_op(op, &victim, &mut session).await;
@@ -156,7 +211,7 @@ impl Pass {
     }
 
     pub(super) async fn resource_op(&self, op: &Op, r: &'static Resource, target: &Value) {
-        let rule = rule(op.kind, self.caller).unwrap();
+        let rule = rule(op.kind, Some(r), self.caller).unwrap();
         let id = id_of(target);
         let item = format!("/api/v1/{}/{id}", r.name);
         let collection = format!("/api/v1/{}", r.name);
@@ -168,6 +223,11 @@ impl Pass {
             None
         } else {
             Some(snapshot(db, r, &id).await)
+        };
+        // A refused row action makes no row from the target either.
+        let derived = match op.kind {
+            Kind::Action(_) if rule != A => Some(derived_rows(db, r, &id).await),
+            _ => None,
         };
         match op.kind {
             Kind::List => {
@@ -198,9 +258,19 @@ impl Pass {
                         Body::Json(body.clone()),
                     )
                     .await;
-                if let Some(v) = served {
-                    self.api.check_rows(&label, self.caller, &v);
-                    self.api.check_echo(&label, r, &body, &v);
+                match served {
+                    Some(v) => {
+                        self.api.check_rows(&label, self.caller, &v);
+                        self.api.check_echo(&label, r, &body, &v);
+                    }
+                    // Other passes create rows meanwhile: look for this body's own
+                    // (distinct) values.
+                    None => {
+                        let stored = stored_count(db, r, &body).await;
+                        self.api.check(stored.unwrap_or(0) == 0, || {
+                            format!("{label}: refused, yet a row was stored")
+                        });
+                    }
                 }
                 if !hidden.is_empty() && self.caller.role().is_some() && !sees {
                     let with = sample_body(r, &self.deps, true);
@@ -240,6 +310,32 @@ impl Pass {
                             format!("{label}: the answer holds no row")
                         });
                 }
+                if op.kind == Kind::Get && r.name == "documents" {
+                    // The same document printed: the same rule.
+                    let reply = self
+                        .api
+                        .send_with(
+                            self.token(),
+                            Method::GET,
+                            &path,
+                            &[("accept", "application/pdf")],
+                            Body::Empty,
+                        )
+                        .await;
+                    if let Some(reply) = self.verdict(op, "as PDF", rule, reply) {
+                        self.api.check(
+                            reply.header("content-type") == Some("application/pdf")
+                                && reply.body.starts_with(b"%PDF-"),
+                            || {
+                                format!(
+                                    "{}: not a PDF ({:?})",
+                                    self.label(op, "as PDF"),
+                                    reply.header("content-type")
+                                )
+                            },
+                        );
+                    }
+                }
                 if op.kind == Kind::Export {
                     // The same export as a FHIR bundle: the same rule.
                     let path = format!("{path}?format=fhir");
@@ -275,6 +371,15 @@ impl Pass {
                 )
             });
         }
+        if let Some(derived) = derived {
+            self.api
+                .check(derived_rows(db, r, &id).await == derived, || {
+                    format!(
+                        "{}: refused, yet a row was made from it",
+                        self.label(op, "target row")
+                    )
+                });
+        }
     }
 
     /// PUT or PATCH: a caller's own fields are written; restricted fields are written
@@ -287,7 +392,28 @@ impl Pass {
         let guarded = !hidden.is_empty() && self.caller.role().is_some() && !sees;
         let label = self.label(op, "own fields");
         let owner_before = self.owner_view(r, id).await;
-        let body = sample_body(r, &self.deps, sees);
+        // A frozen row takes a write that changes nothing (and only that).
+        let body = if frozen(r) {
+            own_values(r, &owner_before)
+        } else {
+            sample_body(r, &self.deps, sees)
+        };
+        if frozen(r) && rule == A {
+            let before = snapshot(&self.site.db, r, id).await;
+            let change = sample_body(r, &self.deps, sees);
+            let variant = "changing a frozen row";
+            let reply = self
+                .api
+                .send(self.token(), method.clone(), &item, Body::Json(change))
+                .await;
+            self.api.check(reply.status == 409, || {
+                format!("{}: {}", self.label(op, variant), snippet(&reply))
+            });
+            self.api
+                .check(snapshot(&self.site.db, r, id).await == before, || {
+                    format!("{}: the row changed", self.label(op, variant))
+                });
+        }
         let served = self
             .attempt(
                 op,
@@ -360,7 +486,7 @@ impl Pass {
     }
 
     pub(super) async fn global_op(&self, op: &Op, victim: &Account, session: &mut Session) {
-        let rule = rule(op.kind, self.caller).unwrap();
+        let rule = rule(op.kind, None, self.caller).unwrap();
         let api = &self.api;
         let central = &session.central;
         let victim_disabled = || async {
@@ -632,6 +758,164 @@ impl Pass {
                     None => api.check(after == before, || {
                         format!("{label}: refused, yet the user changed: {before:?} → {after:?}")
                     }),
+                }
+            }
+            Kind::Settings => {
+                let path = "/api/v1/clinic";
+                if let Some(v) = self
+                    .attempt(op, "", rule, Method::GET, path, Body::Empty)
+                    .await
+                {
+                    api.check(v["name"].is_string() && v["time_zone"].is_string(), || {
+                        format!("{label}: {v}")
+                    });
+                }
+            }
+            Kind::ChangeSettings => {
+                let name = unique("Matrix settings");
+                // The clock and money the other passes' documents rely on stay.
+                let body = json!({"name": name, "address": "1 Matrix Way", "time_zone": "UTC", "currency": "EUR"});
+                let path = "/api/v1/clinic";
+                let served = self
+                    .attempt(op, "", rule, Method::PUT, path, Body::Json(body))
+                    .await;
+                let stored: String = self
+                    .site
+                    .db
+                    .query_one("SELECT name FROM clinic_settings", &[])
+                    .await
+                    .unwrap()
+                    .get(0);
+                match served {
+                    Some(v) => api.check(v["name"] == name.as_str() && stored == name, || {
+                        format!("{label}: {v}, stored {stored:?}")
+                    }),
+                    None => api.check(stored != name, || {
+                        format!("{label}: refused, yet the settings changed")
+                    }),
+                }
+            }
+            Kind::Availability => {
+                // A week holds a Monday, the day of the seeded working hours.
+                let path = format!(
+                    "/api/v1/availability?practitioner_id={}&appointment_type_id={}&from=2045-01-02&to=2045-01-09",
+                    self.deps["practitioners"], self.deps["appointment_types"]
+                );
+                if let Some(v) = self
+                    .attempt(op, "", rule, Method::GET, &path, Body::Empty)
+                    .await
+                {
+                    api.check(
+                        v["data"].as_array().is_some_and(|d| !d.is_empty())
+                            && v["time_zone"].is_string(),
+                        || format!("{label}: no free slots: {}", short(&v.to_string())),
+                    );
+                }
+            }
+            Kind::BookSeries => {
+                let reply = self
+                    .book_series(self.token(), self.caller.sees_restricted())
+                    .await;
+                if let Some(reply) = self.verdict(op, "", rule, reply) {
+                    let v = reply.json();
+                    let ids = api.check_rows(&label, self.caller, &v);
+                    api.check(ids.len() == 3, || {
+                        format!("{label}: {} occurrences booked", ids.len())
+                    });
+                }
+            }
+            Kind::GetSeries | Kind::ChangeSeries | Kind::CancelSeries => {
+                let item = format!("/api/v1/appointment-series/{}", session.series);
+                let (method, path, body) = match op.kind {
+                    Kind::GetSeries => (Method::GET, item, Body::Empty),
+                    Kind::ChangeSeries => (
+                        Method::PATCH,
+                        item,
+                        Body::Json(json!({"from_index": 1, "shift_minutes": 15})),
+                    ),
+                    _ => (
+                        Method::POST,
+                        format!("{item}/cancel"),
+                        Body::Json(json!({"from_index": 2})),
+                    ),
+                };
+                let before = series_snapshot(&self.site.db, &session.series).await;
+                let served = self.attempt(op, "", rule, method, &path, body).await;
+                let after = series_snapshot(&self.site.db, &session.series).await;
+                match served {
+                    Some(v) => {
+                        // Its occurrences, as rows or in short: restricted fields
+                        // only for those who see them.
+                        api.check_rows(&label, self.caller, &v);
+                        let occurrences = v["appointments"].as_array().cloned().unwrap_or_default();
+                        api.check(
+                            v["id"] == session.series.as_str() && occurrences.len() == 3,
+                            || format!("{label}: {}", short(&v.to_string())),
+                        );
+                        for field in restricted_fields(resource::find("appointments").unwrap()) {
+                            api.check(
+                                self.caller.sees_restricted()
+                                    || occurrences.iter().all(|o| o.get(field).is_none()),
+                                || format!("{label}: {:?} SEES restricted `{field}`", self.caller),
+                            );
+                        }
+                        let changed = op.kind != Kind::GetSeries;
+                        api.check((after != before) == changed, || {
+                            format!("{label}: changed {}, expected {changed}", after != before)
+                        });
+                        if op.kind == Kind::CancelSeries {
+                            let statuses: Vec<&str> = v["appointments"]
+                                .as_array()
+                                .into_iter()
+                                .flatten()
+                                .filter_map(|o| o["status"].as_str())
+                                .collect();
+                            api.check(statuses.get(2) == Some(&"cancelled"), || {
+                                format!("{label}: {statuses:?}")
+                            });
+                        }
+                    }
+                    None => api.check(after == before, || {
+                        format!("{label}: refused, yet the series changed")
+                    }),
+                }
+            }
+            Kind::InvoicePayments => {
+                let path = format!(
+                    "/api/v1/documents/{}/payments?limit=100",
+                    self.deps[ISSUED_INVOICE]
+                );
+                if let Some(v) = self
+                    .attempt(op, "", rule, Method::GET, &path, Body::Empty)
+                    .await
+                {
+                    let ids = api.check_rows(&label, self.caller, &v);
+                    api.check(ids.contains(&self.deps["payments"]), || {
+                        format!("{label}: the seeded payment is not listed")
+                    });
+                }
+            }
+            Kind::RecordPayment => {
+                let payments = resource::find("payments").unwrap();
+                let invoice = &self.deps[ISSUED_INVOICE];
+                let path = format!("/api/v1/documents/{invoice}/payments");
+                let body = json!({"amount_cents": 1, "method": "card", "paid_on": "2040-01-01",
+                    "reference": unique("matrix payment")});
+                let served = self
+                    .attempt(op, "", rule, Method::POST, &path, Body::Json(body.clone()))
+                    .await;
+                match served {
+                    Some(v) => {
+                        api.check_rows(&label, self.caller, &v);
+                        api.check_echo(&label, payments, &body, &v);
+                        api.check(v["document_id"] == invoice.as_str(), || {
+                            format!("{label}: {v}")
+                        });
+                    }
+                    None => api.check(
+                        stored_like(&self.site.db, payments, &body).await == 0,
+                        || format!("{label}: refused, yet a payment was stored"),
+                    ),
                 }
             }
             _ => unreachable!("{op:?} is a resource operation"),

@@ -69,6 +69,24 @@ pub(super) enum Kind {
     Register,
     OpenApi,
     Jwks,
+    /// `GET /api/v1/clinic`: the clinic's settings.
+    Settings,
+    /// `PUT /api/v1/clinic`.
+    ChangeSettings,
+    /// `GET /api/v1/availability`: free slots.
+    Availability,
+    /// `POST /api/v1/appointments/series`.
+    BookSeries,
+    /// `GET /api/v1/appointment-series/{id}`.
+    GetSeries,
+    /// `PATCH /api/v1/appointment-series/{id}`.
+    ChangeSeries,
+    /// `POST /api/v1/appointment-series/{id}/cancel`.
+    CancelSeries,
+    /// `GET /api/v1/documents/{id}/payments`.
+    InvoicePayments,
+    /// `POST /api/v1/documents/{id}/payments`.
+    RecordPayment,
 }
 
 /// How a caller's request must be answered.
@@ -80,12 +98,29 @@ pub(super) enum Rule {
     Deny,
     /// `401` problem+json (no token); nothing changes.
     Unauth,
+    /// Past the access check, refused by the clinic's rules: `409` problem+json;
+    /// nothing changes (see the rows that use it).
+    Conflict,
 }
-pub(super) use Rule::{Allow as A, Deny as D, Unauth as U};
+pub(super) use Rule::{Allow as A, Conflict as C, Deny as D, Unauth as U};
+
+impl Rule {
+    /// Whether the caller passes the access check (served, or refused by the
+    /// clinic's rules rather than for who it is).
+    pub(super) fn admitted(self) -> bool {
+        matches!(self, Rule::Allow | Rule::Conflict)
+    }
+}
 
 /// THE EXPECTATION TABLE: who may do what. Where each rule comes from:
-/// - every role works with every resource (`common::resource` has no per-role
-///   resource rule), restricted fields aside (see [`RESTRICTED`]);
+/// - every role reads every resource, restricted fields aside (see
+///   [`RESTRICTED`]); every role writes every resource except those of
+///   [`RESOURCE_RULES`], which take precedence over the rows here;
+/// - credit notes (`credit`, `cancel`) are for admins only, as is changing the
+///   clinic's settings, which everyone reads; free slots are for everyone;
+///   recurring series are booked, changed and cancelled by whoever books
+///   appointments (everyone), and an invoice's payments are listed and recorded
+///   by whoever records payments (everyone);
 /// - row actions with `admin_only` (erase) are for admins only (`worker/src/api.rs`
 ///   `act`); exporting a patient or the whole clinic is for admins only (`api.rs`
 ///   `export`, `worker/src/export.rs`);
@@ -106,6 +141,8 @@ pub(super) const RULES: &[(Kind, [Rule; 4])] = &[
     (Kind::Action("issue"),        [A,    A,           A,    U]),
     (Kind::Action("convert"),      [A,    A,           A,    U]),
     (Kind::Action("erase"),        [A,    D,           D,    U]),
+    (Kind::Action("credit"),       [A,    D,           D,    U]),
+    (Kind::Action("cancel"),       [A,    D,           D,    U]),
     (Kind::Export,                 [A,    D,           D,    U]),
     (Kind::ExportClinic,           [A,    D,           D,    U]),
     (Kind::ListUsers,              [A,    D,           D,    U]),
@@ -121,6 +158,45 @@ pub(super) const RULES: &[(Kind, [Rule; 4])] = &[
     (Kind::Register,               [A,    A,           A,    A]),
     (Kind::OpenApi,                [A,    A,           A,    A]),
     (Kind::Jwks,                   [A,    A,           A,    A]),
+    (Kind::Settings,               [A,    A,           A,    U]),
+    (Kind::ChangeSettings,         [A,    D,           D,    U]),
+    (Kind::Availability,           [A,    A,           A,    U]),
+    (Kind::BookSeries,             [A,    A,           A,    U]),
+    (Kind::GetSeries,              [A,    A,           A,    U]),
+    (Kind::ChangeSeries,           [A,    A,           A,    U]),
+    (Kind::CancelSeries,           [A,    A,           A,    U]),
+    (Kind::InvoicePayments,        [A,    A,           A,    U]),
+    (Kind::RecordPayment,          [A,    A,           A,    U]),
+];
+
+/// The resources with writers of their own, over [`RULES`]:
+/// - appointment types (durations, buffers, prices) are the admins';
+/// - working hours and their exceptions are the clinicians' (admins and
+///   practitioners), not the front desk's;
+/// - anyone records a payment, only an admin voids one (delete), and a voided
+///   payment stays void: an admin's restore passes the access check and is
+///   refused by the clinic's rules (`409`, the row unchanged), although the
+///   document describes restore as for any resource.
+#[rustfmt::skip]
+pub(super) const RESOURCE_RULES: &[(&str, Kind, [Rule; 4])] = &[
+    // resource           kind of operation  admin practitioner staff anonymous
+    ("appointment-types", Kind::Create,      [A,    D,           D,    U]),
+    ("appointment-types", Kind::Put,         [A,    D,           D,    U]),
+    ("appointment-types", Kind::Patch,       [A,    D,           D,    U]),
+    ("appointment-types", Kind::Delete,      [A,    D,           D,    U]),
+    ("appointment-types", Kind::Restore,     [A,    D,           D,    U]),
+    ("working-hours",     Kind::Create,      [A,    A,           D,    U]),
+    ("working-hours",     Kind::Put,         [A,    A,           D,    U]),
+    ("working-hours",     Kind::Patch,       [A,    A,           D,    U]),
+    ("working-hours",     Kind::Delete,      [A,    A,           D,    U]),
+    ("working-hours",     Kind::Restore,     [A,    A,           D,    U]),
+    ("hours-exceptions",  Kind::Create,      [A,    A,           D,    U]),
+    ("hours-exceptions",  Kind::Put,         [A,    A,           D,    U]),
+    ("hours-exceptions",  Kind::Patch,       [A,    A,           D,    U]),
+    ("hours-exceptions",  Kind::Delete,      [A,    A,           D,    U]),
+    ("hours-exceptions",  Kind::Restore,     [A,    A,           D,    U]),
+    ("payments",          Kind::Delete,      [A,    D,           D,    U]),
+    ("payments",          Kind::Restore,     [C,    D,           D,    U]),
 ];
 
 /// Fields outside staff's minimum necessary (README, "Minimum necessary"): absent
@@ -134,11 +210,21 @@ pub(super) const RESTRICTED: &[(&str, &str)] = &[
 /// Whether each caller (columns as in [`RULES`]) reads and writes restricted fields.
 pub(super) const SEES_RESTRICTED: [bool; 4] = [true, true, false, false];
 
-pub(super) fn rule(kind: Kind, caller: Caller) -> Option<Rule> {
-    RULES
-        .iter()
-        .find(|(k, _)| *k == kind)
-        .map(|(_, row)| row[caller.column()])
+/// How `caller` must be answered for `kind` on `resource` (none: a fixed
+/// endpoint): the resource's own row, else the kind's.
+pub(super) fn rule(kind: Kind, resource: Option<&Resource>, caller: Caller) -> Option<Rule> {
+    let own = resource.and_then(|r| {
+        RESOURCE_RULES
+            .iter()
+            .find(|(name, k, _)| *name == r.name && *k == kind)
+    });
+    match own {
+        Some((_, _, row)) => Some(row[caller.column()]),
+        None => RULES
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, row)| row[caller.column()]),
+    }
 }
 
 pub(super) fn restricted_fields(r: &Resource) -> Vec<&'static str> {
@@ -151,7 +237,11 @@ pub(super) fn restricted_fields(r: &Resource) -> Vec<&'static str> {
 
 pub(super) fn success_status(kind: Kind, r: Option<&Resource>) -> u16 {
     match kind {
-        Kind::Create | Kind::CreateUser | Kind::Register => 201,
+        Kind::Create
+        | Kind::CreateUser
+        | Kind::Register
+        | Kind::BookSeries
+        | Kind::RecordPayment => 201,
         Kind::Delete | Kind::Logout => 204,
         Kind::Action(name) if r.and_then(|r| r.action(name)).is_some_and(|a| a.creates) => 201,
         _ => 200,
@@ -187,6 +277,15 @@ pub(super) fn classify(method: &str, path: &str) -> Option<(Kind, Option<&'stati
         ("POST", ["users", "{id}", "enable"]) => Some(Kind::EnableUser),
         ("PATCH", ["users", "{id}"]) => Some(Kind::ChangeUserRole),
         ("POST", ["users", "{id}", "sign-out"]) => Some(Kind::SignOutUser),
+        ("GET", ["clinic"]) => Some(Kind::Settings),
+        ("PUT", ["clinic"]) => Some(Kind::ChangeSettings),
+        ("GET", ["availability"]) => Some(Kind::Availability),
+        ("POST", ["appointments", "series"]) => Some(Kind::BookSeries),
+        ("GET", ["appointment-series", "{id}"]) => Some(Kind::GetSeries),
+        ("PATCH", ["appointment-series", "{id}"]) => Some(Kind::ChangeSeries),
+        ("POST", ["appointment-series", "{id}", "cancel"]) => Some(Kind::CancelSeries),
+        ("GET", ["documents", "{id}", "payments"]) => Some(Kind::InvoicePayments),
+        ("POST", ["documents", "{id}", "payments"]) => Some(Kind::RecordPayment),
         _ => None,
     };
     if let Some(kind) = fixed {
@@ -216,12 +315,14 @@ pub(super) fn operations(doc: &Value) -> Vec<Op> {
     let mut unknown = Vec::new();
     for (method, path) in common::openapi::operations(doc) {
         match classify(&method, &path) {
-            Some((kind, resource)) if rule(kind, Caller::Admin).is_some() => ops.push(Op {
-                method,
-                path,
-                kind,
-                resource,
-            }),
+            Some((kind, resource)) if rule(kind, resource, Caller::Admin).is_some() => {
+                ops.push(Op {
+                    method,
+                    path,
+                    kind,
+                    resource,
+                })
+            }
             _ => unknown.push(format!("{method} {path}")),
         }
     }
@@ -233,6 +334,13 @@ pub(super) fn operations(doc: &Value) -> Vec<Op> {
         assert!(
             ops.iter().any(|o| o.kind == *kind),
             "the table has a row for {kind:?} but the document no such operation"
+        );
+    }
+    for (name, kind, _) in RESOURCE_RULES {
+        assert!(
+            ops.iter()
+                .any(|o| o.kind == *kind && o.resource.is_some_and(|r| r.name == *name)),
+            "the table has a row for {name} {kind:?} but the document no such operation"
         );
     }
     for r in RESOURCES {
@@ -290,6 +398,15 @@ pub(super) fn rank(op: &Op) -> usize {
         Kind::Register => 108,
         Kind::OpenApi => 109,
         Kind::ExportClinic => 110,
+        Kind::Settings => 120,
+        Kind::ChangeSettings => 121,
+        Kind::Availability => 122,
+        Kind::BookSeries => 123,
+        Kind::GetSeries => 124,
+        Kind::ChangeSeries => 125,
+        Kind::CancelSeries => 126,
+        Kind::InvoicePayments => 127,
+        Kind::RecordPayment => 128,
     }
 }
 
@@ -325,9 +442,59 @@ pub(super) fn the_expectation_table_agrees_with_the_code() {
             } else {
                 [A, A, A, U]
             };
-            let row = CALLERS.map(|c| rule(Kind::Action(a.name), c));
+            let row = CALLERS.map(|c| rule(Kind::Action(a.name), Some(r), c));
             assert_eq!(row, expected.map(Some), "{}/{}", r.name, a.name);
         }
+    }
+    // Who passes the access check, as each resource's `access` says.
+    const EVERY_ROLE: &[Role] = &[Role::Admin, Role::Practitioner, Role::Staff];
+    let admitted =
+        |kind: Kind, r: Option<&Resource>| CALLERS.map(|c| rule(kind, r, c).map(Rule::admitted));
+    let roles =
+        |roles: &[Role]| CALLERS.map(|c| Some(c.role().is_some_and(|role| roles.contains(&role))));
+    for r in RESOURCES {
+        for kind in [Kind::Create, Kind::Put, Kind::Patch] {
+            assert_eq!(
+                admitted(kind, Some(r)),
+                roles(r.access.write),
+                "{} {kind:?}",
+                r.name
+            );
+        }
+        for kind in [Kind::Delete, Kind::Restore] {
+            assert_eq!(
+                admitted(kind, Some(r)),
+                roles(r.access.delete),
+                "{} {kind:?}",
+                r.name
+            );
+        }
+        for kind in [Kind::List, Kind::Get] {
+            assert_eq!(
+                admitted(kind, Some(r)),
+                roles(EVERY_ROLE),
+                "{} {kind:?}",
+                r.name
+            );
+        }
+    }
+    let fixed = [
+        (Kind::ChangeSettings, resource::CLINIC_SETTINGS.access.write),
+        (Kind::BookSeries, resource::APPOINTMENTS.access.write),
+        (Kind::ChangeSeries, resource::APPOINTMENTS.access.write),
+        (Kind::CancelSeries, resource::APPOINTMENTS.access.write),
+        (Kind::RecordPayment, resource::PAYMENTS.access.write),
+    ];
+    for (kind, writers) in fixed {
+        assert_eq!(admitted(kind, None), roles(writers), "{kind:?}");
+    }
+    for kind in [
+        Kind::Settings,
+        Kind::Availability,
+        Kind::GetSeries,
+        Kind::InvoicePayments,
+    ] {
+        assert_eq!(admitted(kind, None), roles(EVERY_ROLE), "{kind:?}");
     }
     operations(&common::openapi::document());
 }

@@ -54,7 +54,27 @@ pub(super) async fn counts(db: &tokio_postgres::Client, r: &Resource) -> String 
 /// How many rows of `r` hold the first text value of `body` (sample text values are
 /// distinct).
 pub(super) async fn stored_like(db: &tokio_postgres::Client, r: &Resource, body: &Value) -> i64 {
+    stored_count(db, r, body)
+        .await
+        .expect("a body with a text value, an instant or a time")
+}
+
+/// [`stored_like`], when the body holds a value that tells its rows apart: free
+/// text, a child row's text, an instant or the times of day (samples differ in
+/// each).
+pub(super) async fn stored_count(
+    db: &tokio_postgres::Client,
+    r: &Resource,
+    body: &Value,
+) -> Option<i64> {
     let plain = |f: &&Field| matches!(f.ty, FieldType::Text { .. }) && !f.encrypted;
+    let count = |sql: String, values: Vec<String>| async move {
+        let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = values
+            .iter()
+            .map(|v| v as &(dyn tokio_postgres::types::ToSql + Sync))
+            .collect();
+        db.query_one(sql.as_str(), &params).await.unwrap().get(0)
+    };
     if let Some((name, value)) = r
         .fields
         .iter()
@@ -62,7 +82,7 @@ pub(super) async fn stored_like(db: &tokio_postgres::Client, r: &Resource, body:
         .find_map(|f| Some((f.name, body.get(f.name)?.as_str()?)))
     {
         let sql = format!("SELECT count(*) FROM {} WHERE {name} = $1", r.table);
-        return db.query_one(sql.as_str(), &[&value]).await.unwrap().get(0);
+        return Some(count(sql, vec![value.to_owned()]).await);
     }
     // Its only free text is sealed: the rows holding the child rows' text…
     if let Some((c, name, value)) = r.children.iter().find_map(|c| {
@@ -74,18 +94,71 @@ pub(super) async fn stored_like(db: &tokio_postgres::Client, r: &Resource, body:
             "SELECT count(*) FROM {} t WHERE EXISTS (SELECT 1 FROM {} c WHERE c.{} = t.id AND c.{name} = $1)",
             r.table, c.table, c.parent_column
         );
-        return db.query_one(sql.as_str(), &[&value]).await.unwrap().get(0);
+        return Some(count(sql, vec![value.to_owned()]).await);
     }
-    // …or its (distinct) sample instant.
-    let (name, value) = r
+    // …or its (distinct) sample instant…
+    if let Some((name, value)) = r
         .fields
         .iter()
         .filter(|f| f.ty == FieldType::Timestamp)
         .find_map(|f| Some((f.name, body.get(f.name)?.as_str()?)))
-        .expect("a body with a text value or an instant");
+    {
+        let sql = format!(
+            "SELECT count(*) FROM {} WHERE {name} = $1::text::timestamptz",
+            r.table
+        );
+        return Some(count(sql, vec![value.to_owned()]).await);
+    }
+    // …or its (distinct) times of day.
+    let times: Vec<(&str, String)> = r
+        .fields
+        .iter()
+        .filter(|f| f.ty == FieldType::Time)
+        .filter_map(|f| Some((f.name, body.get(f.name)?.as_str()?.to_owned())))
+        .collect();
+    if times.is_empty() {
+        return None;
+    }
+    let conditions: Vec<String> = times
+        .iter()
+        .enumerate()
+        .map(|(i, (name, _))| format!("{name} = ${}::text::time", i + 1))
+        .collect();
     let sql = format!(
-        "SELECT count(*) FROM {} WHERE {name} = $1::text::timestamptz",
-        r.table
+        "SELECT count(*) FROM {} WHERE {}",
+        r.table,
+        conditions.join(" AND ")
     );
-    db.query_one(sql.as_str(), &[&value]).await.unwrap().get(0)
+    Some(count(sql, times.into_iter().map(|(_, v)| v).collect()).await)
+}
+
+/// How many rows a row action made from `id` (rows of `r`'s table naming it in a
+/// server-set reference: a converted invoice, a credit note).
+pub(super) async fn derived_rows(db: &tokio_postgres::Client, r: &Resource, id: &str) -> i64 {
+    let id: Uuid = id.parse().unwrap();
+    let mut total = 0;
+    for f in r.fields.iter().filter(|f| f.read_only) {
+        if f.ty == FieldType::Reference(r.table) {
+            let sql = format!("SELECT count(*) FROM {} WHERE {} = $1", r.table, f.name);
+            total += db
+                .query_one(sql.as_str(), &[&id])
+                .await
+                .unwrap()
+                .get::<_, i64>(0);
+        }
+    }
+    total
+}
+
+/// A series and its occurrences as stored.
+pub(super) async fn series_snapshot(db: &tokio_postgres::Client, id: &str) -> String {
+    let id: Uuid = id.parse().unwrap();
+    db.query_one(
+        "SELECT concat_ws(E'\\n', (SELECT row_to_json(s)::text FROM appointment_series s WHERE s.id = $1), \
+         (SELECT json_agg(a ORDER BY a.series_index)::text FROM appointments a WHERE a.series_id = $1))",
+        &[&id],
+    )
+    .await
+    .unwrap()
+    .get(0)
 }
