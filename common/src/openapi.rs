@@ -222,6 +222,17 @@ fn query_param(name: &str, schema: Value) -> Value {
     json!({"name": name, "in": "query", "required": false, "schema": schema})
 }
 
+/// A list's `cursor`: an opaque token, the `next_cursor` of the page before (URL-safe
+/// base64 without padding, at least the 22 characters of one id).
+fn cursor_param() -> Value {
+    let mut p = query_param(
+        "cursor",
+        json!({"type": "string", "pattern": "^[A-Za-z0-9_-]+$", "minLength": 22, "maxLength": limits::QUERY_VALUE_MAX}),
+    );
+    p["description"] = "An opaque token: the `next_cursor` of the page before, sent with the same `q` and filters. Any other value is `400`.".into();
+    p
+}
+
 fn filter_schema(f: &Field) -> Value {
     match f.ty {
         FieldType::Enum(values) => json!({"type": "string", "enum": values}),
@@ -478,10 +489,7 @@ fn resource_paths(r: &Resource, paths: &mut Map<String, Value>) {
             "limit",
             json!({"type": "integer", "minimum": 1, "maximum": 100, "default": 20}),
         ),
-        query_param(
-            "cursor",
-            json!({"type": "string", "maxLength": limits::QUERY_VALUE_MAX}),
-        ),
+        cursor_param(),
     ];
     list_params.push(query_param(
         "updated_since",
@@ -660,7 +668,7 @@ fn resource_paths(r: &Resource, paths: &mut Map<String, Value>) {
             (
                 format!("Restore a deleted {one}"),
                 format!(
-                    "Shows a soft-deleted {one} again, as it was when it was deleted. {} An id that is not a deleted {one} of the clinic is `404`; restoring one that now conflicts with other data (such as a duplicate) is `409`.",
+                    "Shows a soft-deleted {one} again, as it was when it was deleted. {} Restoring one that is not deleted changes nothing and answers it as it is (`200`, idempotent). An id that is no {one} of the clinic is `404`; restoring one that now conflicts with other data (such as a duplicate) is `409`.",
                     callers(r, Use::Delete)
                 ),
             )
@@ -1829,7 +1837,7 @@ fn clinic_day_paths(paths: &mut Map<String, Value>, schemas: &mut Map<String, Va
                 "description": format!("The payments recorded against one invoice, as `GET /api/v1/payments?document_id=` lists them. {ANY_USER}."),
                 "parameters": [
                     query_param("limit", json!({"type": "integer", "minimum": 1, "maximum": 100, "default": 20})),
-                    query_param("cursor", json!({"type": "string", "maxLength": limits::QUERY_VALUE_MAX}))
+                    cursor_param()
                 ],
                 "responses": list
             },

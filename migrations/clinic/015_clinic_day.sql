@@ -418,12 +418,14 @@ CREATE TRIGGER payments_apply BEFORE INSERT ON payments
     FOR EACH ROW EXECUTE FUNCTION payment_applies();
 
 -- A recorded payment is a fact: it never changes. A mistaken one is voided (by
--- soft delete), which gives its amount back to the balance.
+-- soft delete), which gives its amount back to the balance; restoring a voided
+-- payment applies it again, under the same rule as recording it (no overpayment).
 CREATE FUNCTION payment_frozen() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    d documents;
 BEGIN
     IF (NEW.document_id, NEW.amount_cents, NEW.method, NEW.paid_on, NEW.reference)
-       IS DISTINCT FROM (OLD.document_id, OLD.amount_cents, OLD.method, OLD.paid_on, OLD.reference)
-       OR (OLD.deleted_at IS NOT NULL AND NEW.deleted_at IS DISTINCT FROM OLD.deleted_at) THEN
+       IS DISTINCT FROM (OLD.document_id, OLD.amount_cents, OLD.method, OLD.paid_on, OLD.reference) THEN
         RAISE EXCEPTION 'a recorded payment cannot be changed; void it and record a new one'
             USING ERRCODE = 'restrict_violation';
     END IF;
@@ -433,6 +435,17 @@ BEGIN
                 status = CASE WHEN status = 'paid' AND gross_cents - paid_cents + OLD.amount_cents - credited_cents > 0
                               THEN 'issued' ELSE status END
             WHERE id = OLD.document_id;
+    ELSIF OLD.deleted_at IS NOT NULL AND NEW.deleted_at IS NULL THEN
+        SELECT * INTO d FROM documents WHERE id = OLD.document_id FOR UPDATE;
+        IF d.status NOT IN ('issued', 'paid') OR OLD.amount_cents > d.gross_cents - d.paid_cents - d.credited_cents THEN
+            RAISE EXCEPTION 'this payment cannot be restored: % cents would be more than the balance of invoice % (% cents)',
+                OLD.amount_cents, d.number, greatest(d.gross_cents - d.paid_cents - d.credited_cents, 0)
+                USING ERRCODE = 'restrict_violation';
+        END IF;
+        UPDATE documents
+            SET paid_cents = paid_cents + OLD.amount_cents, updated_at = now(),
+                status = CASE WHEN gross_cents - paid_cents - OLD.amount_cents - credited_cents = 0 THEN 'paid' ELSE status END
+            WHERE id = d.id;
     END IF;
     RETURN NEW;
 END;

@@ -211,18 +211,14 @@ pub async fn delete(
 
 /// `POST /api/v1/{resource}/{id}/{action}`: `restore` for every resource, plus the
 /// resource's own row actions (e.g. `issue`, `convert` for documents).
-pub async fn act(
+async fn act(
     State(state): State<AppState>,
     caller: Caller,
     Path((name, id, action)): Path<(String, String, String)>,
-    req: Request,
 ) -> Result<Response, WorkerError> {
     let r = resource(&name)?;
     let id = parse_id(&id)?;
-    if r.name == resource::DOCUMENTS.name && action == PAYMENTS {
-        return record_payment(&state, &caller, id, req).await;
-    }
-    if action == "restore" {
+    if action == RESTORE {
         let refused = access::refusal(&caller, r, true);
         let restored = audited(
             &state,
@@ -269,18 +265,54 @@ pub async fn act(
     Ok(tagged(status, value))
 }
 
-/// The payments of one invoice, under the invoice's path.
-const PAYMENTS: &str = "payments";
+/// The row action every resource has.
+const RESTORE: &str = "restore";
+
+/// `/api/v1/{resource}/{id}/{action}`: `POST` runs the action ([`act`]); any other
+/// method is `405` with `allow: POST` when the resource has that action, else `404`
+/// (the sub-resources that are read, a patient's export and an invoice's payments,
+/// have routes of their own).
+pub async fn row_action(
+    state: State<AppState>,
+    method: Method,
+    caller: Caller,
+    path: Path<(String, String, String)>,
+) -> Result<Response, WorkerError> {
+    if method == Method::POST {
+        return act(state, caller, path).await;
+    }
+    let Path((name, _, action)) = path;
+    let r = resource(&name)?;
+    if action != RESTORE && r.action(&action).is_none() {
+        return Err(WorkerError::UnknownResource);
+    }
+    Ok(method_not_allowed("POST"))
+}
+
+/// A `405` problem whose `allow` header lists `allow`.
+fn method_not_allowed(allow: &'static str) -> Response {
+    let problem = common::problem::Problem::new(405, "method-not-allowed", "Method not allowed")
+        .with_detail(format!(
+            "This endpoint answers {allow} only; see /api/v1/openapi.json."
+        ));
+    let mut response = httpkit::problem::response(&problem);
+    response
+        .headers_mut()
+        .insert(header::ALLOW, header::HeaderValue::from_static(allow));
+    response
+}
 
 /// `POST /api/v1/documents/{id}/payments`: records a payment against the invoice,
 /// the body of a `payments` create with the invoice taken from the path (a
 /// `document_id` in the body must name the same invoice).
-async fn record_payment(
-    state: &AppState,
-    caller: &Caller,
-    invoice: Uuid,
+pub async fn record_payment(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(invoice): Path<String>,
     req: Request,
 ) -> Result<Response, WorkerError> {
+    let invoice = parse_id(&invoice)?;
+    let (state, caller) = (&state, &caller);
     let body = access::body(state, req).await?;
     let mut value: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|_| WorkerError::BadRequest("The body must be a JSON object.".into()))?;
@@ -313,12 +345,14 @@ async fn record_payment(
 
 /// `GET /api/v1/documents/{id}/payments`: the invoice's payments, a list of
 /// `payments` filtered by the invoice.
-async fn list_payments(
-    state: &AppState,
-    caller: &Caller,
-    invoice: Uuid,
-    raw: Option<&str>,
+pub async fn list_payments(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(invoice): Path<String>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Response, WorkerError> {
+    let invoice = parse_id(&invoice)?;
+    let (state, caller, raw) = (&state, &caller, raw.as_deref());
     // A `document_id` in the query too is refused as a repeated parameter.
     let mut query = format!("document_id={invoice}");
     if let Some(raw) = raw.filter(|q| !q.is_empty()) {
@@ -360,15 +394,9 @@ pub async fn provision(
 pub async fn export(
     State(state): State<AppState>,
     caller: Caller,
-    Path((name, id, action)): Path<(String, String, String)>,
+    Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, WorkerError> {
-    if name == resource::DOCUMENTS.name && action == PAYMENTS {
-        return list_payments(&state, &caller, parse_id(&id)?, raw.as_deref()).await;
-    }
-    if name != resource::PATIENTS.name || action != "export" {
-        return Err(WorkerError::UnknownResource);
-    }
     let id = parse_id(&id)?;
     let format = fhir::Format::from_query(raw.as_deref())?;
     let refused = caller.role != common::token::Role::Admin;

@@ -10,7 +10,7 @@ use crate::state::AppState;
 use crate::{calendar, clinic};
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::Arc;
@@ -91,10 +91,15 @@ pub fn public(state: AppState) -> Router {
                 .patch(api::update)
                 .delete(api::delete),
         )
+        // The row actions answer `POST` only; the two sub-resources that are read
+        // have routes of their own, so every other method gets a `405` whose
+        // `allow` is true for its path (and an unknown action a `404`).
+        .route("/api/v1/patients/{id}/export", get(api::export))
         .route(
-            "/api/v1/{resource}/{id}/{action}",
-            post(api::act).get(api::export),
+            "/api/v1/documents/{id}/payments",
+            get(api::list_payments).post(api::record_payment),
         )
+        .route("/api/v1/{resource}/{id}/{action}", any(api::row_action))
         .route("/internal/v1/clinics/{id}/provision", post(api::provision))
         .fallback(api::not_found)
         .layer(httpkit::ObserveLayer::new(Observe))

@@ -339,8 +339,22 @@ pub async fn set_deleted(
         "UPDATE {} SET deleted_at = {set}, {BUMP} WHERE company_id = $1 AND id = {i} AND deleted_at {when}{version} RETURNING id",
         r.table
     );
-    let outcome = versioned_outcome(r, &i, if_match);
-    let text = audited(&update, r, action, &format!("{i}::uuid"), &outcome, "");
+    // Restoring a live row changes nothing and answers it as it is: the statement
+    // also returns the row when it is live. Both parts read the snapshot from
+    // before the update, so a row it restores is returned once.
+    let (outcome, live) = if deleted {
+        (versioned_outcome(r, &i, if_match), String::new())
+    } else {
+        let live = format!(
+            "SELECT id FROM {} WHERE company_id = $1 AND id = {i} AND deleted_at IS NULL",
+            r.table
+        );
+        (
+            format!("CASE WHEN EXISTS (SELECT 1 FROM w) OR EXISTS ({live}) THEN 'success' ELSE 'not_found' END"),
+            format!(" UNION ALL {live}"),
+        )
+    };
+    let text = audited(&update, r, action, &format!("{i}::uuid"), &outcome, &live);
     let tx = client.transaction().await.map_err(WorkerError::from_db)?;
     let op = Op::new(actor, r, action.as_str());
     let rows = run(&tx, op, &text, &sql).await?;

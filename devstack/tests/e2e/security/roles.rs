@@ -71,7 +71,6 @@ impl Pass {
             Rule::Allow => success_status(op.kind, op.resource),
             Rule::Deny => 403,
             Rule::Unauth => 401,
-            Rule::Conflict => 409,
         };
         let got = reply.status.as_u16();
         if got != want {

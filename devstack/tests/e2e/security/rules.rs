@@ -98,17 +98,13 @@ pub(super) enum Rule {
     Deny,
     /// `401` problem+json (no token); nothing changes.
     Unauth,
-    /// Past the access check, refused by the clinic's rules: `409` problem+json;
-    /// nothing changes (see the rows that use it).
-    Conflict,
 }
-pub(super) use Rule::{Allow as A, Conflict as C, Deny as D, Unauth as U};
+pub(super) use Rule::{Allow as A, Deny as D, Unauth as U};
 
 impl Rule {
-    /// Whether the caller passes the access check (served, or refused by the
-    /// clinic's rules rather than for who it is).
+    /// Whether the caller passes the access check.
     pub(super) fn admitted(self) -> bool {
-        matches!(self, Rule::Allow | Rule::Conflict)
+        matches!(self, Rule::Allow)
     }
 }
 
@@ -196,7 +192,7 @@ pub(super) const RESOURCE_RULES: &[(&str, Kind, [Rule; 4])] = &[
     ("hours-exceptions",  Kind::Delete,      [A,    A,           D,    U]),
     ("hours-exceptions",  Kind::Restore,     [A,    A,           D,    U]),
     ("payments",          Kind::Delete,      [A,    D,           D,    U]),
-    ("payments",          Kind::Restore,     [C,    D,           D,    U]),
+    ("payments",          Kind::Restore,     [A,    D,           D,    U]),
 ];
 
 /// Fields outside staff's minimum necessary (README, "Minimum necessary"): absent
