@@ -29,9 +29,11 @@ async fn day(zone: &str, hours: (&str, &str)) -> Day {
         &clinic,
         Method::PUT,
         "/api/v1/clinic",
-        Some(json!({"name": "Cabinet Dupont", "time_zone": zone, "currency": "EUR",
+        Some(
+            json!({"name": "Cabinet Dupont", "time_zone": zone, "currency": "EUR",
             "address": "12 rue de la Paix\n75002 Paris", "registration_number": "RCS 123 456 789",
-            "vat_number": "FR12345678901"})),
+            "vat_number": "FR12345678901"}),
+        ),
     )
     .await;
     assert_eq!(status(&settings, 200)["time_zone"], zone);
@@ -122,14 +124,24 @@ async fn settings_are_read_by_everyone_and_changed_by_admins_only() {
         .unwrap();
     problem(&changed, 403);
     for (body, why) in [
-        (json!({"name": "X", "time_zone": "Mars/Olympus"}), "time_zone"),
+        (
+            json!({"name": "X", "time_zone": "Mars/Olympus"}),
+            "time_zone",
+        ),
         (json!({"name": "X", "time_zone": "+02:00"}), "time_zone"),
         (json!({"name": "X", "currency": "euro"}), "currency"),
         (json!({"name": "X", "invoice_prefix": "F/1"}), "prefix"),
         (json!({"name": ""}), "name"),
         (json!({"name": "X", "colour": "red"}), "unknown"),
     ] {
-        let r = send(&d.http, &d.clinic, Method::PUT, "/api/v1/clinic", Some(body)).await;
+        let r = send(
+            &d.http,
+            &d.clinic,
+            Method::PUT,
+            "/api/v1/clinic",
+            Some(body),
+        )
+        .await;
         problem(&r, 400);
         let _ = why;
     }
@@ -139,7 +151,11 @@ async fn settings_are_read_by_everyone_and_changed_by_admins_only() {
     );
     assert_eq!(after["name"], "Cabinet Dupont", "nothing changed");
     assert_eq!(after["time_zone"], "Europe/Paris");
-    wait_audit(&d.clinic, "resource = 'clinic' AND action = 'update' AND outcome = 'rejected'").await;
+    wait_audit(
+        &d.clinic,
+        "resource = 'clinic' AND action = 'update' AND outcome = 'rejected'",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -240,7 +256,10 @@ async fn slots_in_another_zone_respect_bookings_buffers_and_exceptions() {
     // until 08:30 plus its 10-minute buffer leaves 08:45 (on the 15-minute grid)
     // as the first free start; Tuesday is closed.
     assert_eq!(starts[0], "2027-03-12T08:00:00-05:00");
-    let monday: Vec<&String> = starts.iter().filter(|s| s.starts_with("2027-03-15")).collect();
+    let monday: Vec<&String> = starts
+        .iter()
+        .filter(|s| s.starts_with("2027-03-15"))
+        .collect();
     assert_eq!(monday[0], "2027-03-15T08:45:00-04:00");
     assert_eq!(monday.last().unwrap().as_str(), "2027-03-15T09:30:00-04:00");
     assert!(!starts.iter().any(|s| s.starts_with("2027-03-16")));
@@ -248,9 +267,18 @@ async fn slots_in_another_zone_respect_bookings_buffers_and_exceptions() {
     for q in [
         "from=2027-03-12&to=2027-03-16".to_owned(),
         format!("appointment_type_id={}&from=2027-03-12", d.follow_up),
-        format!("appointment_type_id={}&from=2027-03-12&to=2027-09-01", d.follow_up),
-        format!("appointment_type_id={}&from=tomorrow&to=2027-03-16", d.follow_up),
-        format!("appointment_type_id={}&from=2027-03-16&to=2027-03-12T00:00:00Z", d.follow_up),
+        format!(
+            "appointment_type_id={}&from=2027-03-12&to=2027-09-01",
+            d.follow_up
+        ),
+        format!(
+            "appointment_type_id={}&from=tomorrow&to=2027-03-16",
+            d.follow_up
+        ),
+        format!(
+            "appointment_type_id={}&from=2027-03-16&to=2027-03-12T00:00:00Z",
+            d.follow_up
+        ),
     ] {
         let r = send(
             &d.http,
@@ -272,7 +300,10 @@ async fn bookings_outside_hours_need_saying_so_and_double_booking_stays_refused(
     let early = json!({"starts_at": "2027-01-04T07:30:00Z", "ends_at": "2027-01-04T08:00:00Z"});
     let refused = problem(&d.book(early.clone()).await, 409);
     assert!(
-        refused["detail"].as_str().unwrap().contains("outside_hours"),
+        refused["detail"]
+            .as_str()
+            .unwrap()
+            .contains("outside_hours"),
         "{refused}"
     );
     let mut on_purpose = early.clone();
@@ -420,8 +451,15 @@ async fn a_series_across_a_booking_is_refused_whole_then_changed_and_cancelled_f
         .iter()
         .map(|o| o["status"].as_str().unwrap())
         .collect();
-    assert_eq!(statuses, ["booked", "cancelled", "booked", "cancelled", "cancelled"]);
-    wait_audit(&d.clinic, "resource = 'appointment-series' AND action = 'cancel'").await;
+    assert_eq!(
+        statuses,
+        ["booked", "cancelled", "booked", "cancelled", "cancelled"]
+    );
+    wait_audit(
+        &d.clinic,
+        "resource = 'appointment-series' AND action = 'cancel'",
+    )
+    .await;
 }
 
 /// An issued invoice of `gross` cents (one line, no VAT) for the day's patient.
@@ -456,13 +494,10 @@ async fn the_invoice_year_is_the_clinics_and_concurrent_payments_never_overpay()
     let year = |at: &'static str| {
         let db = &db;
         async move {
-            db.query_one(
-                "SELECT clinic_year($1::text::timestamptz)",
-                &[&at],
-            )
-            .await
-            .unwrap()
-            .get::<_, i32>(0)
+            db.query_one("SELECT clinic_year($1::text::timestamptz)", &[&at])
+                .await
+                .unwrap()
+                .get::<_, i32>(0)
         }
     };
     assert_eq!(year("2026-12-31T23:30:00Z").await, 2027);
@@ -498,13 +533,25 @@ async fn the_invoice_year_is_the_clinics_and_concurrent_payments_never_overpay()
         outcomes.push(a.await.unwrap());
     }
     let ok = outcomes.iter().filter(|r| r.status == 201).count();
-    assert_eq!(ok, 3, "{:?}", outcomes.iter().map(|r| r.status).collect::<Vec<_>>());
+    assert_eq!(
+        ok,
+        3,
+        "{:?}",
+        outcomes.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
     for r in outcomes.iter().filter(|r| r.status != 201) {
         let p = problem(r, 409);
         assert!(p["detail"].as_str().unwrap().contains("overpayment"), "{p}");
     }
     let now = status(
-        &send(&d.http, &d.clinic, Method::GET, &format!("/api/v1/documents/{}", id(&invoice)), None).await,
+        &send(
+            &d.http,
+            &d.clinic,
+            Method::GET,
+            &format!("/api/v1/documents/{}", id(&invoice)),
+            None,
+        )
+        .await,
         200,
     );
     assert_eq!(now["paid_cents"], 9000);
@@ -512,31 +559,66 @@ async fn the_invoice_year_is_the_clinics_and_concurrent_payments_never_overpay()
     assert_eq!(now["status"], "issued");
     // The last 10.00: paid.
     status(
-        &post(&d.http, &d.clinic, &path, json!({"amount_cents": 1000, "method": "cash", "paid_on": "2027-01-03"})).await,
+        &post(
+            &d.http,
+            &d.clinic,
+            &path,
+            json!({"amount_cents": 1000, "method": "cash", "paid_on": "2027-01-03"}),
+        )
+        .await,
         201,
     );
     let paid = status(
-        &send(&d.http, &d.clinic, Method::GET, &format!("/api/v1/documents/{}", id(&invoice)), None).await,
+        &send(
+            &d.http,
+            &d.clinic,
+            Method::GET,
+            &format!("/api/v1/documents/{}", id(&invoice)),
+            None,
+        )
+        .await,
         200,
     );
     assert_eq!(paid["status"], "paid");
     assert_eq!(paid["balance_cents"], 0);
-    let listed = status(&send(&d.http, &d.clinic, Method::GET, &path, None).await, 200);
+    let listed = status(
+        &send(&d.http, &d.clinic, Method::GET, &path, None).await,
+        200,
+    );
     assert_eq!(listed["data"].as_array().unwrap().len(), 4);
     // Staff may not void a payment; an admin may, and the balance comes back.
     let first = listed["data"][0]["id"].as_str().unwrap().to_owned();
     let voided = d
         .http
-        .json(Method::DELETE, &format!("/api/v1/payments/{first}"), Some(&staff), None)
+        .json(
+            Method::DELETE,
+            &format!("/api/v1/payments/{first}"),
+            Some(&staff),
+            None,
+        )
         .await
         .unwrap();
     problem(&voided, 403);
     status(
-        &send(&d.http, &d.clinic, Method::DELETE, &format!("/api/v1/payments/{first}"), None).await,
+        &send(
+            &d.http,
+            &d.clinic,
+            Method::DELETE,
+            &format!("/api/v1/payments/{first}"),
+            None,
+        )
+        .await,
         204,
     );
     let reopened = status(
-        &send(&d.http, &d.clinic, Method::GET, &format!("/api/v1/documents/{}", id(&invoice)), None).await,
+        &send(
+            &d.http,
+            &d.clinic,
+            Method::GET,
+            &format!("/api/v1/documents/{}", id(&invoice)),
+            None,
+        )
+        .await,
         200,
     );
     assert_eq!(reopened["status"], "issued");
@@ -569,7 +651,13 @@ async fn credit_notes_have_their_own_series_and_cancelling_never_edits_the_invoi
     let invoice = issued_invoice(&d, 20_000).await;
     // A partial credit: the draft credit note takes the lines; halve the amount.
     let credit = status(
-        &post(&d.http, &d.clinic, &format!("/api/v1/documents/{}/credit", id(&invoice)), json!({})).await,
+        &post(
+            &d.http,
+            &d.clinic,
+            &format!("/api/v1/documents/{}/credit", id(&invoice)),
+            json!({}),
+        )
+        .await,
         201,
     );
     assert_eq!(credit["kind"], "credit_note");
@@ -586,20 +674,42 @@ async fn credit_notes_have_their_own_series_and_cancelling_never_edits_the_invoi
         200,
     );
     let issued = status(
-        &post(&d.http, &d.clinic, &format!("/api/v1/documents/{}/issue", id(&credit)), json!({})).await,
+        &post(
+            &d.http,
+            &d.clinic,
+            &format!("/api/v1/documents/{}/issue", id(&credit)),
+            json!({}),
+        )
+        .await,
         200,
     );
     let number = issued["number"].as_str().unwrap();
-    assert!(number.starts_with("AV-") && number.ends_with("-000001"), "{number}");
+    assert!(
+        number.starts_with("AV-") && number.ends_with("-000001"),
+        "{number}"
+    );
     let after = status(
-        &send(&d.http, &d.clinic, Method::GET, &format!("/api/v1/documents/{}", id(&invoice)), None).await,
+        &send(
+            &d.http,
+            &d.clinic,
+            Method::GET,
+            &format!("/api/v1/documents/{}", id(&invoice)),
+            None,
+        )
+        .await,
         200,
     );
     assert_eq!(after["credited_cents"], 5000);
     assert_eq!(after["balance_cents"], 15_000);
     // A partly credited invoice is credited further, not cancelled.
     problem(
-        &post(&d.http, &d.clinic, &format!("/api/v1/documents/{}/cancel", id(&invoice)), json!({})).await,
+        &post(
+            &d.http,
+            &d.clinic,
+            &format!("/api/v1/documents/{}/cancel", id(&invoice)),
+            json!({}),
+        )
+        .await,
         409,
     );
     // Staff may not cancel; an admin cancels a fresh invoice by a full credit note.
@@ -607,19 +717,37 @@ async fn credit_notes_have_their_own_series_and_cancelling_never_edits_the_invoi
     let staff = token_as(stack(), &d.clinic, Role::Staff);
     let r = d
         .http
-        .json(Method::POST, &format!("/api/v1/documents/{}/cancel", id(&other)), Some(&staff), Some(&json!({})))
+        .json(
+            Method::POST,
+            &format!("/api/v1/documents/{}/cancel", id(&other)),
+            Some(&staff),
+            Some(&json!({})),
+        )
         .await
         .unwrap();
     problem(&r, 403);
     let note = status(
-        &post(&d.http, &d.clinic, &format!("/api/v1/documents/{}/cancel", id(&other)), json!({})).await,
+        &post(
+            &d.http,
+            &d.clinic,
+            &format!("/api/v1/documents/{}/cancel", id(&other)),
+            json!({}),
+        )
+        .await,
         201,
     );
     assert_eq!(note["status"], "issued");
     assert!(note["number"].as_str().unwrap().ends_with("-000002"));
     assert_eq!(note["gross_cents"], 7000);
     let cancelled = status(
-        &send(&d.http, &d.clinic, Method::GET, &format!("/api/v1/documents/{}", id(&other)), None).await,
+        &send(
+            &d.http,
+            &d.clinic,
+            Method::GET,
+            &format!("/api/v1/documents/{}", id(&other)),
+            None,
+        )
+        .await,
         200,
     );
     assert_eq!(cancelled["status"], "cancelled");
@@ -638,7 +766,13 @@ async fn credit_notes_have_their_own_series_and_cancelling_never_edits_the_invoi
     );
     // A credit note is never posted directly.
     problem(
-        &post(&d.http, &d.clinic, "/api/v1/documents", json!({"kind": "credit_note", "patient_id": d.patient, "lines": []})).await,
+        &post(
+            &d.http,
+            &d.clinic,
+            "/api/v1/documents",
+            json!({"kind": "credit_note", "patient_id": d.patient, "lines": []}),
+        )
+        .await,
         400,
     );
 }
@@ -650,18 +784,34 @@ async fn hours_are_changed_by_clinicians_and_types_by_admins() {
     let staff = token_as(stack(), &d.clinic, Role::Staff);
     let doctor = token_as(stack(), &d.clinic, Role::Practitioner);
     let hours = json!({"practitioner_id": d.practitioner, "weekday": "saturday", "start_time": "09:00", "end_time": "12:00"});
-    let r = d.http.post("/api/v1/working-hours", Some(&staff), &hours).await.unwrap();
+    let r = d
+        .http
+        .post("/api/v1/working-hours", Some(&staff), &hours)
+        .await
+        .unwrap();
     problem(&r, 403);
-    let r = d.http.post("/api/v1/working-hours", Some(&doctor), &hours).await.unwrap();
+    let r = d
+        .http
+        .post("/api/v1/working-hours", Some(&doctor), &hours)
+        .await
+        .unwrap();
     status(&r, 201);
     let r = d
         .http
-        .post("/api/v1/appointment-types", Some(&doctor), &json!({"name": "Long", "duration_minutes": 60}))
+        .post(
+            "/api/v1/appointment-types",
+            Some(&doctor),
+            &json!({"name": "Long", "duration_minutes": 60}),
+        )
         .await
         .unwrap();
     problem(&r, 403);
     // Staff read them all.
-    let r = d.http.get("/api/v1/working-hours?weekday=saturday", Some(&staff)).await.unwrap();
+    let r = d
+        .http
+        .get("/api/v1/working-hours?weekday=saturday", Some(&staff))
+        .await
+        .unwrap();
     assert_eq!(status(&r, 200)["data"].as_array().unwrap().len(), 1);
     // Bad hours change nothing.
     for body in [
@@ -670,11 +820,19 @@ async fn hours_are_changed_by_clinicians_and_types_by_admins() {
         json!({"practitioner_id": d.practitioner, "weekday": "monday", "start_time": "9h", "end_time": "10:00"}),
         json!({"practitioner_id": d.practitioner, "weekday": "monday", "start_time": "25:00", "end_time": "26:00"}),
     ] {
-        problem(&post(&d.http, &d.clinic, "/api/v1/working-hours", body).await, 400);
+        problem(
+            &post(&d.http, &d.clinic, "/api/v1/working-hours", body).await,
+            400,
+        );
     }
     problem(
-        &post(&d.http, &d.clinic, "/api/v1/hours-exceptions",
-            json!({"practitioner_id": d.practitioner, "date": "2027-05-01", "change": "open"})).await,
+        &post(
+            &d.http,
+            &d.clinic,
+            "/api/v1/hours-exceptions",
+            json!({"practitioner_id": d.practitioner, "date": "2027-05-01", "change": "open"}),
+        )
+        .await,
         400,
     );
 }
@@ -693,7 +851,13 @@ async fn an_invoice_prints_as_pdf_with_its_amounts_number_and_balance() {
     )
     .await;
     let invoice = status(
-        &post(&d.http, &d.clinic, &format!("/api/v1/documents/{}/issue", id(&draft)), json!({})).await,
+        &post(
+            &d.http,
+            &d.clinic,
+            &format!("/api/v1/documents/{}/issue", id(&draft)),
+            json!({}),
+        )
+        .await,
         200,
     );
     status(
@@ -707,7 +871,10 @@ async fn an_invoice_prints_as_pdf_with_its_amounts_number_and_balance() {
         .send(
             Method::GET,
             &format!("/api/v1/documents/{}", id(&invoice)),
-            &[("authorization", auth.as_str()), ("accept", "application/pdf")],
+            &[
+                ("authorization", auth.as_str()),
+                ("accept", "application/pdf"),
+            ],
             None,
         )
         .await
@@ -715,7 +882,11 @@ async fn an_invoice_prints_as_pdf_with_its_amounts_number_and_balance() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("content-type"), Some("application/pdf"));
     assert!(r.body.starts_with(b"%PDF-"));
-    let Some(pdftotext) = tool("pdftotext", "reading the printed invoice back", "apt-get install poppler-utils") else {
+    let Some(pdftotext) = tool(
+        "pdftotext",
+        "reading the printed invoice back",
+        "apt-get install poppler-utils",
+    ) else {
         return;
     };
     let dir = std::env::temp_dir().join(unique("pdf"));
@@ -731,7 +902,14 @@ async fn an_invoice_prints_as_pdf_with_its_amounts_number_and_balance() {
     let _ = std::fs::remove_dir_all(&dir);
     let text = String::from_utf8(out.stdout).unwrap();
     let stored = status(
-        &send(&d.http, &d.clinic, Method::GET, &format!("/api/v1/documents/{}", id(&invoice)), None).await,
+        &send(
+            &d.http,
+            &d.clinic,
+            Method::GET,
+            &format!("/api/v1/documents/{}", id(&invoice)),
+            None,
+        )
+        .await,
         200,
     );
     let money = |cents: i64| docpdf::format_money(cents, "EUR");
