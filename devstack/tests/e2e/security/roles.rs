@@ -917,6 +917,121 @@ impl Pass {
                     ),
                 }
             }
+            Kind::ClinicSecurity | Kind::ChangeClinicSecurity => {
+                // The policy stays off: the other passes sign in with passwords.
+                let (method, body) = if op.kind == Kind::ClinicSecurity {
+                    (Method::GET, Body::Empty)
+                } else {
+                    (Method::PATCH, Body::Json(json!({"mfa_required": false})))
+                };
+                let path = "/api/v1/clinic-security";
+                if let Some(v) = self.attempt(op, "", rule, method, path, body).await {
+                    api.check(v == json!({"mfa_required": false}), || {
+                        format!("{label}: {v}")
+                    });
+                }
+            }
+            Kind::EnrollMfa => {
+                let path = "/api/v1/auth/mfa/enroll";
+                if let Some(v) = self
+                    .attempt(op, "", rule, Method::POST, path, Body::Empty)
+                    .await
+                {
+                    api.check(
+                        v["secret"].is_string() && v["otpauth_uri"].is_string(),
+                        || format!("{label}: {v}"),
+                    );
+                }
+            }
+            Kind::ConfirmMfa => {
+                // Enrolled with the caller's own token, confirmed with a real code,
+                // then switched off again with the next one.
+                let mut code = "000000".to_owned();
+                let mut secret = None;
+                if let Some(token) = self.token() {
+                    let r = api
+                        .send(
+                            Some(token),
+                            Method::POST,
+                            "/api/v1/auth/mfa/enroll",
+                            Body::Empty,
+                        )
+                        .await;
+                    assert_eq!(r.status, 200, "{label}: enrol: {}", r.text());
+                    let s = r.json()["secret"].as_str().unwrap().to_owned();
+                    code = totp_code(&s, 0);
+                    secret = Some(s);
+                }
+                let path = "/api/v1/auth/mfa/confirm";
+                let body = Body::Json(json!({"code": code}));
+                if let Some(v) = self.attempt(op, "", rule, Method::POST, path, body).await {
+                    api.check(
+                        v["recovery_codes"]
+                            .as_array()
+                            .is_some_and(|c| c.len() == 10),
+                        || format!("{label}: {v}"),
+                    );
+                }
+                if let (Some(token), Some(secret)) = (self.token(), secret) {
+                    let off = json!({"code": totp_code(&secret, 1)});
+                    let r = api
+                        .send(
+                            Some(token),
+                            Method::POST,
+                            "/api/v1/auth/mfa/disable",
+                            Body::Json(off),
+                        )
+                        .await;
+                    assert!(
+                        r.status == 204 || rule != Rule::Allow,
+                        "{label}: switch off: {}",
+                        r.text()
+                    );
+                }
+            }
+            Kind::VerifyMfa => {
+                let body = json!({"mfa_token": "from-nowhere", "code": "000000"});
+                let path = "/api/v1/auth/mfa/verify";
+                self.attempt(op, "", rule, Method::POST, path, Body::Json(body))
+                    .await;
+            }
+            Kind::DisableMfa => {
+                // Switched on with the caller's own token first, then off with a
+                // fresh code.
+                let mut code = "000000".to_owned();
+                if let Some(token) = self.token() {
+                    let r = api
+                        .send(
+                            Some(token),
+                            Method::POST,
+                            "/api/v1/auth/mfa/enroll",
+                            Body::Empty,
+                        )
+                        .await;
+                    assert_eq!(r.status, 200, "{label}: enrol: {}", r.text());
+                    let secret = r.json()["secret"].as_str().unwrap().to_owned();
+                    let on = json!({"code": totp_code(&secret, 0)});
+                    let r = api
+                        .send(
+                            Some(token),
+                            Method::POST,
+                            "/api/v1/auth/mfa/confirm",
+                            Body::Json(on),
+                        )
+                        .await;
+                    assert_eq!(r.status, 200, "{label}: confirm: {}", r.text());
+                    code = totp_code(&secret, 1);
+                }
+                let body = Body::Json(json!({"code": code}));
+                let path = "/api/v1/auth/mfa/disable";
+                self.attempt_reply(op, "", rule, Method::POST, path, body)
+                    .await;
+            }
+            Kind::ResetUserMfa => {
+                let path = format!("/api/v1/users/{}/mfa/reset", victim.id);
+                self.attempt_reply(op, "", rule, Method::POST, &path, Body::Empty)
+                    .await;
+            }
             _ => unreachable!("{op:?} is a resource operation"),
         }
     }
@@ -1036,4 +1151,18 @@ pub(super) async fn a_disabled_user_is_locked_out() {
     let ok = api.get(Some(&owner.token), "/api/v1/users").await;
     assert_eq!(ok.status, 200);
     api.finish("disabled user");
+}
+
+/// The TOTP code of `secret` (base32) `steps` time steps from now, as an
+/// authenticator app shows it.
+fn totp_code(secret: &str, steps: u64) -> String {
+    let bytes = totp_rs::Secret::Encoded(secret.to_owned())
+        .to_bytes()
+        .unwrap();
+    let totp = totp_rs::TOTP::new(totp_rs::Algorithm::SHA1, 6, 1, 30, bytes).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    totp.generate(now + steps * 30)
 }

@@ -87,6 +87,20 @@ pub(super) enum Kind {
     InvoicePayments,
     /// `POST /api/v1/documents/{id}/payments`.
     RecordPayment,
+    /// `POST /api/v1/auth/mfa/enroll`: a pending TOTP secret for the caller.
+    EnrollMfa,
+    /// `POST /api/v1/auth/mfa/confirm`: the pending secret proven, MFA on.
+    ConfirmMfa,
+    /// `POST /api/v1/auth/mfa/verify`: a sign-in's second step (by `mfa_token`).
+    VerifyMfa,
+    /// `POST /api/v1/auth/mfa/disable`: the caller's own MFA off.
+    DisableMfa,
+    /// `POST /api/v1/users/{id}/mfa/reset`.
+    ResetUserMfa,
+    /// `GET /api/v1/clinic-security`.
+    ClinicSecurity,
+    /// `PATCH /api/v1/clinic-security`.
+    ChangeClinicSecurity,
 }
 
 /// How a caller's request must be answered.
@@ -154,6 +168,17 @@ pub(super) const RULES: &[(Kind, [Rule; 4])] = &[
     (Kind::Register,               [A,    A,           A,    A]),
     (Kind::OpenApi,                [A,    A,           A,    A]),
     (Kind::Jwks,                   [A,    A,           A,    A]),
+    // Multi-factor sign-in (`gateway/src/mfa.rs`): every user enrols, confirms and
+    // switches off its own; a second step with an `mfa_token` from nowhere is 401
+    // whoever asks; resets and the clinic's policy are for admins, the policy is
+    // read by everyone.
+    (Kind::EnrollMfa,              [A,    A,           A,    U]),
+    (Kind::ConfirmMfa,             [A,    A,           A,    U]),
+    (Kind::VerifyMfa,              [U,    U,           U,    U]),
+    (Kind::DisableMfa,             [A,    A,           A,    U]),
+    (Kind::ResetUserMfa,           [A,    D,           D,    U]),
+    (Kind::ClinicSecurity,         [A,    A,           A,    U]),
+    (Kind::ChangeClinicSecurity,   [A,    D,           D,    U]),
     (Kind::Settings,               [A,    A,           A,    U]),
     (Kind::ChangeSettings,         [A,    D,           D,    U]),
     (Kind::Availability,           [A,    A,           A,    U]),
@@ -238,7 +263,7 @@ pub(super) fn success_status(kind: Kind, r: Option<&Resource>) -> u16 {
         | Kind::Register
         | Kind::BookSeries
         | Kind::RecordPayment => 201,
-        Kind::Delete | Kind::Logout => 204,
+        Kind::Delete | Kind::Logout | Kind::ResetUserMfa | Kind::DisableMfa => 204,
         Kind::Action(name) if r.and_then(|r| r.action(name)).is_some_and(|a| a.creates) => 201,
         _ => 200,
     }
@@ -282,6 +307,13 @@ pub(super) fn classify(method: &str, path: &str) -> Option<(Kind, Option<&'stati
         ("POST", ["appointment-series", "{id}", "cancel"]) => Some(Kind::CancelSeries),
         ("GET", ["documents", "{id}", "payments"]) => Some(Kind::InvoicePayments),
         ("POST", ["documents", "{id}", "payments"]) => Some(Kind::RecordPayment),
+        ("POST", ["auth", "mfa", "enroll"]) => Some(Kind::EnrollMfa),
+        ("POST", ["auth", "mfa", "confirm"]) => Some(Kind::ConfirmMfa),
+        ("POST", ["auth", "mfa", "verify"]) => Some(Kind::VerifyMfa),
+        ("POST", ["auth", "mfa", "disable"]) => Some(Kind::DisableMfa),
+        ("POST", ["users", "{id}", "mfa", "reset"]) => Some(Kind::ResetUserMfa),
+        ("GET", ["clinic-security"]) => Some(Kind::ClinicSecurity),
+        ("PATCH", ["clinic-security"]) => Some(Kind::ChangeClinicSecurity),
         _ => None,
     };
     if let Some(kind) = fixed {
@@ -403,6 +435,13 @@ pub(super) fn rank(op: &Op) -> usize {
         Kind::CancelSeries => 126,
         Kind::InvoicePayments => 127,
         Kind::RecordPayment => 128,
+        Kind::ClinicSecurity => 130,
+        Kind::ChangeClinicSecurity => 131,
+        Kind::EnrollMfa => 132,
+        Kind::ConfirmMfa => 133,
+        Kind::VerifyMfa => 134,
+        Kind::DisableMfa => 135,
+        Kind::ResetUserMfa => 136,
     }
 }
 
