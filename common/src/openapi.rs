@@ -1413,6 +1413,118 @@ fn mfa_paths(paths: &mut Map<String, Value>, schemas: &mut Map<String, Value>) {
     );
 }
 
+/// Passwords: changing one's own, and a reset by e-mail.
+fn password_paths(paths: &mut Map<String, Value>, schemas: &mut Map<String, Value>) {
+    let s = |props: Value, required: &[&str]| json!({"type": "object", "properties": props, "required": required, "additionalProperties": false});
+    let new_password = json!({"type": "string", "minLength": limits::PASSWORD_MIN, "maxLength": limits::PASSWORD_MAX, "description": "Checked as at registration."});
+    schemas.insert(
+        "PasswordChange".into(),
+        s(
+            json!({
+                "current_password": {"type": "string", "maxLength": limits::PASSWORD_MAX},
+                "new_password": new_password.clone()
+            }),
+            &["current_password", "new_password"],
+        ),
+    );
+    schemas.insert(
+        "PasswordResetRequest".into(),
+        s(
+            json!({"email": {"type": "string", "maxLength": limits::EMAIL_MAX}}),
+            &["email"],
+        ),
+    );
+    schemas.insert(
+        "PasswordResetAccepted".into(),
+        json!({
+            "type": "object",
+            "properties": {
+                "status": {"type": "string", "enum": ["accepted"]},
+                "detail": {"type": "string"}
+            },
+            "required": ["status", "detail"]
+        }),
+    );
+    schemas.insert(
+        "PasswordResetConfirm".into(),
+        s(
+            json!({
+                "token": {"type": "string", "maxLength": 128, "description": "The token of the reset link."},
+                "new_password": new_password
+            }),
+            &["token", "new_password"],
+        ),
+    );
+    let responses = |ok: &str, body: Option<(&str, &str)>, errors: &[(&str, &str)]| {
+        let mut r = Map::new();
+        r.insert(
+            ok.into(),
+            match body {
+                Some((schema, d)) => with_description(json_body(schema), d),
+                None => json!({"description": "Done."}),
+            },
+        );
+        for (code, d) in errors {
+            r.insert((*code).into(), problem_response(d));
+        }
+        Value::Object(r)
+    };
+    paths.insert(
+        "/api/v1/auth/password".into(),
+        json!({"post": {
+            "operationId": "changePassword",
+            "summary": "Change your password",
+            "description": "Changes your own password: the current one is required (a wrong one is `401` and counts as a failed sign-in: too many are `429` with `retry-after`), the new one is checked as at registration. Every session of yours ends (refresh tokens revoked, access tokens refused within a second); the answer is a fresh token pair for this one. Recorded in the audit trail.",
+            "tags": ["auth"],
+            "requestBody": with_description(json_body("PasswordChange"), "The current and the new password."),
+            "responses": responses("200", Some(("TokenResponse", "Changed; a fresh token pair.")), &[
+                ("400", "Invalid input, or the new password is not acceptable."),
+                ("401", "Wrong current password, or no valid bearer token."),
+                ("403", "Your clinic is suspended or not provisioned."),
+                ("408", "The body did not arrive in time."),
+                ("413", "Body too large."),
+                ("429", "Too many attempts; see retry-after."),
+                ("503", "Sign-in is unavailable; see retry-after.")
+            ])
+        }}),
+    );
+    paths.insert(
+        "/api/v1/auth/password-reset".into(),
+        json!({"post": {
+            "operationId": "requestPasswordReset",
+            "summary": "Ask for a password reset link",
+            "description": "Sends a link to reset the password to the address, when an active account uses it: single-use, valid for 30 minutes. The answer is the same `202` whether or not the address is known. Counted like a sign-in on the address: too many are `429` with `retry-after`. No access token needed.",
+            "tags": ["auth"],
+            "security": [],
+            "requestBody": with_description(json_body("PasswordResetRequest"), "The account's e-mail address."),
+            "responses": responses("202", Some(("PasswordResetAccepted", "Accepted; a link is on its way if the address is known.")), &[
+                ("400", "Invalid input."),
+                ("408", "The body did not arrive in time."),
+                ("413", "Body too large."),
+                ("429", "Too many attempts; see retry-after."),
+                ("503", "Unavailable; see retry-after.")
+            ])
+        }}),
+    );
+    paths.insert(
+        "/api/v1/auth/password-reset/confirm".into(),
+        json!({"post": {
+            "operationId": "confirmPasswordReset",
+            "summary": "Set a new password with a reset link",
+            "description": "Sets the account's new password with the token of a reset link, once: an unknown, used or expired token is `400` and changes nothing. Every session of the account ends. Recorded in the audit trail. No access token needed.",
+            "tags": ["auth"],
+            "security": [],
+            "requestBody": with_description(json_body("PasswordResetConfirm"), "The link's token and the new password."),
+            "responses": responses("204", None, &[
+                ("400", "Invalid input, a password that is not acceptable, or an unknown, used or expired token."),
+                ("408", "The body did not arrive in time."),
+                ("413", "Body too large."),
+                ("503", "Unavailable; see retry-after.")
+            ])
+        }}),
+    );
+}
+
 fn export_paths(paths: &mut Map<String, Value>, schemas: &mut Map<String, Value>) {
     schemas.insert(
         "FhirBundle".into(),
@@ -1523,6 +1635,95 @@ fn export_paths(paths: &mut Map<String, Value>, schemas: &mut Map<String, Value>
             "summary": "Export the whole clinic",
             "tags": ["export"],
             "description": "Everything the clinic holds (portability, backup), streamed as newline-delimited JSON: one `ExportRecord` per live row of every resource, all read from one consistent snapshot. A body that ends without its final chunk was cut short and is incomplete. Clinic admins only; other roles get `403`. One export per clinic at a time, and a bounded number per server: more are `429` with `retry-after`. A client that stops reading for a while is cut off. Recorded in the audit trail as `export` on `clinic`.",
+            "responses": responses
+        }}),
+    );
+}
+
+/// A clinic's patients imported from another system (CSV or NDJSON).
+fn import_paths(paths: &mut Map<String, Value>, schemas: &mut Map<String, Value>) {
+    schemas.insert(
+        "ImportRow".into(),
+        json!({
+            "type": "object",
+            "description": "What became of one row: `imported` (with the new patient's `id`), `existing` (its `external_id` is a patient of the clinic already, whose `id` is given; nothing changed) or `refused` (with the `errors` that refused it).",
+            "properties": {
+                "line": {"type": "integer", "minimum": 1, "description": "The row's line in the file (a CSV's header is line 1)."},
+                "status": {"type": "string", "enum": ["imported", "existing", "refused"]},
+                "id": {"type": "string", "format": "uuid"},
+                "external_id": {"type": ["string", "null"]},
+                "errors": {"type": "array", "items": {"type": "string"}}
+            },
+            "required": ["line", "status"]
+        }),
+    );
+    schemas.insert(
+        "ImportReport".into(),
+        json!({
+            "type": "object",
+            "description": "An import's report: how many rows were imported, were there already (by `external_id`) and were refused, and each row.",
+            "properties": {
+                "imported": {"type": "integer", "minimum": 0},
+                "existing": {"type": "integer", "minimum": 0},
+                "refused": {"type": "integer", "minimum": 0},
+                "rows": {"type": "array", "items": {"$ref": "#/components/schemas/ImportRow"}}
+            },
+            "required": ["imported", "existing", "refused", "rows"]
+        }),
+    );
+    let report =
+        json!({"application/json": {"schema": {"$ref": "#/components/schemas/ImportReport"}}});
+    let mut responses = Map::new();
+    responses.insert(
+        "201".into(),
+        json!({"description": "At least one patient was imported; the report.", "content": report.clone()}),
+    );
+    responses.insert(
+        "200".into(),
+        json!({"description": "Nothing new to import (every row existing, or every row refused under `mode=valid`); the report.", "content": report}),
+    );
+    responses.insert(
+        "400".into(),
+        problem_response("An unreadable CSV header row (or one naming a column twice), or a `mode` other than `all` or `valid`."),
+    );
+    common_errors(&mut responses);
+    responses.insert(
+        "403".into(),
+        problem_response("Only a clinic admin can import patients."),
+    );
+    responses.insert(
+        "413".into(),
+        problem_response("The body is over the import limit (`MAX_IMPORT_BYTES`), or has more rows than `MAX_IMPORT_ROWS` (10 000 unless configured)."),
+    );
+    responses.insert(
+        "415".into(),
+        problem_response("A body that is neither `text/csv` nor `application/x-ndjson`."),
+    );
+    responses.insert(
+        "422".into(),
+        json!({
+            "description": "Under `mode=all`, some rows were refused and nothing was imported; `rows` lists the refused ones with their line and errors.",
+            "content": {"application/problem+json": {"schema": {"allOf": [
+                {"$ref": "#/components/schemas/Problem"},
+                {"type": "object", "properties": {"rows": {"type": "array", "items": {"$ref": "#/components/schemas/ImportRow"}}}, "required": ["rows"]}
+            ]}}}
+        }),
+    );
+    paths.insert(
+        "/api/v1/patients/import".into(),
+        json!({"post": {
+            "operationId": "importPatients",
+            "summary": "Import patients",
+            "tags": ["patients"],
+            "description": "Patients from another system, in one transaction: CSV (`text/csv`, a header row naming patient fields, an empty cell for an absent value) or NDJSON (`application/x-ndjson`, one patient object a line). Every row is validated and stored exactly as `POST /api/v1/patients` stores a body (`ssn` sealed as usual). A row whose `external_id` a patient of the clinic already has (a deleted one too) is skipped and reported `existing`, so importing a file again changes nothing; a second row of one file with the same `external_id` is refused. With `mode=all` (the default) any refused row refuses the whole import (`422`, the refused rows in `rows`, nothing imported); with `mode=valid` the valid rows are imported and the refused ones reported. At most `MAX_IMPORT_ROWS` rows (10 000 unless configured) and `MAX_IMPORT_BYTES` (16 MiB unless configured). Recorded in the audit trail as one `import` on `patients` plus a `create` per imported patient. Clinic admins only; other roles get `403`.",
+            "parameters": [query_param("mode", json!({"type": "string", "enum": ["all", "valid"], "default": "all"}))],
+            "requestBody": {
+                "required": true,
+                "content": {
+                    "text/csv": {"schema": {"type": "string"}, "example": "external_id,first_name,last_name,email,birth_date,ssn\nA-17,Zoë,\"Dupont, Jr\",zoe@example.org,1980-02-29,1800275123456\n"},
+                    "application/x-ndjson": {"schema": {"$ref": "#/components/schemas/PatientInput"}}
+                }
+            },
             "responses": responses
         }}),
     );
@@ -1865,6 +2066,178 @@ fn clinic_day_paths(paths: &mut Map<String, Value>, schemas: &mut Map<String, Va
 }
 
 /// The document's tags, in reading order, each with what it groups.
+/// API clients for integrations and the OAuth 2.0 client credentials grant.
+fn api_client_paths(paths: &mut Map<String, Value>, schemas: &mut Map<String, Value>) {
+    let role = json!({"type": "string", "enum": ["admin", "practitioner", "staff"]});
+    schemas.insert(
+        "ApiClient".into(),
+        json!({
+            "type": "object",
+            "properties": {
+                "id": {"type": "string", "format": "uuid", "description": "The client's id: the subject of its access tokens, and the `user_id` of its accesses in the audit trail."},
+                "client_id": {"type": "string", "description": "What the client authenticates with, together with its secret."},
+                "name": {"type": "string"},
+                "role": role.clone(),
+                "created_at": {"type": "string", "format": "date-time"},
+                "revoked_at": {"type": ["string", "null"], "format": "date-time"}
+            },
+            "required": ["id", "client_id", "name", "role", "created_at", "revoked_at"]
+        }),
+    );
+    schemas.insert(
+        "NewApiClient".into(),
+        json!({
+            "type": "object",
+            "properties": {
+                "name": {"type": "string", "minLength": 1, "maxLength": 200},
+                "role": role.clone()
+            },
+            "required": ["name", "role"],
+            "additionalProperties": false
+        }),
+    );
+    schemas.insert(
+        "ApiClientCredentials".into(),
+        json!({
+            "type": "object",
+            "properties": {
+                "id": {"type": "string", "format": "uuid"},
+                "client_id": {"type": "string"},
+                "client_secret": {"type": "string", "description": "Shown this once; only its hash is kept."},
+                "name": {"type": "string"},
+                "role": role
+            },
+            "required": ["id", "client_id", "client_secret", "name", "role"]
+        }),
+    );
+    schemas.insert(
+        "ApiClientPage".into(),
+        json!({
+            "type": "object",
+            "properties": {
+                "data": {"type": "array", "items": {"$ref": "#/components/schemas/ApiClient"}},
+                "next_cursor": {"type": ["string", "null"]}
+            },
+            "required": ["data", "next_cursor"]
+        }),
+    );
+    schemas.insert(
+        "ClientCredentialsRequest".into(),
+        json!({
+            "type": "object",
+            "properties": {
+                "grant_type": {"type": "string", "enum": ["client_credentials"]},
+                "client_id": {"type": "string", "description": "Unless sent by HTTP Basic."},
+                "client_secret": {"type": "string", "description": "Unless sent by HTTP Basic."}
+            },
+            "required": ["grant_type"]
+        }),
+    );
+    schemas.insert(
+        "ClientCredentialsToken".into(),
+        json!({
+            "type": "object",
+            "properties": {
+                "access_token": {"type": "string"},
+                "token_type": {"type": "string", "enum": ["Bearer"]},
+                "expires_in": {"type": "integer", "description": "Seconds the access token is valid for."}
+            },
+            "required": ["access_token", "token_type", "expires_in"]
+        }),
+    );
+    schemas.insert(
+        "OAuthError".into(),
+        json!({
+            "type": "object",
+            "description": "An RFC 6749 §5.2 error (not problem+json).",
+            "properties": {
+                "error": {"type": "string", "enum": ["invalid_request", "invalid_client", "unsupported_grant_type"]}
+            },
+            "required": ["error"]
+        }),
+    );
+    let responses = |ok: &str, body: Value, extra: &[(&str, &str)]| {
+        let mut r = Map::new();
+        r.insert(ok.into(), body);
+        common_errors(&mut r);
+        r.insert(
+            "403".into(),
+            problem_response("Only a clinic admin can manage API clients."),
+        );
+        for (code, d) in extra {
+            r.insert((*code).into(), problem_response(d));
+        }
+        Value::Object(r)
+    };
+    paths.insert(
+        "/api/v1/api-clients".into(),
+        json!({
+            "get": {
+                "operationId": "listApiClients",
+                "summary": "List API clients",
+                "description": "Every API client of your clinic, revoked ones included, without secrets. Clinic admins only; other roles get `403`.",
+                "tags": ["api-clients"],
+                "responses": responses("200", with_description(json_body("ApiClientPage"), "Your clinic's API clients."), &[])
+            },
+            "post": {
+                "operationId": "createApiClient",
+                "summary": "Create an API client",
+                "description": "Creates client credentials for an integration, with a role (`admin`, `practitioner` or `staff`: what its tokens may see and do, as for a user of that role). The answer carries `client_secret` this once; only its hash is kept. The client gets access tokens from `POST /api/v1/oauth/token`. Clinic admins only; other roles get `403`. Recorded in the audit trail.",
+                "tags": ["api-clients"],
+                "requestBody": with_description(json_body("NewApiClient"), "The new client."),
+                "responses": responses("201", with_description(json_body("ApiClientCredentials"), "Created."), &[
+                    ("400", "Invalid input."),
+                    ("408", "The body did not arrive in time."),
+                    ("413", "Body too large.")
+                ])
+            }
+        }),
+    );
+    paths.insert(
+        "/api/v1/api-clients/{id}/revoke".into(),
+        json!({
+            "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string", "format": "uuid"}}],
+            "post": {
+                "operationId": "revokeApiClient",
+                "summary": "Revoke an API client",
+                "description": "Revokes an API client: it gets no more tokens, and its access tokens are refused within a second on every gateway and worker. Revoking a revoked client changes nothing more. Clinic admins only; other roles get `403`. Recorded in the audit trail.",
+                "tags": ["api-clients"],
+                "responses": responses("200", with_description(json_body("ApiClient"), "The client."), &[
+                    ("400", "Malformed id."),
+                    ("404", "No such API client in your clinic.")
+                ])
+            }
+        }),
+    );
+    let oauth_error = |d: &str| json!({"description": d, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/OAuthError"}}}});
+    paths.insert(
+        "/api/v1/oauth/token".into(),
+        json!({
+            "post": {
+                "operationId": "issueClientToken",
+                "summary": "Get an access token for an API client",
+                "description": "The OAuth 2.0 client credentials grant (RFC 6749 §4.4): an `application/x-www-form-urlencoded` body with `grant_type=client_credentials`, the client authenticated by HTTP Basic (`client_id:client_secret`) or by the `client_id` and `client_secret` form fields (not both). The answer is a short-lived access token with the client's role for its clinic and no refresh token; ask again when it expires. Errors are RFC 6749 §5.2 JSON (`{\"error\": …}`), not problem+json: `400` `invalid_request` (not a form, a field missing or repeated, credentials sent twice) or `unsupported_grant_type`, `401` `invalid_client` (unknown client, wrong secret, revoked client, suspended clinic). Repeated failures for one `client_id` or from one address are `429` with `retry-after` (problem+json). Every attempt is recorded in the clinic's audit trail under the client's `id`, as is everything its tokens do.",
+                "tags": ["api-clients"],
+                "security": [{"clientBasic": []}, {}],
+                "requestBody": {
+                    "description": "The grant.",
+                    "required": true,
+                    "content": {"application/x-www-form-urlencoded": {"schema": {"$ref": "#/components/schemas/ClientCredentialsRequest"}}}
+                },
+                "responses": {
+                    "200": with_description(json_body("ClientCredentialsToken"), "The access token."),
+                    "400": oauth_error("`invalid_request` or `unsupported_grant_type`."),
+                    "401": oauth_error("`invalid_client`."),
+                    "408": problem_response("The body did not arrive in time."),
+                    "413": problem_response("Body too large."),
+                    "429": problem_response("Too many attempts; see retry-after."),
+                    "503": problem_response("The central database is unavailable; retry later.")
+                }
+            }
+        }),
+    );
+}
+
 fn tags() -> Value {
     let mut tags = vec![json!({
         "name": "auth",
@@ -1877,7 +2250,7 @@ fn tags() -> Value {
             calls.push_str(&format!(", `{}`", a.name));
         }
         if r.name == PATIENTS.name {
-            calls.push_str(", `export`");
+            calls.push_str(", `export`, `import`");
         }
         tags.push(json!({
             "name": r.name,
@@ -1891,6 +2264,7 @@ fn tags() -> Value {
         json!({"name": "clinic", "description": "The clinic's own settings: its name and legal identity, time zone, locale, currency and numbering."}),
         json!({"name": "availability", "description": "Free slots, from practitioners' working hours, exceptions and bookings, in the clinic's time zone."}),
         json!({"name": "users", "description": "The clinic's user accounts and their roles (`admin`, `practitioner`, `staff`). Clinic admins only, except signing oneself out everywhere."}),
+        json!({"name": "api-clients", "description": "Client credentials for integrations (OAuth 2.0 client credentials grant): created and revoked by clinic admins, each with a role; their tokens act as that role and the audit trail names the client."}),
         json!({"name": "audit", "description": "The clinic's audit trail: every read and write of clinic data, sign-ins and user changes. Clinic admins only."}),
         json!({"name": "export", "description": "The whole clinic's data, streamed. Clinic admins only."}),
         json!({"name": "meta", "description": "This document."}),
@@ -1906,8 +2280,11 @@ pub fn document() -> Value {
     auth_schemas(&mut schemas);
     audit_paths(&mut paths, &mut schemas);
     users_paths(&mut paths, &mut schemas);
+    api_client_paths(&mut paths, &mut schemas);
     mfa_paths(&mut paths, &mut schemas);
+    password_paths(&mut paths, &mut schemas);
     export_paths(&mut paths, &mut schemas);
+    import_paths(&mut paths, &mut schemas);
     for r in RESOURCES {
         resource_paths(r, &mut paths);
         resource_schemas(r, &mut schemas);
@@ -1926,7 +2303,11 @@ pub fn document() -> Value {
         "tags": tags(),
         "paths": paths,
         "components": {
-            "securitySchemes": {"bearer": {
+            "securitySchemes": {"clientBasic": {
+                "type": "http",
+                "scheme": "basic",
+                "description": "An API client's `client_id` and `client_secret` (RFC 6749 §2.3.1), at `POST /api/v1/oauth/token` only."
+            }, "bearer": {
                 "type": "http",
                 "scheme": "bearer",
                 "bearerFormat": "JWT",

@@ -284,6 +284,12 @@ pub const PATIENTS: Resource = Resource {
         )
         .encrypted_lookup()
         .restricted(),
+        Field::text(
+            "external_id",
+            100,
+            "The patient's id in the system the clinic imported them from (`POST /api/v1/patients/import`); unique per clinic.",
+        )
+        .filterable(),
     ],
     children: &[],
     actions: &[RowAction {

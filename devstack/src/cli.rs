@@ -49,6 +49,13 @@ pub fn run(
         admin_env.default.display(),
         others.join(", ")
     )?;
+    if let Some(dir) = stack.mail_dir() {
+        writeln!(
+            out,
+            "mail: {} (no SMTP_URL: each message as a .eml file)",
+            dir.display()
+        )?;
+    }
     writeln!(out, "metrics: {}", stack.metrics_url())?;
     out.flush()?;
 

@@ -68,7 +68,8 @@ impl Http {
         &self.base
     }
 
-    /// Sends a request; `body` is sent as-is with `content-type: application/json`.
+    /// Sends a request; `body` is sent as-is with `content-type: application/json`
+    /// unless `headers` name another.
     pub async fn send(
         &self,
         method: Method,
@@ -79,7 +80,10 @@ impl Http {
         let mut builder = Request::builder()
             .method(method)
             .uri(format!("{}{}", self.base, path));
-        if body.is_some() {
+        let typed = headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"));
+        if body.is_some() && !typed {
             builder = builder.header("content-type", "application/json");
         }
         for (k, v) in headers {

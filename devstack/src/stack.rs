@@ -447,6 +447,15 @@ impl Stack {
         if let Some(certs) = &certs {
             env.extend(certs.gateway_tls().settings().map(setting));
         }
+        // Mail (password-reset links): without an SMTP server, `.eml` files under
+        // `<data-dir>/mail/`; links point at this gateway.
+        let set = |env: &[(String, String)], name: &str| env.iter().any(|(n, _)| n == name);
+        if !set(&env, "SMTP_URL") && !set(&env, "MAIL_DIR") {
+            env.push(("MAIL_DIR".into(), root.join("mail").display().to_string()));
+        }
+        if !set(&env, "PUBLIC_URL") {
+            env.push(("PUBLIC_URL".into(), format!("http://{listen}")));
+        }
         let mut gateway = Service {
             name: "gateway".into(),
             addr: listen,
@@ -472,6 +481,17 @@ impl Stack {
 
     pub fn gateway_url(&self) -> String {
         self.gateway.url()
+    }
+
+    /// Where the gateway writes its mail as `.eml` files (`MAIL_DIR`), when it
+    /// has no SMTP server.
+    pub fn mail_dir(&self) -> Option<PathBuf> {
+        self.gateway
+            .env
+            .iter()
+            .rev()
+            .find(|(name, _)| name == "MAIL_DIR")
+            .map(|(_, dir)| PathBuf::from(dir))
     }
 
     /// Starts one more gateway configured like the first, on new ports (as a second

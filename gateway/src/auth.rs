@@ -390,7 +390,7 @@ pub(crate) struct Principal {
     pub version: i64,
 }
 
-async fn issue_tokens(
+pub(crate) async fn issue_tokens(
     gw: &Gateway,
     client: &impl deadpool_postgres::GenericClient,
     who: &Principal,

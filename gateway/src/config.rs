@@ -75,6 +75,19 @@ pub const UPSTREAM_TLS: [&str; 3] = [
     "UPSTREAM_TLS_CA_FILE",
 ];
 
+/// Where password-reset mail goes and what its links point at.
+#[derive(Clone, Debug)]
+pub struct MailSettings {
+    /// `SMTP_URL` (`smtp://host:port`, `smtps://…`, lettre's URL form): send over SMTP.
+    pub smtp_url: Option<String>,
+    /// `MAIL_DIR`: without `SMTP_URL`, write each message there as a `.eml` file.
+    pub mail_dir: Option<PathBuf>,
+    /// `MAIL_FROM`, default `MedicalPro <no-reply@localhost>`.
+    pub from: String,
+    /// `PUBLIC_URL`: the base of the links in messages, default `http://localhost:8080`.
+    pub public_url: String,
+}
+
 #[derive(Clone, Debug)]
 pub struct Config {
     /// `LISTEN_ADDR`, default `0.0.0.0:8080`.
@@ -103,6 +116,8 @@ pub struct Config {
     pub default_region: Option<String>,
     /// `MAX_BODY_BYTES`, default 1 MiB.
     pub max_body_bytes: usize,
+    /// `MAX_IMPORT_BYTES`, default 16 MiB: the body limit of a patient import.
+    pub max_import_bytes: usize,
     /// `UPSTREAM_TIMEOUT_SECS`, default 30.
     pub upstream_timeout: Duration,
     /// `UPSTREAM_TLS_CERT_FILE`, `UPSTREAM_TLS_KEY_FILE`, `UPSTREAM_TLS_CA_FILE` (PEM):
@@ -121,6 +136,8 @@ pub struct Config {
     /// `SHUTDOWN_DELAY_SECS`, default 0: after SIGTERM, how long to keep accepting
     /// (with `/readyz` at 503) so a load balancer stops routing here first.
     pub shutdown_delay: Duration,
+    /// Password-reset mail (`SMTP_URL`, `MAIL_DIR`, `MAIL_FROM`, `PUBLIC_URL`).
+    pub mail: MailSettings,
 }
 
 impl Config {
@@ -195,6 +212,32 @@ impl Config {
                 reason: "connection limits and timeouts must be at least 1".into(),
             });
         }
+        let mail = MailSettings {
+            smtp_url: source.get("SMTP_URL").filter(|u| !u.is_empty()),
+            mail_dir: source
+                .get("MAIL_DIR")
+                .filter(|d| !d.is_empty())
+                .map(PathBuf::from),
+            from: source.or("MAIL_FROM", "MedicalPro <no-reply@localhost>"),
+            public_url: source
+                .or("PUBLIC_URL", "http://localhost:8080")
+                .trim_end_matches('/')
+                .to_owned(),
+        };
+        if mail.from.parse::<lettre::message::Mailbox>().is_err() {
+            return Err(ConfigError::Invalid {
+                name: "MAIL_FROM",
+                reason: "not a mailbox (`Name <address>` or `address`)".into(),
+            });
+        }
+        if let Some(url) = &mail.smtp_url {
+            if let Err(e) = lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::from_url(url) {
+                return Err(ConfigError::Invalid {
+                    name: "SMTP_URL",
+                    reason: e.to_string(),
+                });
+            }
+        }
         let (signer, verifier) = common::token::gateway_tokens(source)?;
         Ok(Self {
             listen: source.parse_or("LISTEN_ADDR", ([0, 0, 0, 0], 8080).into())?,
@@ -213,6 +256,7 @@ impl Config {
             refresh_ttl: Duration::from_secs(source.parse_or("REFRESH_TOKEN_TTL", 30 * 86_400)?),
             default_region: source.get("DEFAULT_REGION").filter(|r| !r.is_empty()),
             max_body_bytes: source.parse_or("MAX_BODY_BYTES", 1 << 20)?,
+            max_import_bytes: source.parse_or("MAX_IMPORT_BYTES", 16 << 20)?,
             upstream_timeout: Duration::from_secs(source.parse_or("UPSTREAM_TIMEOUT_SECS", 30)?),
             upstream_tls,
             cache_size: source.parse_or("PLACEMENT_CACHE_SIZE", 100_000)?,
@@ -221,6 +265,7 @@ impl Config {
             tls,
             shutdown_grace: Duration::from_secs(source.parse_or("SHUTDOWN_GRACE_SECS", 25)?),
             shutdown_delay: Duration::from_secs(source.parse_or("SHUTDOWN_DELAY_SECS", 0)?),
+            mail,
         })
     }
 }

@@ -2,6 +2,7 @@
 //! verifies their tokens, finds each clinic's placement through an LRU cache and
 //! forwards requests to the clinic's regional worker. See `ARCHITECTURE.md`.
 
+pub mod api_clients;
 pub mod audit;
 pub mod auth;
 pub mod caller;
@@ -9,8 +10,10 @@ pub mod config;
 pub mod error;
 pub mod events;
 pub mod http;
+pub mod mail;
 pub mod mfa;
 pub mod password;
+pub mod passwords;
 pub mod placement;
 pub mod provision;
 pub mod proxy;

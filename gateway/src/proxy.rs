@@ -26,10 +26,15 @@ pub async fn forward(
     // Bodies are bounded (MAX_BODY_BYTES) and read whole before forwarding, so an
     // oversized chunked body is a clean 413 and a worker that answers before reading
     // the body (a 400 for a bad path) cannot break the exchange. Responses stream.
+    let limit = if parts.uri.path() == "/api/v1/patients/import" {
+        gw.config.max_import_bytes
+    } else {
+        gw.config.max_body_bytes
+    };
     let bytes = read_body(
         &parts.headers,
         body,
-        gw.config.max_body_bytes,
+        limit,
         gw.config.connections.body_read_timeout,
     )
     .await?;

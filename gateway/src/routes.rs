@@ -9,11 +9,13 @@
 //! `allow` header, `HEAD` included) for any other. The users endpoints check the
 //! caller's token before anything else, whatever the method or path.
 
+use crate::api_clients::{self, TokenRefusal};
 use crate::auth;
 use crate::caller::active_caller;
 use crate::error::GatewayError;
 use crate::http::{self as h, Body};
 use crate::mfa;
+use crate::passwords;
 use crate::proxy;
 use crate::state::{client_ip, Ctx, Gateway};
 use crate::trail;
@@ -46,6 +48,9 @@ const MFA_ENROLL: &str = "/api/v1/auth/mfa/enroll";
 const MFA_CONFIRM: &str = "/api/v1/auth/mfa/confirm";
 const MFA_VERIFY: &str = "/api/v1/auth/mfa/verify";
 const MFA_DISABLE: &str = "/api/v1/auth/mfa/disable";
+const PASSWORD: &str = "/api/v1/auth/password";
+const PASSWORD_RESET: &str = "/api/v1/auth/password-reset";
+const PASSWORD_RESET_CONFIRM: &str = "/api/v1/auth/password-reset/confirm";
 const CLINIC_SECURITY: &str = "/api/v1/clinic-security";
 const AUTH_OTHER: &str = "/api/v1/auth/{*rest}";
 const AUTH_BARE: &str = "/api/v1/auth/";
@@ -57,6 +62,11 @@ const USERS: &str = "/api/v1/users";
 const USERS_BELOW: &str = "/api/v1/users/{*rest}";
 const USERS_BARE: &str = "/api/v1/users/";
 const OPENAPI: &str = "/api/v1/openapi.json";
+const API_CLIENTS: &str = "/api/v1/api-clients";
+/// One API client's action (`{id}/revoke`): a catch-all, like the users'.
+const API_CLIENTS_BELOW: &str = "/api/v1/api-clients/{*rest}";
+const API_CLIENTS_BARE: &str = "/api/v1/api-clients/";
+const OAUTH_TOKEN: &str = "/api/v1/oauth/token";
 
 /// Every own route, as matched (`MatchedPath`): the `endpoint` label of metrics.
 const ROUTES: &[&str] = &[
@@ -68,6 +78,9 @@ const ROUTES: &[&str] = &[
     MFA_CONFIRM,
     MFA_VERIFY,
     MFA_DISABLE,
+    PASSWORD,
+    PASSWORD_RESET,
+    PASSWORD_RESET_CONFIRM,
     CLINIC_SECURITY,
     AUTH_OTHER,
     AUTH_BARE,
@@ -77,6 +90,10 @@ const ROUTES: &[&str] = &[
     USERS_BELOW,
     USERS_BARE,
     OPENAPI,
+    API_CLIENTS,
+    API_CLIENTS_BELOW,
+    API_CLIENTS_BARE,
+    OAUTH_TOKEN,
 ];
 
 /// The public router: the own endpoints, then forwarding as the fallback.
@@ -90,6 +107,9 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route(MFA_CONFIRM, any(mfa_confirm))
         .route(MFA_VERIFY, any(mfa_verify))
         .route(MFA_DISABLE, any(mfa_disable))
+        .route(PASSWORD, any(change_password))
+        .route(PASSWORD_RESET, any(password_reset))
+        .route(PASSWORD_RESET_CONFIRM, any(password_reset_confirm))
         .route(CLINIC_SECURITY, any(clinic_security))
         .route(AUTH_OTHER, any(no_such_endpoint))
         .route(AUTH_BARE, any(no_such_endpoint))
@@ -99,6 +119,10 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route(USERS_BELOW, any(users))
         .route(USERS_BARE, any(users))
         .route(OPENAPI, any(openapi))
+        .route(API_CLIENTS, any(api_clients))
+        .route(API_CLIENTS_BELOW, any(api_clients))
+        .route(API_CLIENTS_BARE, any(api_clients))
+        .route(OAUTH_TOKEN, any(oauth_token))
         .route_layer(middleware::from_fn(own_endpoint))
         .fallback(forward)
         .with_state(gw)
@@ -107,9 +131,13 @@ pub fn router(gw: Arc<Gateway>) -> Router {
 /// The route class of a path: the `route` label of metrics and of the request span
 /// (a fixed, small set: `auth`, `admin`, `openapi`, `proxy`, `other`).
 fn route_class(path: &str) -> &'static str {
-    if path.starts_with("/api/v1/auth/") {
+    if path.starts_with("/api/v1/auth/") || path == OAUTH_TOKEN {
         "auth"
-    } else if path == AUDIT_LOGS || path == CLINIC_SECURITY || path.starts_with(USERS) {
+    } else if path == AUDIT_LOGS
+        || path == CLINIC_SECURITY
+        || path.starts_with(USERS)
+        || path.starts_with(API_CLIENTS)
+    {
         "admin"
     } else if path == OPENAPI {
         "openapi"
@@ -334,6 +362,34 @@ async fn mfa_disable(State(gw): Shared, ctx: Ctx, req: Request) -> Answer {
     Ok(h::empty(StatusCode::NO_CONTENT))
 }
 
+/// The signed-in user's own password: a fresh token pair, every other session ended.
+async fn change_password(State(gw): Shared, ctx: Ctx, req: Request) -> Answer {
+    only(&req, Method::POST)?;
+    let (claims, _) = active_caller(&gw, &ctx, req.headers()).await?;
+    let body = body(&gw, req).await?;
+    Ok(h::json(
+        StatusCode::OK,
+        &passwords::change(&gw, &ctx, &claims, body).await?,
+    ))
+}
+
+/// Always `202` with the same body, whether or not the address is known.
+async fn password_reset(State(gw): Shared, ctx: Ctx, req: Request) -> Answer {
+    only(&req, Method::POST)?;
+    let body = body(&gw, req).await?;
+    Ok(h::json(
+        StatusCode::ACCEPTED,
+        &passwords::request_reset(&gw, &ctx, body).await?,
+    ))
+}
+
+async fn password_reset_confirm(State(gw): Shared, ctx: Ctx, req: Request) -> Answer {
+    only(&req, Method::POST)?;
+    let body = body(&gw, req).await?;
+    passwords::confirm_reset(&gw, &ctx, body).await?;
+    Ok(h::empty(StatusCode::NO_CONTENT))
+}
+
 /// `GET` (any user of the clinic) and `PATCH` (its admins) of the sign-in policy.
 async fn clinic_security(State(gw): Shared, ctx: Ctx, req: Request) -> Answer {
     let (claims, _) = active_caller(&gw, &ctx, req.headers()).await?;
@@ -442,6 +498,67 @@ async fn users(State(gw): Shared, ctx: Ctx, req: Request) -> Answer {
             Err(GatewayError::MethodNotAllowed)
         }
         _ => Err(GatewayError::NotFound),
+    }
+}
+
+/// `/api/v1/api-clients` and below: a clinic admin's API clients.
+async fn api_clients(State(gw): Shared, ctx: Ctx, req: Request) -> Answer {
+    let (claims, _) = active_caller(&gw, &ctx, req.headers()).await?;
+    let segments: Vec<String> = req
+        .uri()
+        .path()
+        .trim_start_matches(API_CLIENTS)
+        .split('/')
+        .skip(1)
+        .map(str::to_owned)
+        .collect();
+    let method = req.method().clone();
+    match (method, segments.as_slice()) {
+        (Method::GET, []) => Ok(h::json(
+            StatusCode::OK,
+            &api_clients::list(&gw, &claims).await?,
+        )),
+        (Method::POST, []) => {
+            users::admin_only(&claims)?;
+            let body = body(&gw, req).await?;
+            Ok(h::json(
+                StatusCode::CREATED,
+                &api_clients::create(&gw, &ctx, &claims, body).await?,
+            ))
+        }
+        (Method::POST, [id, action]) if action == "revoke" => Ok(h::json(
+            StatusCode::OK,
+            &api_clients::revoke(&gw, &ctx, &claims, id).await?,
+        )),
+        (_, []) => Err(GatewayError::MethodNotAllowed),
+        (_, [_, action]) if action == "revoke" => Err(GatewayError::MethodNotAllowed),
+        _ => Err(GatewayError::NotFound),
+    }
+}
+
+/// `POST /api/v1/oauth/token`: RFC 6749 errors, except throttling and outages,
+/// which are answered as problem+json like everywhere else.
+async fn oauth_token(State(gw): Shared, ctx: Ctx, req: Request) -> Answer {
+    only(&req, Method::POST)?;
+    let (parts, raw) = req.into_parts();
+    let bytes = h::read_body(
+        &parts.headers,
+        raw,
+        gw.config.max_body_bytes,
+        gw.config.connections.body_read_timeout,
+    )
+    .await?;
+    match api_clients::token(&gw, &ctx, &parts.headers, &bytes).await {
+        Ok(out) => {
+            let mut res = h::json(StatusCode::OK, &out);
+            res.headers_mut().insert(
+                http::header::CACHE_CONTROL,
+                HeaderValue::from_static("no-store"),
+            );
+            Ok(res)
+        }
+        Err(TokenRefusal::OAuth(status, error)) => Ok(api_clients::oauth_error(status, error)),
+        Err(TokenRefusal::Gateway(e)) => Err(e),
     }
 }
 

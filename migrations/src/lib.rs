@@ -48,6 +48,8 @@ pub const CENTRAL: &[Migration] = &[
     migration!("central", 10, "010_keyed_audit_chain"),
     migration!("central", 11, "011_service_roles"),
     migration!("central", 12, "012_staff_mfa"),
+    migration!("central", 13, "013_password_reset"),
+    migration!("central", 14, "014_api_clients"),
 ];
 
 /// Every clinic database (and the template they are cloned from).
@@ -68,6 +70,7 @@ pub const CLINIC: &[Migration] = &[
     migration!("clinic", 14, "014_patient_search"),
     migration!("clinic", 15, "015_clinic_day"),
     migration!("clinic", 16, "016_sync_changes"),
+    migration!("clinic", 17, "017_patient_external_id"),
 ];
 
 /// The group role every clinic role belongs to; clinic tables are granted to it.

@@ -10,7 +10,8 @@ use tokio_postgres::Client;
 /// The channel announcing `<user id>:<version>` when a user's tokens are revoked.
 pub const CHANNEL: &str = "medicalpro_users";
 
-/// Replaces `state` with every user whose token version changed within the last
+/// Replaces `state` with every user (and API client: the subject of its tokens)
+/// whose token version changed within the last
 /// `max_age_secs` (a token lifetime and some leeway: older tokens expired anyway).
 pub async fn load(
     client: &Client,
@@ -20,6 +21,9 @@ pub async fn load(
     let rows = client
         .query(
             "SELECT id, token_version FROM users \
+             WHERE token_version > 1 AND token_version_at > now() - make_interval(secs => $1::float8) \
+             UNION ALL \
+             SELECT id, token_version FROM api_clients \
              WHERE token_version > 1 AND token_version_at > now() - make_interval(secs => $1::float8)",
             &[&(max_age_secs as f64)],
         )

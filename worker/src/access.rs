@@ -62,11 +62,11 @@ pub fn actor(caller: &Caller) -> Actor {
     }
 }
 
-/// Reads a body up to the configured limit.
-async fn read_body(state: &AppState, body: Body) -> Result<Bytes, WorkerError> {
-    axum::body::to_bytes(body, state.max_body_bytes)
+/// Reads a body up to `limit` bytes.
+async fn read_body(limit: usize, body: Body) -> Result<Bytes, WorkerError> {
+    axum::body::to_bytes(body, limit)
         .await
-        .map_err(|_| WorkerError::PayloadTooLarge(state.max_body_bytes))
+        .map_err(|_| WorkerError::PayloadTooLarge(limit))
 }
 
 fn content_length(req: &Request) -> Option<usize> {
@@ -93,6 +93,9 @@ async fn record_failure(
         | WorkerError::Conflict(_)
         | WorkerError::Conflicts(..)
         | WorkerError::PayloadTooLarge(_)
+        | WorkerError::ImportRefused(..)
+        | WorkerError::TooManyRows(_)
+        | WorkerError::UnsupportedMediaType(_)
         | WorkerError::Forbidden(_) => "rejected",
         _ => "error",
     };
@@ -218,8 +221,13 @@ pub fn row_ids(rows: &[serde_json::Value]) -> Vec<Uuid> {
 /// The request's body, refused past the configured limit (by its declared length
 /// first, then as it is read).
 pub async fn body(state: &AppState, req: Request) -> Result<Bytes, WorkerError> {
-    if content_length(&req).is_some_and(|n| n > state.max_body_bytes) {
-        return Err(WorkerError::PayloadTooLarge(state.max_body_bytes));
+    body_within(state.max_body_bytes, req).await
+}
+
+/// The request's body, refused past `limit` bytes (an import's larger bound).
+pub async fn body_within(limit: usize, req: Request) -> Result<Bytes, WorkerError> {
+    if content_length(&req).is_some_and(|n| n > limit) {
+        return Err(WorkerError::PayloadTooLarge(limit));
     }
-    read_body(state, req.into_body()).await
+    read_body(limit, req.into_body()).await
 }

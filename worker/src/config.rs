@@ -85,6 +85,10 @@ pub struct Config {
     pub keys: Arc<KeyRing>,
     /// `MAX_BODY_BYTES`, default 1 MiB.
     pub max_body_bytes: usize,
+    /// `MAX_IMPORT_BYTES` (default 16 MiB) and `MAX_IMPORT_ROWS` (default 10 000):
+    /// the bounds of a patient import's body.
+    pub max_import_bytes: usize,
+    pub max_import_rows: usize,
     pub pool: PoolSettings,
     /// `SLOW_QUERY_MS` (default 200): clinic data statements at least this slow are
     /// logged and counted (0: every statement).
@@ -184,6 +188,8 @@ impl Config {
             internal: InternalKey::from_source(source)?,
             keys: Arc::new(KeyRing::from_source(source)?),
             max_body_bytes: source.parse_or("MAX_BODY_BYTES", 1 << 20)?,
+            max_import_bytes: source.parse_or("MAX_IMPORT_BYTES", 16 << 20)?,
+            max_import_rows: source.parse_or("MAX_IMPORT_ROWS", 10_000)?,
             pool,
             slow_query: Duration::from_millis(source.parse_or(
                 "SLOW_QUERY_MS",

@@ -47,6 +47,15 @@ pub enum WorkerError {
     Unavailable(String),
     #[error("stored value failed to decrypt: {0}")]
     Integrity(String),
+    /// A patient import with refused rows under `mode=all`: nothing imported, the
+    /// rows' report (`rows` in the body).
+    #[error("import refused: {0}")]
+    ImportRefused(String, serde_json::Value),
+    /// A patient import of more rows than the limit.
+    #[error("import over {0} rows")]
+    TooManyRows(usize),
+    #[error("unsupported media type: {0}")]
+    UnsupportedMediaType(String),
     #[error("internal: {0}")]
     Internal(String),
 }
@@ -73,6 +82,9 @@ impl WorkerError {
             WorkerError::StatementTimeout => "statement_timeout",
             WorkerError::Unavailable(_) => "db_unavailable",
             WorkerError::Integrity(_) => "integrity",
+            WorkerError::ImportRefused(..) => "import_refused",
+            WorkerError::TooManyRows(_) => "too_many_rows",
+            WorkerError::UnsupportedMediaType(_) => "unsupported_media_type",
             WorkerError::Internal(_) => "internal",
         }
     }
@@ -138,6 +150,17 @@ impl WorkerError {
                 Problem::new(500, "integrity", "Stored data failed an integrity check").with_detail(
                     "A stored value could not be verified; the incident has been logged.",
                 )
+            }
+            WorkerError::ImportRefused(detail, rows) => {
+                Problem::new(422, "import-refused", "Import refused")
+                    .with_detail(detail.clone())
+                    .with_extension("rows", rows.clone())
+            }
+            WorkerError::TooManyRows(limit) => Problem::new(413, "too-many-rows", "Too many rows")
+                .with_detail(format!("An import takes at most {limit} rows; split the file.")),
+            WorkerError::UnsupportedMediaType(detail) => {
+                Problem::new(415, "unsupported-media-type", "Unsupported media type")
+                    .with_detail(detail.clone())
             }
             WorkerError::Internal(_) => Problem::internal(),
         }

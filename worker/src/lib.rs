@@ -17,6 +17,7 @@ pub mod error;
 pub mod export;
 pub mod export_gate;
 pub mod fhir;
+pub mod import;
 pub mod keys;
 pub mod printing;
 pub mod provision;

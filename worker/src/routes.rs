@@ -5,6 +5,7 @@
 use crate::api;
 use crate::error::WorkerError;
 use crate::export;
+use crate::import;
 use crate::registry::Registry;
 use crate::state::AppState;
 use crate::{calendar, clinic};
@@ -83,6 +84,7 @@ pub fn public(state: AppState) -> Router {
             "/api/v1/appointment-series/{id}/cancel",
             post(calendar::cancel_series),
         )
+        .route("/api/v1/patients/import", post(import::patients))
         .route("/api/v1/{resource}", get(api::list).post(api::create))
         .route(
             "/api/v1/{resource}/{id}",

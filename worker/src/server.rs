@@ -123,6 +123,8 @@ pub async fn run(
         internal: config.internal.clone(),
         keys: config.keys.clone(),
         max_body_bytes: config.max_body_bytes,
+        max_import_bytes: config.max_import_bytes,
+        max_import_rows: config.max_import_rows,
         exports: Arc::new(ExportGate::new(config.exports)),
         audit_wake: wake_tx,
     };

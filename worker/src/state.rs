@@ -20,6 +20,9 @@ pub struct AppState {
     pub internal: InternalKey,
     pub keys: Arc<KeyRing>,
     pub max_body_bytes: usize,
+    /// A patient import's body and row limits.
+    pub max_import_bytes: usize,
+    pub max_import_rows: usize,
     /// Streamed exports running, bounded per clinic and per worker.
     pub exports: Arc<ExportGate>,
     /// Tells the audit shipper which clinic has new outbox rows.

@@ -18,6 +18,7 @@ mod durability;
 mod export;
 mod faults;
 mod fleet;
+mod import;
 mod keys;
 mod lifecycle;
 mod mfa;

@@ -595,6 +595,119 @@ impl Pass {
                     api.check(rows > 0, || format!("{label}: no rows exported"));
                 }
             }
+            Kind::ImportPatients => {
+                let external = unique("matrix-import");
+                let csv =
+                    format!("external_id,first_name,last_name\n{external},Imported,Patient\n");
+                let reply = api
+                    .send_with(
+                        self.token(),
+                        Method::POST,
+                        "/api/v1/patients/import",
+                        &[("content-type", "text/csv")],
+                        Body::Raw(csv),
+                    )
+                    .await;
+                let served = self.verdict(op, "", rule, reply).map(|r| r.json());
+                if let Some(v) = &served {
+                    api.check(v["imported"] == 1, || format!("{label}: {v}"));
+                }
+                let path = format!("/api/v1/patients?external_id={external}");
+                let listed = api.get(self.site.owner(), &path).await.json();
+                let stored = listed["data"].as_array().map_or(0, Vec::len);
+                api.check(stored == usize::from(served.is_some()), || {
+                    format!("{label}: {stored} patients stored")
+                });
+            }
+            Kind::ListApiClients => {
+                if let Some(v) = self
+                    .attempt(
+                        op,
+                        "",
+                        rule,
+                        Method::GET,
+                        "/api/v1/api-clients",
+                        Body::Empty,
+                    )
+                    .await
+                {
+                    api.check(
+                        v["data"]
+                            .as_array()
+                            .is_some_and(|d| d.iter().all(|c| c.get("client_secret").is_none())),
+                        || format!("{label}: {v}"),
+                    );
+                }
+            }
+            Kind::CreateApiClient => {
+                let name = unique("matrix client");
+                let body = json!({"name": name, "role": "staff"});
+                let path = "/api/v1/api-clients";
+                let served = self
+                    .attempt(op, "", rule, Method::POST, path, Body::Json(body))
+                    .await;
+                if let Some(v) = &served {
+                    api.check(v["client_secret"].is_string(), || format!("{label}: {v}"));
+                }
+                let stored: i64 = central
+                    .query_one("SELECT count(*) FROM api_clients WHERE name = $1", &[&name])
+                    .await
+                    .unwrap()
+                    .get(0);
+                api.check(stored == i64::from(served.is_some()), || {
+                    format!("{label}: {stored} API clients stored")
+                });
+            }
+            Kind::RevokeApiClient => {
+                let body = json!({"name": unique("matrix client"), "role": "staff"});
+                let made = api
+                    .post(self.site.owner(), "/api/v1/api-clients", body)
+                    .await;
+                assert_eq!(made.status, 201, "{label}: {}", made.text());
+                let id = made.json()["id"].as_str().unwrap_or_default().to_owned();
+                let path = format!("/api/v1/api-clients/{id}/revoke");
+                let served = self
+                    .attempt(op, "", rule, Method::POST, &path, Body::Empty)
+                    .await;
+                let uuid: Uuid = id.parse().unwrap();
+                let revoked: bool = central
+                    .query_one(
+                        "SELECT revoked_at IS NOT NULL FROM api_clients WHERE id = $1",
+                        &[&uuid],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                api.check(revoked == served.is_some(), || {
+                    format!("{label}: revoked {revoked} afterwards")
+                });
+            }
+            Kind::ClientToken => {
+                // The client's own credentials authenticate it, whoever else asks.
+                let body = json!({"name": unique("matrix client"), "role": "staff"});
+                let made = api
+                    .post(self.site.owner(), "/api/v1/api-clients", body)
+                    .await;
+                assert_eq!(made.status, 201, "{label}: {}", made.text());
+                let made = made.json();
+                let form = format!(
+                    "grant_type=client_credentials&client_id={}&client_secret={}",
+                    made["client_id"].as_str().unwrap_or_default(),
+                    made["client_secret"].as_str().unwrap_or_default()
+                );
+                let reply = api
+                    .send_with(
+                        self.token(),
+                        Method::POST,
+                        "/api/v1/oauth/token",
+                        &[("content-type", "application/x-www-form-urlencoded")],
+                        Body::Raw(form),
+                    )
+                    .await;
+                if let Some(v) = self.verdict(op, "", rule, reply).map(|r| r.json()) {
+                    api.check(v["access_token"].is_string(), || format!("{label}: {v}"));
+                }
+            }
             Kind::AuditLogs => {
                 let path = "/api/v1/audit-logs?limit=5";
                 if let Some(v) = self
@@ -1031,6 +1144,47 @@ impl Pass {
                 let path = format!("/api/v1/users/{}/mfa/reset", victim.id);
                 self.attempt_reply(op, "", rule, Method::POST, &path, Body::Empty)
                     .await;
+            }
+            Kind::RequestPasswordReset => {
+                let body = json!({"email": email});
+                let path = "/api/v1/auth/password-reset";
+                if let Some(v) = self
+                    .attempt(op, "", rule, Method::POST, path, Body::Json(body))
+                    .await
+                {
+                    api.check(v["status"] == "accepted", || format!("{label}: {v}"));
+                }
+            }
+            Kind::ConfirmPasswordReset => {
+                // A link's token planted for a user of its own (confirming ends
+                // every session of the account it names).
+                let owner = new_user(api, &self.site.clinic.token, Role::Staff).await;
+                let token = unique("reset-token");
+                let id: Uuid = owner.id.parse().unwrap();
+                central
+                    .execute(
+                        "INSERT INTO password_resets (token_hash, user_id, expires_at) \
+                         VALUES (sha256(convert_to($1, 'UTF8')), $2, now() + interval '30 minutes')",
+                        &[&token, &id],
+                    )
+                    .await
+                    .unwrap();
+                let body = json!({"token": token, "new_password": PASSWORD});
+                let path = "/api/v1/auth/password-reset/confirm";
+                self.attempt_reply(op, "", rule, Method::POST, path, Body::Json(body))
+                    .await;
+            }
+            Kind::ChangePassword => {
+                // The same password again: the pass's last operation, since every
+                // session of the caller ends with it.
+                let body = json!({"current_password": password, "new_password": password});
+                let path = "/api/v1/auth/password";
+                if let Some(v) = self
+                    .attempt(op, "", rule, Method::POST, path, Body::Json(body))
+                    .await
+                {
+                    api.check(v["access_token"].is_string(), || format!("{label}: {v}"));
+                }
             }
             _ => unreachable!("{op:?} is a resource operation"),
         }

@@ -56,6 +56,8 @@ pub(super) enum Kind {
     Export,
     /// `GET /api/v1/export`: the whole clinic, as NDJSON.
     ExportClinic,
+    /// `POST /api/v1/patients/import`: patients from CSV or NDJSON.
+    ImportPatients,
     ListUsers,
     CreateUser,
     DisableUser,
@@ -63,6 +65,14 @@ pub(super) enum Kind {
     ChangeUserRole,
     SignOutUser,
     AuditLogs,
+    /// `GET /api/v1/api-clients`.
+    ListApiClients,
+    /// `POST /api/v1/api-clients`.
+    CreateApiClient,
+    /// `POST /api/v1/api-clients/{id}/revoke`.
+    RevokeApiClient,
+    /// `POST /api/v1/oauth/token`: an API client's access token (client credentials).
+    ClientToken,
     Login,
     Refresh,
     Logout,
@@ -101,6 +111,12 @@ pub(super) enum Kind {
     ClinicSecurity,
     /// `PATCH /api/v1/clinic-security`.
     ChangeClinicSecurity,
+    /// `POST /api/v1/auth/password`: the caller's own password.
+    ChangePassword,
+    /// `POST /api/v1/auth/password-reset`: a reset link by e-mail.
+    RequestPasswordReset,
+    /// `POST /api/v1/auth/password-reset/confirm`: a new password with a link's token.
+    ConfirmPasswordReset,
 }
 
 /// How a caller's request must be answered.
@@ -155,6 +171,8 @@ pub(super) const RULES: &[(Kind, [Rule; 4])] = &[
     (Kind::Action("cancel"),       [A,    D,           D,    U]),
     (Kind::Export,                 [A,    D,           D,    U]),
     (Kind::ExportClinic,           [A,    D,           D,    U]),
+    // Importing patients is for admins only (`worker/src/import.rs`).
+    (Kind::ImportPatients,         [A,    D,           D,    U]),
     (Kind::ListUsers,              [A,    D,           D,    U]),
     (Kind::CreateUser,             [A,    D,           D,    U]),
     (Kind::DisableUser,            [A,    D,           D,    U]),
@@ -162,6 +180,12 @@ pub(super) const RULES: &[(Kind, [Rule; 4])] = &[
     (Kind::ChangeUserRole,         [A,    D,           D,    U]),
     (Kind::SignOutUser,            [A,    D,           D,    U]),
     (Kind::AuditLogs,              [A,    D,           D,    U]),
+    // API clients (`gateway/src/api_clients.rs`) are managed by admins only; the
+    // token endpoint is public (the client's own credentials authenticate it).
+    (Kind::ListApiClients,         [A,    D,           D,    U]),
+    (Kind::CreateApiClient,        [A,    D,           D,    U]),
+    (Kind::RevokeApiClient,        [A,    D,           D,    U]),
+    (Kind::ClientToken,            [A,    A,           A,    A]),
     (Kind::Login,                  [A,    A,           A,    A]),
     (Kind::Refresh,                [A,    A,           A,    A]),
     (Kind::Logout,                 [A,    A,           A,    A]),
@@ -177,6 +201,12 @@ pub(super) const RULES: &[(Kind, [Rule; 4])] = &[
     (Kind::VerifyMfa,              [U,    U,           U,    U]),
     (Kind::DisableMfa,             [A,    A,           A,    U]),
     (Kind::ResetUserMfa,           [A,    D,           D,    U]),
+    // Passwords (`gateway/src/passwords.rs`): every user changes its own; anyone
+    // asks for a reset link (the same 202 for every address) and confirms one with
+    // the link's token (whoever holds the token).
+    (Kind::ChangePassword,         [A,    A,           A,    U]),
+    (Kind::RequestPasswordReset,   [A,    A,           A,    A]),
+    (Kind::ConfirmPasswordReset,   [A,    A,           A,    A]),
     (Kind::ClinicSecurity,         [A,    A,           A,    U]),
     (Kind::ChangeClinicSecurity,   [A,    D,           D,    U]),
     (Kind::Settings,               [A,    A,           A,    U]),
@@ -260,10 +290,14 @@ pub(super) fn success_status(kind: Kind, r: Option<&Resource>) -> u16 {
     match kind {
         Kind::Create
         | Kind::CreateUser
+        | Kind::CreateApiClient
         | Kind::Register
         | Kind::BookSeries
+        | Kind::ImportPatients
         | Kind::RecordPayment => 201,
         Kind::Delete | Kind::Logout | Kind::ResetUserMfa | Kind::DisableMfa => 204,
+        Kind::RequestPasswordReset => 202,
+        Kind::ConfirmPasswordReset => 204,
         Kind::Action(name) if r.and_then(|r| r.action(name)).is_some_and(|a| a.creates) => 201,
         _ => 200,
     }
@@ -291,7 +325,12 @@ pub(super) fn classify(method: &str, path: &str) -> Option<(Kind, Option<&'stati
         ("POST", ["auth", "register"]) => Some(Kind::Register),
         ("GET", ["openapi.json"]) => Some(Kind::OpenApi),
         ("GET", ["audit-logs"]) => Some(Kind::AuditLogs),
+        ("GET", ["api-clients"]) => Some(Kind::ListApiClients),
+        ("POST", ["api-clients"]) => Some(Kind::CreateApiClient),
+        ("POST", ["api-clients", "{id}", "revoke"]) => Some(Kind::RevokeApiClient),
+        ("POST", ["oauth", "token"]) => Some(Kind::ClientToken),
         ("GET", ["export"]) => Some(Kind::ExportClinic),
+        ("POST", ["patients", "import"]) => Some(Kind::ImportPatients),
         ("GET", ["users"]) => Some(Kind::ListUsers),
         ("POST", ["users"]) => Some(Kind::CreateUser),
         ("POST", ["users", "{id}", "disable"]) => Some(Kind::DisableUser),
@@ -314,6 +353,9 @@ pub(super) fn classify(method: &str, path: &str) -> Option<(Kind, Option<&'stati
         ("POST", ["users", "{id}", "mfa", "reset"]) => Some(Kind::ResetUserMfa),
         ("GET", ["clinic-security"]) => Some(Kind::ClinicSecurity),
         ("PATCH", ["clinic-security"]) => Some(Kind::ChangeClinicSecurity),
+        ("POST", ["auth", "password"]) => Some(Kind::ChangePassword),
+        ("POST", ["auth", "password-reset"]) => Some(Kind::RequestPasswordReset),
+        ("POST", ["auth", "password-reset", "confirm"]) => Some(Kind::ConfirmPasswordReset),
         _ => None,
     };
     if let Some(kind) = fixed {
@@ -426,6 +468,7 @@ pub(super) fn rank(op: &Op) -> usize {
         Kind::Register => 108,
         Kind::OpenApi => 109,
         Kind::ExportClinic => 110,
+        Kind::ImportPatients => 114,
         Kind::Settings => 120,
         Kind::ChangeSettings => 121,
         Kind::Availability => 122,
@@ -442,6 +485,14 @@ pub(super) fn rank(op: &Op) -> usize {
         Kind::VerifyMfa => 134,
         Kind::DisableMfa => 135,
         Kind::ResetUserMfa => 136,
+        Kind::RequestPasswordReset => 140,
+        Kind::ConfirmPasswordReset => 141,
+        Kind::ListApiClients => 150,
+        Kind::CreateApiClient => 151,
+        Kind::RevokeApiClient => 152,
+        Kind::ClientToken => 153,
+        // Last: it ends every session of the caller, the pass's token too.
+        Kind::ChangePassword => 199,
     }
 }
 
