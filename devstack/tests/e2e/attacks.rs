@@ -678,6 +678,103 @@ async fn registering_an_existing_email_is_throttled_like_a_sign_in() {
     sign_in(&http, &address(), &owner.email, &owner.password).await;
 }
 
+/// Guessing a client secret, the current password behind a stolen session, or
+/// flooding an address with reset links: each counted like a sign-in, five tries
+/// per account and address, then `429`, the right answer included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_guesses_and_reset_floods_are_throttled_like_sign_ins() {
+    let _stack = hold(&SETUP);
+    let owner = clinic().await;
+    let http = gateway();
+
+    // An API client's secret.
+    let made = post(
+        &http,
+        &address(),
+        "/api/v1/api-clients",
+        Some(&owner.token),
+        json!({"name": "Integration", "role": "staff"}),
+    )
+    .await;
+    let made = status(&made, 201);
+    let client_id = made["client_id"].as_str().unwrap();
+    let form = |secret: &str| {
+        format!("grant_type=client_credentials&client_id={client_id}&client_secret={secret}")
+    };
+    let from = address();
+    let token = |body: String| {
+        let http = http.clone();
+        let from = from.clone();
+        async move {
+            let headers = [
+                ("x-forwarded-for", from.as_str()),
+                ("content-type", "application/x-www-form-urlencoded"),
+            ];
+            http.send(
+                Method::POST,
+                "/api/v1/oauth/token",
+                &headers,
+                Some(body.into()),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let mut statuses = Vec::new();
+    for i in 0..7 {
+        statuses.push(token(form(&format!("mps_guess{i}"))).await.status.as_u16());
+    }
+    assert_eq!(&statuses[..5], &[401; 5], "{statuses:?}");
+    assert!(statuses[5..].iter().all(|s| *s == 429), "{statuses:?}");
+    let right = made["client_secret"].as_str().unwrap().to_owned();
+    problem(&token(form(&right)).await, 429);
+
+    // The current password, with a session the attacker holds.
+    let from = address();
+    let mut statuses = Vec::new();
+    for i in 0..7 {
+        let body = json!({"current_password": format!("guess number {i}"), "new_password": "an attacker's new password"});
+        let r = post(
+            &http,
+            &from,
+            "/api/v1/auth/password",
+            Some(&owner.token),
+            body,
+        )
+        .await;
+        statuses.push(r.status.as_u16());
+    }
+    assert_eq!(&statuses[..5], &[401; 5], "{statuses:?}");
+    assert!(statuses[5..].iter().all(|s| *s == 429), "{statuses:?}");
+    // The password is unchanged: the owner signs in with it from elsewhere.
+    sign_in(&http, &address(), &owner.email, &owner.password).await;
+
+    // Reset links for one address from one client: five, then 429.
+    let from = address();
+    let mut statuses = Vec::new();
+    for _ in 0..7 {
+        let body = json!({"email": owner.email});
+        let r = post(&http, &from, "/api/v1/auth/password-reset", None, body).await;
+        statuses.push(r.status.as_u16());
+    }
+    assert_eq!(&statuses[..5], &[202; 5], "{statuses:?}");
+    assert!(statuses[5..].iter().all(|s| *s == 429), "{statuses:?}");
+    let owner_id: Uuid = owner.user_id.parse().unwrap();
+    let mut links = 0;
+    for _ in 0..50 {
+        links = central_count(
+            "SELECT count(*) FROM password_resets WHERE user_id = $1",
+            &[&owner_id],
+        )
+        .await;
+        if links == 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(links, 5, "one link per accepted request");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invitations_and_closed_registration() {
     let _stack = hold(&SETUP);

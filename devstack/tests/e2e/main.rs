@@ -10,6 +10,7 @@
 mod support;
 
 mod api;
+mod api_clients;
 mod attacks;
 mod audit_integrity;
 mod clinic_day;
@@ -24,6 +25,7 @@ mod lifecycle;
 mod mfa;
 mod monitoring;
 mod ops;
+mod passwords;
 mod placement;
 mod relocation;
 mod resources;
