@@ -12,6 +12,7 @@
 //! medicalpro-admin backup --region eu-west --dir /var/backups/medicalpro [--jobs 4] [--fresh-for-hours 20]
 //! medicalpro-admin restore --clinic ID --file DUMP
 //! medicalpro-admin relocate --clinic ID --to eu-central
+//! medicalpro-admin offboard --clinic ID --export PATH [--grace-days 30] --confirm
 //! medicalpro-admin rewrap-keys
 //! medicalpro-admin rotate-data-keys (--region eu-west | --clinic ID) [--shred-after-secs 600]
 //! ```
@@ -169,6 +170,30 @@ pub enum Command {
         clinic: common::ClinicId,
         #[arg(long)]
         to: String,
+    },
+    /// Offboards a clinic that leaves: suspends it and writes its final NDJSON export
+    /// to PATH now; after the grace period drops its database (and every kept
+    /// copy) and role, shreds its data keys and backup key (every backup of it
+    /// becomes unreadable), marks it deleted and closes its audit trail. Each step
+    /// is recorded centrally: run it again to continue (before the grace period
+    /// ends it says what remains and when, and does nothing destructive).
+    /// REGION_DB_* must point to the clinic's region's server; the master keys are
+    /// read as the worker reads them.
+    Offboard {
+        #[arg(long)]
+        clinic: common::ClinicId,
+        /// Where the final export is written (NDJSON, as GET /api/v1/export).
+        #[arg(long)]
+        export: std::path::PathBuf,
+        /// Days between the first run and the destructive steps (0: none).
+        #[arg(long, default_value = "30")]
+        grace_days: u32,
+        /// Go ahead; without it, prints what would happen and exits 1.
+        #[arg(long)]
+        confirm: bool,
+        /// Stop once this step is done (the next run continues).
+        #[arg(long, value_enum, hide = true)]
+        stop_after: Option<crate::offboard::Step>,
     },
     /// Prints every clinic's id, region, status and recorded schema version.
     ListClinics {
@@ -364,10 +389,18 @@ pub async fn run(command: Command, settings: &AdminSettings) -> anyhow::Result<E
             jobs,
             fresh_for_hours,
         } => {
+            let ring = master_keys()?;
             let fresh = std::time::Duration::from_secs(fresh_for_hours * 3600);
-            let report =
-                crate::backup::backup_region(settings, &region, &dir, jobs.get(), fresh, true)
-                    .await?;
+            let report = crate::backup::backup_region(
+                settings,
+                &ring,
+                &region,
+                &dir,
+                jobs.get(),
+                fresh,
+                true,
+            )
+            .await?;
             for d in &report.done {
                 println!(
                     "clinic {}: {} ({} bytes)",
@@ -383,7 +416,8 @@ pub async fn run(command: Command, settings: &AdminSettings) -> anyhow::Result<E
             Ok(success_if(report.failed.is_empty()))
         }
         Command::Restore { clinic, file } => {
-            let restored = crate::backup::restore_clinic(settings, clinic, &file).await?;
+            let ring = master_keys()?;
+            let restored = crate::backup::restore_clinic(settings, &ring, clinic, &file).await?;
             println!(
                 "clinic {clinic}: {} restored from {}; the replaced database is kept as {} (drop it when no longer needed)",
                 restored.db_name,
@@ -447,6 +481,36 @@ pub async fn run(command: Command, settings: &AdminSettings) -> anyhow::Result<E
             }
             println!("{}", report.summary());
             Ok(success_if(report.failed.is_empty()))
+        }
+        Command::Offboard {
+            clinic,
+            export,
+            grace_days,
+            confirm,
+            stop_after,
+        } => {
+            if !confirm {
+                let plan = crate::offboard::plan(settings, clinic).await?;
+                eprintln!("medicalpro-admin: offboard refused without --confirm; nothing was changed. It would:");
+                for line in plan {
+                    eprintln!("  {line}");
+                }
+                eprintln!(
+                    "Run again with --confirm to go ahead (the export goes to {}).",
+                    export.display()
+                );
+                return Ok(ExitCode::from(1));
+            }
+            let ring = master_keys()?;
+            let request = crate::offboard::Request {
+                clinic,
+                export,
+                grace_days,
+                stop_after,
+            };
+            let report = crate::offboard::offboard(settings, &ring, &request).await?;
+            print!("{}", crate::offboard::format_report(&report));
+            Ok(ExitCode::SUCCESS)
         }
         Command::ListClinics { region } => {
             let rows = fleet::list_clinics(&settings.central, region.as_deref()).await?;

@@ -18,6 +18,9 @@
 //! - [`backup::backup_region`] dumps a region's clinic databases in parallel,
 //!   resumably, recording each backup centrally; [`backup::restore_clinic`] puts one
 //!   clinic's dump back.
+//! - [`offboard::offboard`] takes a leaving clinic's final export, then after a
+//!   grace period drops its databases and role, shreds its data and backup keys and
+//!   marks it deleted (resumable, step by step).
 //! - [`relocate::relocate`] moves a clinic's database to another region while it
 //!   stays readable (logical replication, then a short write pause for the switch).
 //! - [`fleet::list_clinics`] reads where each clinic lives and which schema version it
@@ -32,6 +35,7 @@ pub mod config;
 pub mod db;
 pub mod fleet;
 pub mod keys;
+pub mod offboard;
 pub mod ops;
 pub mod relocate;
 pub mod roles;

@@ -44,6 +44,7 @@ pub fn tls_config(stack: &devstack::Stack) -> anyhow::Result<Arc<rustls::ClientC
 pub fn client(concurrency: usize, tls: Arc<rustls::ClientConfig>) -> LoadClient {
     let settings = httpkit::ClientSettings {
         pool_max_idle_per_host: Some(concurrency.max(1)),
+        public_only: false,
         pool_idle_timeout: Some(Duration::from_secs(120)),
         ..httpkit::ClientSettings::default()
     };

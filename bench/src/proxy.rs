@@ -62,6 +62,7 @@ pub async fn start(
     let settings = httpkit::ClientSettings {
         pool_idle_timeout: Some(Duration::from_secs(90)),
         pool_max_idle_per_host: Some(1024),
+        public_only: false,
         ..httpkit::ClientSettings::default()
     };
     let client = httpkit::client(&settings, Some(tls));

@@ -14,6 +14,7 @@ pub mod password;
 pub mod problem;
 pub mod query;
 pub mod resource;
+pub mod sealed_stream;
 pub mod service;
 pub mod source;
 pub mod tls;

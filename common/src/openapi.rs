@@ -19,11 +19,13 @@
 
 use crate::limits;
 use crate::resource::{
-    Child, Field, FieldType, Resource, RowAction, APPOINTMENTS, APPOINTMENT_SERIES,
+    Child, Field, FieldType, Resource, RowAction, APPOINTMENTS, APPOINTMENT_SERIES, ATTACHMENTS,
     CLINIC_SETTINGS, PATIENTS, PAYMENTS, RESOURCES,
 };
 use crate::token::Role;
 use serde_json::{json, Map, Value};
+
+mod webhooks;
 
 fn field_schema(field: &Field) -> Value {
     let mut schema = match field.ty {
@@ -1559,12 +1561,13 @@ fn export_paths(paths: &mut Map<String, Value>, schemas: &mut Map<String, Value>
             "required": ["resourceType", "type", "timestamp", "entry"]
         }),
     );
-    let names: Vec<&str> = RESOURCES.iter().map(|r| r.name).collect();
+    let mut names: Vec<&str> = RESOURCES.iter().map(|r| r.name).collect();
+    names.push(ATTACHMENTS.name);
     schemas.insert(
         "ExportRecord".into(),
         json!({
             "type": "object",
-            "description": "One line of a clinic export: a row of one resource, as `GET /api/v1/{resource}/{id}` shows it.",
+            "description": "One line of a clinic export: a row of one resource, as `GET /api/v1/{resource}/{id}` shows it; for `attachments`, a file's metadata as `GET /api/v1/patients/{id}/attachments` lists it (the content is downloaded on its own).",
             "properties": {
                 "resource": {"type": "string", "enum": names},
                 "data": {"type": "object"}
@@ -1604,7 +1607,7 @@ fn export_paths(paths: &mut Map<String, Value>, schemas: &mut Map<String, Value>
                 "operationId": "exportPatient",
                 "summary": "Export a patient's data",
                 "tags": ["patients"],
-                "description": "Everything the clinic holds about one patient, for GDPR access and portability requests: the patient and every appointment, document and consent referring to them, as the API's JSON (`format=json`, the default) or as a FHIR R4 `collection` Bundle (`format=fhir`, `application/fhir+json`: Patient, Appointment, Consent, and an Invoice per issued invoice). Recorded in the audit trail. Clinic admins only; other roles get `403`. An id of another clinic, or of a deleted patient, is `404`; a `format` other than `json` or `fhir` is `400`.",
+                "description": "Everything the clinic holds about one patient, for GDPR access and portability requests: the patient and every appointment, document, consent and attachment (its metadata) referring to them, as the API's JSON (`format=json`, the default) or as a FHIR R4 `collection` Bundle (`format=fhir`, `application/fhir+json`: Patient, Appointment, Consent, and an Invoice per issued invoice). Recorded in the audit trail. Clinic admins only; other roles get `403`. An id of another clinic, or of a deleted patient, is `404`; a `format` other than `json` or `fhir` is `400`.",
                 "parameters": [query_param("format", json!({"type": "string", "enum": ["json", "fhir"], "default": "json"}))],
                 "responses": responses
             }
@@ -1614,7 +1617,7 @@ fn export_paths(paths: &mut Map<String, Value>, schemas: &mut Map<String, Value>
     let mut responses = Map::new();
     responses.insert(
         "200".into(),
-        json!({"description": "Newline-delimited JSON, streamed: one `ExportRecord` per line for every live row of every resource, all read from one consistent snapshot. A body that ends without its final chunk was cut short by a failure and is incomplete.",
+        json!({"description": "Newline-delimited JSON, streamed: one `ExportRecord` per line for every live row of every resource and the metadata of every live attachment (not its content), all read from one consistent snapshot. A body that ends without its final chunk was cut short by a failure and is incomplete.",
                "content": {"application/x-ndjson": {"schema": {"$ref": "#/components/schemas/ExportRecord"}}}}),
     );
     common_errors(&mut responses);
@@ -1634,7 +1637,7 @@ fn export_paths(paths: &mut Map<String, Value>, schemas: &mut Map<String, Value>
             "operationId": "exportClinic",
             "summary": "Export the whole clinic",
             "tags": ["export"],
-            "description": "Everything the clinic holds (portability, backup), streamed as newline-delimited JSON: one `ExportRecord` per live row of every resource, all read from one consistent snapshot. A body that ends without its final chunk was cut short and is incomplete. Clinic admins only; other roles get `403`. One export per clinic at a time, and a bounded number per server: more are `429` with `retry-after`. A client that stops reading for a while is cut off. Recorded in the audit trail as `export` on `clinic`.",
+            "description": "Everything the clinic holds (portability, backup), streamed as newline-delimited JSON: one `ExportRecord` per live row of every resource, then the metadata of every live attachment (the content is downloaded on its own), all read from one consistent snapshot. A body that ends without its final chunk was cut short and is incomplete. Clinic admins only; other roles get `403`. One export per clinic at a time, and a bounded number per server: more are `429` with `retry-after`. A client that stops reading for a while is cut off. Recorded in the audit trail as `export` on `clinic`.",
             "responses": responses
         }}),
     );
@@ -1726,6 +1729,182 @@ fn import_paths(paths: &mut Map<String, Value>, schemas: &mut Map<String, Value>
             },
             "responses": responses
         }}),
+    );
+}
+
+/// Files on a patient: upload, list, download, delete.
+fn attachment_paths(paths: &mut Map<String, Value>, schemas: &mut Map<String, Value>) {
+    let (_, mut output) = object_schemas(ATTACHMENTS.fields, &[]);
+    if let Some(props) = output["properties"].as_object_mut() {
+        props.insert("id".into(), json!({"type": "string", "format": "uuid"}));
+        for at in ["created_at", "updated_at"] {
+            props.insert(at.into(), json!({"type": "string", "format": "date-time"}));
+        }
+    }
+    if let Some(req) = output["required"].as_array_mut() {
+        req.extend(["id", "created_at", "updated_at"].map(Value::from));
+    }
+    output["description"] =
+        "A file on a patient: its metadata. The content is `GET /api/v1/attachments/{id}`.".into();
+    schemas.insert("Attachment".into(), output);
+    schemas.insert(
+        "AttachmentPage".into(),
+        json!({
+            "type": "object",
+            "properties": {
+                "data": {"type": "array", "items": {"anyOf": [
+                    {"$ref": "#/components/schemas/Attachment"},
+                    {"$ref": "#/components/schemas/Tombstone"}
+                ]}, "description": "The patient's files; with `include_deleted=true`, a deleted one as a `Tombstone`."},
+                "next_cursor": {"type": ["string", "null"]}
+            },
+            "required": ["data", "next_cursor"]
+        }),
+    );
+    let patient_param = json!({"name": "id", "in": "path", "required": true, "description": "The patient's id.", "schema": {"type": "string", "format": "uuid"}});
+    let id_param = json!({"name": "id", "in": "path", "required": true, "description": "The attachment's id.", "schema": {"type": "string", "format": "uuid"}});
+    let types = "PDF, PNG, JPEG, TIFF, HEIF/HEIC or plain UTF-8 text";
+
+    let mut upload = Map::new();
+    upload.insert(
+        "201".into(),
+        json!({
+            "description": "Stored; its metadata (`content_type` is the type found in the bytes).",
+            "headers": {"Location": {"description": "Where the content is downloaded.", "schema": {"type": "string"}}},
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Attachment"}}}
+        }),
+    );
+    upload.insert("400".into(), problem_response("Malformed id, an empty body, a repeated or oversized query parameter, or a `description` over 1000 characters."));
+    upload.insert(
+        "404".into(),
+        problem_response("No such patient in your clinic (or a deleted one)."),
+    );
+    upload.insert(
+        "408".into(),
+        problem_response("The body did not arrive in time."),
+    );
+    upload.insert("413".into(), problem_response("The file is over `MAX_ATTACHMENT_BYTES` (25 MiB unless configured); nothing was stored."));
+    upload.insert("415".into(), problem_response(&format!("The bytes are not {types}, or not the type the `Content-Type` claims; nothing was stored.")));
+    common_errors(&mut upload);
+    let mut list = Map::new();
+    list.insert(
+        "200".into(),
+        with_description(
+            json_body("AttachmentPage"),
+            "One page of the patient's files' metadata, oldest first.",
+        ),
+    );
+    list.insert(
+        "400".into(),
+        problem_response("Malformed id or invalid query parameter."),
+    );
+    list.insert(
+        "404".into(),
+        problem_response("No such patient in your clinic (or a deleted one)."),
+    );
+    common_errors(&mut list);
+    paths.insert(
+        "/api/v1/patients/{id}/attachments".into(),
+        json!({
+            "parameters": [patient_param],
+            "post": {
+                "operationId": "uploadAttachment",
+                "summary": "Upload a file onto a patient",
+                "tags": ["attachments"],
+                "description": format!("The raw file is the body (not a multipart form), with the `Content-Type` it has (or `application/octet-stream`). Its name is `filename` in the query, else the `filename` of a `Content-Disposition` header, else `attachment.<extension>`; path components and control characters are removed. The type is found from the bytes and must be {types}; bytes that are something else, or not what the `Content-Type` claims, are `415` and nothing is stored. At most `MAX_ATTACHMENT_BYTES` (25 MiB unless configured): more is `413`, nothing stored. The content is stored encrypted with the clinic's key, in the clinic's own database; the name and description too. Recorded in the audit trail as `create` on `attachments`. Every role may upload."),
+                "parameters": [
+                    query_param("filename", json!({"type": "string", "maxLength": limits::QUERY_VALUE_MAX})),
+                    query_param("description", json!({"type": "string", "maxLength": 1000}))
+                ],
+                "requestBody": {
+                    "required": true,
+                    "description": "The file's bytes.",
+                    "content": {
+                        "application/pdf": {"schema": {"type": "string", "contentMediaType": "application/pdf"}},
+                        "image/png": {"schema": {"type": "string", "contentMediaType": "image/png"}},
+                        "image/jpeg": {"schema": {"type": "string", "contentMediaType": "image/jpeg"}},
+                        "image/tiff": {"schema": {"type": "string", "contentMediaType": "image/tiff"}},
+                        "image/heic": {"schema": {"type": "string", "contentMediaType": "image/heic"}},
+                        "text/plain": {"schema": {"type": "string"}},
+                        "application/octet-stream": {"schema": {"type": "string", "contentMediaType": "application/octet-stream"}}
+                    }
+                },
+                "responses": upload
+            },
+            "get": {
+                "operationId": "listAttachments",
+                "summary": "List a patient's files",
+                "tags": ["attachments"],
+                "description": "The metadata of the patient's files, a page at a time (`limit`, `cursor`; `updated_since` and `include_deleted` as for any list). Every role may list; the content is downloaded by admins and practitioners only. Recorded in the audit trail as `list` on `attachments`.",
+                "parameters": [
+                    query_param("limit", json!({"type": "integer", "minimum": 1, "maximum": 100, "default": 20})),
+                    cursor_param(),
+                    query_param("updated_since", json!({"type": "string", "format": "date-time"})),
+                    query_param("include_deleted", json!({"type": "boolean", "default": false}))
+                ],
+                "responses": list
+            }
+        }),
+    );
+
+    let mut download = Map::new();
+    download.insert(
+        "200".into(),
+        json!({
+            "description": "The content as uploaded, streamed, with its stored type, `Content-Disposition: attachment` (the file's name), `X-Content-Type-Options: nosniff` and a sandboxing `Content-Security-Policy`. A body shorter than `Content-Length` was cut by a failure and is incomplete.",
+            "headers": {
+                "Content-Disposition": {"description": "`attachment` with the file's name (`filename` in ASCII, `filename*` exact).", "schema": {"type": "string"}},
+                "X-Content-Type-Options": {"description": "Always `nosniff`.", "schema": {"type": "string", "enum": ["nosniff"]}},
+                "ETag": {"description": "The content's SHA-256, quoted.", "schema": {"type": "string"}}
+            },
+            "content": {
+                "application/pdf": {"schema": {"type": "string", "contentMediaType": "application/pdf"}},
+                "image/png": {"schema": {"type": "string", "contentMediaType": "image/png"}},
+                "image/jpeg": {"schema": {"type": "string", "contentMediaType": "image/jpeg"}},
+                "image/tiff": {"schema": {"type": "string", "contentMediaType": "image/tiff"}},
+                "image/heif": {"schema": {"type": "string", "contentMediaType": "image/heif"}},
+                "text/plain": {"schema": {"type": "string"}}
+            }
+        }),
+    );
+    download.insert("400".into(), problem_response("Malformed id."));
+    download.insert(
+        "404".into(),
+        problem_response("No such attachment in your clinic (or a deleted one)."),
+    );
+    common_errors(&mut download);
+    download.insert("403".into(), problem_response("Only admins and practitioners download attachments; or the clinic is unknown, suspended or not provisioned."));
+    let mut delete = Map::new();
+    delete.insert(
+        "204".into(),
+        json!({"description": "Deleted: the content is gone, the metadata kept as a tombstone."}),
+    );
+    delete.insert("400".into(), problem_response("Malformed id."));
+    delete.insert(
+        "404".into(),
+        problem_response("No such attachment in your clinic (or one deleted already)."),
+    );
+    common_errors(&mut delete);
+    delete.insert("403".into(), problem_response("Only admins and practitioners delete attachments; or the clinic is unknown, suspended or not provisioned."));
+    paths.insert(
+        "/api/v1/attachments/{id}".into(),
+        json!({
+            "parameters": [id_param],
+            "get": {
+                "operationId": "downloadAttachment",
+                "summary": "Download a file",
+                "tags": ["attachments"],
+                "description": "The content of one attachment, streamed; checked against its stored size and SHA-256 as it is sent. Every download is recorded in the audit trail (`read` on `attachments` with the attachment's id) before the first byte. Admins and practitioners only; staff get `403`. An id of another clinic, or of a deleted attachment, is `404`.",
+                "responses": download
+            },
+            "delete": {
+                "operationId": "deleteAttachment",
+                "summary": "Delete a file",
+                "tags": ["attachments"],
+                "description": "Removes the content at once (there is no restore); the metadata stays as a tombstone, so consents and audit records naming it stay meaningful. Recorded in the audit trail as `delete` on `attachments`. Admins and practitioners only; staff get `403`.",
+                "responses": delete
+            }
+        }),
     );
 }
 
@@ -2267,6 +2446,8 @@ fn tags() -> Value {
         json!({"name": "api-clients", "description": "Client credentials for integrations (OAuth 2.0 client credentials grant): created and revoked by clinic admins, each with a role; their tokens act as that role and the audit trail names the client."}),
         json!({"name": "audit", "description": "The clinic's audit trail: every read and write of clinic data, sign-ins and user changes. Clinic admins only."}),
         json!({"name": "export", "description": "The whole clinic's data, streamed. Clinic admins only."}),
+        json!({"name": "attachments", "description": "Files on a patient (referral letters, scans, signed consents): PDF, PNG, JPEG, TIFF, HEIF/HEIC or plain text, the type found from the bytes, stored encrypted in the clinic's database. Everyone uploads and lists; admins and practitioners download and delete."}),
+        json!({"name": "webhooks", "description": "Events pushed to a clinic's integrations, signed as the Standard Webhooks specification says: subscriptions, their deliveries, replay. Clinic admins only."}),
         json!({"name": "meta", "description": "This document."}),
     ]);
     Value::Array(tags)
@@ -2285,6 +2466,8 @@ pub fn document() -> Value {
     password_paths(&mut paths, &mut schemas);
     export_paths(&mut paths, &mut schemas);
     import_paths(&mut paths, &mut schemas);
+    attachment_paths(&mut paths, &mut schemas);
+    webhooks::paths(&mut paths, &mut schemas);
     for r in RESOURCES {
         resource_paths(r, &mut paths);
         resource_schemas(r, &mut schemas);

@@ -134,6 +134,11 @@ impl Field {
         self.legacy_plaintext = true;
         self
     }
+    /// Stored only as ciphertext, without a lookup, never in plaintext before.
+    pub const fn sealed(mut self) -> Self {
+        self.encrypted = true;
+        self
+    }
     pub const fn encrypted_lookup(mut self) -> Self {
         self.encrypted = true;
         self.filterable = true;
@@ -300,7 +305,7 @@ pub const PATIENTS: Resource = Resource {
         on_deleted: true,
         carries: &[],
         summary: "Erase a patient's personal data",
-        description: "Erases the patient's personal data, also of a deleted patient (names pseudonymised; contact data, birth date, ssn, the clinical notes of their appointments and the free text of their documents and document lines removed); invoices and consents are kept.",
+        description: "Erases the patient's personal data, also of a deleted patient (names pseudonymised; contact data, birth date, ssn, the clinical notes of their appointments and the free text of their documents and document lines removed; their attachments deleted, content and file names included); invoices and consents are kept.",
     }],
 };
 
@@ -654,6 +659,73 @@ pub const CONSENTS: Resource = Resource {
             FieldType::Timestamp,
             "When it was withdrawn, if it was.",
         ),
+        Field::new(
+            "attachment_id",
+            FieldType::Reference("attachments"),
+            "The signed form: an attachment of the same patient (`POST /api/v1/patients/{id}/attachments`); another patient's is `400`.",
+        ),
+    ],
+    children: &[],
+    actions: &[],
+};
+
+/// Files on a patient (`/api/v1/patients/{id}/attachments`, `/api/v1/attachments/{id}`):
+/// the metadata as the data layer reads, lists and exports it; the content is
+/// stored in sealed chunks beside it and served by the worker's own handlers, so
+/// the resource is not one of [`RESOURCES`] (no generic create, change or restore).
+pub const ATTACHMENTS: Resource = Resource {
+    access: Access {
+        write: &[Role::Admin, Role::Practitioner, Role::Staff],
+        delete: CLINICIANS,
+    },
+    name: "attachments",
+    table: "attachments",
+    title: "Attachment",
+    search: None,
+    fields: &[
+        Field::new(
+            "patient_id",
+            FieldType::Reference("patients"),
+            "The patient the file is on.",
+        )
+        .read_only()
+        .filterable(),
+        Field::text(
+            "filename",
+            255,
+            "The file's name as uploaded (stored encrypted); null once the patient was erased.",
+        )
+        .read_only()
+        .sealed(),
+        Field::text(
+            "description",
+            1000,
+            "What the file is, as the uploader described it (stored encrypted).",
+        )
+        .read_only()
+        .sealed(),
+        Field::text(
+            "content_type",
+            100,
+            "The media type found in the file's bytes (not the one the client claimed).",
+        )
+        .read_only(),
+        Field::new(
+            "size",
+            FieldType::Integer {
+                min: 0,
+                max: i64::MAX,
+            },
+            "Size of the content in bytes.",
+        )
+        .read_only(),
+        Field::text("sha256", 64, "SHA-256 of the content, lowercase hex.").read_only(),
+        Field::new(
+            "created_by",
+            FieldType::Reference("users"),
+            "The user (or API client) who uploaded it.",
+        )
+        .read_only(),
     ],
     children: &[],
     actions: &[],
@@ -896,6 +968,41 @@ pub const APPOINTMENT_SERIES: Resource = Resource {
     actions: &[],
 };
 
+/// A clinic's webhook subscriptions (`/api/v1/webhook-subscriptions`, admins only):
+/// served by handlers of their own (the secret is shown once, deliveries have a
+/// state of their own); described here for the audit trail and the document. Not in
+/// [`RESOURCES`].
+pub const WEBHOOK_SUBSCRIPTIONS: Resource = Resource {
+    name: "webhook-subscriptions",
+    table: "webhook_subscriptions",
+    title: "WebhookSubscription",
+    search: None,
+    access: Access {
+        write: &[Role::Admin],
+        delete: &[Role::Admin],
+    },
+    fields: &[],
+    children: &[],
+    actions: &[],
+};
+
+/// Every event type a webhook subscription may ask for, each written by a
+/// trigger in the transaction of the change it announces (clinic migration 018).
+pub const WEBHOOK_EVENT_TYPES: &[&str] = &[
+    "patient.created",
+    "patient.updated",
+    "patient.deleted",
+    "patient.erased",
+    "appointment.booked",
+    "appointment.moved",
+    "appointment.cancelled",
+    "appointment.updated",
+    "invoice.issued",
+    "invoice.paid",
+    "invoice.cancelled",
+    "credit_note.issued",
+];
+
 const WEEKDAY: FieldType = FieldType::Enum(&[
     "monday",
     "tuesday",
@@ -927,9 +1034,13 @@ pub fn find(name: &str) -> Option<&'static Resource> {
     RESOURCES.iter().copied().find(|r| r.name == name)
 }
 
-/// The resource stored in `table`, if any.
+/// The resource stored in `table`, if any (attachments included).
 pub fn by_table(table: &str) -> Option<&'static Resource> {
-    RESOURCES.iter().copied().find(|r| r.table == table)
+    RESOURCES
+        .iter()
+        .copied()
+        .chain([&ATTACHMENTS])
+        .find(|r| r.table == table)
 }
 
 #[cfg(test)]
@@ -965,7 +1076,12 @@ mod tests {
         assert!(find("companies").is_none());
         assert_eq!(RESOURCES.len(), 12);
         // The objects that are not collections are served on their own paths.
-        for other in [&CLINIC_SETTINGS, &AVAILABILITY, &APPOINTMENT_SERIES] {
+        for other in [
+            &CLINIC_SETTINGS,
+            &AVAILABILITY,
+            &APPOINTMENT_SERIES,
+            &ATTACHMENTS,
+        ] {
             assert!(find(other.name).is_none(), "{}", other.name);
         }
     }

@@ -170,6 +170,20 @@ pub fn verifying_client(
     Ok(Arc::new(config))
 }
 
+/// A client for the public web (webhook receivers): servers proven by the
+/// Mozilla root programme's CAs (`webpki-roots`, compiled in).
+pub fn public_web_client() -> Result<Arc<ClientConfig>, rustls::Error> {
+    let roots = RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    Ok(Arc::new(
+        ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(VERSIONS)?
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    ))
+}
+
 /// A client that trusts no CA, so every TLS handshake fails: what a gateway without
 /// client settings uses for `https` upstreams, which it must not reach unauthenticated.
 pub fn client_trusting_nothing() -> Result<Arc<ClientConfig>, rustls::Error> {

@@ -45,6 +45,7 @@ const SETTINGS: httpkit::ClientSettings = httpkit::ClientSettings {
     tcp_keepalive: None,
     pool_idle_timeout: None,
     pool_max_idle_per_host: Some(256),
+    public_only: false,
 };
 
 impl Http {

@@ -118,6 +118,9 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// `MAX_IMPORT_BYTES`, default 16 MiB: the body limit of a patient import.
     pub max_import_bytes: usize,
+    /// `MAX_ATTACHMENT_BYTES`, default 25 MiB: the body limit of a file uploaded
+    /// onto a patient (`POST /api/v1/patients/{id}/attachments`).
+    pub max_attachment_bytes: usize,
     /// `UPSTREAM_TIMEOUT_SECS`, default 30.
     pub upstream_timeout: Duration,
     /// `UPSTREAM_TLS_CERT_FILE`, `UPSTREAM_TLS_KEY_FILE`, `UPSTREAM_TLS_CA_FILE` (PEM):
@@ -257,6 +260,7 @@ impl Config {
             default_region: source.get("DEFAULT_REGION").filter(|r| !r.is_empty()),
             max_body_bytes: source.parse_or("MAX_BODY_BYTES", 1 << 20)?,
             max_import_bytes: source.parse_or("MAX_IMPORT_BYTES", 16 << 20)?,
+            max_attachment_bytes: source.parse_or("MAX_ATTACHMENT_BYTES", 25 << 20)?,
             upstream_timeout: Duration::from_secs(source.parse_or("UPSTREAM_TIMEOUT_SECS", 30)?),
             upstream_tls,
             cache_size: source.parse_or("PLACEMENT_CACHE_SIZE", 100_000)?,

@@ -1,6 +1,14 @@
 //! Forwarding an authenticated clinic request to its worker: the body bounded and
 //! read whole, the request signed, the answer streamed back, a bare upstream error
 //! turned into problem+json, and a misrouted answer dropping the cached placement.
+//!
+//! A file uploaded onto a patient (`POST /api/v1/patients/{id}/attachments`) is
+//! read whole too, up to its own limit (`MAX_ATTACHMENT_BYTES`, 25 MiB), rather
+//! than streamed through: the body-read timeout keeps applying to slow clients,
+//! a worker that refuses early (`403`, `404`, `415`) cannot break the exchange,
+//! and the worker, which writes the content in one transaction as it reads it,
+//! never holds a clinic connection open at the pace of a client's upload — it
+//! reads from the gateway at local network speed. Downloads stream.
 
 use crate::caller::active_caller;
 use crate::error::GatewayError;
@@ -28,6 +36,8 @@ pub async fn forward(
     // the body (a 400 for a bad path) cannot break the exchange. Responses stream.
     let limit = if parts.uri.path() == "/api/v1/patients/import" {
         gw.config.max_import_bytes
+    } else if is_attachment_upload(&parts.method, parts.uri.path()) {
+        gw.config.max_attachment_bytes
     } else {
         gw.config.max_body_bytes
     };
@@ -71,6 +81,16 @@ pub async fn forward(
     Ok(Response::from_parts(parts, Body::new(body)))
 }
 
+/// Whether a request uploads a file onto a patient: `POST
+/// /api/v1/patients/{id}/attachments` (any id: the worker checks it).
+fn is_attachment_upload(method: &http::Method, path: &str) -> bool {
+    method == http::Method::POST
+        && path
+            .strip_prefix("/api/v1/patients/")
+            .and_then(|rest| rest.strip_suffix("/attachments"))
+            .is_some_and(|id| !id.is_empty() && !id.contains('/'))
+}
+
 /// Whether a worker answer is an error without a problem+json body: one its HTTP
 /// framework gave by itself (`405` for a method a route does not serve, `400` for
 /// a path segment that is not UTF-8 once percent-decoded).
@@ -102,4 +122,31 @@ fn as_problem(mut parts: http::response::Parts) -> Response<Body> {
         HeaderValue::from_static(common::problem::CONTENT_TYPE),
     );
     Response::from_parts(parts, full(problem.to_json()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_upload_onto_one_patient_takes_the_attachment_limit() {
+        let post = http::Method::POST;
+        assert!(is_attachment_upload(
+            &post,
+            "/api/v1/patients/0190a1b2-0000-7000-8000-000000000000/attachments"
+        ));
+        assert!(!is_attachment_upload(
+            &http::Method::GET,
+            "/api/v1/patients/x/attachments"
+        ));
+        assert!(!is_attachment_upload(
+            &post,
+            "/api/v1/patients//attachments"
+        ));
+        assert!(!is_attachment_upload(
+            &post,
+            "/api/v1/patients/a/b/attachments"
+        ));
+        assert!(!is_attachment_upload(&post, "/api/v1/patients/import"));
+    }
 }

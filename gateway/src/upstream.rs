@@ -34,6 +34,7 @@ pub fn client(tls: Option<Arc<rustls::ClientConfig>>) -> Result<UpstreamClient, 
         tcp_keepalive: Some(Duration::from_secs(60)),
         pool_idle_timeout: Some(Duration::from_secs(90)),
         pool_max_idle_per_host: Some(1024),
+        public_only: false,
     };
     Ok(httpkit::client(&settings, Some(tls)))
 }

@@ -22,7 +22,7 @@ pub mod client;
 pub mod observe;
 pub mod problem;
 
-pub use client::{client, Client, ClientSettings, Connector};
+pub use client::{client, is_public, Client, ClientSettings, Connector, Resolver};
 pub use observe::{ObserveFuture, ObserveLayer, Observed, Observer};
 
 /// For [`request_line!`], which expands in the services' crates.

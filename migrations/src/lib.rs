@@ -50,6 +50,8 @@ pub const CENTRAL: &[Migration] = &[
     migration!("central", 12, "012_staff_mfa"),
     migration!("central", 13, "013_password_reset"),
     migration!("central", 14, "014_api_clients"),
+    migration!("central", 15, "015_webhook_clinics"),
+    migration!("central", 16, "016_offboarding"),
 ];
 
 /// Every clinic database (and the template they are cloned from).
@@ -71,6 +73,8 @@ pub const CLINIC: &[Migration] = &[
     migration!("clinic", 15, "015_clinic_day"),
     migration!("clinic", 16, "016_sync_changes"),
     migration!("clinic", 17, "017_patient_external_id"),
+    migration!("clinic", 18, "018_webhooks"),
+    migration!("clinic", 19, "019_attachments"),
 ];
 
 /// The group role every clinic role belongs to; clinic tables are granted to it.

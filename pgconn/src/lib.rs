@@ -3,13 +3,15 @@
 //! server's certificate verified, [`common::config::DbTls`]), pools with bounded
 //! waits and `Verified` recycling, and one-off connections; [`keystore`], the
 //! central table of wrapped clinic data keys; [`audit`], the one way into the
-//! central audit trail; [`notify`] and [`revocations`], fleet-wide invalidation.
+//! central audit trail; [`notify`] and [`revocations`], fleet-wide invalidation;
+//! [`rows`], a resource's stored rows as the API shows them (worker and admin export).
 
 pub mod audit;
 pub mod keystore;
 pub mod notify;
 pub mod provision;
 pub mod revocations;
+pub mod rows;
 
 use common::config::DbSettings;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};

@@ -128,6 +128,9 @@ where
     // Back to the pool first, so the shipper finds the connection idle.
     drop(client);
     state.wake_shipper(caller.clinic);
+    if result.is_ok() {
+        state.hooks.wake(caller.clinic);
+    }
     result
 }
 
@@ -158,7 +161,7 @@ impl Lane {
 /// the rows `shown` — commits with the clinic's other reads, and only then is the
 /// answer given. Pools hand out idle connections without a round trip to check
 /// them, so a read that meets connection trouble (its connection closed under it
-/// by a server restart or an idle timeout) runs once more on a fresh connection:
+/// by a server restart or an idle timeout) runs again on a fresh connection:
 /// reads change nothing, and a server that is really down refuses the new
 /// connection at once.
 #[allow(clippy::too_many_arguments)]
@@ -179,7 +182,12 @@ where
     let entry = state.registry.pool(caller.clinic).await?;
     let client = lane.connect(state, &entry).await?;
     let (mut client, mut result) = op(client, actor(caller), entry.keys.clone()).await;
-    if matches!(result, Err(WorkerError::Unavailable(_))) {
+    // Twice at most: a restart that closes every backend can close the first
+    // fresh one too, while it is being opened.
+    for _ in 0..2 {
+        if !matches!(result, Err(WorkerError::Unavailable(_))) {
+            break;
+        }
         // A closed connection is not recycled: dropping it forgets it.
         drop(client);
         let fresh = Arc::new(state.registry.working_connection(&entry).await?);

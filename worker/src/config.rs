@@ -89,6 +89,14 @@ pub struct Config {
     /// the bounds of a patient import's body.
     pub max_import_bytes: usize,
     pub max_import_rows: usize,
+    /// Webhook deliveries (`WEBHOOK_ALLOW_PRIVATE_TARGETS`, `WEBHOOK_TIMEOUT_SECS`,
+    /// `WEBHOOK_RETRY_BASE_MS`, `WEBHOOK_RETRY_MAX_SECS`,
+    /// `WEBHOOK_DISABLE_AFTER_SECS`, `WEBHOOK_SWEEP_SECS`, `WEBHOOK_CONCURRENCY`,
+    /// `WEBHOOK_RETENTION_DAYS`).
+    pub webhooks: crate::webhooks::deliver::Settings,
+    /// `MAX_ATTACHMENT_BYTES` (default 25 MiB): the largest file uploaded onto a
+    /// patient.
+    pub max_attachment_bytes: usize,
     pub pool: PoolSettings,
     /// `SLOW_QUERY_MS` (default 200): clinic data statements at least this slow are
     /// logged and counted (0: every statement).
@@ -158,6 +166,7 @@ impl Config {
                 reason: "must be at least 1".into(),
             });
         }
+        let webhooks = webhook_settings(source)?;
         let tls = MutualTls::from_source(source, crate::tls::SETTINGS)?;
         if let Some(tls) = &tls {
             tls.server_config()?;
@@ -190,6 +199,8 @@ impl Config {
             max_body_bytes: source.parse_or("MAX_BODY_BYTES", 1 << 20)?,
             max_import_bytes: source.parse_or("MAX_IMPORT_BYTES", 16 << 20)?,
             max_import_rows: source.parse_or("MAX_IMPORT_ROWS", 10_000)?,
+            webhooks,
+            max_attachment_bytes: source.parse_or("MAX_ATTACHMENT_BYTES", 25 << 20)?,
             pool,
             slow_query: Duration::from_millis(source.parse_or(
                 "SLOW_QUERY_MS",
@@ -202,4 +213,46 @@ impl Config {
             backup_check,
         })
     }
+}
+
+/// The webhook deliverer's settings; every duration and count at least 1.
+fn webhook_settings(source: &Source) -> Result<crate::webhooks::deliver::Settings, ConfigError> {
+    let d = crate::webhooks::deliver::Settings::default();
+    let settings = crate::webhooks::deliver::Settings {
+        allow_private: source.parse_or("WEBHOOK_ALLOW_PRIVATE_TARGETS", d.allow_private)?,
+        timeout: Duration::from_secs(source.parse_or("WEBHOOK_TIMEOUT_SECS", d.timeout.as_secs())?),
+        retry_base: Duration::from_millis(
+            source.parse_or("WEBHOOK_RETRY_BASE_MS", d.retry_base.as_millis() as u64)?,
+        ),
+        retry_max: Duration::from_secs(
+            source.parse_or("WEBHOOK_RETRY_MAX_SECS", d.retry_max.as_secs())?,
+        ),
+        disable_after: Duration::from_secs(
+            source.parse_or("WEBHOOK_DISABLE_AFTER_SECS", d.disable_after.as_secs())?,
+        ),
+        sweep: Duration::from_secs(source.parse_or("WEBHOOK_SWEEP_SECS", d.sweep.as_secs())?),
+        concurrency: source.parse_or("WEBHOOK_CONCURRENCY", d.concurrency)?,
+        retention: Duration::from_secs(
+            86_400 * source.parse_or("WEBHOOK_RETENTION_DAYS", d.retention.as_secs() / 86_400)?,
+        ),
+    };
+    let zero = [
+        ("WEBHOOK_TIMEOUT_SECS", settings.timeout.is_zero()),
+        ("WEBHOOK_RETRY_BASE_MS", settings.retry_base.is_zero()),
+        ("WEBHOOK_RETRY_MAX_SECS", settings.retry_max.is_zero()),
+        (
+            "WEBHOOK_DISABLE_AFTER_SECS",
+            settings.disable_after.is_zero(),
+        ),
+        ("WEBHOOK_SWEEP_SECS", settings.sweep.is_zero()),
+        ("WEBHOOK_CONCURRENCY", settings.concurrency == 0),
+        ("WEBHOOK_RETENTION_DAYS", settings.retention.is_zero()),
+    ];
+    if let Some((name, _)) = zero.iter().find(|(_, z)| *z) {
+        return Err(ConfigError::Invalid {
+            name,
+            reason: "must be at least 1".into(),
+        });
+    }
+    Ok(settings)
 }

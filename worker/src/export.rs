@@ -1,6 +1,9 @@
 //! `GET /api/v1/export`: a whole clinic's data, streamed as NDJSON, one line
 //! `{"resource": "<name>", "data": {…}}` per live row of every resource (soft-deleted
-//! rows are not exported, as the API does not show them).
+//! rows are not exported, as the API does not show them), then the metadata of
+//! every live attachment (`"resource": "attachments"`). An attachment's content is
+//! not in the export: it is one download per file (`GET /api/v1/attachments/{id}`),
+//! which keeps every line small and the snapshot short.
 //!
 //! Clinic admins only. The access is recorded (`export` on resource `clinic`) and
 //! committed before the first byte leaves; refusals are recorded as `rejected`. The
@@ -30,7 +33,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use common::metric_names as m;
-use common::resource::{Resource, RESOURCES};
+use common::resource::{Resource, ATTACHMENTS, RESOURCES};
 use common::token::Role;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -147,7 +150,7 @@ impl Pages {
     async fn next_chunk(&mut self) -> Option<Result<Bytes, WorkerError>> {
         loop {
             let client = self.snapshot.0.as_ref()?;
-            let Some(r) = RESOURCES.get(self.resource).copied() else {
+            let Some(r) = exported(self.resource) else {
                 let committed = client
                     .batch_execute("COMMIT")
                     .await
@@ -251,6 +254,14 @@ impl Pages {
         }
         self.state.wake_shipper(clinic);
     }
+}
+
+/// The `i`th kind of row exported: every resource, then attachments' metadata.
+fn exported(i: usize) -> Option<&'static Resource> {
+    RESOURCES
+        .get(i)
+        .copied()
+        .or_else(|| (i == RESOURCES.len()).then_some(&ATTACHMENTS))
 }
 
 /// One NDJSON line per row.

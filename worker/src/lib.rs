@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod api;
+pub mod attachments;
 pub mod audit;
 pub mod budget;
 pub mod calendar;
@@ -28,6 +29,7 @@ pub mod server;
 pub mod state;
 pub mod telemetry;
 pub mod tls;
+pub mod webhooks;
 
 pub use config::Config;
 pub use server::{main_entry, run};

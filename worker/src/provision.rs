@@ -122,7 +122,7 @@ impl Provisioner {
         if record.region != self.registry.region() {
             return Err(WorkerError::Misrouted(record.region));
         }
-        if record.status == "suspended" {
+        if matches!(record.status.as_str(), "suspended" | "deleted") {
             return Err(WorkerError::ClinicInactive(record.status));
         }
         let admin = self.admin.get().await?;

@@ -3,11 +3,13 @@
 //! and the admin one (health, readiness, metrics).
 
 use crate::api;
+use crate::attachments;
 use crate::error::WorkerError;
 use crate::export;
 use crate::import;
 use crate::registry::Registry;
 use crate::state::AppState;
+use crate::webhooks::api as webhooks;
 use crate::{calendar, clinic};
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -85,6 +87,33 @@ pub fn public(state: AppState) -> Router {
             post(calendar::cancel_series),
         )
         .route("/api/v1/patients/import", post(import::patients))
+        .route(
+            "/api/v1/webhook-subscriptions",
+            get(webhooks::list).post(webhooks::create),
+        )
+        .route(
+            "/api/v1/webhook-subscriptions/{id}",
+            get(webhooks::get)
+                .patch(webhooks::change)
+                .delete(webhooks::delete),
+        )
+        .route(
+            "/api/v1/webhook-subscriptions/{id}/replay",
+            post(webhooks::replay),
+        )
+        .route(
+            "/api/v1/webhook-subscriptions/{id}/deliveries",
+            get(webhooks::deliveries),
+        )
+        .route("/api/v1/webhook-events", get(webhooks::events))
+        .route(
+            "/api/v1/patients/{id}/attachments",
+            get(attachments::list).post(attachments::upload),
+        )
+        .route(
+            "/api/v1/attachments/{id}",
+            get(attachments::download).delete(attachments::delete),
+        )
         .route("/api/v1/{resource}", get(api::list).post(api::create))
         .route(
             "/api/v1/{resource}/{id}",

@@ -116,6 +116,7 @@ pub async fn run(
         config.keys.clone(),
     ));
     let (wake_tx, wake_rx) = mpsc::unbounded_channel();
+    let (hooks, hooks_rx) = crate::webhooks::wake::Hooks::new();
     let state = AppState {
         registry: registry.clone(),
         provisioner: provisioner.clone(),
@@ -125,8 +126,11 @@ pub async fn run(
         max_body_bytes: config.max_body_bytes,
         max_import_bytes: config.max_import_bytes,
         max_import_rows: config.max_import_rows,
+        max_attachment_bytes: config.max_attachment_bytes,
         exports: Arc::new(ExportGate::new(config.exports)),
         audit_wake: wake_tx,
+        hooks: hooks.clone(),
+        webhooks: config.webhooks,
     };
 
     let mut tasks = JoinSet::new();
@@ -135,6 +139,13 @@ pub async fn run(
         config.central.clone(),
         "medicalpro-worker-listen".into(),
         revocations,
+        shutdown.clone(),
+    ));
+    tasks.spawn(crate::webhooks::deliver::run(
+        registry.clone(),
+        hooks,
+        config.webhooks,
+        hooks_rx,
         shutdown.clone(),
     ));
     tasks.spawn(audit::run_shipper(

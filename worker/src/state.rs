@@ -4,6 +4,8 @@
 use crate::export_gate::ExportGate;
 use crate::provision::Provisioner;
 use crate::registry::Registry;
+use crate::webhooks::deliver::Settings as WebhookSettings;
+use crate::webhooks::wake::Hooks;
 use common::crypto::KeyRing;
 use common::internal::InternalKey;
 use common::token::TokenVerifier;
@@ -23,10 +25,15 @@ pub struct AppState {
     /// A patient import's body and row limits.
     pub max_import_bytes: usize,
     pub max_import_rows: usize,
+    /// The largest file uploaded onto a patient.
+    pub max_attachment_bytes: usize,
     /// Streamed exports running, bounded per clinic and per worker.
     pub exports: Arc<ExportGate>,
     /// Tells the audit shipper which clinic has new outbox rows.
     pub audit_wake: mpsc::UnboundedSender<ClinicId>,
+    /// The clinics with webhook subscriptions, and their deliveries' wake-up.
+    pub hooks: Arc<Hooks>,
+    pub webhooks: WebhookSettings,
 }
 
 impl AppState {

@@ -140,11 +140,20 @@ async fn a_region_is_backed_up_resumably_and_a_clinic_restored() {
     let doomed = create_patient(&http, &clinic, patient_body("Deleted", "After")).await;
     create_patient(&http, &other, patient_body("Other", "Clinic")).await;
     let settings = stack().admin_settings_of(REGION);
+    let ring = stack().keys().unwrap();
     let dir = std::env::temp_dir().join(format!("medicalpro-backups-{}", std::process::id()));
 
-    let first = backup::backup_region(&settings, REGION, &dir, 2, Duration::from_secs(3600), false)
-        .await
-        .unwrap();
+    let first = backup::backup_region(
+        &settings,
+        &ring,
+        REGION,
+        &dir,
+        2,
+        Duration::from_secs(3600),
+        false,
+    )
+    .await
+    .unwrap();
     assert!(first.failed.is_empty(), "{:?}", first.failed);
     let ids: Vec<Uuid> = first.done.iter().map(|d| d.id).collect();
     let clinic_id: Uuid = clinic.id.parse().unwrap();
@@ -168,10 +177,17 @@ async fn a_region_is_backed_up_resumably_and_a_clinic_restored() {
         .get(0);
     assert_eq!(recorded, 1);
     // A second run finds every clinic freshly backed up.
-    let second =
-        backup::backup_region(&settings, REGION, &dir, 2, Duration::from_secs(3600), false)
-            .await
-            .unwrap();
+    let second = backup::backup_region(
+        &settings,
+        &ring,
+        REGION,
+        &dir,
+        2,
+        Duration::from_secs(3600),
+        false,
+    )
+    .await
+    .unwrap();
     assert!(second.done.is_empty());
     assert!(second.skipped >= 2);
 
@@ -189,7 +205,7 @@ async fn a_region_is_backed_up_resumably_and_a_clinic_restored() {
     let added = create_patient(&http, &clinic, patient_body("Added", "Later")).await;
 
     let dump = &first.done.iter().find(|d| d.id == clinic_id).unwrap().file;
-    let restored = backup::restore_clinic(&settings, ClinicId::from_uuid(clinic_id), dump)
+    let restored = backup::restore_clinic(&settings, &ring, ClinicId::from_uuid(clinic_id), dump)
         .await
         .unwrap();
     assert!(restored.previous_db.starts_with("mpold_"));
@@ -250,6 +266,7 @@ async fn a_region_is_backed_up_resumably_and_a_clinic_restored() {
     assert_eq!(status, "active");
     let missing = backup::restore_clinic(
         &settings,
+        &ring,
         ClinicId::from_uuid(clinic_id),
         &dir.join("nope.dump"),
     )

@@ -7,90 +7,40 @@
 use super::sql::{col, Actor, Param};
 use crate::error::WorkerError;
 use crate::keys::ClinicKeyCache;
-use chrono::{DateTime, NaiveDate, NaiveTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use common::crypto::{sealed_key_id, ClinicKeys, FieldContext};
-use common::resource::{Field, FieldType, Resource};
+use common::resource::{Field, Resource};
 use common::ClinicId;
-use serde_json::{Map, Value};
+use pgconn::rows::RowError;
+use serde_json::Value;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-/// The first byte of a value read from a sealed field's plaintext column of before.
-const LEGACY_PLAINTEXT: u8 = 0;
-
 pub(super) fn timestamp(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+    pgconn::rows::timestamp(t)
 }
 
-fn opt<T>(v: Option<T>, f: impl FnOnce(T) -> Value) -> Value {
-    v.map(f).unwrap_or(Value::Null)
+fn row_error(e: RowError) -> WorkerError {
+    match e {
+        RowError::Sealed { .. } => WorkerError::Integrity(e.to_string()),
+        RowError::Column { .. } => WorkerError::Internal(e.to_string()),
+    }
 }
 
-/// Turns a stored row into the client's JSON object, decrypting what is sealed.
+/// Turns a stored row into the client's JSON object, decrypting what is sealed
+/// (the conversion the admin tool's export shares: [`pgconn::rows::row_to_json`]).
 fn row_to_json(
     r: &Resource,
     keys: &ClinicKeys,
     actor: &Actor,
     row: &Row,
 ) -> Result<Value, WorkerError> {
-    let clinic = actor.clinic;
-    let id: Uuid = col(row, 0)?;
-    let mut obj = Map::new();
-    obj.insert("id".into(), id.to_string().into());
-    obj.insert("created_at".into(), timestamp(col(row, 1)?).into());
-    obj.insert("updated_at".into(), timestamp(col(row, 2)?).into());
-    for (i, f) in r.fields.iter().enumerate() {
-        let idx = i + 3;
-        if f.restricted && !actor.role.sees_restricted() {
-            continue;
-        }
-        let value = if f.encrypted {
-            match col::<Option<Vec<u8>>>(row, idx)? {
-                None => Value::Null,
-                Some(legacy) if legacy.first() == Some(&LEGACY_PLAINTEXT) => {
-                    Value::String(String::from_utf8_lossy(&legacy[1..]).into_owned())
-                }
-                Some(sealed) => {
-                    let plain = open(keys, clinic, r, f, &id, &sealed)?;
-                    Value::String(String::from_utf8_lossy(&plain).into_owned())
-                }
-            }
-        } else {
-            plain_value(f, row, idx)?
-        };
-        obj.insert(f.name.into(), value);
-    }
-    for (i, c) in r.children.iter().enumerate() {
-        obj.insert(c.name.into(), col::<Value>(row, 3 + r.fields.len() + i)?);
-    }
-    Ok(Value::Object(obj))
+    pgconn::rows::row_to_json(r, keys, actor.role.sees_restricted(), row).map_err(row_error)
 }
 
 /// The JSON value of a field stored in the clear, from column `idx` of `row`.
 pub(super) fn plain_value(f: &Field, row: &Row, idx: usize) -> Result<Value, WorkerError> {
-    Ok(match f.ty {
-        FieldType::Text { .. } | FieldType::Email | FieldType::Enum(_) => {
-            opt(col::<Option<String>>(row, idx)?, Value::String)
-        }
-        FieldType::Date => opt(col::<Option<NaiveDate>>(row, idx)?, |d| {
-            Value::String(d.format("%Y-%m-%d").to_string())
-        }),
-        FieldType::Timestamp => opt(col::<Option<DateTime<Utc>>>(row, idx)?, |t| {
-            timestamp(t).into()
-        }),
-        FieldType::Time => opt(col::<Option<NaiveTime>>(row, idx)?, |t| {
-            Value::String(t.format("%H:%M").to_string())
-        }),
-        FieldType::Integer { .. } => opt(col::<Option<i64>>(row, idx)?, Value::from),
-        FieldType::Boolean => opt(col::<Option<bool>>(row, idx)?, Value::Bool),
-        FieldType::Reference(_) => opt(col::<Option<Uuid>>(row, idx)?, |u| u.to_string().into()),
-        FieldType::ReferenceList { .. } => Value::Array(
-            col::<Vec<Uuid>>(row, idx)?
-                .into_iter()
-                .map(|u| Value::String(u.to_string()))
-                .collect(),
-        ),
-    })
+    pgconn::rows::plain_value(f, row, idx).map_err(row_error)
 }
 
 /// Turns stored rows into JSON, first making sure every data-key version their

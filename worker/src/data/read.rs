@@ -87,7 +87,11 @@ pub async fn export_patient(
     let patient = get(client, keys, &resource::PATIENTS, actor, id, Audit::Inline).await?;
     let mut out = Map::new();
     out.insert("patient".into(), patient);
-    for r in resource::RESOURCES {
+    for r in resource::RESOURCES
+        .iter()
+        .copied()
+        .chain([&resource::ATTACHMENTS])
+    {
         let Some(field) = r
             .fields
             .iter()

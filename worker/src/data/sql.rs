@@ -4,7 +4,7 @@
 //! ([`audited`]), and [`run`], which prepares, runs and times every data statement.
 
 use crate::error::WorkerError;
-use common::resource::{Child, FieldType, Resource};
+use common::resource::Resource;
 use common::token::Role;
 use common::ClinicId;
 use std::net::IpAddr;
@@ -108,66 +108,10 @@ pub enum Audit {
     Deferred,
 }
 
-fn child_json(child: &Child) -> String {
-    let pairs: Vec<String> = child
-        .fields
-        .iter()
-        .map(|f| format!("'{n}', c.{n}", n = f.name))
-        .collect();
-    format!(
-        "(SELECT coalesce(json_agg(json_build_object({}) ORDER BY c.position), '[]'::json) FROM {} c WHERE c.{} = t.id)",
-        pairs.join(", "),
-        child.table,
-        child.parent_column
-    )
-}
-
-/// The select list of a resource, over the alias `t`: built once per resource (it
-/// depends on nothing else), not per request.
+/// The select list of a resource, over the alias `t` (shared with the admin
+/// tool's export: [`pgconn::rows::select_list`]).
 pub(super) fn select_list(r: &Resource) -> std::borrow::Cow<'static, str> {
-    static LISTS: std::sync::LazyLock<std::collections::HashMap<&'static str, String>> =
-        std::sync::LazyLock::new(|| {
-            common::resource::RESOURCES
-                .iter()
-                .map(|r| (r.name, build_select_list(r)))
-                .collect()
-        });
-    match LISTS.get(r.name) {
-        Some(list) => std::borrow::Cow::Borrowed(list),
-        // Every resource is in `RESOURCES`; one that is not is still served.
-        None => std::borrow::Cow::Owned(build_select_list(r)),
-    }
-}
-
-fn build_select_list(r: &Resource) -> String {
-    let mut cols = vec![
-        "t.id".to_owned(),
-        "t.created_at".into(),
-        "t.updated_at".into(),
-    ];
-    for f in r.fields {
-        cols.push(match f.ty {
-            FieldType::ReferenceList {
-                link_table,
-                owner_column,
-                target_column,
-                ..
-            } => format!(
-                "(SELECT coalesce(array_agg(l.{target_column} ORDER BY l.{target_column}), '{{}}') FROM {link_table} l WHERE l.{owner_column} = t.id)"
-            ),
-            // A value from before the field was sealed is marked with a 0 byte
-            // (sealed values start with their format version, 1).
-            _ if f.legacy_plaintext => format!(
-                "CASE WHEN t.{n}_enc IS NULL AND t.{n} IS NOT NULL THEN '\\x00'::bytea || convert_to(t.{n}, 'UTF8') ELSE t.{n}_enc END",
-                n = f.name
-            ),
-            _ => format!("t.{}", f.stored_column()),
-        });
-    }
-    for c in r.children {
-        cols.push(child_json(c));
-    }
-    cols.join(", ")
+    pgconn::rows::select_list(r)
 }
 
 /// Wraps a statement into `WITH w AS (…)` plus the audit insert. `$1`..`$4` are the

@@ -619,6 +619,76 @@ impl Pass {
                     format!("{label}: {stored} patients stored")
                 });
             }
+            Kind::UploadAttachment => {
+                let patient = &self.deps["patients"];
+                let marker = unique("matrix file");
+                let reply = upload_pdf(api, self.token(), patient, &marker).await;
+                let served = self.verdict(op, "", rule, reply).map(|r| r.json());
+                if let Some(v) = &served {
+                    api.check(
+                        v["content_type"] == "application/pdf"
+                            && v["patient_id"] == patient.as_str()
+                            && v["filename"] == "signed.pdf",
+                        || format!("{label}: {v}"),
+                    );
+                }
+                let stored: i64 = self
+                    .site
+                    .db
+                    .query_one(
+                        "SELECT count(*) FROM attachments WHERE sha256 = encode(sha256(convert_to($1, 'UTF8')), 'hex')",
+                        &[&sample_pdf(&marker)],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                api.check(stored == i64::from(served.is_some()), || {
+                    format!("{label}: {stored} files stored")
+                });
+            }
+            Kind::ListAttachments => {
+                let path = format!("/api/v1/patients/{}/attachments", self.deps["patients"]);
+                if let Some(v) = self
+                    .attempt(op, "", rule, Method::GET, &path, Body::Empty)
+                    .await
+                {
+                    let listed = v["data"].as_array().cloned().unwrap_or_default();
+                    api.check(
+                        listed
+                            .iter()
+                            .any(|a| a["id"] == self.deps["attachments"].as_str()),
+                        || format!("{label}: the seeded file is not listed: {v}"),
+                    );
+                }
+            }
+            Kind::DownloadAttachment => {
+                let path = format!("/api/v1/attachments/{}", self.deps["attachments"]);
+                if let Some(reply) = self
+                    .attempt_reply(op, "", rule, Method::GET, &path, Body::Empty)
+                    .await
+                {
+                    api.check(
+                        reply.body.starts_with(b"%PDF-")
+                            && reply.header("content-type") == Some("application/pdf")
+                            && reply.header("x-content-type-options") == Some("nosniff"),
+                        || format!("{label}: not the file: {}", snippet(&reply)),
+                    );
+                }
+            }
+            Kind::DeleteAttachment => {
+                let patient = &self.deps["patients"];
+                let made = upload_pdf(api, self.site.owner(), patient, &unique("doomed")).await;
+                assert_eq!(made.status, 201, "{}", made.text());
+                let path = format!("/api/v1/attachments/{}", id_of(&made.json()));
+                let served = self
+                    .attempt_reply(op, "", rule, Method::DELETE, &path, Body::Empty)
+                    .await;
+                let after = api.get(self.site.owner(), &path).await.status.as_u16();
+                let expected = if served.is_some() { 404 } else { 200 };
+                api.check(after == expected, || {
+                    format!("{label}: the file answers {after} afterwards")
+                });
+            }
             Kind::ListApiClients => {
                 if let Some(v) = self
                     .attempt(
@@ -637,6 +707,93 @@ impl Pass {
                             .is_some_and(|d| d.iter().all(|c| c.get("client_secret").is_none())),
                         || format!("{label}: {v}"),
                     );
+                }
+            }
+            Kind::ListWebhooks | Kind::WebhookEvents => {
+                let path = if op.kind == Kind::ListWebhooks {
+                    "/api/v1/webhook-subscriptions"
+                } else {
+                    "/api/v1/webhook-events"
+                };
+                if let Some(v) = self
+                    .attempt(op, "", rule, Method::GET, path, Body::Empty)
+                    .await
+                {
+                    api.check(
+                        v["data"]
+                            .as_array()
+                            .is_some_and(|d| d.iter().all(|h| h.get("secret").is_none())),
+                        || format!("{label}: {v}"),
+                    );
+                }
+            }
+            Kind::CreateWebhook => {
+                let description = unique("matrix hook");
+                let body = json!({"url": "https://hooks.example.org/matrix", "event_types": ["invoice.paid"], "description": description});
+                let path = "/api/v1/webhook-subscriptions";
+                let served = self
+                    .attempt(op, "", rule, Method::POST, path, Body::Json(body))
+                    .await;
+                if let Some(v) = &served {
+                    api.check(v["secret"].is_string(), || format!("{label}: {v}"));
+                }
+                let listed = api.get(self.site.owner(), path).await.json();
+                let stored = listed["data"].as_array().map_or(0, |d| {
+                    d.iter()
+                        .filter(|h| h["description"] == description.as_str())
+                        .count()
+                });
+                api.check(stored == usize::from(served.is_some()), || {
+                    format!("{label}: {stored} subscriptions stored")
+                });
+            }
+            Kind::GetWebhook
+            | Kind::ChangeWebhook
+            | Kind::DeleteWebhook
+            | Kind::ReplayWebhook
+            | Kind::WebhookDeliveries => {
+                // A subscription of the owner's, to an event the pass never causes.
+                let body = json!({"url": "https://hooks.example.org/matrix", "event_types": ["invoice.paid"]});
+                let made = api
+                    .post(self.site.owner(), "/api/v1/webhook-subscriptions", body)
+                    .await;
+                assert_eq!(made.status, 201, "{label}: {}", made.text());
+                let id = made.json()["id"].as_str().unwrap_or_default().to_owned();
+                let one = format!("/api/v1/webhook-subscriptions/{id}");
+                let (method, path, body) = match op.kind {
+                    Kind::GetWebhook => (Method::GET, one.clone(), Body::Empty),
+                    Kind::ChangeWebhook => (
+                        Method::PATCH,
+                        one.clone(),
+                        Body::Json(json!({"description": "changed by the matrix"})),
+                    ),
+                    Kind::DeleteWebhook => (Method::DELETE, one.clone(), Body::Empty),
+                    Kind::ReplayWebhook => (
+                        Method::POST,
+                        format!("{one}/replay"),
+                        Body::Json(json!({"after": 0})),
+                    ),
+                    _ => (Method::GET, format!("{one}/deliveries"), Body::Empty),
+                };
+                let served = self
+                    .attempt_reply(op, "", rule, method, &path, body)
+                    .await
+                    .is_some();
+                let after = api.get(self.site.owner(), &one).await;
+                match op.kind {
+                    Kind::ChangeWebhook => {
+                        let changed = after.json()["description"] == "changed by the matrix";
+                        api.check(changed == served, || format!("{label}: changed {changed}"));
+                    }
+                    Kind::DeleteWebhook => {
+                        let gone = after.status == 404;
+                        api.check(gone == served, || format!("{label}: deleted {gone}"));
+                    }
+                    _ => {}
+                }
+                if after.status == 200 {
+                    api.send(self.site.owner(), Method::DELETE, &one, Body::Empty)
+                        .await;
                 }
             }
             Kind::CreateApiClient => {

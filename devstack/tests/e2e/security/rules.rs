@@ -58,6 +58,14 @@ pub(super) enum Kind {
     ExportClinic,
     /// `POST /api/v1/patients/import`: patients from CSV or NDJSON.
     ImportPatients,
+    /// `POST /api/v1/patients/{id}/attachments`: a file onto a patient.
+    UploadAttachment,
+    /// `GET /api/v1/patients/{id}/attachments`: the patient's files' metadata.
+    ListAttachments,
+    /// `GET /api/v1/attachments/{id}`: a file's content.
+    DownloadAttachment,
+    /// `DELETE /api/v1/attachments/{id}`.
+    DeleteAttachment,
     ListUsers,
     CreateUser,
     DisableUser,
@@ -73,6 +81,22 @@ pub(super) enum Kind {
     RevokeApiClient,
     /// `POST /api/v1/oauth/token`: an API client's access token (client credentials).
     ClientToken,
+    /// `GET /api/v1/webhook-subscriptions`.
+    ListWebhooks,
+    /// `POST /api/v1/webhook-subscriptions`.
+    CreateWebhook,
+    /// `GET /api/v1/webhook-subscriptions/{id}`.
+    GetWebhook,
+    /// `PATCH /api/v1/webhook-subscriptions/{id}`.
+    ChangeWebhook,
+    /// `DELETE /api/v1/webhook-subscriptions/{id}`.
+    DeleteWebhook,
+    /// `POST /api/v1/webhook-subscriptions/{id}/replay`.
+    ReplayWebhook,
+    /// `GET /api/v1/webhook-subscriptions/{id}/deliveries`.
+    WebhookDeliveries,
+    /// `GET /api/v1/webhook-events`.
+    WebhookEvents,
     Login,
     Refresh,
     Logout,
@@ -173,6 +197,13 @@ pub(super) const RULES: &[(Kind, [Rule; 4])] = &[
     (Kind::ExportClinic,           [A,    D,           D,    U]),
     // Importing patients is for admins only (`worker/src/import.rs`).
     (Kind::ImportPatients,         [A,    D,           D,    U]),
+    // Attachments (`worker/src/attachments.rs`): everyone uploads and lists what is
+    // on file (the front desk scans referral letters and signed forms); the content
+    // is clinical, so only clinicians download or delete it.
+    (Kind::UploadAttachment,       [A,    A,           A,    U]),
+    (Kind::ListAttachments,        [A,    A,           A,    U]),
+    (Kind::DownloadAttachment,     [A,    A,           D,    U]),
+    (Kind::DeleteAttachment,       [A,    A,           D,    U]),
     (Kind::ListUsers,              [A,    D,           D,    U]),
     (Kind::CreateUser,             [A,    D,           D,    U]),
     (Kind::DisableUser,            [A,    D,           D,    U]),
@@ -186,6 +217,15 @@ pub(super) const RULES: &[(Kind, [Rule; 4])] = &[
     (Kind::CreateApiClient,        [A,    D,           D,    U]),
     (Kind::RevokeApiClient,        [A,    D,           D,    U]),
     (Kind::ClientToken,            [A,    A,           A,    A]),
+    // Webhooks (`worker/src/webhooks/api.rs`) are managed by admins only.
+    (Kind::ListWebhooks,           [A,    D,           D,    U]),
+    (Kind::CreateWebhook,          [A,    D,           D,    U]),
+    (Kind::GetWebhook,             [A,    D,           D,    U]),
+    (Kind::ChangeWebhook,          [A,    D,           D,    U]),
+    (Kind::DeleteWebhook,          [A,    D,           D,    U]),
+    (Kind::ReplayWebhook,          [A,    D,           D,    U]),
+    (Kind::WebhookDeliveries,      [A,    D,           D,    U]),
+    (Kind::WebhookEvents,          [A,    D,           D,    U]),
     (Kind::Login,                  [A,    A,           A,    A]),
     (Kind::Refresh,                [A,    A,           A,    A]),
     (Kind::Logout,                 [A,    A,           A,    A]),
@@ -294,9 +334,16 @@ pub(super) fn success_status(kind: Kind, r: Option<&Resource>) -> u16 {
         | Kind::Register
         | Kind::BookSeries
         | Kind::ImportPatients
+        | Kind::UploadAttachment
+        | Kind::CreateWebhook
         | Kind::RecordPayment => 201,
-        Kind::Delete | Kind::Logout | Kind::ResetUserMfa | Kind::DisableMfa => 204,
-        Kind::RequestPasswordReset => 202,
+        Kind::Delete
+        | Kind::Logout
+        | Kind::ResetUserMfa
+        | Kind::DisableMfa
+        | Kind::DeleteAttachment => 204,
+        Kind::RequestPasswordReset | Kind::ReplayWebhook => 202,
+        Kind::DeleteWebhook => 204,
         Kind::ConfirmPasswordReset => 204,
         Kind::Action(name) if r.and_then(|r| r.action(name)).is_some_and(|a| a.creates) => 201,
         _ => 200,
@@ -329,8 +376,20 @@ pub(super) fn classify(method: &str, path: &str) -> Option<(Kind, Option<&'stati
         ("POST", ["api-clients"]) => Some(Kind::CreateApiClient),
         ("POST", ["api-clients", "{id}", "revoke"]) => Some(Kind::RevokeApiClient),
         ("POST", ["oauth", "token"]) => Some(Kind::ClientToken),
+        ("GET", ["webhook-subscriptions"]) => Some(Kind::ListWebhooks),
+        ("POST", ["webhook-subscriptions"]) => Some(Kind::CreateWebhook),
+        ("GET", ["webhook-subscriptions", "{id}"]) => Some(Kind::GetWebhook),
+        ("PATCH", ["webhook-subscriptions", "{id}"]) => Some(Kind::ChangeWebhook),
+        ("DELETE", ["webhook-subscriptions", "{id}"]) => Some(Kind::DeleteWebhook),
+        ("POST", ["webhook-subscriptions", "{id}", "replay"]) => Some(Kind::ReplayWebhook),
+        ("GET", ["webhook-subscriptions", "{id}", "deliveries"]) => Some(Kind::WebhookDeliveries),
+        ("GET", ["webhook-events"]) => Some(Kind::WebhookEvents),
         ("GET", ["export"]) => Some(Kind::ExportClinic),
         ("POST", ["patients", "import"]) => Some(Kind::ImportPatients),
+        ("POST", ["patients", "{id}", "attachments"]) => Some(Kind::UploadAttachment),
+        ("GET", ["patients", "{id}", "attachments"]) => Some(Kind::ListAttachments),
+        ("GET", ["attachments", "{id}"]) => Some(Kind::DownloadAttachment),
+        ("DELETE", ["attachments", "{id}"]) => Some(Kind::DeleteAttachment),
         ("GET", ["users"]) => Some(Kind::ListUsers),
         ("POST", ["users"]) => Some(Kind::CreateUser),
         ("POST", ["users", "{id}", "disable"]) => Some(Kind::DisableUser),
@@ -469,6 +528,10 @@ pub(super) fn rank(op: &Op) -> usize {
         Kind::OpenApi => 109,
         Kind::ExportClinic => 110,
         Kind::ImportPatients => 114,
+        Kind::UploadAttachment => 115,
+        Kind::ListAttachments => 116,
+        Kind::DownloadAttachment => 117,
+        Kind::DeleteAttachment => 118,
         Kind::Settings => 120,
         Kind::ChangeSettings => 121,
         Kind::Availability => 122,
@@ -491,6 +554,14 @@ pub(super) fn rank(op: &Op) -> usize {
         Kind::CreateApiClient => 151,
         Kind::RevokeApiClient => 152,
         Kind::ClientToken => 153,
+        Kind::ListWebhooks => 160,
+        Kind::CreateWebhook => 161,
+        Kind::GetWebhook => 162,
+        Kind::ChangeWebhook => 163,
+        Kind::ReplayWebhook => 164,
+        Kind::WebhookDeliveries => 165,
+        Kind::WebhookEvents => 166,
+        Kind::DeleteWebhook => 167,
         // Last: it ends every session of the caller, the pass's token too.
         Kind::ChangePassword => 199,
     }
@@ -570,6 +641,12 @@ pub(super) fn the_expectation_table_agrees_with_the_code() {
         (Kind::ChangeSeries, resource::APPOINTMENTS.access.write),
         (Kind::CancelSeries, resource::APPOINTMENTS.access.write),
         (Kind::RecordPayment, resource::PAYMENTS.access.write),
+        (Kind::UploadAttachment, resource::ATTACHMENTS.access.write),
+        (
+            Kind::DownloadAttachment,
+            resource::ATTACHMENTS.access.delete,
+        ),
+        (Kind::DeleteAttachment, resource::ATTACHMENTS.access.delete),
     ];
     for (kind, writers) in fixed {
         assert_eq!(admitted(kind, None), roles(writers), "{kind:?}");
@@ -579,6 +656,7 @@ pub(super) fn the_expectation_table_agrees_with_the_code() {
         Kind::Availability,
         Kind::GetSeries,
         Kind::InvoicePayments,
+        Kind::ListAttachments,
     ] {
         assert_eq!(admitted(kind, None), roles(EVERY_ROLE), "{kind:?}");
     }

@@ -297,9 +297,34 @@ fn taint(r: &Resource, body: &mut Value, text: &(dyn Fn(&Field, &str) -> String 
     }
 }
 
-/// Creates one row of every resource (in reference order) with `token`, and an
-/// issued invoice ([`ISSUED_INVOICE`]); every free-text value goes through `text`
-/// (so foreign clinics can be filled with markers).
+/// A small valid PDF whose text is `marker`.
+pub(super) fn sample_pdf(marker: &str) -> String {
+    format!(
+        "%PDF-1.4\n1 0 obj\n<< /Type /Catalog /Pages 2 0 R >>\nendobj\n2 0 obj\n<< /Type /Pages /Kids [] /Count 0 >>\nendobj\n% {marker}\ntrailer\n<< /Root 1 0 R >>\n%%EOF\n"
+    )
+}
+
+/// Uploads a PDF onto `patient` with `token` (its text `marker`); the metadata.
+pub(super) async fn upload_pdf(
+    api: &Api,
+    token: Option<&str>,
+    patient: &str,
+    marker: &str,
+) -> Reply {
+    api.send_with(
+        token,
+        Method::POST,
+        &format!("/api/v1/patients/{patient}/attachments?filename=signed.pdf"),
+        &[("content-type", "application/pdf")],
+        Body::Raw(sample_pdf(marker)),
+    )
+    .await
+}
+
+/// Creates one row of every resource (in reference order) with `token`, an issued
+/// invoice ([`ISSUED_INVOICE`]) and a file on the patient (what a consent's
+/// `attachment_id` refers to); every free-text value goes through `text` (so
+/// foreign clinics can be filled with markers).
 pub(super) async fn seed(
     api: &Api,
     token: &str,
@@ -324,6 +349,12 @@ pub(super) async fn seed(
         if r.name == "documents" {
             let invoice = issued_invoice(api, token, &deps, text).await;
             deps.insert(ISSUED_INVOICE, id_of(&invoice));
+        }
+        if r.name == "patients" {
+            let marker = unique("seeded file");
+            let file = upload_pdf(api, Some(token), &deps["patients"], &marker).await;
+            assert_eq!(file.status, 201, "seed attachments: {}", file.text());
+            deps.insert(resource::ATTACHMENTS.table, id_of(&file.json()));
         }
     }
     deps
