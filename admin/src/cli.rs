@@ -559,6 +559,58 @@ mod tests {
     }
 
     #[test]
+    fn offboard_waits_30_days_unless_told_and_names_its_steps() {
+        let cli = Cli::try_parse_from([
+            "medicalpro-admin",
+            "offboard",
+            "--clinic",
+            "0190a5b2-7c4e-7d1a-9e0f-123456789abc",
+            "--export",
+            "/tmp/x.ndjson",
+        ])
+        .unwrap();
+        let Command::Offboard {
+            grace_days,
+            confirm,
+            stop_after,
+            ..
+        } = cli.command
+        else {
+            panic!("{:?}", cli.command)
+        };
+        assert_eq!((grace_days, confirm, stop_after), (30, false, None));
+        let cli = Cli::try_parse_from([
+            "medicalpro-admin",
+            "offboard",
+            "--clinic",
+            "0190a5b2-7c4e-7d1a-9e0f-123456789abc",
+            "--export",
+            "/tmp/x.ndjson",
+            "--grace-days",
+            "0",
+            "--confirm",
+            "--stop-after",
+            "drop-databases",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Offboard {
+                grace_days: 0,
+                confirm: true,
+                stop_after: Some(crate::offboard::Step::DropDatabases),
+                ..
+            }
+        ));
+        assert!(Cli::try_parse_from(["medicalpro-admin", "offboard", "--confirm"]).is_err());
+        for step in crate::offboard::Step::ALL {
+            let name = step.to_string();
+            let parsed = <crate::offboard::Step as clap::ValueEnum>::from_str(&name, false);
+            assert_eq!(parsed, Ok(step), "{name}");
+        }
+    }
+
+    #[test]
     fn list_clinics_region_is_optional() {
         let cli = Cli::try_parse_from(["medicalpro-admin", "list-clinics"]).unwrap();
         assert_eq!(cli.command, Command::ListClinics { region: None });

@@ -1,4 +1,5 @@
-//! Per-clinic operations on the central record: suspending and resuming a clinic.
+//! Per-clinic operations on the central record: suspending and resuming a clinic
+//! (a clinic being offboarded is not resumed).
 //! The status change is announced by the central trigger (LISTEN/NOTIFY), so every
 //! gateway drops its cached placement within a second and the change takes effect
 //! at once; the operation is written to the clinic's audit trail.
@@ -54,6 +55,22 @@ pub async fn set_status_with(
     change: Change,
 ) -> anyhow::Result<bool> {
     let (from, to) = change.transition();
+    if change == Change::Resume {
+        let offboarding = client
+            .query_opt(
+                "SELECT grace_until FROM offboardings WHERE clinic_id = $1",
+                &[clinic.as_uuid()],
+            )
+            .await
+            .context("checking for an offboarding")?;
+        if let Some(row) = offboarding {
+            let grace: chrono::DateTime<chrono::Utc> = row.get(0);
+            bail!(
+                "clinic {clinic} is being offboarded (grace period until {}); it stays suspended: run `offboard` again to finish it",
+                grace.to_rfc3339()
+            );
+        }
+    }
     client.batch_execute("BEGIN").await?;
     let result = async {
         let updated = client

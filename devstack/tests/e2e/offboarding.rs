@@ -197,6 +197,13 @@ async fn a_clinic_is_exported_then_gone_for_good_after_its_grace_period() {
         );
     }
 
+    // A restore leaves the replaced database behind, kept: offboarding drops it too.
+    let restored =
+        admin::backup::restore_clinic(&settings, &ring, ClinicId::from_uuid(clinic_uuid), &dump)
+            .await
+            .unwrap();
+    assert!(restored.previous_db.starts_with("mpold_"));
+
     // Without --confirm: refused, nothing changed.
     let refused = admin::cli::run(
         admin::cli::Command::Offboard {
@@ -280,9 +287,20 @@ async fn a_clinic_is_exported_then_gone_for_good_after_its_grace_period() {
     let text = offboard::format_report(&again);
     assert!(text.contains("grace period until"), "{text}");
     let (dbs, role) = leftovers(&clinic).await;
-    assert_eq!(dbs.len(), 1);
+    assert_eq!(dbs.len(), 2, "{dbs:?}");
     assert!(role);
     assert_eq!(central_state(&clinic).await, ("suspended".into(), 1, 1));
+    // Nor can it be resumed meanwhile.
+    let resume = admin::ops::set_status(
+        &settings.central,
+        settings.audit_keys.as_ref().unwrap(),
+        ClinicId::from_uuid(clinic_uuid),
+        admin::ops::Change::Resume,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(resume.contains("being offboarded"), "{resume}");
 
     // The grace period is over.
     stack()
