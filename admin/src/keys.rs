@@ -1,8 +1,8 @@
 //! Key maintenance, both resumable and safe to run while the fleet serves traffic.
 //!
 //! - [`rewrap`]: after a new master key is configured (`MASTER_KEY`/`MASTER_KEY_ID`,
-//!   the old one in `MASTER_KEYS_RETIRED`), re-seals every clinic data key and every
-//!   clinic role password still sealed under another master key id. Each value is
+//!   the old one in `MASTER_KEYS_RETIRED`), re-seals every clinic data key, backup
+//!   key and role password still sealed under another master key id. Each value is
 //!   swapped only if unchanged since it was read, so a run cut short is finished by
 //!   running again; once a run reports nothing left, the old master key can go.
 //! - [`rotate_data_keys`]: gives each clinic of a region a new data-key version,
@@ -24,6 +24,7 @@ use common::crypto::{
     data_key_purpose, role_password_purpose, sealed_key_id, ClinicKeys, FieldContext, KeyRing,
 };
 use common::resource::{Field, Resource, RESOURCES};
+use common::sealed_stream::backup_key_purpose;
 use common::ClinicId;
 use pgconn::keystore;
 use std::time::Duration;
@@ -38,6 +39,8 @@ const BATCH: i64 = 500;
 pub struct RewrapReport {
     pub data_keys: usize,
     pub role_passwords: usize,
+    /// Clinic backup keys (`clinic_backup_keys`).
+    pub backup_keys: usize,
     /// Values already under the current master key.
     pub current: usize,
     /// Values that could not be opened (a master key missing from the ring).
@@ -47,9 +50,10 @@ pub struct RewrapReport {
 impl RewrapReport {
     pub fn summary(&self) -> String {
         format!(
-            "re-wrapped {} data keys and {} role passwords, {} already current, {} failed",
+            "re-wrapped {} data keys, {} role passwords and {} backup keys, {} already current, {} failed",
             self.data_keys,
             self.role_passwords,
+            self.backup_keys,
             self.current,
             self.failed.len()
         )
@@ -78,8 +82,15 @@ pub async fn rewrap(
         )
         .await
         .context("reading clinic role passwords")?;
+    let backup_keys = central
+        .query(
+            "SELECT clinic_id, wrapped FROM clinic_backup_keys ORDER BY clinic_id",
+            &[],
+        )
+        .await
+        .context("reading clinic backup keys")?;
     let bar = crate::runner::progress_bar(progress, "rewrap");
-    bar.set_length((keys.len() + passwords.len()) as u64);
+    bar.set_length((keys.len() + passwords.len() + backup_keys.len()) as u64);
     for row in &keys {
         let (clinic, version, stored): (Uuid, i32, Vec<u8>) = (row.get(0), row.get(1), row.get(2));
         let purpose = data_key_purpose(ClinicId::from_uuid(clinic), version.unsigned_abs());
@@ -121,6 +132,28 @@ pub async fn rewrap(
             Err(e) => report
                 .failed
                 .push(format!("role password of clinic {clinic}: {e}")),
+        }
+        bar.inc(1);
+    }
+    for row in &backup_keys {
+        let (clinic, stored): (Uuid, Vec<u8>) = (row.get(0), row.get(1));
+        let purpose = backup_key_purpose(ClinicId::from_uuid(clinic));
+        match ring.reseal_secret(&purpose, &stored) {
+            Ok(None) => report.current += 1,
+            Ok(Some(fresh)) => {
+                central
+                    .execute(
+                        "UPDATE clinic_backup_keys SET wrapped = $3 \
+                         WHERE clinic_id = $1 AND wrapped = $2",
+                        &[&clinic, &stored, &fresh],
+                    )
+                    .await
+                    .context("storing a re-wrapped backup key")?;
+                report.backup_keys += 1;
+            }
+            Err(e) => report
+                .failed
+                .push(format!("backup key of clinic {clinic}: {e}")),
         }
         bar.inc(1);
     }

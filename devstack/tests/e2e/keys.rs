@@ -2,7 +2,8 @@
 //! wrapped by the master key in the central database; `rotate-data-keys`
 //! re-encrypts a clinic's sealed values under a new version while the clinic is being
 //! read, retires and finally shreds the old versions; `rewrap-keys` moves every
-//! wrapped key and role password to a new master key, resumably.
+//! wrapped key (data keys, backup keys) and role password to a new master key,
+//! resumably.
 //!
 //! One test, in order, on a stack of its own ([`SETUP`]), because the last step
 //! changes the master key the running workers would need for pools they have not
@@ -268,17 +269,24 @@ async fn data_keys_rotate_under_load_shred_and_rewrap_under_a_new_master_key() {
         ("MASTER_KEYS_RETIRED", format!("1:{old_b64}")),
     ]))
     .unwrap();
+    // The clinic's backup key (made with its first backup) is re-sealed too.
+    admin::backup::backup_key(&central, &ring, ClinicId::from_uuid(id))
+        .await
+        .unwrap();
     let first = keys::rewrap(&settings, &ring2, false).await.unwrap();
     assert!(first.failed.is_empty(), "{:?}", first.failed);
     assert!(
-        first.data_keys >= 2 && first.role_passwords >= 2,
+        first.data_keys >= 2 && first.role_passwords >= 2 && first.backup_keys >= 1,
         "{first:?}"
     );
     let second = keys::rewrap(&settings, &ring2, false).await.unwrap();
-    assert_eq!((second.data_keys, second.role_passwords), (0, 0));
+    assert_eq!(
+        (second.data_keys, second.role_passwords, second.backup_keys),
+        (0, 0, 0)
+    );
     assert_eq!(
         second.current,
-        first.data_keys + first.role_passwords + first.current
+        first.data_keys + first.role_passwords + first.backup_keys + first.current
     );
     let only_new = KeyRing::from_source(&Source::from_pairs([
         ("MASTER_KEY", new_b64),
@@ -306,6 +314,9 @@ async fn data_keys_rotate_under_load_shred_and_rewrap_under_a_new_master_key() {
             .await
             .unwrap();
     }
+    admin::backup::backup_key(&central, &only_new, ClinicId::from_uuid(id))
+        .await
+        .unwrap();
     let remaining = keystore::load_versions(&central, &only_new, ClinicId::from_uuid(id))
         .await
         .unwrap();
