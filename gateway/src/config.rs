@@ -121,6 +121,9 @@ pub struct Config {
     /// `MAX_ATTACHMENT_BYTES`, default 25 MiB: the body limit of a file uploaded
     /// onto a patient (`POST /api/v1/patients/{id}/attachments`).
     pub max_attachment_bytes: usize,
+    /// `ATTACHMENT_READ_TIMEOUT_SECS`, default 300: time to send such a file (at
+    /// least `BODY_READ_TIMEOUT_SECS`); the caller's token was checked before.
+    pub attachment_read_timeout: Duration,
     /// `UPSTREAM_TIMEOUT_SECS`, default 30.
     pub upstream_timeout: Duration,
     /// `UPSTREAM_TLS_CERT_FILE`, `UPSTREAM_TLS_KEY_FILE`, `UPSTREAM_TLS_CA_FILE` (PEM):
@@ -261,6 +264,10 @@ impl Config {
             max_body_bytes: source.parse_or("MAX_BODY_BYTES", 1 << 20)?,
             max_import_bytes: source.parse_or("MAX_IMPORT_BYTES", 16 << 20)?,
             max_attachment_bytes: source.parse_or("MAX_ATTACHMENT_BYTES", 25 << 20)?,
+            attachment_read_timeout: Duration::from_secs(
+                source.parse_or("ATTACHMENT_READ_TIMEOUT_SECS", 300)?,
+            )
+            .max(connections.body_read_timeout),
             upstream_timeout: Duration::from_secs(source.parse_or("UPSTREAM_TIMEOUT_SECS", 30)?),
             upstream_tls,
             cache_size: source.parse_or("PLACEMENT_CACHE_SIZE", 100_000)?,

@@ -3,8 +3,9 @@
 //! turned into problem+json, and a misrouted answer dropping the cached placement.
 //!
 //! A file uploaded onto a patient (`POST /api/v1/patients/{id}/attachments`) is
-//! read whole too, up to its own limit (`MAX_ATTACHMENT_BYTES`, 25 MiB), rather
-//! than streamed through: the body-read timeout keeps applying to slow clients,
+//! read whole too, up to its own limit (`MAX_ATTACHMENT_BYTES`, 25 MiB) within its
+//! own time (`ATTACHMENT_READ_TIMEOUT_SECS`, 5 minutes: 25 MiB over a slow uplink),
+//! rather than streamed through: a time limit keeps applying to slow clients,
 //! a worker that refuses early (`403`, `404`, `415`) cannot break the exchange,
 //! and the worker, which writes the content in one transaction as it reads it,
 //! never holds a clinic connection open at the pace of a client's upload — it
@@ -34,20 +35,18 @@ pub async fn forward(
     // Bodies are bounded (MAX_BODY_BYTES) and read whole before forwarding, so an
     // oversized chunked body is a clean 413 and a worker that answers before reading
     // the body (a 400 for a bad path) cannot break the exchange. Responses stream.
-    let limit = if parts.uri.path() == "/api/v1/patients/import" {
-        gw.config.max_import_bytes
+    let read_timeout = gw.config.connections.body_read_timeout;
+    let (limit, read_timeout) = if parts.uri.path() == "/api/v1/patients/import" {
+        (gw.config.max_import_bytes, read_timeout)
     } else if is_attachment_upload(&parts.method, parts.uri.path()) {
-        gw.config.max_attachment_bytes
+        (
+            gw.config.max_attachment_bytes,
+            gw.config.attachment_read_timeout,
+        )
     } else {
-        gw.config.max_body_bytes
+        (gw.config.max_body_bytes, read_timeout)
     };
-    let bytes = read_body(
-        &parts.headers,
-        body,
-        limit,
-        gw.config.connections.body_read_timeout,
-    )
-    .await?;
+    let bytes = read_body(&parts.headers, body, limit, read_timeout).await?;
     let path_and_query = parts
         .uri
         .path_and_query()

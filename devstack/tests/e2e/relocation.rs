@@ -40,8 +40,9 @@ async fn post(http: &devstack::Http, clinic: &Clinic, path: &str, body: Value) -
 }
 
 /// A clinic with a practitioner, patients, a product, a booked appointment, an
-/// issued invoice and a consent.
-async fn populate(http: &devstack::Http, clinic: &Clinic) {
+/// issued invoice, a file of several chunks on a patient and a consent pointing at
+/// it; the file's id and bytes.
+async fn populate(http: &devstack::Http, clinic: &Clinic) -> (String, Vec<u8>) {
     let practitioner = post(
         http,
         clinic,
@@ -86,13 +87,39 @@ async fn populate(http: &devstack::Http, clinic: &Clinic) {
         json!({"name": "Care", "body": "I agree."}),
     )
     .await;
+    let mut file = b"%PDF-1.4\n".to_vec();
+    while file.len() < 150_000 {
+        file.extend_from_slice(b"% a scanned consent form, moved with its clinic\n");
+    }
+    file.extend_from_slice(b"%%EOF\n");
+    let auth = format!("Bearer {}", clinic.token);
+    let path = format!(
+        "/api/v1/patients/{}/attachments",
+        patient["id"].as_str().unwrap()
+    );
+    let headers = [
+        ("authorization", auth.as_str()),
+        ("content-type", "application/pdf"),
+    ];
+    let made = http
+        .send(
+            http::Method::POST,
+            &path,
+            &headers,
+            Some(file.clone().into()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(made.status, 201, "{}", made.text());
+    let attachment = made.json()["id"].as_str().unwrap().to_owned();
     post(
         http,
         clinic,
         "/api/v1/consents",
-        json!({"patient_id": patient["id"], "template_id": template["id"]}),
+        json!({"patient_id": patient["id"], "template_id": template["id"], "attachment_id": attachment}),
     )
     .await;
+    (attachment, file)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,7 +128,7 @@ async fn a_clinic_moves_region_readable_throughout_with_nothing_lost() {
     let http = http();
     let clinic = register(&http, Some("eu-west")).await;
     let neighbour = register(&http, Some("eu-west")).await;
-    populate(&http, &clinic).await;
+    let (attachment, file) = populate(&http, &clinic).await;
     let before = snapshot(&http, &clinic).await;
     let probe = before[0].1[0]["id"].as_str().unwrap().to_owned();
     let probe_path = format!("/api/v1/{}/{probe}", before[0].0);
@@ -222,6 +249,16 @@ async fn a_clinic_moves_region_readable_throughout_with_nothing_lost() {
     }
     patients.1.retain(|p| p["first_name"] != "During");
     assert_eq!(before, after, "every record came over unchanged");
+    // The file came over too, byte for byte.
+    let got = http
+        .get(
+            &format!("/api/v1/attachments/{attachment}"),
+            Some(&clinic.token),
+        )
+        .await
+        .unwrap();
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(got.body.as_ref(), file.as_slice());
     // Served from eu-central now: its database is there, eu-west's is closed.
     let target = stack
         .region("eu-central")
