@@ -38,7 +38,7 @@ use chrono::{DateTime, Utc};
 use common::audit::{AuditKeys, Record};
 use common::config::DbSettings;
 use common::crypto::{ClinicKeys, KeyRing};
-use common::resource::RESOURCES;
+use common::resource::{ATTACHMENTS, RESOURCES};
 use common::ClinicId;
 use migrations::ident;
 use sha2::{Digest, Sha256};
@@ -450,7 +450,10 @@ async fn export(
     let mut lines = 0i64;
     db.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .await?;
-    for r in RESOURCES {
+    // What `GET /api/v1/export` sends, in its order: every resource, then the
+    // metadata of attachments (their content is in the database, not the export).
+    let exported = RESOURCES.iter().copied().chain([&ATTACHMENTS]);
+    for r in exported {
         let sql = format!(
             "SELECT {} FROM {} t WHERE t.company_id = $1 AND t.deleted_at IS NULL \
              AND ($2::uuid IS NULL OR t.id > $2) ORDER BY t.id LIMIT {PAGE}",

@@ -157,7 +157,30 @@ async fn a_clinic_is_exported_then_gone_for_good_after_its_grace_period() {
     let other = register(&http, Some(REGION)).await;
     let dir = work_dir("gone");
     let export_path = dir.join("final.ndjson");
-    create_patient(&http, &clinic, patient_body("Philomena", "Quartermaine")).await;
+    let patient = create_patient(&http, &clinic, patient_body("Philomena", "Quartermaine")).await;
+    // A file on the patient: its metadata is in the export, its content in the
+    // database that goes.
+    let letter = b"%PDF-1.4\n1 0 obj\n<< /Type /Catalog /Pages 2 0 R >>\nendobj\n\
+2 0 obj\n<< /Type /Pages /Kids [] /Count 0 >>\nendobj\n% Quartermaine referral\n\
+trailer\n<< /Root 1 0 R >>\n%%EOF\n"
+        .to_vec();
+    let auth = format!("Bearer {}", clinic.token);
+    let attached = http
+        .send(
+            http::Method::POST,
+            &format!(
+                "/api/v1/patients/{}/attachments?filename=referral.pdf",
+                patient["id"].as_str().unwrap()
+            ),
+            &[
+                ("authorization", auth.as_str()),
+                ("content-type", "application/pdf"),
+            ],
+            Some(letter.into()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(attached.status, 201, "{}", attached.text());
     create_patient(&http, &clinic, patient_body("Ottoline", "Brackenbury")).await;
     create_patient(&http, &other, patient_body("Other", "Clinic")).await;
     let api_export = http
@@ -268,6 +291,7 @@ async fn a_clinic_is_exported_then_gone_for_good_after_its_grace_period() {
         "the export is the API's"
     );
     assert!(exported.contains("Quartermaine") && exported.contains("Brackenbury"));
+    assert!(exported.contains("\"resource\":\"attachments\"") && exported.contains("referral.pdf"));
     assert!(!exported.contains("Other"));
     assert_eq!(first.export_rows, Some(exported.lines().count() as i64));
     assert_eq!(
