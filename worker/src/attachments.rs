@@ -16,7 +16,8 @@
 //!
 //! **Content types.** The type is found from the bytes ([`infer`]), never taken
 //! from the client: PDF, PNG, JPEG, TIFF, HEIF/HEIC, or plain UTF-8 text (no
-//! markup). Anything else, or bytes that are not what the `Content-Type` claims
+//! markup at its start, no control characters, checked to its last byte as it is
+//! stored). Anything else, or bytes that are not what the `Content-Type` claims
 //! (other than `application/octet-stream`), is `415` and nothing is stored. The
 //! stored type is the one found.
 //!
@@ -120,10 +121,55 @@ fn plain_text(head: &[u8]) -> bool {
         Err(_) => return false,
     };
     let body = text.trim_start_matches('\u{feff}').trim_start();
-    !body.starts_with('<')
-        && text
-            .chars()
-            .all(|c| !c.is_control() || matches!(c, '\t' | '\n' | '\r' | '\u{c}'))
+    !body.starts_with('<') && clean_text(text)
+}
+
+/// Text without control characters but tab, line breaks and form feed.
+fn clean_text(text: &str) -> bool {
+    text.chars()
+        .all(|c| !c.is_control() || matches!(c, '\t' | '\n' | '\r' | '\u{c}'))
+}
+
+/// A plain-text file checked as a whole, chunk by chunk (a character may be cut
+/// between two): UTF-8 and [`clean_text`] to its last byte.
+#[derive(Default)]
+struct TextCheck {
+    /// The start of a character cut at the end of the chunk before.
+    tail: Vec<u8>,
+}
+
+impl TextCheck {
+    fn refused() -> WorkerError {
+        WorkerError::UnsupportedMediaType(format!(
+            "The file starts as text but is not plain UTF-8 text throughout. {ACCEPTED_TEXT}"
+        ))
+    }
+
+    fn feed(&mut self, chunk: &[u8]) -> Result<(), WorkerError> {
+        let mut bytes = std::mem::take(&mut self.tail);
+        bytes.extend_from_slice(chunk);
+        let valid = match std::str::from_utf8(&bytes) {
+            Ok(text) => text.len(),
+            Err(e) if e.error_len().is_none() && bytes.len() - e.valid_up_to() < 4 => {
+                e.valid_up_to()
+            }
+            Err(_) => return Err(Self::refused()),
+        };
+        let text = std::str::from_utf8(&bytes[..valid]).map_err(|_| Self::refused())?;
+        if !clean_text(text) {
+            return Err(Self::refused());
+        }
+        self.tail = bytes[valid..].to_vec();
+        Ok(())
+    }
+
+    fn finish(&self) -> Result<(), WorkerError> {
+        if self.tail.is_empty() {
+            Ok(())
+        } else {
+            Err(Self::refused())
+        }
+    }
 }
 
 /// The media type of a file from its first bytes, checked against what the client
@@ -405,11 +451,15 @@ async fn store(
     let mut hasher = Sha256::new();
     let mut batch = Batch::default();
     let mut seq: i32 = 0;
+    let mut text = (content_type == "text/plain").then(TextCheck::default);
     loop {
         while pending.len() >= CHUNK || (ended && !pending.is_empty()) {
             let rest = pending.split_off(pending.len().min(CHUNK));
             let chunk = std::mem::replace(&mut pending, rest);
             hasher.update(&chunk);
+            if let Some(text) = &mut text {
+                text.feed(&chunk)?;
+            }
             batch.seqs.push(seq);
             batch
                 .sealed
@@ -426,6 +476,9 @@ async fn store(
             Some(piece) => pending.extend_from_slice(&piece),
             None => ended = true,
         }
+    }
+    if let Some(text) = &text {
+        text.finish()?;
     }
     batch.flush(&tx, &id).await?;
     let sha256 = hex::encode(hasher.finalize());
@@ -927,6 +980,23 @@ mod tests {
     }
 
     #[test]
+    fn text_is_checked_to_its_last_byte_across_chunks() {
+        let text = "é".repeat(5);
+        let bytes = text.as_bytes();
+        let mut check = TextCheck::default();
+        check.feed(&bytes[..3]).unwrap();
+        check.feed(&bytes[3..]).unwrap();
+        check.finish().unwrap();
+        let mut check = TextCheck::default();
+        check.feed(b"fine\n").unwrap();
+        assert!(check.feed(b"then \x00 binary").is_err());
+        let mut check = TextCheck::default();
+        check.feed(&bytes[..3]).unwrap();
+        assert!(check.finish().is_err(), "a character cut at the very end");
+        assert!(TextCheck::default().feed(&[0xff, 0xfe]).is_err());
+    }
+
+    #[test]
     fn file_names_are_kept_clean() {
         assert_eq!(
             clean_filename("C:\\scans\\lettre.pdf").unwrap(),
@@ -960,6 +1030,43 @@ mod tests {
             content_disposition("référé \"1\".pdf"),
             "attachment; filename=\"r_f_r_ _1_.pdf\"; filename*=UTF-8''r%C3%A9f%C3%A9r%C3%A9%20%221%22.pdf"
         );
+    }
+
+    #[tokio::test]
+    async fn the_body_is_cut_off_past_the_limit_as_it_is_read() {
+        let pieces: Vec<Result<Bytes, std::io::Error>> = vec![
+            Ok(Bytes::from(vec![1u8; 600])),
+            Ok(Bytes::from(vec![2u8; 600])),
+        ];
+        let body = Body::from_stream(futures_util::stream::iter(pieces));
+        let mut stream = body.into_data_stream();
+        let mut total = 0;
+        let first = next_piece(&mut stream, &mut total, 1000).await.unwrap();
+        assert_eq!(first.unwrap().len(), 600);
+        let over = next_piece(&mut stream, &mut total, 1000).await;
+        assert!(matches!(over, Err(WorkerError::PayloadTooLarge(1000))));
+    }
+
+    #[test]
+    fn an_upload_is_described_by_its_query_or_its_disposition() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("Application/PDF; charset=x"),
+        );
+        h.insert(
+            header::CONTENT_DISPOSITION,
+            HeaderValue::from_static("attachment; filename=\"header.pdf\""),
+        );
+        let d = described(Some("filename=query%2Epdf&description=%20"), &h).unwrap();
+        assert_eq!(d.filename.as_deref(), Some("query.pdf"));
+        assert_eq!(d.description, None);
+        assert_eq!(d.claimed.as_deref(), Some("application/pdf"));
+        let d = described(None, &h).unwrap();
+        assert_eq!(d.filename.as_deref(), Some("header.pdf"));
+        assert!(described(Some("filename=a&filename=b"), &h).is_err());
+        let long = format!("description={}", "x".repeat(MAX_DESCRIPTION_CHARS + 1));
+        assert!(described(Some(&long), &h).is_err());
     }
 
     #[test]

@@ -359,6 +359,15 @@ async fn too_large_lying_and_unaccepted_files_are_refused_with_nothing_stored() 
     let filter = "action = 'create' AND resource = 'attachments' AND outcome = 'rejected'";
     assert!(!stack().wait_audit(&c, filter).await.is_empty());
 
+    // Text for its first chunk, binary after it: refused as a whole.
+    let mut disguised = "a line of text\n".repeat(5000).into_bytes();
+    disguised.extend_from_slice(b"MZ\x00\x00\x01binary");
+    problem(
+        &upload(&http, &c.token, &patient, "", &text, disguised).await,
+        415,
+    );
+    assert_eq!(stored(&c).await, (0, 0));
+
     // Plain text is taken as text.
     let note = "Appel du Dr Martin : résultats normaux.\n"
         .as_bytes()
