@@ -368,19 +368,30 @@ pub async fn offboard(
                 central
                     .execute(
                         "UPDATE offboardings SET export_path = $2, export_rows = $3, export_sha256 = $4, \
-                         exported_at = now() WHERE clinic_id = $1",
-                        &[clinic.as_uuid(), &path.to_string_lossy().as_ref(), &rows, &sha],
+                         server = $5, exported_at = now() WHERE clinic_id = $1",
+                        &[
+                            clinic.as_uuid(),
+                            &path.to_string_lossy().as_ref(),
+                            &rows,
+                            &sha,
+                            &server_name(&settings.regional),
+                        ],
                     )
                     .await
                     .context("recording the export")?;
                 ops::record(&central, keys, clinic, "offboard_export").await?;
             }
-            Step::Delete => mark_deleted(&central, clinic).await?,
+            Step::Delete => {
+                same_server(&central, settings, clinic).await?;
+                mark_deleted(&central, clinic).await?;
+            }
             Step::DropDatabases => {
+                same_server(&central, settings, clinic).await?;
                 report.dropped = drop_databases(settings, &central, keys, clinic, &db_name).await?;
                 stamp(&central, clinic, step).await?;
             }
             Step::DropRole => {
+                same_server(&central, settings, clinic).await?;
                 drop_role(settings, &central, clinic).await?;
                 stamp(&central, clinic, step).await?;
             }
@@ -493,6 +504,34 @@ async fn export(
         .await
         .with_context(|| format!("renaming {} to {}", partial.display(), path.display()))?;
     Ok((lines, hex::encode(hash.finalize())))
+}
+
+/// How a server is named in `offboardings.server`.
+fn server_name(server: &DbSettings) -> String {
+    format!("{}:{}", server.host, server.port)
+}
+
+/// Refuses to go on against another server than the one the clinic was exported
+/// from (a wrong `REGION_DB_*` would find nothing to drop and call it done).
+async fn same_server(
+    central: &Client,
+    settings: &AdminSettings,
+    clinic: ClinicId,
+) -> anyhow::Result<()> {
+    let recorded: Option<String> = central
+        .query_one(
+            "SELECT server FROM offboardings WHERE clinic_id = $1",
+            &[clinic.as_uuid()],
+        )
+        .await?
+        .get(0);
+    let here = server_name(&settings.regional);
+    match recorded {
+        Some(there) if there != here => bail!(
+            "clinic {clinic}'s database was exported from {there}, but REGION_DB_* points to {here}: point REGION_DB_* at {there} and run again"
+        ),
+        _ => Ok(()),
+    }
 }
 
 /// The clinic marked `deleted` and every session of its users ended, with the step

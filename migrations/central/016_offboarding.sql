@@ -23,6 +23,9 @@ CREATE TABLE offboardings (
     requested_at          timestamptz NOT NULL DEFAULT now(),
     grace_until           timestamptz NOT NULL,
     export_path           text NOT NULL,
+    -- The server (host:port) the clinic database was exported from: later steps
+    -- refuse to run against another, so a wrong REGION_DB_* drops nothing.
+    server                text,
     suspended_at          timestamptz,
     exported_at           timestamptz,
     export_rows           bigint,
