@@ -398,7 +398,9 @@ mod tests {
             Write::Create,
         )
         .unwrap();
-        assert_eq!(input.columns.len(), 7);
+        // Names, e-mail, phone, birth date, the sealed ssn and its blind index, and
+        // the external id (absent values are written as null on a create).
+        assert_eq!(input.columns.len(), 8);
         let patch = parse_body(
             &PATIENTS,
             &keys,
