@@ -10,7 +10,8 @@
 //! 2. [`Step::Export`]: the whole clinic written as NDJSON to the export path, the
 //!    same lines as `GET /api/v1/export` (one consistent snapshot; rows shown by
 //!    [`pgconn::rows`], the code the worker's data layer uses), first to
-//!    `PATH.partial`, renamed once complete; its line count and SHA-256 recorded.
+//!    `PATH.partial` (mode 0600: it is patient data in the clear), renamed once
+//!    complete; its line count and SHA-256 recorded.
 //!
 //! Until the grace period ends a run stops here and says what remains and when.
 //! Then:
@@ -452,8 +453,14 @@ async fn export(
             .await
             .with_context(|| format!("creating {}", dir.display()))?;
     }
+    // Patient data in the clear: readable by the operator's account alone.
     let mut out = tokio::io::BufWriter::new(
-        tokio::fs::File::create(&partial)
+        tokio::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&partial)
             .await
             .with_context(|| format!("creating {}", partial.display()))?,
     );

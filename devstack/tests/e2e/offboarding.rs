@@ -285,6 +285,14 @@ trailer\n<< /Root 1 0 R >>\n%%EOF\n"
     assert!(grace_until.timestamp() > now + 29 * 86_400);
     assert_eq!(remaining.first(), Some(&Step::Delete));
     let exported = std::fs::read_to_string(&export_path).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&export_path)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "the export is the operator's alone");
+    }
     assert_eq!(
         lines(&exported),
         lines(&api_export.text()),
