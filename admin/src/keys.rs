@@ -23,7 +23,7 @@ use anyhow::{bail, Context};
 use common::crypto::{
     data_key_purpose, role_password_purpose, sealed_key_id, ClinicKeys, FieldContext, KeyRing,
 };
-use common::resource::{Field, Resource, RESOURCES};
+use common::resource::{Field, Resource};
 use common::sealed_stream::backup_key_purpose;
 use common::ClinicId;
 use pgconn::keystore;
@@ -292,7 +292,7 @@ async fn rotate_clinic(
 
     let clinic_db = db::connect(&settings.regional.with_dbname(db_name)).await?;
     let mut reencrypted = 0;
-    for r in RESOURCES {
+    for r in common::resource::with_sealed_fields() {
         for f in r.fields.iter().filter(|f| f.encrypted) {
             reencrypted += reencrypt_column(&clinic_db, &keys, r, f).await?;
             if f.legacy_plaintext {
@@ -467,7 +467,7 @@ async fn seal_legacy(
 
 /// Whether any stored value is sealed under `version`.
 async fn in_use(db: &Client, version: i32) -> anyhow::Result<bool> {
-    for r in RESOURCES {
+    for r in common::resource::with_sealed_fields() {
         for f in r.fields.iter().filter(|f| f.encrypted) {
             let column = f.stored_column();
             let sql = format!(

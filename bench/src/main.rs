@@ -44,6 +44,7 @@ mod search;
 mod settings;
 mod setup;
 mod slots;
+mod webhooks;
 mod wrk;
 
 use std::process::ExitCode;

@@ -42,6 +42,7 @@ use crate::search;
 use crate::settings::{Figure, Settings};
 use crate::setup::{self, Fixture};
 use crate::slots;
+use crate::webhooks;
 use crate::wrk;
 use anyhow::{bail, Context};
 use common::metric_names as m;
@@ -475,6 +476,13 @@ impl<'a> Bench<'a> {
         // 2b. Free slots and booking in a clinic's month.
         if s.has(Figure::Slots) {
             let outcome = slots::measure(s, self.stack, &self.p.client).await?;
+            state.lines.extend(outcome.lines);
+            state.results.notes.extend(outcome.notes);
+        }
+
+        // 2c. A write with a webhook subscription, and its delivery.
+        if s.has(Figure::Webhooks) {
+            let outcome = webhooks::measure(s, self.stack).await?;
             state.lines.extend(outcome.lines);
             state.results.notes.extend(outcome.notes);
         }

@@ -2,7 +2,7 @@
 //!
 //! | variable                  | default   | meaning                                          |
 //! |---------------------------|-----------|--------------------------------------------------|
-//! | `BENCH_ONLY`              | all       | comma-separated figures to measure: `read`, `direct`, `latency`, `cpu`, `logins`, `connections`, `backlog`, `mixed`, `search`, `budget`, `zipf`, `sized`, `placement`, `provisioning`, `gateway`, `memory` (`BENCH_SCENARIOS` is an older name for it) |
+//! | `BENCH_ONLY`              | all       | comma-separated figures to measure: `read`, `direct`, `latency`, `cpu`, `logins`, `connections`, `backlog`, `mixed`, `search`, `slots`, `webhooks`, `budget`, `zipf`, `sized`, `placement`, `provisioning`, `gateway`, `memory` (`BENCH_SCENARIOS` is an older name for it) |
 //! | `BENCH_SECS`              | 5         | measured seconds per round and throughput run    |
 //! | `BENCH_ROUNDS`            | 2         | rounds; each round runs the baseline, then each throughput run |
 //! | `BENCH_CONCURRENCY`       | 32        | concurrent request loops (and connections)       |
@@ -60,6 +60,9 @@ pub enum Figure {
     Search,
     /// Free-slot search over a month for 20 practitioners, and booking in a slot.
     Slots,
+    /// A write in a clinic with a webhook subscription against one without, and
+    /// how long its delivery takes.
+    Webhooks,
     /// Reads spread uniformly over many clinics on one server with few connections.
     Budget,
     /// The same clinics, Zipf-skewed.
@@ -78,7 +81,7 @@ pub enum Figure {
 }
 
 impl Figure {
-    pub const ALL: [Figure; 17] = [
+    pub const ALL: [Figure; 18] = [
         Figure::Read,
         Figure::Direct,
         Figure::Latency,
@@ -89,6 +92,7 @@ impl Figure {
         Figure::Mixed,
         Figure::Search,
         Figure::Slots,
+        Figure::Webhooks,
         Figure::Budget,
         Figure::Zipf,
         Figure::Sized,
@@ -110,6 +114,7 @@ impl Figure {
             Figure::Mixed => "mixed",
             Figure::Search => "search",
             Figure::Slots => "slots",
+            Figure::Webhooks => "webhooks",
             Figure::Budget => "budget",
             Figure::Zipf => "zipf",
             Figure::Sized => "sized",

@@ -75,6 +75,11 @@ pub fn start(settings: &Settings) -> anyhow::Result<Product> {
             ),
             ("SIGNUPS_PER_HOUR".to_owned(), "100000".to_owned()),
             ("SIGNUPS_PROVISIONING_MAX".to_owned(), "1000".to_owned()),
+            // The webhook figure's receiver listens on loopback.
+            (
+                "WEBHOOK_ALLOW_PRIVATE_TARGETS".to_owned(),
+                "true".to_owned(),
+            ),
         ]
         .into_iter()
         .chain(settings.service_env.iter().cloned())

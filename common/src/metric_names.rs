@@ -83,3 +83,8 @@ pub fn status_class(status: u16) -> &'static str {
         _ => "5xx",
     }
 }
+/// Counter; label `outcome` (`delivered`, `failed`): webhook delivery attempts.
+pub const WEBHOOK_DELIVERIES: &str = "medicalpro_webhook_deliveries_total";
+/// Counter: webhook subscriptions disabled after failing too long (or an
+/// unreadable secret).
+pub const WEBHOOK_DISABLED: &str = "medicalpro_webhook_subscriptions_disabled_total";

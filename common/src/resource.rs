@@ -669,6 +669,29 @@ pub const CONSENTS: Resource = Resource {
     actions: &[],
 };
 
+/// The content of attachments, one 64 KiB chunk a row, each sealed on its own and
+/// bound to the chunk's id (derived from its attachment and place). Never served;
+/// described so that key rotation re-seals and checks it like any sealed field.
+pub const ATTACHMENT_CHUNKS: Resource = Resource {
+    access: Access {
+        write: &[],
+        delete: &[],
+    },
+    name: "attachment-chunks",
+    table: "attachment_chunks",
+    title: "AttachmentChunk",
+    search: None,
+    fields: &[Field::text(
+        "content",
+        65_536,
+        "64 KiB of an attachment's content, sealed with the clinic's data key.",
+    )
+    .read_only()
+    .sealed()],
+    children: &[],
+    actions: &[],
+};
+
 /// Files on a patient (`/api/v1/patients/{id}/attachments`, `/api/v1/attachments/{id}`):
 /// the metadata as the data layer reads, lists and exports it; the content is
 /// stored in sealed chunks beside it and served by the worker's own handlers, so
@@ -981,7 +1004,13 @@ pub const WEBHOOK_SUBSCRIPTIONS: Resource = Resource {
         write: &[Role::Admin],
         delete: &[Role::Admin],
     },
-    fields: &[],
+    // Described for key rotation, which re-seals it with every other sealed field.
+    fields: &[Field::new(
+        "secret",
+        FieldType::Text { max_len: 64 },
+        "The signing secret's 32 bytes, sealed with the clinic's data key.",
+    )
+    .sealed()],
     children: &[],
     actions: &[],
 };
@@ -1028,6 +1057,17 @@ pub const RESOURCES: &[&Resource] = &[
     &HOURS_EXCEPTIONS,
     &PAYMENTS,
 ];
+
+/// Every resource with sealed fields: those the API serves, the webhook
+/// subscriptions' secrets, and attachments' names, descriptions and content (what
+/// key rotation re-seals).
+pub fn with_sealed_fields() -> impl Iterator<Item = &'static Resource> {
+    RESOURCES
+        .iter()
+        .copied()
+        .chain([&WEBHOOK_SUBSCRIPTIONS, &ATTACHMENTS, &ATTACHMENT_CHUNKS])
+        .filter(|r| r.fields.iter().any(|f| f.encrypted))
+}
 
 /// The resource served under `/api/v1/{name}`, if any.
 pub fn find(name: &str) -> Option<&'static Resource> {
@@ -1081,6 +1121,7 @@ mod tests {
             &AVAILABILITY,
             &APPOINTMENT_SERIES,
             &ATTACHMENTS,
+            &ATTACHMENT_CHUNKS,
         ] {
             assert!(find(other.name).is_none(), "{}", other.name);
         }

@@ -95,6 +95,10 @@ pub fn register_counters() {
     for outcome in ["success", "failure"] {
         metrics::counter!(m::PROVISIONING, "outcome" => outcome).increment(0);
     }
+    for outcome in ["delivered", "failed"] {
+        metrics::counter!(m::WEBHOOK_DELIVERIES, "outcome" => outcome).increment(0);
+    }
+    metrics::counter!(m::WEBHOOK_DISABLED).increment(0);
 }
 
 /// `SLOW_QUERY_MS`, in milliseconds.

@@ -32,6 +32,7 @@ use crate::registry::Registry;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use common::crypto::{sealed_key_id, FieldContext};
+use common::metric_names as m;
 use common::resource::{self, WEBHOOK_SUBSCRIPTIONS};
 use common::token::Role;
 use common::ClinicId;
@@ -333,7 +334,7 @@ impl Pass {
 
     async fn disable(&self, conn: &Conn, id: Uuid, reason: &str) -> Result<(), WorkerError> {
         tracing::warn!(subscription = %id, reason, "webhook subscription disabled");
-        metrics::counter!("medicalpro_webhook_subscriptions_disabled_total").increment(1);
+        metrics::counter!(m::WEBHOOK_DISABLED).increment(1);
         conn.execute(
             "UPDATE webhook_subscriptions SET enabled = false, disabled_at = now(), \
                     disabled_reason = $2, updated_at = now() WHERE id = $1",
@@ -379,7 +380,7 @@ impl Pass {
             let payload = self.payload(conn, keys, &actor, &head).await?;
             match self.send(sub, &signer, &head, &payload).await {
                 Ok(status) => {
-                    metrics::counter!("medicalpro_webhook_deliveries_total", "outcome" => "delivered").increment(1);
+                    metrics::counter!(m::WEBHOOK_DELIVERIES, "outcome" => "delivered").increment(1);
                     conn.execute(
                         "UPDATE webhook_deliveries SET delivered_at = now(), attempts = attempts + 1, \
                                 last_status = $3, last_error = NULL \
@@ -397,8 +398,7 @@ impl Pass {
                     .map_err(db)?;
                 }
                 Err(failure) => {
-                    metrics::counter!("medicalpro_webhook_deliveries_total", "outcome" => "failed")
-                        .increment(1);
+                    metrics::counter!(m::WEBHOOK_DELIVERIES, "outcome" => "failed").increment(1);
                     return self.failed(conn, sub, &head, failure).await;
                 }
             }
