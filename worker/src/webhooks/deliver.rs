@@ -33,7 +33,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use common::crypto::{sealed_key_id, FieldContext};
 use common::metric_names as m;
-use common::resource::{self, WEBHOOK_SUBSCRIPTIONS};
+use common::resource::{self, Resource, WEBHOOK_SUBSCRIPTIONS};
 use common::token::Role;
 use common::ClinicId;
 use http_body_util::Full;
@@ -251,6 +251,40 @@ fn db(e: tokio_postgres::Error) -> WorkerError {
     WorkerError::from_db(e)
 }
 
+/// Runs `text` in a transaction of its own that commits without waiting for the
+/// disk: the lease's bookkeeping, which a crash may lose (a lost lease expires).
+async fn lazily(
+    conn: &mut Conn,
+    text: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Vec<tokio_postgres::Row>, WorkerError> {
+    let tx = conn.transaction().await.map_err(db)?;
+    tx.batch_execute("SET LOCAL synchronous_commit TO off")
+        .await
+        .map_err(db)?;
+    let rows = tx.query(text, params).await.map_err(db)?;
+    tx.commit().await.map_err(db)?;
+    Ok(rows)
+}
+
+/// Disables a subscription, `reason` on it.
+async fn disable(
+    conn: &impl deadpool_postgres::GenericClient,
+    id: Uuid,
+    reason: &str,
+) -> Result<(), WorkerError> {
+    tracing::warn!(subscription = %id, reason, "webhook subscription disabled");
+    metrics::counter!(m::WEBHOOK_DISABLED).increment(1);
+    conn.execute(
+        "UPDATE webhook_subscriptions SET enabled = false, disabled_at = now(), \
+                disabled_reason = $2, updated_at = now() WHERE id = $1",
+        &[&id, &reason],
+    )
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
 impl Pass {
     fn lease_secs(&self) -> f64 {
         self.settings.timeout.as_secs_f64() + 30.0
@@ -258,7 +292,7 @@ impl Pass {
 
     /// One pass over `clinic`: when to come back (`None`: nothing left).
     async fn clinic(&self, clinic: ClinicId, prune: bool) -> Result<Option<Instant>, WorkerError> {
-        let (conn, keys) = self.registry.session(clinic).await?;
+        let (mut conn, keys) = self.registry.session(clinic).await?;
         if prune {
             conn.execute(
                 "DELETE FROM webhook_events WHERE seq IN (SELECT seq FROM webhook_events \
@@ -268,32 +302,28 @@ impl Pass {
             .await
             .map_err(db)?;
         }
-        let leased = conn
-            .query(
-                "UPDATE webhook_subscriptions s SET leased_until = now() + make_interval(secs => $1) \
-                 WHERE enabled AND (leased_until IS NULL OR leased_until < now()) \
-                   AND EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.subscription_id = s.id AND d.delivered_at IS NULL) \
-                 RETURNING id, url, role, secret_enc",
-                &[&self.lease_secs()],
-            )
-            .await
-            .map_err(db)?;
+        let leased = lazily(
+            &mut conn,
+            "UPDATE webhook_subscriptions s SET leased_until = now() + make_interval(secs => $1) \
+             WHERE enabled AND (leased_until IS NULL OR leased_until < now()) \
+               AND EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.subscription_id = s.id AND d.delivered_at IS NULL) \
+             RETURNING id, url, role, secret_enc",
+            &[&self.lease_secs()],
+        )
+        .await?;
         let mut next = None;
         for row in leased {
             let id: Uuid = row.get(0);
             let outcome = match self.open(clinic, &keys, &row).await {
-                Ok(sub) => self.subscription(&conn, &keys, clinic, &sub).await,
-                Err(reason) => {
-                    self.disable(&conn, id, &reason).await?;
-                    Ok(None)
-                }
+                Ok(sub) => self.subscription(&mut conn, &keys, clinic, &sub).await,
+                Err(reason) => disable(&*conn, id, &reason).await.map(|()| None),
             };
-            conn.execute(
+            lazily(
+                &mut conn,
                 "UPDATE webhook_subscriptions SET leased_until = NULL WHERE id = $1",
                 &[&id],
             )
-            .await
-            .map_err(db)?;
+            .await?;
             next = earliest(next, outcome?);
         }
         Ok(next)
@@ -332,23 +362,12 @@ impl Pass {
         })
     }
 
-    async fn disable(&self, conn: &Conn, id: Uuid, reason: &str) -> Result<(), WorkerError> {
-        tracing::warn!(subscription = %id, reason, "webhook subscription disabled");
-        metrics::counter!(m::WEBHOOK_DISABLED).increment(1);
-        conn.execute(
-            "UPDATE webhook_subscriptions SET enabled = false, disabled_at = now(), \
-                    disabled_reason = $2, updated_at = now() WHERE id = $1",
-            &[&id, &reason],
-        )
-        .await
-        .map_err(db)?;
-        Ok(())
-    }
-
-    /// Sends `sub`'s due deliveries in order: when to come back, if ever.
+    /// Sends `sub`'s due deliveries in order: when to come back, if ever. Each
+    /// delivery's outcome, the audit record of the read it disclosed and the
+    /// lease's renewal are one commit.
     async fn subscription(
         &self,
-        conn: &Conn,
+        conn: &mut Conn,
         keys: &ClinicKeyCache,
         clinic: ClinicId,
         sub: &Subscription,
@@ -364,12 +383,6 @@ impl Pass {
                     Instant::now() + Duration::from_secs_f64(head.wait_secs),
                 ));
             }
-            conn.execute(
-                "UPDATE webhook_subscriptions SET leased_until = now() + make_interval(secs => $2) WHERE id = $1",
-                &[&sub.id, &self.lease_secs()],
-            )
-            .await
-            .map_err(db)?;
             let actor = Actor {
                 clinic,
                 user: sub.id,
@@ -377,11 +390,18 @@ impl Pass {
                 client_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
                 request_id: head.event_id.to_string(),
             };
-            let payload = self.payload(conn, keys, &actor, &head).await?;
-            match self.send(sub, &signer, &head, &payload).await {
+            let (payload, read) = self.payload(conn, keys, &actor, &head).await?;
+            let sent = self.send(sub, &signer, &head, &payload).await;
+            let tx = conn.transaction().await.map_err(db)?;
+            if let Some((r, row)) = read {
+                let outcome = if sent.is_ok() { "success" } else { "failure" };
+                data::record_access(&tx, &actor, r, Action::Named("webhook"), Some(row), outcome)
+                    .await?;
+            }
+            match sent {
                 Ok(status) => {
                     metrics::counter!(m::WEBHOOK_DELIVERIES, "outcome" => "delivered").increment(1);
-                    conn.execute(
+                    tx.execute(
                         "UPDATE webhook_deliveries SET delivered_at = now(), attempts = attempts + 1, \
                                 last_status = $3, last_error = NULL \
                          WHERE subscription_id = $1 AND event_seq = $2",
@@ -389,17 +409,21 @@ impl Pass {
                     )
                     .await
                     .map_err(db)?;
-                    conn.execute(
+                    tx.execute(
                         "UPDATE webhook_subscriptions SET failing_since = NULL, last_error = NULL, \
-                                last_success_at = now() WHERE id = $1",
-                        &[&sub.id],
+                                last_success_at = now(), leased_until = now() + make_interval(secs => $2) \
+                         WHERE id = $1",
+                        &[&sub.id, &self.lease_secs()],
                     )
                     .await
                     .map_err(db)?;
+                    tx.commit().await.map_err(db)?;
                 }
                 Err(failure) => {
                     metrics::counter!(m::WEBHOOK_DELIVERIES, "outcome" => "failed").increment(1);
-                    return self.failed(conn, sub, &head, failure).await;
+                    let next = self.failed(&tx, sub, &head, failure).await?;
+                    tx.commit().await.map_err(db)?;
+                    return Ok(next);
                 }
             }
         }
@@ -432,14 +456,14 @@ impl Pass {
     }
 
     /// The event as delivered: the object as the subscription's role sees it now
-    /// (audited as read by the subscription), none for an erasure or a row gone.
+    /// (its read is recorded with the delivery's outcome), none for an erasure or a row gone.
     async fn payload(
         &self,
         conn: &Conn,
         keys: &ClinicKeyCache,
         actor: &Actor,
         head: &Head,
-    ) -> Result<Vec<u8>, WorkerError> {
+    ) -> Result<(Vec<u8>, Option<(&'static Resource, Uuid)>), WorkerError> {
         let r = resource::by_table(&head.table).ok_or_else(|| {
             WorkerError::Internal(format!("event on unknown table {}", head.table))
         })?;
@@ -447,22 +471,12 @@ impl Pass {
             Value::Null
         } else {
             match data::get(conn, keys, r, actor, head.row, Audit::Deferred).await {
-                Ok(object) => {
-                    data::record_access(
-                        &**conn,
-                        actor,
-                        r,
-                        Action::Named("webhook"),
-                        Some(head.row),
-                        "success",
-                    )
-                    .await?;
-                    object
-                }
+                Ok(object) => object,
                 Err(WorkerError::NotFound) => Value::Null,
                 Err(e) => return Err(e),
             }
         };
+        let read = (!object.is_null()).then_some((r, head.row));
         let body = json!({
             "type": head.kind,
             "timestamp": pgconn::rows::timestamp(head.occurred_at),
@@ -473,7 +487,8 @@ impl Pass {
                 "object": object,
             },
         });
-        serde_json::to_vec(&body).map_err(|e| WorkerError::Internal(e.to_string()))
+        let bytes = serde_json::to_vec(&body).map_err(|e| WorkerError::Internal(e.to_string()))?;
+        Ok((bytes, read))
     }
 
     /// `POST`s one delivery; its status when it was a `2xx`.
@@ -539,7 +554,7 @@ impl Pass {
     /// once it has failed for too long.
     async fn failed(
         &self,
-        conn: &Conn,
+        conn: &deadpool_postgres::Transaction<'_>,
         sub: &Subscription,
         head: &Head,
         failure: Failure,
@@ -584,7 +599,7 @@ impl Pass {
                 failing_for.round(),
                 self.settings.disable_after.as_secs()
             );
-            self.disable(conn, sub.id, &reason).await?;
+            disable(conn, sub.id, &reason).await?;
             return Ok(None);
         }
         Ok(Some(Instant::now() + backoff))
