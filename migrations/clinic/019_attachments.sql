@@ -33,13 +33,17 @@ CREATE INDEX attachments_deleted_at ON attachments (deleted_at);
 CREATE INDEX attachments_patient ON attachments (patient_id);
 CREATE INDEX attachments_changes ON attachments (company_id, updated_at, id);
 
+-- A chunk's `id` is derived from its attachment and place (`seq`) and is what its
+-- sealed value is bound to, so key rotation re-seals chunks like any sealed field
+-- (by `id`), while a chunk moved elsewhere no longer opens where it is read.
 CREATE TABLE attachment_chunks (
+    id            uuid PRIMARY KEY,
     attachment_id uuid NOT NULL REFERENCES attachments (id) DEFERRABLE INITIALLY DEFERRED,
     seq           integer NOT NULL CHECK (seq >= 0),
-    sealed        bytea NOT NULL,
-    PRIMARY KEY (attachment_id, seq)
+    content_enc   bytea NOT NULL,
+    UNIQUE (attachment_id, seq)
 );
-ALTER TABLE attachment_chunks ALTER COLUMN sealed SET STORAGE EXTERNAL;
+ALTER TABLE attachment_chunks ALTER COLUMN content_enc SET STORAGE EXTERNAL;
 
 GRANT SELECT, INSERT, UPDATE ON attachments TO medicalpro_clinic_app;
 GRANT SELECT, INSERT, DELETE ON attachment_chunks TO medicalpro_clinic_app;

@@ -24,9 +24,12 @@
 //! **Storage.** The body is read as it arrives, bounded by `MAX_ATTACHMENT_BYTES`
 //! (a declared length over it is refused before reading; a body that grows past
 //! it is `413`, nothing stored). It is cut into [`CHUNK`]-byte chunks, each sealed
-//! on its own with the clinic's data key (AES-256-GCM), bound to the clinic, the
-//! attachment and the chunk's place, and written in batches to
-//! `attachment_chunks` in the clinic's own database, in the transaction that
+//! on its own with the clinic's data key (AES-256-GCM), bound to the clinic and
+//! to the chunk's id, which is derived from the attachment and the chunk's place
+//! (so a chunk moved or swapped does not open, and key rotation re-seals chunks
+//! by id like any sealed field: `ATTACHMENT_CHUNKS` in `common::resource`), and
+//! written in batches to `attachment_chunks` in the clinic's own database, in the
+//! transaction that
 //! writes the metadata and its `create` audit record: never 25 MiB in one
 //! allocation, never a half-stored file. The gateway reads the body whole before
 //! forwarding it (`gateway/src/proxy.rs` says why), so the transaction lasts as
@@ -56,7 +59,7 @@ use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use common::crypto::{sealed_key_id, ClinicKeys, FieldContext};
+use common::crypto::{sealed_key_id, ClinicKeys};
 use common::resource::{self, Resource};
 use common::ClinicId;
 use futures_util::StreamExt;
@@ -71,8 +74,9 @@ const ATTACHMENTS: &Resource = &resource::ATTACHMENTS;
 pub const CHUNK: usize = 64 * 1024;
 /// Chunks written or read per statement (1 MiB).
 const BATCH: usize = 16;
-/// The table the content lives in (what its sealed chunks are bound to).
-const CHUNKS_TABLE: &str = "attachment_chunks";
+/// The content's table (`attachment_chunks`), described like a resource so that
+/// key rotation re-seals it.
+const CHUNKS: &Resource = &resource::ATTACHMENT_CHUNKS;
 /// A download whose client reads nothing for this long is cut off.
 const DOWNLOAD_IDLE: Duration = Duration::from_secs(60);
 /// The longest file name kept (longer ones are cut, extension kept).
@@ -304,34 +308,49 @@ fn described(raw: Option<&str>, headers: &HeaderMap) -> Result<Described, Worker
     })
 }
 
-/// The chunk `seq` of attachment `id` sealed (it opens nowhere else).
-fn seal_chunk(keys: &ClinicKeys, clinic: ClinicId, id: &Uuid, seq: i32, plain: &[u8]) -> Vec<u8> {
-    let column = format!("content:{seq}");
-    let ctx = FieldContext {
-        clinic,
-        table: CHUNKS_TABLE,
-        row: id,
-        column: &column,
-    };
-    keys.seal_field(&ctx, plain)
+/// The id of chunk `seq` of attachment `attachment`: derived from both, so that a
+/// chunk's sealed value, bound to its id, opens only in its place.
+fn chunk_id(attachment: &Uuid, seq: i32) -> Uuid {
+    let digest = Sha256::new()
+        .chain_update(b"medicalpro:attachment-chunk:v1:")
+        .chain_update(attachment.as_bytes())
+        .chain_update(seq.to_be_bytes())
+        .finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    Uuid::from_bytes(bytes)
+}
+
+fn content_field() -> Result<&'static common::resource::Field, WorkerError> {
+    CHUNKS
+        .field("content")
+        .ok_or_else(|| WorkerError::Internal("attachment_chunks has no field content".into()))
+}
+
+/// Chunk `seq` of attachment `attachment` sealed (it opens nowhere else): the
+/// chunk's id and sealed content.
+fn seal_chunk(
+    keys: &ClinicKeys,
+    clinic: ClinicId,
+    attachment: &Uuid,
+    seq: i32,
+    plain: &[u8],
+) -> Result<(Uuid, Vec<u8>), WorkerError> {
+    let id = chunk_id(attachment, seq);
+    let sealed = data::codec::seal(keys, clinic, CHUNKS, content_field()?, &id, plain);
+    Ok((id, sealed))
 }
 
 fn open_chunk(
     keys: &ClinicKeys,
     clinic: ClinicId,
-    id: &Uuid,
+    attachment: &Uuid,
     seq: i32,
     sealed: &[u8],
 ) -> Result<Vec<u8>, WorkerError> {
-    let column = format!("content:{seq}");
-    let ctx = FieldContext {
-        clinic,
-        table: CHUNKS_TABLE,
-        row: id,
-        column: &column,
-    };
-    keys.open_field(&ctx, sealed)
-        .map_err(|e| WorkerError::Integrity(format!("chunk {seq} of attachment {id}: {e}")))
+    let id = chunk_id(attachment, seq);
+    data::codec::open(keys, clinic, CHUNKS, content_field()?, &id, sealed)
+        .map_err(|e| WorkerError::Integrity(format!("chunk {seq} of attachment {attachment}: {e}")))
 }
 
 fn field(name: &str) -> Result<&'static common::resource::Field, WorkerError> {
@@ -343,6 +362,7 @@ fn field(name: &str) -> Result<&'static common::resource::Field, WorkerError> {
 /// Sealed chunks waiting to be written.
 #[derive(Default)]
 struct Batch {
+    ids: Vec<Uuid>,
     seqs: Vec<i32>,
     sealed: Vec<Vec<u8>>,
 }
@@ -357,12 +377,14 @@ impl Batch {
             return Ok(());
         }
         tx.execute(
-            "INSERT INTO attachment_chunks (attachment_id, seq, sealed) \
-             SELECT $1, u.seq, u.sealed FROM unnest($2::int4[], $3::bytea[]) AS u(seq, sealed)",
-            &[id, &self.seqs, &self.sealed],
+            "INSERT INTO attachment_chunks (id, attachment_id, seq, content_enc) \
+             SELECT u.id, $1, u.seq, u.sealed \
+             FROM unnest($2::uuid[], $3::int4[], $4::bytea[]) AS u(id, seq, sealed)",
+            &[id, &self.ids, &self.seqs, &self.sealed],
         )
         .await
         .map_err(WorkerError::from_db)?;
+        self.ids.clear();
         self.seqs.clear();
         self.sealed.clear();
         Ok(())
@@ -460,10 +482,10 @@ async fn store(
             if let Some(text) = &mut text {
                 text.feed(&chunk)?;
             }
+            let (chunk_id, sealed) = seal_chunk(&sealing, clinic, &id, seq, &chunk)?;
+            batch.ids.push(chunk_id);
             batch.seqs.push(seq);
-            batch
-                .sealed
-                .push(seal_chunk(&sealing, clinic, &id, seq, &chunk));
+            batch.sealed.push(sealed);
             seq += 1;
             if batch.seqs.len() == BATCH {
                 batch.flush(&tx, &id).await?;
@@ -734,7 +756,7 @@ async fn read_batch(
     let (client, keys) = state.registry.session(clinic).await?;
     let rows = client
         .query(
-            "SELECT seq, sealed FROM attachment_chunks WHERE attachment_id = $1 AND seq >= $2 \
+            "SELECT seq, content_enc FROM attachment_chunks WHERE attachment_id = $1 AND seq >= $2 \
              ORDER BY seq LIMIT $3",
             &[id, &from, &(BATCH as i64)],
         )
@@ -1075,7 +1097,9 @@ mod tests {
         let material = common::crypto::DataKeyMaterial::generate();
         let keys = ClinicKeys::new(clinic, vec![(1, material)]).unwrap();
         let id = Uuid::now_v7();
-        let sealed = seal_chunk(&keys, clinic, &id, 3, b"content");
+        let (chunk, sealed) = seal_chunk(&keys, clinic, &id, 3, b"content").unwrap();
+        assert_eq!(chunk, chunk_id(&id, 3));
+        assert_ne!(chunk, chunk_id(&id, 4));
         assert_eq!(
             open_chunk(&keys, clinic, &id, 3, &sealed).unwrap(),
             b"content"

@@ -226,7 +226,7 @@ async fn a_pdf_and_a_png_are_stored_sealed_and_read_back_byte_for_byte() {
     let db = stack().clinic_db(&c).await;
     let row = db
         .query_one(
-            "SELECT string_agg(k.sealed, ''::bytea ORDER BY k.seq), count(*), \
+            "SELECT string_agg(k.content_enc, ''::bytea ORDER BY k.seq), count(*), \
                     (SELECT filename_enc || coalesce(description_enc, '') FROM attachments WHERE id = $1::text::uuid), \
                     (SELECT sha256 FROM attachments WHERE id = $1::text::uuid), encode(sha256($2::bytea), 'hex') \
              FROM attachment_chunks k WHERE k.attachment_id = $1::text::uuid",
@@ -532,4 +532,60 @@ async fn a_consent_links_only_its_patients_file_and_erasure_removes_the_files() 
     )
     .await;
     assert_eq!(status(&kept, 200)["attachment_id"], signed.as_str());
+}
+
+#[tokio::test]
+async fn key_rotation_reseals_files_so_the_old_key_can_be_shredded() {
+    let _stack = hold(&SETUP);
+    let http = gateway();
+    let c = register(&http, None).await;
+    let patient = new_patient(&http, &c).await;
+    let letter = pdf("rotated", 150_000);
+    let made = upload(
+        &http,
+        &c.token,
+        &patient,
+        "?filename=before.pdf&description=sealed%20under%20version%201",
+        &[("content-type", "application/pdf")],
+        letter.clone(),
+    )
+    .await;
+    let file = id(&status(&made, 201));
+
+    let clinic = common::ClinicId::from_uuid(c.id.parse().unwrap());
+    let report = admin::keys::rotate_data_keys(
+        &stack().admin_settings_of(&c.region),
+        &stack().keys().unwrap(),
+        &admin::keys::Scope::Clinic(clinic),
+        Some(std::time::Duration::ZERO),
+        false,
+    )
+    .await
+    .unwrap();
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    // Three chunks, the name, the description, and the patient's ssn.
+    assert_eq!(report.rotated[0].reencrypted, 6, "{report:?}");
+    assert_eq!(report.rotated[0].shredded, [1], "version 1 shredded");
+
+    let got = call(
+        &http,
+        &c.token,
+        Method::GET,
+        &format!("/api/v1/attachments/{file}"),
+    )
+    .await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(got.body.as_ref(), letter.as_slice());
+    let page = status(
+        &call(
+            &http,
+            &c.token,
+            Method::GET,
+            &format!("/api/v1/patients/{patient}/attachments"),
+        )
+        .await,
+        200,
+    );
+    assert_eq!(page["data"][0]["filename"], "before.pdf");
+    assert_eq!(page["data"][0]["description"], "sealed under version 1");
 }
