@@ -1924,13 +1924,23 @@ fn clinic_day_paths(paths: &mut Map<String, Value>, schemas: &mut Map<String, Va
     let mut get = Map::new();
     get.insert(
         "200".into(),
-        with_description(json_body("ClinicSettings"), "The clinic's settings."),
+        with_etag(with_description(
+            json_body("ClinicSettings"),
+            "The clinic's settings.",
+        )),
     );
     common_errors(&mut get);
     let mut put = Map::new();
     put.insert(
         "200".into(),
-        with_description(json_body("ClinicSettings"), "The settings as stored."),
+        with_etag(with_description(
+            json_body("ClinicSettings"),
+            "The settings as stored.",
+        )),
+    );
+    put.insert(
+        "412".into(),
+        problem_response("`If-Match` names no current version of the settings: someone changed them meanwhile; nothing was changed."),
     );
     put.insert(
         "400".into(),
@@ -1962,7 +1972,8 @@ fn clinic_day_paths(paths: &mut Map<String, Value>, schemas: &mut Map<String, Va
                 "operationId": "replaceClinicSettings",
                 "summary": "Replace the clinic's settings",
                 "tags": ["clinic"],
-                "description": "Replaces every setting; those left out take their defaults. The time zone must be an IANA name (`Europe/Paris`), the currency an ISO 4217 code; documents keep the currency they were created in. Recorded in the audit trail. Clinic admins only; other roles get `403`. Invalid values are `400` and change nothing.",
+                "description": format!("Replaces every setting; those left out take their defaults. The time zone must be an IANA name (`Europe/Paris`), the currency an ISO 4217 code; documents keep the currency they were created in. Recorded in the audit trail. Clinic admins only; other roles get `403`. Invalid values are `400` and change nothing. {IF_MATCH_NOTE}"),
+                "parameters": [if_match_param()],
                 "requestBody": {"required": true, "description": "Every setting.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ClinicSettingsInput"}}}},
                 "responses": put
             }
@@ -2485,6 +2496,7 @@ pub fn document() -> Value {
         "security": [{"bearer": []}],
         "tags": tags(),
         "paths": paths,
+        "webhooks": webhooks::outgoing(),
         "components": {
             "securitySchemes": {"clientBasic": {
                 "type": "http",

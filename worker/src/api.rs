@@ -55,7 +55,7 @@ async fn list_of(
 }
 
 /// One object as an answer, with its `ETag` (see [`data::etag`]).
-fn tagged(status: StatusCode, value: serde_json::Value) -> Response {
+pub(crate) fn tagged(status: StatusCode, value: serde_json::Value) -> Response {
     let tag = data::etag(&value).and_then(|t| header::HeaderValue::try_from(t).ok());
     let mut response = (status, Json(value)).into_response();
     if let Some(tag) = tag {
@@ -65,7 +65,7 @@ fn tagged(status: StatusCode, value: serde_json::Value) -> Response {
 }
 
 /// The request's `If-Match`, if it has one (an unreadable one matches nothing).
-fn if_match(headers: &axum::http::HeaderMap) -> Option<data::IfMatch> {
+pub(crate) fn if_match(headers: &axum::http::HeaderMap) -> Option<data::IfMatch> {
     let raw = headers.get(header::IF_MATCH)?;
     Some(
         raw.to_str()

@@ -10,8 +10,8 @@ use crate::data::{self, Action};
 use crate::error::WorkerError;
 use crate::state::AppState;
 use axum::extract::{Request, State};
-use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::http::StatusCode;
+use axum::response::Response;
 use common::resource::{Resource, CLINIC_SETTINGS};
 
 const SETTINGS: &Resource = &CLINIC_SETTINGS;
@@ -47,15 +47,18 @@ pub async fn get(State(state): State<AppState>, caller: Caller) -> Result<Respon
         },
     )
     .await?;
-    Ok(Json(settings).into_response())
+    Ok(crate::api::tagged(StatusCode::OK, settings))
 }
 
-/// `PUT /api/v1/clinic`: every field (those left out take their default).
+/// `PUT /api/v1/clinic`: every field (those left out take their default); with
+/// `If-Match`, only if the settings are still at a version it names (else `412`,
+/// nothing changed).
 pub async fn put(
     State(state): State<AppState>,
     caller: Caller,
     req: Request,
 ) -> Result<Response, WorkerError> {
+    let expected = crate::api::if_match(req.headers());
     let body = access::body(&state, req).await?;
     let refused = access::refusal(&caller, SETTINGS, false);
     let checked = check_time_zone(&body);
@@ -72,10 +75,18 @@ pub async fn put(
             if let Err(e) = checked {
                 return (client, Err(e));
             }
-            let result = data::singleton::replace(&*client, &keys, SETTINGS, &actor, &body).await;
+            let result = data::singleton::replace(
+                &*client,
+                &keys,
+                SETTINGS,
+                &actor,
+                &body,
+                expected.as_ref(),
+            )
+            .await;
             (client, result)
         },
     )
     .await?;
-    Ok(Json(settings).into_response())
+    Ok(crate::api::tagged(StatusCode::OK, settings))
 }

@@ -316,3 +316,30 @@ pub(super) fn paths(paths: &mut Map<String, Value>, schemas: &mut Map<String, Va
         }),
     );
 }
+
+/// What a receiver gets (the document's `webhooks`): one `POST` per event.
+pub(super) fn outgoing() -> Value {
+    let header = |name: &str, description: &str| {
+        json!({"name": name, "in": "header", "required": true, "description": description, "schema": {"type": "string"}})
+    };
+    json!({
+        "clinic-event": {
+            "post": {
+                "operationId": "receiveClinicEvent",
+                "summary": "A clinic event, delivered",
+                "tags": ["webhooks"],
+                "description": "Sent to a subscription's `url` for each event it wants, in event order, at least once: verify the signature with the subscription's secret (any Standard Webhooks library does), drop a `webhook-id` already handled, and answer `2xx` within `WEBHOOK_TIMEOUT_SECS`. Anything else is retried with backoff, holding back the later events.",
+                "security": [],
+                "parameters": [
+                    header("webhook-id", "The event's id: the same on every retry and replay."),
+                    header("webhook-timestamp", "When this attempt was signed, in Unix seconds."),
+                    header("webhook-signature", "`v1,` then the base64 HMAC-SHA256 of `<webhook-id>.<webhook-timestamp>.<body>` under the secret.")
+                ],
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/WebhookPayload"}}}},
+                "responses": {
+                    "200": {"description": "Received (any `2xx` is)."}
+                }
+            }
+        }
+    })
+}

@@ -495,3 +495,59 @@ async fn if_match_on_a_row_of_another_clinic_is_404() {
     assert_eq!(etag(&still), tag);
     assert_eq!(still.json(), created.json());
 }
+
+/// The clinic's settings carry an `ETag` too: of two admins saving the settings
+/// they both loaded, the second is told (`412`) and changes nothing.
+#[tokio::test]
+async fn the_clinics_settings_are_saved_only_from_their_current_version() {
+    let _turn = turn();
+    let http = http();
+    let c = register(&http, None).await;
+    let loaded = http.get("/api/v1/clinic", Some(&c.token)).await.unwrap();
+    let tag = etag(&loaded);
+    let mut first = loaded.json();
+    first["name"] = "Cabinet Premier".into();
+    first.as_object_mut().unwrap().remove("updated_at");
+    let mut second = first.clone();
+    second["name"] = "Cabinet Second".into();
+    let saved = send_if(
+        &http,
+        &c,
+        Method::PUT,
+        "/api/v1/clinic",
+        Some(first),
+        Some(&tag),
+    )
+    .await;
+    assert_eq!(saved.status, 200, "{}", saved.text());
+    assert_ne!(etag(&saved), tag);
+    let stale = send_if(
+        &http,
+        &c,
+        Method::PUT,
+        "/api/v1/clinic",
+        Some(second.clone()),
+        Some(&tag),
+    )
+    .await;
+    problem(&stale, 412);
+    let now = http.get("/api/v1/clinic", Some(&c.token)).await.unwrap();
+    assert_eq!(now.json()["name"], "Cabinet Premier");
+    assert_eq!(etag(&now), etag(&saved));
+    // With the current version it goes through; without `If-Match`, as before.
+    let fresh = send_if(
+        &http,
+        &c,
+        Method::PUT,
+        "/api/v1/clinic",
+        Some(second),
+        Some(&etag(&now)),
+    )
+    .await;
+    assert_eq!(fresh.status, 200, "{}", fresh.text());
+    wait_audit(
+        &c,
+        "resource = 'clinic' AND outcome = 'precondition_failed'",
+    )
+    .await;
+}

@@ -5,6 +5,7 @@
 use super::codec;
 use super::input::{parse_body, Write};
 use super::sql::{audited, audited_showing, run, Action, Actor, Op, Sql};
+use super::version::IfMatch;
 use crate::error::WorkerError;
 use crate::keys::ClinicKeyCache;
 use common::resource::Resource;
@@ -57,12 +58,16 @@ pub async fn get(
 
 /// Replaces every writable field (those left out take their default) and answers
 /// with the object as stored; the change and its audit record commit together.
+/// Under an `If-Match` naming versions, only if the row's `updated_at` is one of
+/// them: otherwise nothing changes, the attempt is recorded as
+/// `precondition_failed`, and the answer is `PreconditionFailed`.
 pub async fn replace(
     client: &impl deadpool_postgres::GenericClient,
     keys: &ClinicKeyCache,
     r: &Resource,
     actor: &Actor,
     body: &[u8],
+    if_match: Option<&IfMatch>,
 ) -> Result<Value, WorkerError> {
     let input = parse_body(
         r,
@@ -79,10 +84,20 @@ pub async fn replace(
         .into_iter()
         .map(|(c, v)| format!("{c} = {}", sql.push(v)))
         .collect();
-    sets.push("updated_at = now()".into());
+    sets.push("updated_at = greatest(now(), updated_at + interval '1 microsecond')".into());
+    let (condition, outcome) = match if_match {
+        Some(IfMatch::Versions(versions)) => (
+            format!(
+                " AND updated_at = ANY({}::timestamptz[])",
+                sql.bind(versions.clone())
+            ),
+            "CASE WHEN EXISTS (SELECT 1 FROM w) THEN 'success' ELSE 'precondition_failed' END",
+        ),
+        _ => (String::new(), "'success'"),
+    };
     let text = audited(
         &format!(
-            "UPDATE {} SET {} WHERE $1::uuid IS NOT NULL RETURNING {}",
+            "UPDATE {} SET {} WHERE $1::uuid IS NOT NULL{condition} RETURNING {}",
             r.table,
             sets.join(", "),
             select_list(r)
@@ -90,12 +105,17 @@ pub async fn replace(
         r,
         Action::Update,
         "NULL::uuid",
-        "'success'",
+        outcome,
         "",
     );
     let rows = run(client, Op::new(actor, r, "update"), &text, &sql).await?;
-    let row = rows.first().ok_or_else(|| {
-        WorkerError::Internal(format!("the clinic database has no {} row", r.table))
-    })?;
-    to_json(r, row)
+    match rows.first() {
+        Some(row) => to_json(r, row),
+        // The row is always there: only a stale version leaves it alone.
+        None if condition.is_empty() => Err(WorkerError::Internal(format!(
+            "the clinic database has no {} row",
+            r.table
+        ))),
+        None => Err(WorkerError::PreconditionFailed),
+    }
 }
