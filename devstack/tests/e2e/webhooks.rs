@@ -656,6 +656,23 @@ async fn internal_targets_are_refused_and_only_admins_manage_webhooks() {
         200,
     );
     assert!(listed["data"].as_array().unwrap().is_empty());
+    // Asking for another clinic's (or no) subscription is a miss, and recorded.
+    let nobody = uuid::Uuid::new_v4();
+    problem(
+        &http
+            .get(
+                &format!("/api/v1/webhook-subscriptions/{nobody}"),
+                Some(&c.token),
+            )
+            .await
+            .unwrap(),
+        404,
+    );
+    wait_audit(
+        &c,
+        &format!("resource = 'webhook-subscriptions' AND resource_id = '{nobody}' AND outcome = 'not_found'"),
+    )
+    .await;
 }
 
 /// Key rotation re-seals a subscription's secret with the clinic's other sealed

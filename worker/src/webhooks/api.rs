@@ -6,6 +6,7 @@
 //! the replay cursor). Every access is audited like any other.
 
 use crate::access::{self, audited, parse_id};
+use crate::budget::Conn;
 use crate::context::Caller;
 use crate::data::{self, Action};
 use crate::error::WorkerError;
@@ -65,6 +66,21 @@ fn subscription_json(row: &Row) -> Result<Value, WorkerError> {
         "updated_at": time(row.try_get(12).map_err(db)?),
         "pending_deliveries": row.try_get::<_, i64>(13).map_err(db)?,
     }))
+}
+
+/// A miss is an access too: recorded as `not_found` (whatever found nothing was
+/// rolled back with its transaction).
+async fn recorded<T>(
+    client: &Conn,
+    actor: &data::Actor,
+    action: Action,
+    id: Uuid,
+    result: Result<T, WorkerError>,
+) -> Result<T, WorkerError> {
+    if matches!(result, Err(WorkerError::NotFound)) {
+        data::record_access(&**client, actor, R, action, Some(id), "not_found").await?;
+    }
+    result
 }
 
 /// Why `caller` may not manage webhooks, if they may not.
@@ -325,6 +341,7 @@ pub async fn get(
                 subscription_json(&row)
             }
             .await;
+            let result = recorded(&client, &actor, Action::Read, id, result).await;
             (client, result)
         },
     )
@@ -408,6 +425,7 @@ pub async fn change(
                 subscription_json(&row)
             }
             .await;
+            let result = recorded(&client, &actor, Action::Update, id, result).await;
             (client, result)
         },
     )
@@ -454,6 +472,7 @@ pub async fn delete(
                 Ok(left)
             }
             .await;
+            let result = recorded(&client, &actor, Action::Delete, id, result).await;
             (client, result)
         },
     )
@@ -517,6 +536,7 @@ pub async fn replay(
                 Ok(queued)
             }
             .await;
+            let result = recorded(&client, &actor, Action::Named("replay"), id, result).await;
             (client, result)
         },
     )
@@ -680,6 +700,7 @@ pub async fn deliveries(
                 Ok(data)
             }
             .await;
+            let result = recorded(&client, &actor, Action::Named("deliveries"), id, result).await;
             (client, result)
         },
     )
