@@ -319,9 +319,7 @@ pub(super) fn paths(paths: &mut Map<String, Value>, schemas: &mut Map<String, Va
 
 /// What a receiver gets (the document's `webhooks`): one `POST` per event.
 pub(super) fn outgoing() -> Value {
-    let header = |name: &str, description: &str| {
-        json!({"name": name, "in": "header", "required": true, "description": description, "schema": {"type": "string"}})
-    };
+    let header = |name: &str, description: &str| json!({"name": name, "in": "header", "required": true, "description": description, "schema": {"type": "string"}});
     json!({
         "clinic-event": {
             "post": {
