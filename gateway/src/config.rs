@@ -124,6 +124,11 @@ pub struct Config {
     /// `ATTACHMENT_READ_TIMEOUT_SECS`, default 300: time to send such a file (at
     /// least `BODY_READ_TIMEOUT_SECS`); the caller's token was checked before.
     pub attachment_read_timeout: Duration,
+    /// `UPLOAD_BUFFER_BYTES`, default 256 MiB: the bytes of imports and
+    /// attachments this gateway holds in memory at once, over all clients
+    /// (each upload reserves its declared length, or its limit when it declares
+    /// none); past it an upload is `503` with `retry-after`.
+    pub upload_buffer_bytes: usize,
     /// `UPSTREAM_TIMEOUT_SECS`, default 30.
     pub upstream_timeout: Duration,
     /// `UPSTREAM_TLS_CERT_FILE`, `UPSTREAM_TLS_KEY_FILE`, `UPSTREAM_TLS_CA_FILE` (PEM):
@@ -244,6 +249,21 @@ impl Config {
                 });
             }
         }
+        let largest_upload = [
+            source.parse_or("MAX_ATTACHMENT_BYTES", 25usize << 20)?,
+            source.parse_or("MAX_IMPORT_BYTES", 16usize << 20)?,
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or(0);
+        if source.parse_or("UPLOAD_BUFFER_BYTES", 256usize << 20)? < largest_upload {
+            return Err(ConfigError::Invalid {
+                name: "UPLOAD_BUFFER_BYTES",
+                reason: format!(
+                    "must be at least the largest upload allowed ({largest_upload} bytes: MAX_ATTACHMENT_BYTES, MAX_IMPORT_BYTES)"
+                ),
+            });
+        }
         let (signer, verifier) = common::token::gateway_tokens(source)?;
         Ok(Self {
             listen: source.parse_or("LISTEN_ADDR", ([0, 0, 0, 0], 8080).into())?,
@@ -268,6 +288,7 @@ impl Config {
                 source.parse_or("ATTACHMENT_READ_TIMEOUT_SECS", 300)?,
             )
             .max(connections.body_read_timeout),
+            upload_buffer_bytes: source.parse_or("UPLOAD_BUFFER_BYTES", 256 << 20)?,
             upstream_timeout: Duration::from_secs(source.parse_or("UPSTREAM_TIMEOUT_SECS", 30)?),
             upstream_tls,
             cache_size: source.parse_or("PLACEMENT_CACHE_SIZE", 100_000)?,

@@ -40,6 +40,8 @@ pub enum GatewayError {
     SignupsPaused,
     #[error("password hashing queue full")]
     Overloaded,
+    #[error("upload buffer full")]
+    UploadsBusy,
     #[error("conflict: {0}")]
     Conflict(&'static str),
     #[error("request body not received in time")]
@@ -91,6 +93,7 @@ impl GatewayError {
             GatewayError::InviteRequired(_) => "invite_required",
             GatewayError::SignupsPaused => "signups_paused",
             GatewayError::Overloaded => "overloaded",
+            GatewayError::UploadsBusy => "uploads_busy",
             GatewayError::Conflict(_) => "conflict",
             GatewayError::BodyTimeout => "body_timeout",
             GatewayError::UnknownRegion(_) => "unknown_region",
@@ -162,6 +165,10 @@ impl GatewayError {
             GatewayError::Overloaded => Problem::unavailable(
                 "Too many sign-ins are being checked right now; retry in a moment.",
                 1,
+            ),
+            GatewayError::UploadsBusy => Problem::unavailable(
+                "Too many large uploads are arriving right now; send this one again in a few seconds.",
+                5,
             ),
             GatewayError::Conflict(detail) => {
                 Problem::new(409, "conflict", "Conflict").with_detail(*detail)

@@ -46,6 +46,27 @@ pub async fn forward(
     } else {
         (gw.config.max_body_bytes, read_timeout)
     };
+    // Large bodies (imports, files) are held whole: their bytes come out of one
+    // gateway-wide budget, reserved before reading (the declared length, or the
+    // limit when none is declared), so no number of clients can exhaust memory.
+    let _reserved = if limit > gw.config.max_body_bytes {
+        let declared = parts
+            .headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(limit)
+            .min(limit);
+        let permits = u32::try_from(declared).unwrap_or(u32::MAX);
+        Some(
+            gw.uploads
+                .clone()
+                .try_acquire_many_owned(permits)
+                .map_err(|_| GatewayError::UploadsBusy)?,
+        )
+    } else {
+        None
+    };
     let bytes = read_body(&parts.headers, body, limit, read_timeout).await?;
     let path_and_query = parts
         .uri

@@ -216,6 +216,11 @@ pub async fn run(
         openapi: Bytes::from(serde_json::to_vec(&common::openapi::document())?),
         jwks: Bytes::from(serde_json::to_vec(&config.verifier.jwks())?),
         draining: std::sync::atomic::AtomicBool::new(false),
+        uploads: Arc::new(tokio::sync::Semaphore::new(
+            config
+                .upload_buffer_bytes
+                .min(tokio::sync::Semaphore::MAX_PERMITS),
+        )),
         config,
     });
 

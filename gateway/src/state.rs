@@ -29,6 +29,8 @@ pub struct Gateway {
     pub jwks: Bytes,
     /// Set once shutdown began: `/readyz` turns 503 so load balancers stop sending.
     pub draining: AtomicBool,
+    /// Bytes of large uploads held in memory (`UPLOAD_BUFFER_BYTES`).
+    pub uploads: Arc<tokio::sync::Semaphore>,
 }
 
 impl Gateway {

@@ -967,6 +967,70 @@ async fn a_burst_of_wrong_passwords_gets_no_more_guesses_than_the_limit() {
     assert_eq!(&v6[5..], &[429; 2], "{v6:?}");
 }
 
+/// Large uploads are held whole by the gateway: a free account that opens many
+/// of them and trickles their bytes gets no more memory than the gateway's
+/// upload budget; past it, uploads are refused at once (`503` + `retry-after`)
+/// before a byte is read, and the budget comes back when a client gives up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trickled_uploads_get_no_more_memory_than_the_upload_budget() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _stack = hold(&SETUP);
+    let stack = stack();
+    let owner = clinic().await;
+    let patient = status(
+        &post(
+            &gateway(),
+            &address(),
+            "/api/v1/patients",
+            Some(&owner.token),
+            json!({"first_name": "Budget", "last_name": "Upload"}),
+        )
+        .await,
+        201,
+    );
+    let patient = patient["id"].as_str().unwrap().to_owned();
+    // Room for one 25 MiB upload at a time.
+    let budgeted = stack
+        .add_gateway_with("gateway-uploads", &[("UPLOAD_BUFFER_BYTES", "27000000")])
+        .unwrap();
+    let head = format!(
+        "POST /api/v1/patients/{patient}/attachments?filename=scan.pdf HTTP/1.1\r\nhost: x\r\n\
+         authorization: Bearer {}\r\ncontent-type: application/pdf\r\ncontent-length: 26214400\r\n\r\n%PDF-1.7\n",
+        owner.token
+    );
+    let open = || async {
+        let mut s = tokio::net::TcpStream::connect(budgeted.addr).await.unwrap();
+        s.write_all(head.as_bytes()).await.unwrap();
+        s
+    };
+    let answer = |mut s: tokio::net::TcpStream| async move {
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("an answer at once")
+            .unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    // The first holds the budget while it trickles.
+    let first = open().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..3 {
+        let refused = answer(open().await).await;
+        assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+        assert!(
+            refused.to_ascii_lowercase().contains("retry-after"),
+            "{refused}"
+        );
+    }
+    // The first gives up: its reservation returns, the next one is read.
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut next = open().await;
+    let mut buf = [0u8; 64];
+    let waited = tokio::time::timeout(Duration::from_millis(700), next.read(&mut buf)).await;
+    assert!(waited.is_err(), "being read, not refused: {:?}", waited);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn password_checks_past_the_queue_are_shed_with_503() {
     let _stack = hold(&SETUP);
