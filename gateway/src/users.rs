@@ -303,6 +303,19 @@ pub async fn change(
         .await
         .map_err(db)?;
     }
+    if stops_being_admin {
+        // The integrations an admin made stop with their admin rights: their
+        // API clients are revoked (tokens refused within a second); webhook
+        // subscriptions are disabled by the worker when it next delivers.
+        tx.execute(
+            "UPDATE api_clients SET revoked_at = coalesce(revoked_at, now()), \
+                    token_version = token_version + 1, token_version_at = now() \
+             WHERE created_by = $1 AND revoked_at IS NULL",
+            &[&id],
+        )
+        .await
+        .map_err(db)?;
+    }
     let r = record(ctx, claims, change.action(), id);
     pgconn::audit::append(&*tx, &gw.config.audit_keys, claims.clinic, &[r])
         .await

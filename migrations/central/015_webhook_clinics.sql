@@ -7,3 +7,7 @@ CREATE TABLE webhook_clinics (
 );
 
 GRANT SELECT, INSERT, UPDATE, DELETE ON webhook_clinics TO medicalpro_worker;
+
+-- A subscription delivers only while the admin who made it (or last took it
+-- over) is an active admin of the clinic: the worker reads their role.
+GRANT SELECT (role, disabled_at) ON users TO medicalpro_worker;

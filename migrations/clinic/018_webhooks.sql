@@ -24,6 +24,7 @@ CREATE TABLE webhook_subscriptions (
     -- A delivering worker's lease, so that two workers never deliver one
     -- subscription's events at once (nor out of order).
     leased_until    timestamptz,
+    lease_owner     uuid,
     created_by      uuid,
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now()

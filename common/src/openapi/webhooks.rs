@@ -55,7 +55,7 @@ pub(super) fn paths(paths: &mut Map<String, Value>, schemas: &mut Map<String, Va
                 "url": {"type": "string", "format": "uri", "maxLength": 2000},
                 "event_types": {"type": "array", "items": event_type.clone(), "minItems": 1},
                 "description": {"type": "string", "maxLength": 500},
-                "enabled": {"type": "boolean", "description": "`true` resumes a disabled subscription at its first undelivered event; `false` pauses it."}
+                "enabled": {"type": "boolean", "description": "`true` resumes a disabled subscription at its first undelivered event and makes the caller its owner; `false` pauses it. A subscription delivers only while its owner (its maker, or whoever last enabled it or changed its `url`) is an active admin of the clinic; otherwise it is disabled at its next delivery, the reason on it."}
             },
             "additionalProperties": false
         }),

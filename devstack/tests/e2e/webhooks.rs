@@ -730,3 +730,118 @@ async fn deliveries_survive_key_rotation_and_shredding() {
     let got = receiver.wait_for(1).await;
     verify(&secret, &got[0]);
 }
+
+/// What an admin set up for integrations stops with their admin rights: their
+/// webhook subscriptions are disabled at the next delivery (the reason says so;
+/// another admin may take one over by enabling it), their API clients revoked.
+#[tokio::test]
+async fn an_admins_integrations_stop_when_they_stop_being_admin() {
+    let _stack = hold(&SETUP);
+    let http = gateway();
+    let c = register(&http, None).await;
+    let email = format!("{}@clinic.example", unique("second-admin"));
+    let password = "a second admin's passphrase";
+    let made = status(
+        &post(
+            &http,
+            &c,
+            "/api/v1/users",
+            json!({"email": email, "password": password, "role": "admin"}),
+        )
+        .await,
+        201,
+    );
+    let second = status(
+        &http
+            .post(
+                "/api/v1/auth/login",
+                None,
+                &json!({"email": email, "password": password}),
+            )
+            .await
+            .unwrap(),
+        200,
+    );
+    let second = Clinic {
+        token: second["access_token"].as_str().unwrap().to_owned(),
+        ..c.clone()
+    };
+    let receiver = Receiver::start(OK).await;
+    let sub = subscribe(
+        &http,
+        &second,
+        &receiver.url(),
+        &["patient.created"],
+        "admin",
+    )
+    .await;
+    let sid = sub["id"].as_str().unwrap().to_owned();
+    let client = status(
+        &post(
+            &http,
+            &second,
+            "/api/v1/api-clients",
+            json!({"name": "Their integration", "role": "staff"}),
+        )
+        .await,
+        201,
+    );
+    create_patient(&http, &c, patient_body("Before", "Demotion")).await;
+    receiver.wait_for(1).await;
+
+    // Disabled by the first admin.
+    let uid = made["id"].as_str().unwrap();
+    status(
+        &post(
+            &http,
+            &c,
+            &format!("/api/v1/users/{uid}/disable"),
+            json!({}),
+        )
+        .await,
+        200,
+    );
+    create_patient(&http, &c, patient_body("After", "Demotion")).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let disabled = loop {
+        let s = subscription(&http, &c, &sid).await;
+        if s["enabled"] == false {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "{s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let reason = disabled["disabled_reason"].as_str().unwrap();
+    assert!(reason.contains("no longer an active admin"), "{reason}");
+    assert_eq!(receiver.count(), 1, "nothing sent for a disabled admin");
+    let clients = status(
+        &http
+            .get("/api/v1/api-clients", Some(&c.token))
+            .await
+            .unwrap(),
+        200,
+    );
+    let theirs = clients["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["id"] == client["id"])
+        .unwrap()
+        .clone();
+    assert!(theirs["revoked_at"].is_string(), "{theirs}");
+
+    // The first admin takes the subscription over: delivery resumes.
+    status(
+        &send(
+            &http,
+            &c,
+            Method::PATCH,
+            &format!("/api/v1/webhook-subscriptions/{sid}"),
+            Some(json!({"enabled": true})),
+        )
+        .await,
+        200,
+    );
+    let got = receiver.wait_for(2).await;
+    assert_eq!(got[1].json()["data"]["object"]["last_name"], "Demotion");
+}

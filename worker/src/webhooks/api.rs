@@ -394,10 +394,11 @@ pub async fn change(
                             enabled = coalesce($5, enabled), \
                             disabled_at = CASE WHEN $5 THEN NULL WHEN $5 = false THEN coalesce(disabled_at, now()) ELSE disabled_at END, \
                             disabled_reason = CASE WHEN $5 THEN NULL WHEN $5 = false AND enabled THEN 'Disabled by an admin.' ELSE disabled_reason END, \
+                            created_by = CASE WHEN $5 OR $2::text IS NOT NULL THEN $6 ELSE created_by END, \
                             failing_since = CASE WHEN $5 THEN NULL ELSE failing_since END, \
                             updated_at = now() \
                          WHERE id = $1",
-                        &[&id, &url, &types, &description, &body.enabled],
+                        &[&id, &url, &types, &description, &body.enabled, &actor.user],
                     )
                     .await
                     .map_err(db)?;

@@ -79,6 +79,8 @@ impl Default for Settings {
 
 /// Deliveries sent per subscription in one pass before others get a turn.
 const BATCH: usize = 50;
+/// A pass over one clinic sends no more after this long (the others get a turn).
+const PASS_BUDGET: Duration = Duration::from_secs(60);
 /// A clinic's old events are pruned at most this often.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
@@ -89,6 +91,8 @@ struct Pass {
     registry: Arc<Registry>,
     client: Client,
     settings: Settings,
+    /// This deliverer's id, on the leases it holds.
+    owner: Uuid,
 }
 
 /// The earliest of two optional instants.
@@ -125,6 +129,7 @@ pub async fn run(
         registry: registry.clone(),
         client: httpkit::client(&client_settings, Some(tls)),
         settings,
+        owner: Uuid::new_v4(),
     });
     let mut due: HashMap<ClinicId, Instant> = HashMap::new();
     let mut seen: HashSet<ClinicId> = HashSet::new();
@@ -302,31 +307,79 @@ impl Pass {
             .await
             .map_err(db)?;
         }
-        let leased = lazily(
-            &mut conn,
-            "UPDATE webhook_subscriptions s SET leased_until = now() + make_interval(secs => $1) \
-             WHERE enabled AND (leased_until IS NULL OR leased_until < now()) \
-               AND EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.subscription_id = s.id AND d.delivered_at IS NULL) \
-             RETURNING id, url, role, secret_enc",
-            &[&self.lease_secs()],
-        )
-        .await?;
+        let waiting: Vec<Uuid> = conn
+            .query(
+                "SELECT s.id FROM webhook_subscriptions s \
+                 WHERE enabled AND (leased_until IS NULL OR leased_until < now()) \
+                   AND EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.subscription_id = s.id AND d.delivered_at IS NULL) \
+                 ORDER BY s.created_at",
+                &[],
+            )
+            .await
+            .map_err(db)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let started = Instant::now();
         let mut next = None;
-        for row in leased {
-            let id: Uuid = row.get(0);
-            let outcome = match self.open(clinic, &keys, &row).await {
-                Ok(sub) => self.subscription(&mut conn, &keys, clinic, &sub).await,
+        for id in waiting {
+            if started.elapsed() >= PASS_BUDGET {
+                // Other clinics get their turn; this one comes back at once.
+                return Ok(Some(Instant::now()));
+            }
+            // Leased one at a time, right before its deliveries, by this deliverer.
+            let Some(row) = lazily(
+                &mut conn,
+                "UPDATE webhook_subscriptions SET leased_until = now() + make_interval(secs => $2), lease_owner = $3 \
+                 WHERE id = $1 AND enabled AND (leased_until IS NULL OR leased_until < now()) \
+                 RETURNING id, url, role, secret_enc, created_by",
+                &[&id, &self.lease_secs(), &self.owner],
+            )
+            .await?
+            .pop() else {
+                continue;
+            };
+            let opened = match self.creator_is_admin(clinic, row.get(4)).await? {
+                true => self.open(clinic, &keys, &row).await,
+                false => Err("the admin who made it (or last enabled it) is no longer an active admin of the clinic; an admin may enable it again (PATCH `enabled: true`) to take it over".to_owned()),
+            };
+            let outcome = match opened {
+                Ok(sub) => {
+                    self.subscription(&mut conn, &keys, clinic, &sub, started)
+                        .await
+                }
                 Err(reason) => disable(&*conn, id, &reason).await.map(|()| None),
             };
             lazily(
                 &mut conn,
-                "UPDATE webhook_subscriptions SET leased_until = NULL WHERE id = $1",
-                &[&id],
+                "UPDATE webhook_subscriptions SET leased_until = NULL, lease_owner = NULL \
+                 WHERE id = $1 AND lease_owner = $2",
+                &[&id, &self.owner],
             )
             .await?;
             next = earliest(next, outcome?);
         }
         Ok(next)
+    }
+
+    /// Whether `user` (a subscription's maker) is still an active admin of `clinic`.
+    async fn creator_is_admin(
+        &self,
+        clinic: ClinicId,
+        user: Option<Uuid>,
+    ) -> Result<bool, WorkerError> {
+        let Some(user) = user else {
+            return Ok(false);
+        };
+        let central = self.registry.central().get().await?;
+        let row = central
+            .query_opt(
+                "SELECT role = 'admin' AND disabled_at IS NULL FROM users WHERE id = $1 AND company_id = $2",
+                &[&user, clinic.as_uuid()],
+            )
+            .await
+            .map_err(db)?;
+        Ok(row.is_some_and(|r| r.get(0)))
     }
 
     /// The leased row as a subscription, its secret opened; or why it cannot be.
@@ -371,10 +424,14 @@ impl Pass {
         keys: &ClinicKeyCache,
         clinic: ClinicId,
         sub: &Subscription,
+        started: Instant,
     ) -> Result<Option<Instant>, WorkerError> {
         let signer = standardwebhooks::Webhook::from_bytes(sub.secret.clone())
             .map_err(|e| WorkerError::Internal(e.to_string()))?;
         for _ in 0..BATCH {
+            if started.elapsed() >= PASS_BUDGET {
+                return Ok(Some(Instant::now()));
+            }
             let Some(head) = self.head(conn, sub.id).await? else {
                 return Ok(None);
             };
@@ -391,13 +448,20 @@ impl Pass {
                 request_id: head.event_id.to_string(),
             };
             let (payload, read) = self.payload(conn, keys, &actor, &head).await?;
+            // What leaves is recorded before it leaves.
+            if let Some((r, row)) = read {
+                data::record_access(
+                    &**conn,
+                    &actor,
+                    r,
+                    Action::Named("webhook"),
+                    Some(row),
+                    "success",
+                )
+                .await?;
+            }
             let sent = self.send(sub, &signer, &head, &payload).await;
             let tx = conn.transaction().await.map_err(db)?;
-            if let Some((r, row)) = read {
-                let outcome = if sent.is_ok() { "success" } else { "failure" };
-                data::record_access(&tx, &actor, r, Action::Named("webhook"), Some(row), outcome)
-                    .await?;
-            }
             match sent {
                 Ok(status) => {
                     metrics::counter!(m::WEBHOOK_DELIVERIES, "outcome" => "delivered").increment(1);
@@ -409,15 +473,20 @@ impl Pass {
                     )
                     .await
                     .map_err(db)?;
-                    tx.execute(
-                        "UPDATE webhook_subscriptions SET failing_since = NULL, last_error = NULL, \
-                                last_success_at = now(), leased_until = now() + make_interval(secs => $2) \
-                         WHERE id = $1",
-                        &[&sub.id, &self.lease_secs()],
-                    )
-                    .await
-                    .map_err(db)?;
+                    let still_ours = tx
+                        .execute(
+                            "UPDATE webhook_subscriptions SET failing_since = NULL, last_error = NULL, \
+                                    last_success_at = now(), leased_until = now() + make_interval(secs => $2) \
+                             WHERE id = $1 AND lease_owner = $3",
+                            &[&sub.id, &self.lease_secs(), &self.owner],
+                        )
+                        .await
+                        .map_err(db)?;
                     tx.commit().await.map_err(db)?;
+                    if still_ours == 0 {
+                        // The lease ran out and another deliverer took it: stop here.
+                        return Ok(None);
+                    }
                 }
                 Err(failure) => {
                     metrics::counter!(m::WEBHOOK_DELIVERIES, "outcome" => "failed").increment(1);
