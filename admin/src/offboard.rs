@@ -453,12 +453,17 @@ async fn export(
             .await
             .with_context(|| format!("creating {}", dir.display()))?;
     }
-    // Patient data in the clear: readable by the operator's account alone.
+    // Patient data in the clear: readable by the operator's account alone, in a
+    // file made afresh (never one that was there, nor through a symbolic link).
+    match tokio::fs::remove_file(&partial).await {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("removing {}", partial.display())),
+    }
     let mut out = tokio::io::BufWriter::new(
         tokio::fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o600)
             .open(&partial)
             .await
@@ -562,6 +567,15 @@ async fn mark_deleted(central: &Client, clinic: ClinicId) -> anyhow::Result<()> 
             )
             .await
             .context("ending the sessions of the clinic's users")?;
+        central
+            .execute(
+                "UPDATE api_clients SET revoked_at = coalesce(revoked_at, now()), \
+                        token_version = token_version + 1, token_version_at = now() \
+                 WHERE company_id = $1",
+                &[clinic.as_uuid()],
+            )
+            .await
+            .context("revoking the clinic's API clients")?;
         stamp(central, clinic, Step::Delete).await
     }
     .await;

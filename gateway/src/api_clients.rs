@@ -85,6 +85,7 @@ fn secret_hash(secret: &str) -> Vec<u8> {
 /// `GET /api/v1/api-clients`: the clinic's API clients, without secrets.
 pub async fn list(gw: &Gateway, claims: &Claims) -> Result<Value, GatewayError> {
     admin_only(claims)?;
+    crate::users::person_only(gw, claims).await?;
     let client = gw.central.get().await?;
     let rows = client
         .query(

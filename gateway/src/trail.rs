@@ -110,6 +110,7 @@ pub async fn list(
             "Only a clinic admin can read the audit trail.",
         ));
     }
+    crate::users::person_only(gw, claims).await?;
     let mut params: Vec<Param> = vec![Box::new(*claims.clinic.as_uuid())];
     let (conditions, limit) = filters(query, &mut params)?;
     params.push(Box::new(limit + 1));

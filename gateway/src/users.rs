@@ -48,6 +48,27 @@ pub fn admin_only(claims: &Claims) -> Result<(), GatewayError> {
     }
 }
 
+/// Refuses a caller that is no active user of its clinic: an API client's
+/// token (its subject names no user) reads no users, API clients or audit trail.
+pub(crate) async fn person_only(gw: &Gateway, claims: &Claims) -> Result<(), GatewayError> {
+    let person = gw
+        .central
+        .get()
+        .await?
+        .query_opt(
+            "SELECT 1 FROM users WHERE id = $1 AND company_id = $2 AND disabled_at IS NULL",
+            &[claims.sub.as_uuid(), claims.clinic.as_uuid()],
+        )
+        .await
+        .map_err(db)?;
+    match person {
+        Some(_) => Ok(()),
+        None => Err(GatewayError::Forbidden(
+            "Users, API clients and the audit trail are for the clinic's admins themselves, not for an API client.",
+        )),
+    }
+}
+
 fn db(e: tokio_postgres::Error) -> GatewayError {
     GatewayError::from_db(e)
 }
@@ -82,6 +103,7 @@ pub(crate) fn parse_id(raw: &str) -> Result<Uuid, GatewayError> {
 /// `GET /api/v1/users`: every user of the caller's clinic.
 pub async fn list(gw: &Gateway, claims: &Claims) -> Result<Value, GatewayError> {
     admin_only(claims)?;
+    person_only(gw, claims).await?;
     let client = gw.central.get().await?;
     let rows = client
         .query(

@@ -63,14 +63,21 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || a >= 240
                 || (a == 100 && (64..128).contains(&b))
                 || (a == 198 && (18..20).contains(&b))
-                || (a == 192 && b == 0 && c == 0))
+                || (a == 192 && b == 0 && c == 0)
+                || (a == 192 && b == 88 && c == 99))
         }
         IpAddr::V6(v6) => {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_public(IpAddr::V4(v4));
             }
-            let first = v6.segments()[0];
+            let segments = v6.segments();
+            let first = segments[0];
+            // ::/96 (IPv4-compatible) and ::ffff:0:0:0/96 (IPv4-translated).
+            let embeds_v4 = (segments[..5] == [0; 5] && segments[5] == 0)
+                || (segments[..4] == [0; 4] && segments[4] == 0xffff && segments[5] == 0);
             !(v6.is_loopback()
+                || embeds_v4
+                || (first & 0xffc0) == 0xfec0
                 || v6.is_unspecified()
                 || v6.is_multicast()
                 || (first & 0xfe00) == 0xfc00
@@ -208,6 +215,10 @@ mod tests {
             "::ffff:127.0.0.1",
             "::ffff:10.0.0.1",
             "2001:db8::1",
+            "fec0::1",
+            "::7f00:1",
+            "::ffff:0:7f00:1",
+            "192.88.99.1",
         ] {
             assert!(!is_public(private.parse().unwrap()), "{private}");
         }

@@ -462,7 +462,9 @@ async fn store(
     let tx = client.transaction().await.map_err(WorkerError::from_db)?;
     let live = tx
         .query_opt(
-            "SELECT 1 FROM patients WHERE company_id = $1 AND id = $2 AND deleted_at IS NULL",
+            // Shared-locked until the file commits: an erasure of the patient waits
+            // for it, then removes it with the rest.
+            "SELECT 1 FROM patients WHERE company_id = $1 AND id = $2 AND deleted_at IS NULL FOR SHARE",
             &[clinic.as_uuid(), &patient],
         )
         .await

@@ -192,6 +192,37 @@ async fn an_api_client_gets_short_tokens_for_its_role_and_stops_at_once_when_rev
             .unwrap(),
         403,
     );
+    // Even as an admin, an API client reads no users, clients or trail.
+    let admin_client = status(
+        &post(
+            &http,
+            &c,
+            "/api/v1/api-clients",
+            json!({"name": "Admin tool", "role": "admin"}),
+        )
+        .await,
+        201,
+    );
+    let admin_token = token_request(
+        &http,
+        &[("content-type", FORM)],
+        &credentials_form(&admin_client),
+    )
+    .await;
+    let admin_token = admin_token.json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for path in ["/api/v1/users", "/api/v1/api-clients", "/api/v1/audit-logs"] {
+        problem(&http.get(path, Some(&admin_token)).await.unwrap(), 403);
+    }
+    status(
+        &http
+            .get("/api/v1/patients", Some(&admin_token))
+            .await
+            .unwrap(),
+        200,
+    );
 
     // The trail names the client.
     let client_id = made["id"].as_str().unwrap();

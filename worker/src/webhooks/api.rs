@@ -262,6 +262,10 @@ pub async fn create(
                     &raw,
                 );
                 let tx = client.transaction().await.map_err(db)?;
+                // Creates one at a time, so the cap holds under concurrency.
+                tx.batch_execute("LOCK TABLE webhook_subscriptions IN SHARE ROW EXCLUSIVE MODE")
+                    .await
+                    .map_err(db)?;
                 let count: i64 = tx
                     .query_one("SELECT count(*) FROM webhook_subscriptions", &[])
                     .await
