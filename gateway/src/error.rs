@@ -249,6 +249,15 @@ impl IntoResponse for GatewayError {
             tracing::warn!(error = %self, "request failed");
         }
         metrics::counter!(m::ERRORS, "component" => "gateway", "kind" => self.kind()).increment(1);
-        httpkit::problem::response(&p)
+        let mut response = httpkit::problem::response(&p);
+        if matches!(self, GatewayError::PayloadTooLarge(_) | GatewayError::BodyTimeout) {
+            // The body was not read to its end: this connection cannot carry
+            // another request, and the client must not try.
+            response.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+        }
+        response
     }
 }
