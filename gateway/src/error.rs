@@ -250,7 +250,10 @@ impl IntoResponse for GatewayError {
         }
         metrics::counter!(m::ERRORS, "component" => "gateway", "kind" => self.kind()).increment(1);
         let mut response = httpkit::problem::response(&p);
-        if matches!(self, GatewayError::PayloadTooLarge(_) | GatewayError::BodyTimeout) {
+        if matches!(
+            self,
+            GatewayError::PayloadTooLarge(_) | GatewayError::BodyTimeout
+        ) {
             // The body was not read to its end: this connection cannot carry
             // another request, and the client must not try.
             response.headers_mut().insert(

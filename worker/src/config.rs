@@ -52,6 +52,35 @@ pub struct ExportLimits {
     pub idle: Duration,
 }
 
+/// How the deliverer works (`WEBHOOK_*` settings).
+#[derive(Clone, Copy, Debug)]
+pub struct WebhookSettings {
+    /// Receivers on private addresses, and `http` URLs, allowed (development).
+    pub allow_private: bool,
+    pub timeout: Duration,
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    pub disable_after: Duration,
+    pub sweep: Duration,
+    pub concurrency: usize,
+    pub retention: Duration,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        Self {
+            allow_private: false,
+            timeout: Duration::from_secs(10),
+            retry_base: Duration::from_secs(5),
+            retry_max: Duration::from_secs(10 * 3600),
+            disable_after: Duration::from_secs(3 * 86_400),
+            sweep: Duration::from_secs(30),
+            concurrency: 8,
+            retention: Duration::from_secs(30 * 86_400),
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Config {
     /// `LISTEN_ADDR`, default `0.0.0.0:8081`.
@@ -93,7 +122,7 @@ pub struct Config {
     /// `WEBHOOK_RETRY_BASE_MS`, `WEBHOOK_RETRY_MAX_SECS`,
     /// `WEBHOOK_DISABLE_AFTER_SECS`, `WEBHOOK_SWEEP_SECS`, `WEBHOOK_CONCURRENCY`,
     /// `WEBHOOK_RETENTION_DAYS`).
-    pub webhooks: crate::webhooks::deliver::Settings,
+    pub webhooks: WebhookSettings,
     /// `MAX_ATTACHMENT_BYTES` (default 25 MiB): the largest file uploaded onto a
     /// patient.
     pub max_attachment_bytes: usize,
@@ -216,9 +245,9 @@ impl Config {
 }
 
 /// The webhook deliverer's settings; every duration and count at least 1.
-fn webhook_settings(source: &Source) -> Result<crate::webhooks::deliver::Settings, ConfigError> {
-    let d = crate::webhooks::deliver::Settings::default();
-    let settings = crate::webhooks::deliver::Settings {
+fn webhook_settings(source: &Source) -> Result<WebhookSettings, ConfigError> {
+    let d = WebhookSettings::default();
+    let settings = WebhookSettings {
         allow_private: source.parse_or("WEBHOOK_ALLOW_PRIVATE_TARGETS", d.allow_private)?,
         timeout: Duration::from_secs(source.parse_or("WEBHOOK_TIMEOUT_SECS", d.timeout.as_secs())?),
         retry_base: Duration::from_millis(

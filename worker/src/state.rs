@@ -1,10 +1,10 @@
 //! What every handler can reach: the shared state of the public router. Handlers
 //! depend on it; it depends on no handler.
 
+use crate::config::WebhookSettings;
 use crate::export_gate::ExportGate;
 use crate::provision::Provisioner;
 use crate::registry::Registry;
-use crate::webhooks::deliver::Settings as WebhookSettings;
 use crate::webhooks::wake::Hooks;
 use common::crypto::KeyRing;
 use common::internal::InternalKey;

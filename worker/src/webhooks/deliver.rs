@@ -25,6 +25,7 @@ use super::api::SECRET_COLUMN;
 use super::target;
 use super::wake::Hooks;
 use crate::budget::Conn;
+use crate::config::WebhookSettings as Settings;
 use crate::data::{self, Action, Actor, Audit};
 use crate::error::WorkerError;
 use crate::keys::ClinicKeyCache;
@@ -47,35 +48,6 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-
-/// How the deliverer works (`WEBHOOK_*` settings).
-#[derive(Clone, Copy, Debug)]
-pub struct Settings {
-    /// Receivers on private addresses, and `http` URLs, allowed (development).
-    pub allow_private: bool,
-    pub timeout: Duration,
-    pub retry_base: Duration,
-    pub retry_max: Duration,
-    pub disable_after: Duration,
-    pub sweep: Duration,
-    pub concurrency: usize,
-    pub retention: Duration,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            allow_private: false,
-            timeout: Duration::from_secs(10),
-            retry_base: Duration::from_secs(5),
-            retry_max: Duration::from_secs(10 * 3600),
-            disable_after: Duration::from_secs(3 * 86_400),
-            sweep: Duration::from_secs(30),
-            concurrency: 8,
-            retention: Duration::from_secs(30 * 86_400),
-        }
-    }
-}
 
 /// Deliveries sent per subscription in one pass before others get a turn.
 const BATCH: usize = 50;
