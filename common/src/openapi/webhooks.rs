@@ -205,6 +205,8 @@ pub(super) fn paths(paths: &mut Map<String, Value>, schemas: &mut Map<String, Va
             "404".into(),
             problem_response("No such subscription in this clinic."),
         );
+        m.entry("400")
+            .or_insert_with(|| problem_response("The id in the path is not a UUID."));
         m
     };
     let mut changed = not_found(ok(
@@ -214,7 +216,7 @@ pub(super) fn paths(paths: &mut Map<String, Value>, schemas: &mut Map<String, Va
     ));
     changed.insert(
         "400".into(),
-        problem_response("A body that is not a change of a subscription."),
+        problem_response("A body that is not a change of a subscription, or an id in the path that is not a UUID."),
     );
     let mut deleted = Map::new();
     deleted.insert(
@@ -257,7 +259,9 @@ pub(super) fn paths(paths: &mut Map<String, Value>, schemas: &mut Map<String, Va
     );
     queued.insert(
         "400".into(),
-        problem_response("`after` is not a whole number of at least 0."),
+        problem_response(
+            "`after` is not a whole number of at least 0, or the id in the path is not a UUID.",
+        ),
     );
     paths.insert(
         "/api/v1/webhook-subscriptions/{id}/replay".into(),
@@ -281,7 +285,7 @@ pub(super) fn paths(paths: &mut Map<String, Value>, schemas: &mut Map<String, Va
     ));
     listed.insert(
         "400".into(),
-        problem_response("An `after` or `limit` out of range, or another parameter."),
+        problem_response("An `after` or `limit` out of range, another parameter, or an id in the path that is not a UUID."),
     );
     paths.insert(
         "/api/v1/webhook-subscriptions/{id}/deliveries".into(),
