@@ -10,6 +10,7 @@ use crate::budget::Conn;
 use crate::context::Caller;
 use crate::data::{self, Action};
 use crate::error::WorkerError;
+use crate::keys::ClinicKeyCache;
 use crate::state::AppState;
 use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::StatusCode;
@@ -25,6 +26,7 @@ use common::ClinicId;
 use rand::RngCore;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::sync::Arc;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
@@ -81,6 +83,42 @@ async fn recorded<T>(
         data::record_access(&**client, actor, R, action, Some(id), "not_found").await?;
     }
     result
+}
+
+/// One access to the clinic's webhooks through [`audited`]: refused (and
+/// recorded) for anyone but an admin, and a miss of subscription `id` recorded
+/// as `not_found`.
+async fn admins<T, F, Fut>(
+    state: &AppState,
+    caller: &Caller,
+    action: Action,
+    id: Option<Uuid>,
+    op: F,
+) -> Result<T, WorkerError>
+where
+    F: FnOnce(Conn, data::Actor, Arc<ClinicKeyCache>) -> Fut,
+    Fut: std::future::Future<Output = (Conn, Result<T, WorkerError>)>,
+{
+    let refused = refusal(caller);
+    audited(
+        state,
+        caller,
+        R,
+        action,
+        id,
+        |client, actor, keys| async move {
+            if let Some(refusal) = refused {
+                return (client, Err(WorkerError::Forbidden(refusal)));
+            }
+            let (client, result) = op(client, actor, keys).await;
+            let result = match id {
+                Some(id) => recorded(&client, &access::actor(caller), action, id, result).await,
+                None => result,
+            };
+            (client, result)
+        },
+    )
+    .await
 }
 
 /// Why `caller` may not manage webhooks, if they may not.
@@ -186,17 +224,12 @@ async fn register_clinic(
 
 /// `GET /api/v1/webhook-subscriptions`.
 pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Response, WorkerError> {
-    let refused = refusal(&caller);
-    let data = audited(
+    let data = admins(
         &state,
         &caller,
-        R,
         Action::List,
         None,
         |client, actor, _keys| async move {
-            if let Some(refusal) = refused {
-                return (client, Err(WorkerError::Forbidden(refusal)));
-            }
             let result = async {
                 let rows = client
                     .query(
@@ -223,20 +256,15 @@ pub async fn create(
     caller: Caller,
     req: Request,
 ) -> Result<Response, WorkerError> {
-    let refused = refusal(&caller);
     let bytes = access::body(&state, req).await?;
     let allow_private = state.webhooks.allow_private;
     let id = Uuid::now_v7();
-    let made = audited(
+    let made = admins(
         &state,
         &caller,
-        R,
         Action::Create,
         Some(id),
         |mut client, actor, keys| async move {
-            if let Some(refusal) = refused {
-                return (client, Err(WorkerError::Forbidden(refusal)));
-            }
             let result = async {
                 let body: NewSubscription = parse_body(&bytes)?;
                 let url = super::target::check(body.url.trim(), allow_private)
@@ -321,17 +349,12 @@ pub async fn get(
     Path(raw): Path<String>,
 ) -> Result<Response, WorkerError> {
     let id = parse_id(&raw)?;
-    let refused = refusal(&caller);
-    let found = audited(
+    let found = admins(
         &state,
         &caller,
-        R,
         Action::Read,
         Some(id),
         |client, actor, _keys| async move {
-            if let Some(refusal) = refused {
-                return (client, Err(WorkerError::Forbidden(refusal)));
-            }
             let result = async {
                 let row = client
                     .query_opt(
@@ -345,7 +368,6 @@ pub async fn get(
                 subscription_json(&row)
             }
             .await;
-            let result = recorded(&client, &actor, Action::Read, id, result).await;
             (client, result)
         },
     )
@@ -363,19 +385,14 @@ pub async fn change(
     req: Request,
 ) -> Result<Response, WorkerError> {
     let id = parse_id(&raw)?;
-    let refused = refusal(&caller);
     let bytes = access::body(&state, req).await?;
     let allow_private = state.webhooks.allow_private;
-    let changed = audited(
+    let changed = admins(
         &state,
         &caller,
-        R,
         Action::Update,
         Some(id),
         |mut client, actor, _keys| async move {
-            if let Some(refusal) = refused {
-                return (client, Err(WorkerError::Forbidden(refusal)));
-            }
             let result = async {
                 let body: SubscriptionChange = parse_body(&bytes)?;
                 let url = match body.url {
@@ -430,7 +447,6 @@ pub async fn change(
                 subscription_json(&row)
             }
             .await;
-            let result = recorded(&client, &actor, Action::Update, id, result).await;
             (client, result)
         },
     )
@@ -447,17 +463,12 @@ pub async fn delete(
     Path(raw): Path<String>,
 ) -> Result<Response, WorkerError> {
     let id = parse_id(&raw)?;
-    let refused = refusal(&caller);
-    let left = audited(
+    let left = admins(
         &state,
         &caller,
-        R,
         Action::Delete,
         Some(id),
         |mut client, actor, _keys| async move {
-            if let Some(refusal) = refused {
-                return (client, Err(WorkerError::Forbidden(refusal)));
-            }
             let result = async {
                 let tx = client.transaction().await.map_err(db)?;
                 let deleted = tx
@@ -477,7 +488,6 @@ pub async fn delete(
                 Ok(left)
             }
             .await;
-            let result = recorded(&client, &actor, Action::Delete, id, result).await;
             (client, result)
         },
     )
@@ -498,18 +508,13 @@ pub async fn replay(
     req: Request,
 ) -> Result<Response, WorkerError> {
     let id = parse_id(&raw)?;
-    let refused = refusal(&caller);
     let bytes = access::body(&state, req).await?;
-    let queued = audited(
+    let queued = admins(
         &state,
         &caller,
-        R,
         Action::Named("replay"),
         Some(id),
         |mut client, actor, _keys| async move {
-            if let Some(refusal) = refused {
-                return (client, Err(WorkerError::Forbidden(refusal)));
-            }
             let result = async {
                 let body: Replay = parse_body(&bytes)?;
                 if body.after < 0 {
@@ -541,7 +546,6 @@ pub async fn replay(
                 Ok(queued)
             }
             .await;
-            let result = recorded(&client, &actor, Action::Named("replay"), id, result).await;
             (client, result)
         },
     )
@@ -598,18 +602,13 @@ pub async fn events(
     caller: Caller,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, WorkerError> {
-    let refused = refusal(&caller);
     let (after, limit) = page(raw.as_deref())?;
-    let rows = audited(
+    let rows = admins(
         &state,
         &caller,
-        R,
         Action::Named("events"),
         None,
         |client, actor, _keys| async move {
-            if let Some(refusal) = refused {
-                return (client, Err(WorkerError::Forbidden(refusal)));
-            }
             let result = async {
                 let rows = client
                     .query(
@@ -654,18 +653,13 @@ pub async fn deliveries(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, WorkerError> {
     let id = parse_id(&raw_id)?;
-    let refused = refusal(&caller);
     let (after, limit) = page(raw.as_deref())?;
-    let rows = audited(
+    let rows = admins(
         &state,
         &caller,
-        R,
         Action::Named("deliveries"),
         Some(id),
         |client, actor, _keys| async move {
-            if let Some(refusal) = refused {
-                return (client, Err(WorkerError::Forbidden(refusal)));
-            }
             let result = async {
                 let exists = client
                     .query_opt("SELECT 1 FROM webhook_subscriptions WHERE id = $1", &[&id])
@@ -705,7 +699,6 @@ pub async fn deliveries(
                 Ok(data)
             }
             .await;
-            let result = recorded(&client, &actor, Action::Named("deliveries"), id, result).await;
             (client, result)
         },
     )
