@@ -1029,6 +1029,16 @@ async fn trickled_uploads_get_no_more_memory_than_the_upload_budget() {
     let mut buf = [0u8; 64];
     let waited = tokio::time::timeout(Duration::from_millis(700), next.read(&mut buf)).await;
     assert!(waited.is_err(), "being read, not refused: {:?}", waited);
+    drop(next);
+    // Nothing of the refused or abandoned uploads was stored.
+    let stored: i64 = stack
+        .clinic_db(&owner)
+        .await
+        .query_one("SELECT count(*) FROM attachments", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
